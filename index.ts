@@ -1,0 +1,46 @@
+/**
+ * Scaledkite: on-demand Buildkite workers on an existing EKS cluster.
+ *
+ *   Buildkite --"Job Scheduled"--> EventBridge rule --> Lambda --> one Kubernetes Job per Buildkite job
+ *
+ * Data flow of this program: stack config -> validated StackConfig -> the existing cluster (read once)
+ * -> the workers' namespace, Secrets and RBAC (k8s/) -> the rule, DLQ and Lambda (scheduler/).
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { createClusterProvider, readCluster } from "./k8s/cluster";
+import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
+import { readStackConfig } from "./scheduler/pulumiConfig";
+import { schedulerSettings } from "./scheduler/config";
+import { Scheduler } from "./scheduler/scheduler";
+
+const { config, secrets } = readStackConfig(new pulumi.Config("scaledkite"));
+
+const cluster = readCluster(config.cluster);
+const provider = createClusterProvider("cluster", cluster);
+
+const workers = new WorkerNamespace("workers", {
+    namespace: config.namespace,
+    agentToken: secrets.agentToken,
+    env: secrets.env,
+    gitCredentials: secrets.gitCredentials,
+    schedulerGroup: SCHEDULER_GROUP,
+    provider,
+});
+
+const scheduler = new Scheduler("scheduler", {
+    settings: schedulerSettings(config),
+    cluster,
+    eventBusName: config.eventBusName,
+    kubernetesGroups: [SCHEDULER_GROUP],
+    roleArn: config.roleArn,
+    lambda: config.lambda,
+}, { dependsOn: [workers] });
+
+export const namespace = workers.namespace;
+export const queues = Object.keys(config.queues);
+export const functionName = scheduler.functionName;
+export const schedulerRoleArn = scheduler.roleArn;
+export const eventRuleArn = scheduler.ruleArn;
+export const deadLetterQueueUrl = scheduler.deadLetterQueueUrl;
+export const logGroupName = scheduler.logGroupName;
+export const watchWorkers = pulumi.interpolate`kubectl get jobs,pods -n ${workers.namespace} -l app.kubernetes.io/managed-by=scaledkite`;

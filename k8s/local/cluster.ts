@@ -1,0 +1,245 @@
+/**
+ * A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager
+ * (built once from source by build-controlplane.sh, cached by version), plus the node agent (pod
+ * runner and EKS-token webhook). State lives in `.local-cluster/` of the project (git-ignored).
+ */
+import { execFileSync, spawn } from "child_process";
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as net from "net";
+import * as path from "path";
+
+export const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
+export const STATE_DIR = process.env.SCALEDKITE_LOCAL_DIR ?? path.join(PROJECT_ROOT, ".local-cluster");
+export const KUBECONFIG = path.join(STATE_DIR, "kubeconfig");
+const STATE_FILE = path.join(STATE_DIR, "state.json");
+const ADMIN_TOKEN_FILE = path.join(STATE_DIR, "admin-token");
+
+/** The controllers the local cluster runs: what a worker Job's life needs, and quota. */
+export const CONTROLLERS = [
+    "job-controller", "ttl-after-finished-controller", "garbage-collector-controller", "serviceaccount-controller",
+    "namespace-controller", "resourcequota-controller", "pod-garbage-collector-controller",
+];
+
+interface ProcessInfo { name: string; pid: number; log: string }
+export interface ClusterState {
+    server: string;
+    caFile: string;
+    kubeconfig: string;
+    processes: ProcessInfo[];
+    binDir: string;
+    startedAt: string;
+}
+
+function alive(pid: number): boolean {
+    try {
+        process.kill(pid, 0);
+        return true;
+    } catch {
+        return false;
+    }
+}
+
+export function readState(): ClusterState | undefined {
+    try {
+        return JSON.parse(fs.readFileSync(STATE_FILE, "utf8"));
+    } catch {
+        return undefined;
+    }
+}
+
+/** Which of the cluster's processes run. */
+export function status(): { running: boolean; state?: ClusterState; processes: { name: string; pid: number; alive: boolean }[] } {
+    const state = readState();
+    if (!state) return { running: false, processes: [] };
+    const processes = state.processes.map((p) => ({ name: p.name, pid: p.pid, alive: alive(p.pid) }));
+    return { running: processes.length > 0 && processes.every((p) => p.alive), state, processes };
+}
+
+async function freePort(): Promise<number> {
+    return new Promise((resolve, reject) => {
+        const s = net.createServer();
+        s.once("error", reject);
+        s.listen(0, "127.0.0.1", () => {
+            const port = (s.address() as net.AddressInfo).port;
+            s.close(() => resolve(port));
+        });
+    });
+}
+
+/** Builds the binaries if the cache lacks them (minutes, once per version); returns their directory. */
+export function ensureBinaries(log: (s: string) => void): string {
+    const script = path.join(__dirname, "build-controlplane.sh");
+    log("control plane binaries: checking the cache (a first build takes a while)");
+    const out = execFileSync("bash", [script], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+    return out.trim().split("\n").pop()!;
+}
+
+function startProcess(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = process.env): ProcessInfo {
+    const log = path.join(STATE_DIR, "logs", `${name}.log`);
+    const fd = fs.openSync(log, "a");
+    const child = spawn(command, args, { detached: true, stdio: ["ignore", fd, fd], env });
+    child.unref();
+    fs.closeSync(fd);
+    if (!child.pid) throw new Error(`could not start ${name} (${command})`);
+    return { name, pid: child.pid, log };
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, processes: ProcessInfo[]): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+        for (const p of processes) {
+            if (!alive(p.pid)) {
+                const tail = fs.existsSync(p.log) ? fs.readFileSync(p.log, "utf8").trim().split("\n").slice(-3).join(" | ") : "";
+                throw new Error(`${p.name} exited while waiting for ${what}: ${tail} (log: ${p.log})`);
+            }
+        }
+        if (await check().catch(() => false)) return;
+        await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+}
+
+async function httpsOk(url: string, token: string, ca: string): Promise<boolean> {
+    const https = await import("https");
+    return new Promise((resolve) => {
+        const req = https.get(url, { headers: { authorization: `Bearer ${token}` }, ca, timeout: 2000 }, (res) => {
+            res.resume();
+            resolve(res.statusCode === 200);
+        });
+        req.on("error", () => resolve(false));
+        req.on("timeout", () => { req.destroy(); resolve(false); });
+    });
+}
+
+function writeKubeconfig(server: string, caFile: string, token: string): void {
+    const ca = fs.readFileSync(caFile).toString("base64");
+    const kubeconfig = [
+        "apiVersion: v1",
+        "kind: Config",
+        "clusters:",
+        "- name: scaledkite-local",
+        "  cluster:",
+        `    server: ${server}`,
+        `    certificate-authority-data: ${ca}`,
+        "users:",
+        "- name: admin",
+        "  user:",
+        `    token: ${token}`,
+        "contexts:",
+        "- name: scaledkite-local",
+        "  context:",
+        "    cluster: scaledkite-local",
+        "    user: admin",
+        "current-context: scaledkite-local",
+        "",
+    ].join("\n");
+    fs.writeFileSync(KUBECONFIG, kubeconfig, { mode: 0o600 });
+}
+
+/** Starts the local cluster, or reuses the one that runs. Returns its state. */
+export async function up(log: (s: string) => void = console.error): Promise<ClusterState> {
+    const current = status();
+    if (current.running) {
+        log(`local cluster already running at ${current.state!.server}`);
+        return current.state!;
+    }
+    if (current.state) await down(() => {});
+    const binDir = ensureBinaries(log);
+    fs.rmSync(STATE_DIR, { recursive: true, force: true });
+    fs.mkdirSync(path.join(STATE_DIR, "logs"), { recursive: true });
+    fs.mkdirSync(path.join(STATE_DIR, "pki"), { recursive: true });
+
+    const [etcdPort, etcdPeerPort, apiPort, webhookPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const adminToken = crypto.randomBytes(24).toString("hex");
+    fs.writeFileSync(ADMIN_TOKEN_FILE, adminToken, { mode: 0o600 });
+    fs.writeFileSync(path.join(STATE_DIR, "pki", "tokens.csv"), `${adminToken},scaledkite-admin,scaledkite-admin,"system:masters"\n`, { mode: 0o600 });
+    const { privateKey, publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+    fs.writeFileSync(path.join(STATE_DIR, "pki", "sa.key"), privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
+    fs.writeFileSync(path.join(STATE_DIR, "pki", "sa.pub"), publicKey.export({ type: "spki", format: "pem" }));
+    const webhookConfig = path.join(STATE_DIR, "pki", "token-webhook.yaml");
+    fs.writeFileSync(webhookConfig, [
+        "apiVersion: v1", "kind: Config",
+        "clusters:", "- name: eks-token-webhook", "  cluster:", `    server: http://127.0.0.1:${webhookPort}/authenticate`,
+        "users:", "- name: kube-apiserver", "  user: {}",
+        "contexts:", "- name: webhook", "  context:", "    cluster: eks-token-webhook", "    user: kube-apiserver",
+        "current-context: webhook", "",
+    ].join("\n"));
+
+    const processes: ProcessInfo[] = [];
+    const record = (p: ProcessInfo) => {
+        processes.push(p);
+        fs.writeFileSync(STATE_FILE, JSON.stringify({ processes }, null, 2));
+    };
+    try {
+        const etcdUrl = `http://127.0.0.1:${etcdPort}`;
+        const peerUrl = `http://127.0.0.1:${etcdPeerPort}`;
+        record(startProcess("etcd", path.join(binDir, "etcd"), [
+            "--name=local", `--data-dir=${path.join(STATE_DIR, "etcd")}`,
+            `--listen-client-urls=${etcdUrl}`, `--advertise-client-urls=${etcdUrl}`,
+            `--listen-peer-urls=${peerUrl}`, `--initial-advertise-peer-urls=${peerUrl}`, `--initial-cluster=local=${peerUrl}`,
+            "--unsafe-no-fsync", "--log-level=warn",
+        ]));
+
+        // The node agent serves the token webhook the API server calls; start it first.
+        const agentArgs = ["-r", "ts-node/register/transpile-only", path.join(__dirname, "nodeAgent.ts"), KUBECONFIG, String(webhookPort)];
+        record(startProcess("node-agent", process.execPath, agentArgs, { ...process.env, TS_NODE_PROJECT: path.join(PROJECT_ROOT, "tsconfig.json") }));
+
+        const certDir = path.join(STATE_DIR, "pki");
+        record(startProcess("kube-apiserver", path.join(binDir, "kube-apiserver"), [
+            `--etcd-servers=${etcdUrl}`,
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", `--secure-port=${apiPort}`, `--cert-dir=${certDir}`,
+            `--token-auth-file=${path.join(certDir, "tokens.csv")}`,
+            `--authentication-token-webhook-config-file=${webhookConfig}`, "--authentication-token-webhook-version=v1",
+            "--authentication-token-webhook-cache-ttl=10s",
+            "--authorization-mode=RBAC", "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            `--service-account-key-file=${path.join(certDir, "sa.pub")}`, `--service-account-signing-key-file=${path.join(certDir, "sa.key")}`,
+            "--service-cluster-ip-range=10.96.0.0/16", "--enable-priority-and-fairness=false",
+            "--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
+        ]));
+        const server = `https://127.0.0.1:${apiPort}`;
+        const caFile = path.join(certDir, "apiserver.crt");
+        await waitFor("kube-apiserver /readyz", async () => fs.existsSync(caFile) && httpsOk(`${server}/readyz`, adminToken, fs.readFileSync(caFile, "utf8")), 120_000, processes);
+        writeKubeconfig(server, caFile, adminToken);
+
+        record(startProcess("kube-controller-manager", path.join(binDir, "kube-controller-manager"), [
+            `--kubeconfig=${KUBECONFIG}`, "--leader-elect=false", "--secure-port=0",
+            `--controllers=${CONTROLLERS.join(",")}`, "--use-service-account-credentials=false",
+            "--concurrent-job-syncs=20", "--concurrent-ttl-after-finished-syncs=20", "--concurrent-gc-syncs=20",
+            "--kube-api-qps=500", "--kube-api-burst=1000",
+        ]));
+
+        const state: ClusterState = { server, caFile, kubeconfig: KUBECONFIG, processes, binDir, startedAt: new Date().toISOString() };
+        fs.writeFileSync(STATE_FILE, JSON.stringify(state, null, 2));
+        await waitFor("the node agent", async () => fs.readFileSync(path.join(STATE_DIR, "logs", "node-agent.log"), "utf8").includes("node agent ready"), 60_000, processes);
+        log(`local cluster up at ${server}`);
+        return state;
+    } catch (e) {
+        await down(() => {});
+        throw e;
+    }
+}
+
+/** Stops every process the cluster started and removes its state. */
+export async function down(log: (s: string) => void = console.error): Promise<void> {
+    const state = readState();
+    if (!state) {
+        log("local cluster is not running");
+        return;
+    }
+    for (const p of [...state.processes].reverse()) {
+        if (alive(p.pid)) {
+            try { process.kill(-p.pid, "SIGTERM"); } catch { try { process.kill(p.pid, "SIGTERM"); } catch { /* gone */ } }
+        }
+    }
+    const deadline = Date.now() + 10_000;
+    while (state.processes.some((p) => alive(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    for (const p of state.processes) {
+        if (alive(p.pid)) {
+            try { process.kill(-p.pid, "SIGKILL"); } catch { try { process.kill(p.pid, "SIGKILL"); } catch { /* gone */ } }
+        }
+    }
+    fs.rmSync(STATE_DIR, { recursive: true, force: true });
+    log("local cluster stopped");
+}

@@ -1,0 +1,174 @@
+/**
+ * The command line: what the Lambda does, for people and scripts.
+ *
+ *   npm run --silent scaledkite -- render   --event FILE|- [--stack dev | --config FILE]
+ *   npm run --silent scaledkite -- schedule --event FILE|- [--kubeconfig PATH] [--stack dev | --config FILE]
+ *   npm run --silent scaledkite -- token    --cluster NAME [--region R] [--at RFC3339]
+ *
+ * Exit codes: 0 done; 3 the event is not for this stack (reason on stderr); 2 invalid event, config or
+ * arguments, or a failure no retry fixes; 1 a failure worth retrying. Errors are one line, no trace.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { parseStackConfig, schedulerSettings } from "./config";
+import { execCredential, credentialsFromEnv, signEksToken } from "./eksToken";
+import { ConfigError, isRetryable } from "./errors";
+import { createEventHandler, decide } from "./handler";
+import { kubeconfigJobCreator } from "./kube";
+import { SchedulerSettings } from "./settings";
+
+const PROJECT_ROOT = path.resolve(__dirname, "..");
+
+export const EXIT = { ok: 0, retry: 1, invalid: 2, ignored: 3 } as const;
+
+export interface Io {
+    out: (s: string) => void;
+    err: (s: string) => void;
+    readStdin: () => string;
+    cwd: string;
+    env: NodeJS.ProcessEnv;
+}
+
+class UsageError extends Error {}
+
+const USAGE = "usage: scaledkite render --event FILE | schedule --event FILE [--kubeconfig PATH] | token --cluster NAME [--region R] [--at RFC3339]; options --stack NAME, --config FILE";
+
+/** Parses `--flag value` pairs; rejects unknown flags with the usage line. */
+export function parseFlags(args: string[], allowed: string[]): Record<string, string> {
+    const flags: Record<string, string> = {};
+    for (let i = 0; i < args.length; i++) {
+        const a = args[i];
+        const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
+        if (!m || !allowed.includes(m[1])) throw new UsageError(`unknown argument ${JSON.stringify(a)}; ${USAGE}`);
+        const value = m[2] ?? args[++i];
+        if (value === undefined) throw new UsageError(`--${m[1]} needs a value`);
+        flags[m[1]] = value;
+    }
+    return flags;
+}
+
+/** Reads the non-secret `scaledkite:*` values of a stack file; secret values count only as "set". */
+export function readStackFile(file: string): Record<string, unknown> {
+    let text: string;
+    try {
+        text = fs.readFileSync(file, "utf8");
+    } catch {
+        throw new ConfigError([`cannot read stack config ${file}: pass --stack NAME (Pulumi.NAME.yaml) or --config FILE`]);
+    }
+    const yaml: typeof import("js-yaml") = require("js-yaml");
+    let doc: unknown;
+    try {
+        doc = yaml.load(text);
+    } catch (e) {
+        throw new ConfigError([`${file} is not valid YAML (${(e as Error).message.split("\n")[0]})`]);
+    }
+    const config = (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
+    const raw: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(config)) {
+        const [ns, name] = key.split(":");
+        if (ns !== "scaledkite" || !name) continue;
+        raw[name] = typeof value === "object" && value !== null && "secure" in value ? "<secret>" : value;
+    }
+    return raw;
+}
+
+function loadSettings(flags: Record<string, string>, io: Io): SchedulerSettings {
+    // Stack files live beside Pulumi.yaml; --config is relative to where the command was run.
+    const file = flags.config ? path.resolve(io.cwd, flags.config) : path.join(PROJECT_ROOT, `Pulumi.${flags.stack ?? "dev"}.yaml`);
+    return schedulerSettings(parseStackConfig(readStackFile(file), { requireSecrets: false }));
+}
+
+function readEvent(flags: Record<string, string>, io: Io): string {
+    if (!flags.event) throw new UsageError(`--event FILE is required (- reads standard input)`);
+    if (flags.event === "-") return io.readStdin();
+    try {
+        return fs.readFileSync(path.resolve(io.cwd, flags.event), "utf8");
+    } catch {
+        throw new UsageError(`cannot read event file ${flags.event}`);
+    }
+}
+
+async function render(args: string[], io: Io): Promise<number> {
+    const flags = parseFlags(args, ["event", "stack", "config"]);
+    const settings = loadSettings(flags, io);
+    const d = decide(settings, readEvent(flags, io));
+    if (d.outcome === "invalid") {
+        io.err(`invalid event: ${d.reason}`);
+        return EXIT.invalid;
+    }
+    if (d.outcome === "ignored") {
+        io.err(`ignored: ${d.reason}`);
+        return EXIT.ignored;
+    }
+    io.out(JSON.stringify(d.manifest, null, 2));
+    return EXIT.ok;
+}
+
+async function schedule(args: string[], io: Io): Promise<number> {
+    const flags = parseFlags(args, ["event", "stack", "config", "kubeconfig"]);
+    const settings = loadSettings(flags, io);
+    const event = readEvent(flags, io);
+    const kubeconfig = flags.kubeconfig ?? (io.env.KUBECONFIG || path.join(io.env.HOME ?? "", ".kube", "config"));
+    if (!fs.existsSync(kubeconfig)) throw new UsageError(`no kubeconfig at ${kubeconfig}: pass --kubeconfig PATH (npm run local-cluster -- up prints one)`);
+    const handler = createEventHandler(settings, kubeconfigJobCreator(kubeconfig), (line) => io.err(line));
+    try {
+        const d = await handler(event);
+        switch (d.outcome) {
+            case "created": io.out(`created ${d.job}`); return EXIT.ok;
+            case "exists": io.out(`exists ${d.job}`); return EXIT.ok;
+            case "ignored": io.err(`ignored: ${d.reason}`); return EXIT.ignored;
+            default: io.err(`invalid event: ${d.reason}`); return EXIT.invalid;
+        }
+    } catch (e) {
+        io.err(`failed: ${(e as Error).message}`);
+        return isRetryable(e) ? EXIT.retry : EXIT.invalid;
+    }
+}
+
+async function token(args: string[], io: Io): Promise<number> {
+    const flags = parseFlags(args, ["cluster", "region", "at"]);
+    if (!flags.cluster) throw new UsageError(`--cluster NAME is required`);
+    const region = flags.region ?? io.env.AWS_REGION ?? io.env.AWS_DEFAULT_REGION;
+    if (!region) throw new UsageError(`no region: pass --region or set AWS_REGION`);
+    if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) throw new UsageError(`${JSON.stringify(region)} is not an AWS region (e.g. us-east-1)`);
+    const at = flags.at ? new Date(flags.at) : new Date();
+    if (Number.isNaN(at.getTime())) throw new UsageError(`--at ${JSON.stringify(flags.at)} is not an RFC 3339 time (e.g. 2024-08-19T07:08:47Z)`);
+    let credentials;
+    try {
+        credentials = credentialsFromEnv(io.env);
+    } catch (e) {
+        throw new UsageError((e as Error).message);
+    }
+    io.out(JSON.stringify(execCredential(await signEksToken(flags.cluster, region, credentials, at))));
+    return EXIT.ok;
+}
+
+/** Runs one command; never throws. */
+export async function run(argv: string[], io: Io): Promise<number> {
+    const [command, ...args] = argv;
+    try {
+        switch (command) {
+            case "render": return await render(args, io);
+            case "schedule": return await schedule(args, io);
+            case "token": return await token(args, io);
+            default:
+                io.err(command ? `unknown command ${JSON.stringify(command)}; ${USAGE}` : USAGE);
+                return EXIT.invalid;
+        }
+    } catch (e) {
+        if (e instanceof ConfigError) io.err(`invalid configuration: ${e.problems.join("; ")}`);
+        else if (e instanceof UsageError) io.err(e.message);
+        else io.err(`error: ${((e as Error)?.message ?? String(e)).split("\n")[0]}`);
+        return isRetryable(e) ? EXIT.retry : EXIT.invalid;
+    }
+}
+
+if (require.main === module) {
+    run(process.argv.slice(2), {
+        out: (s) => process.stdout.write(s + "\n"),
+        err: (s) => process.stderr.write(s + "\n"),
+        readStdin: () => fs.readFileSync(0, "utf8"),
+        cwd: process.env.INIT_CWD ?? process.cwd(),
+        env: process.env,
+    }).then((code) => { process.exitCode = code; });
+}

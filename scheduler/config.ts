@@ -1,0 +1,385 @@
+/**
+ * The stack configuration (`pulumi config set scaledkite:<key>`): parsing, defaults and validation.
+ *
+ * Pure: it reads a plain record of raw values (strings from `pulumi.Config`, or typed values from a
+ * `Pulumi.<stack>.yaml` file) and returns the validated configuration, or throws one ConfigError that
+ * lists every problem, each naming the key and the fix. Secret keys are only checked for presence
+ * here; their values never pass through this module.
+ */
+import { ConfigError } from "./errors";
+import { DEFAULT_QUEUE } from "./queue";
+import { ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "./settings";
+
+export const DEFAULT_IMAGE = "buildkite/agent:3.138.3";
+export const DEFAULT_DIND_IMAGE = "docker:28.5.2-dind";
+/** Job names are `<jobPrefix><job uuid>`: a DNS-1123 label of at most 63 characters. */
+export const JOB_UUID_LENGTH = 36;
+export const MAX_JOB_PREFIX_LENGTH = 63 - JOB_UUID_LENGTH;
+
+/** Stack-wide worker defaults, before the stack's own values. */
+export const WORKER_DEFAULTS: WorkerSettings = {
+    image: DEFAULT_IMAGE,
+    dind: true,
+    dindImage: DEFAULT_DIND_IMAGE,
+    resources: {
+        agent: { requests: { cpu: "500m", memory: "1Gi" } },
+        dind: { requests: { cpu: "500m", memory: "1Gi" } },
+    },
+    nodeSelector: {},
+    tolerations: [],
+    activeDeadlineSeconds: 3 * 60 * 60,
+    ttlSecondsAfterFinished: 10 * 60,
+    backoffLimit: 1,
+    agentTags: [],
+    env: {},
+    labels: {},
+    annotations: {},
+    terminationGracePeriodSeconds: 60,
+};
+
+/** Settings of the scheduler Lambda and its event delivery. */
+export interface LambdaConfig {
+    memoryMb: number;
+    timeoutSeconds: number;
+    logRetentionDays: number;
+    /** EventBridge retry policy: attempts and age before an undeliverable event goes to the DLQ. */
+    retryAttempts: number;
+    maxEventAgeSeconds: number;
+}
+
+/** The validated stack configuration. */
+export interface StackConfig {
+    cluster: string;
+    eventBusName: string;
+    roleArn?: string;
+    namespace: string;
+    jobPrefix: string;
+    defaults: WorkerSettings;
+    /** Queue name -> that queue's settings, merged over `defaults`. */
+    queues: Record<string, WorkerSettings>;
+    secrets: { env: boolean; gitCredentials: boolean };
+    lambda: LambdaConfig;
+}
+
+/** Keys that hold secrets: only their presence is read here. */
+export const SECRET_KEYS = ["agentToken", "env", "gitCredentials"] as const;
+
+/** Keys of WorkerSettings that can be set stack-wide and per queue. */
+const WORKER_KEYS = Object.keys(WORKER_DEFAULTS) as (keyof WorkerSettings)[];
+/** Worker keys whose stack-wide value is a secret, so they are not stack-wide worker keys. */
+const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
+
+export const CONFIG_KEYS: readonly string[] = [
+    "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "env", "gitCredentials",
+    "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
+    ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
+];
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const QUANTITY = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E|[eE][+-]?[0-9]+)?$/;
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
+const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
+const QUEUE_NAME = /^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/;
+
+/** Collects problems; every message is one line naming the key and what to do. */
+class Problems {
+    readonly list: string[] = [];
+    add(key: string, message: string): void {
+        this.list.push(`scaledkite:${key} ${message}`);
+    }
+}
+
+type Raw = Record<string, unknown>;
+
+/** A structured value arrives as an object (YAML) or as JSON text (`pulumi config set`). */
+function structured(value: unknown, key: string, p: Problems): unknown {
+    if (typeof value !== "string") return value;
+    try {
+        return JSON.parse(value);
+    } catch {
+        p.add(key, `is not valid JSON (${JSON.stringify(value.slice(0, 40))}); set it with --path or as JSON, e.g. pulumi config set --path 'scaledkite:${key}.<name>' <value>`);
+        return undefined;
+    }
+}
+
+function asString(value: unknown, key: string, p: Problems): string | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    if (typeof value !== "string") {
+        p.add(key, `must be a string, got ${JSON.stringify(value)}`);
+        return undefined;
+    }
+    return value;
+}
+
+function asInteger(value: unknown, key: string, p: Problems, min: number, max: number): number | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    const n = typeof value === "string" && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
+        p.add(key, `must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+        return undefined;
+    }
+    return n;
+}
+
+function asBoolean(value: unknown, key: string, p: Problems): boolean | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    if (value === true || value === "true") return true;
+    if (value === false || value === "false") return false;
+    p.add(key, `must be true or false, got ${JSON.stringify(value)}`);
+    return undefined;
+}
+
+function asStringMap(value: unknown, key: string, p: Problems, check?: (k: string, v: string) => string | undefined): Record<string, string> | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null || v === "") return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be a map of strings, e.g. {"name": "value"}`);
+        return undefined;
+    }
+    const out: Record<string, string> = {};
+    for (const [k, val] of Object.entries(v as Raw)) {
+        if (typeof val !== "string" && typeof val !== "number" && typeof val !== "boolean") {
+            p.add(`${key}.${k}`, `must be a string, got ${JSON.stringify(val)}`);
+            continue;
+        }
+        const problem = check?.(k, String(val));
+        if (problem) p.add(`${key}.${k}`, problem);
+        else out[k] = String(val);
+    }
+    return out;
+}
+
+function checkLabel(k: string, v: string): string | undefined {
+    if (!LABEL_KEY.test(k) || k.length > 316) return `is not a valid Kubernetes label key`;
+    if (!LABEL_VALUE.test(v)) return `has ${JSON.stringify(v)}, not a valid label value (63 characters of letters, digits, '-', '_', '.')`;
+    return undefined;
+}
+
+function checkAnnotation(k: string): string | undefined {
+    return LABEL_KEY.test(k) ? undefined : `is not a valid Kubernetes annotation key`;
+}
+
+function checkEnvName(k: string): string | undefined {
+    return ENV_NAME.test(k) ? undefined : `is not a valid environment variable name`;
+}
+
+function asResources(value: unknown, key: string, p: Problems): ResourceSettings | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be {requests: {cpu, memory}, limits: {cpu, memory}}`);
+        return undefined;
+    }
+    const out: ResourceSettings = {};
+    for (const [part, amounts] of Object.entries(v as Raw)) {
+        if (part !== "requests" && part !== "limits") {
+            p.add(`${key}.${part}`, `is not a resources key: use requests or limits`);
+            continue;
+        }
+        const map = asStringMap(amounts, `${key}.${part}`, p, (_k, q) => QUANTITY.test(q) ? undefined : `has ${JSON.stringify(q)}, not a Kubernetes quantity (e.g. 500m, 2, 1Gi)`);
+        if (map) out[part] = map;
+    }
+    return out;
+}
+
+function asWorkerResources(value: unknown, key: string, p: Problems): Partial<WorkerSettings["resources"]> | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be {agent: {requests, limits}, dind: {requests, limits}}`);
+        return undefined;
+    }
+    const out: Partial<WorkerSettings["resources"]> = {};
+    for (const [container, r] of Object.entries(v as Raw)) {
+        if (container !== "agent" && container !== "dind") {
+            p.add(`${key}.${container}`, `is not a container of the worker: use agent or dind`);
+            continue;
+        }
+        const res = asResources(r, `${key}.${container}`, p);
+        if (res) out[container] = res;
+    }
+    return out;
+}
+
+const TOLERATION_KEYS = new Set(["key", "operator", "value", "effect", "tolerationSeconds"]);
+
+function asTolerations(value: unknown, key: string, p: Problems): Toleration[] | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v)) {
+        p.add(key, `must be a list of tolerations, e.g. [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]`);
+        return undefined;
+    }
+    const out: Toleration[] = [];
+    v.forEach((t, i) => {
+        const where = `${key}[${i}]`;
+        if (typeof t !== "object" || t === null || Array.isArray(t)) {
+            p.add(where, `must be an object with key, operator, value, effect`);
+            return;
+        }
+        const unknown = Object.keys(t).filter((k) => !TOLERATION_KEYS.has(k));
+        if (unknown.length) p.add(where, `has unknown field ${unknown.join(", ")}: use key, operator, value, effect, tolerationSeconds`);
+        const tol = t as Toleration;
+        if (tol.operator !== undefined && tol.operator !== "Exists" && tol.operator !== "Equal") p.add(`${where}.operator`, `must be Exists or Equal`);
+        if (tol.effect !== undefined && !["NoSchedule", "PreferNoSchedule", "NoExecute"].includes(tol.effect)) p.add(`${where}.effect`, `must be NoSchedule, PreferNoSchedule or NoExecute`);
+        if (tol.operator === "Exists" && tol.value) p.add(`${where}.value`, `must be empty when operator is Exists`);
+        out.push(tol);
+    });
+    return out;
+}
+
+function asStringList(value: unknown, key: string, p: Problems, check: (s: string) => string | undefined): string[] | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v) || v.some((s) => typeof s !== "string")) {
+        p.add(key, `must be a list of strings`);
+        return undefined;
+    }
+    for (const s of v) {
+        const problem = check(s);
+        if (problem) p.add(key, problem);
+    }
+    return v as string[];
+}
+
+/** Reads the worker keys present in `raw` (stack-wide or one queue's entry) as a partial override. */
+function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerSettings> {
+    const k = (name: string) => prefix + name;
+    const o: Partial<WorkerSettings> = {};
+    const set = <K extends keyof WorkerSettings>(name: K, v: WorkerSettings[K] | undefined) => {
+        if (v !== undefined) o[name] = v;
+    };
+    set("image", asString(raw.image, k("image"), p));
+    set("dind", asBoolean(raw.dind, k("dind"), p));
+    set("dindImage", asString(raw.dindImage, k("dindImage"), p));
+    const resources = asWorkerResources(raw.resources, k("resources"), p);
+    if (resources) o.resources = { ...WORKER_DEFAULTS.resources, ...resources };
+    set("nodeSelector", asStringMap(raw.nodeSelector, k("nodeSelector"), p, checkLabel));
+    set("tolerations", asTolerations(raw.tolerations, k("tolerations"), p));
+    set("activeDeadlineSeconds", asInteger(raw.activeDeadlineSeconds, k("activeDeadlineSeconds"), p, 60, 7 * 24 * 3600));
+    set("ttlSecondsAfterFinished", asInteger(raw.ttlSecondsAfterFinished, k("ttlSecondsAfterFinished"), p, 0, 7 * 24 * 3600));
+    set("backoffLimit", asInteger(raw.backoffLimit, k("backoffLimit"), p, 0, 6));
+    set("terminationGracePeriodSeconds", asInteger(raw.terminationGracePeriodSeconds, k("terminationGracePeriodSeconds"), p, 0, 3600));
+    set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
+    set("labels", asStringMap(raw.labels, k("labels"), p, checkLabel));
+    set("annotations", asStringMap(raw.annotations, k("annotations"), p, checkAnnotation));
+    if (prefix !== "") set("env", asStringMap(raw.env, k("env"), p, checkEnvName));
+    if (o.image !== undefined && !/^[^\s]+$/.test(o.image)) p.add(k("image"), `must be an image reference with no spaces, e.g. ${DEFAULT_IMAGE}`);
+    return o;
+}
+
+function readQueues(value: unknown, defaults: WorkerSettings, p: Problems): Record<string, WorkerSettings> {
+    const v = value === undefined || value === null || value === "" ? { dynamic: {} } : structured(value, "queues", p);
+    if (v === undefined) return {};
+    if (typeof v !== "object" || Array.isArray(v) || v === null) {
+        p.add("queues", `must be a map from queue name to settings, e.g. {"dynamic": {}}`);
+        return {};
+    }
+    const entries = Object.entries(v as Raw);
+    if (entries.length === 0) p.add("queues", `serves no queue: name at least one, e.g. pulumi config set --path 'scaledkite:queues.dynamic' '{}' --json`);
+    const out: Record<string, WorkerSettings> = {};
+    for (const [name, entry] of entries) {
+        if (!QUEUE_NAME.test(name)) {
+            p.add(`queues.${name}`, `is not a usable queue name (letters, digits, '-', '_', '.'; at most 100)`);
+            continue;
+        }
+        const e = entry === null || entry === "" ? {} : entry;
+        if (typeof e !== "object" || Array.isArray(e)) {
+            p.add(`queues.${name}`, `must be an object of worker settings ({} inherits the defaults)`);
+            continue;
+        }
+        const unknown = Object.keys(e as Raw).filter((k) => !(WORKER_KEYS as string[]).includes(k));
+        for (const k of unknown) p.add(`queues.${name}.${k}`, `is not a queue setting; queue settings are: ${WORKER_KEYS.join(", ")}`);
+        const o = workerOverrides(e as Raw, `queues.${name}.`, p);
+        out[name] = {
+            ...defaults,
+            ...o,
+            env: { ...defaults.env, ...(o.env ?? {}) },
+            labels: { ...defaults.labels, ...(o.labels ?? {}) },
+            annotations: { ...defaults.annotations, ...(o.annotations ?? {}) },
+        };
+    }
+    return out;
+}
+
+/**
+ * Validates the raw stack configuration. `raw` maps key names (without the `scaledkite:` namespace) to
+ * their values; secret keys may map to any placeholder that says they are set. The command line reads
+ * stack files without their secrets, so it passes `requireSecrets: false`.
+ */
+export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = {}): StackConfig {
+    const p = new Problems();
+    const known = new Set(CONFIG_KEYS);
+    for (const key of Object.keys(raw)) {
+        if (!known.has(key)) p.add(key, `is not a Scaledkite setting; see the README's configuration table`);
+    }
+
+    const cluster = asString(raw.cluster, "cluster", p);
+    if (!cluster) p.add("cluster", `is required: the name of the existing EKS cluster (pulumi config set scaledkite:cluster <name>)`);
+    else if (!/^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$/.test(cluster)) p.add("cluster", `${JSON.stringify(cluster)} is not an EKS cluster name`);
+
+    const eventBusName = asString(raw.eventBusName, "eventBusName", p);
+    if (!eventBusName) {
+        p.add("eventBusName", `is required: the Buildkite partner event bus, e.g. aws.partner/buildkite.com/<org>/<id> (pulumi config set scaledkite:eventBusName <name>)`);
+    } else if (!/^[/.\-_A-Za-z0-9]{1,256}$/.test(eventBusName)) {
+        p.add("eventBusName", `${JSON.stringify(eventBusName)} is not an EventBridge event bus name`);
+    }
+
+    const roleArn = asString(raw.roleArn, "roleArn", p);
+    if (roleArn && !/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/.test(roleArn)) p.add("roleArn", `${JSON.stringify(roleArn)} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)`);
+
+    const namespace = asString(raw.namespace, "namespace", p) ?? "buildkite";
+    if (!DNS1123_LABEL.test(namespace) || namespace.length > 63) p.add("namespace", `${JSON.stringify(namespace)} is not a DNS-1123 label: use lowercase letters, digits and '-', at most 63`);
+
+    const jobPrefix = asString(raw.jobPrefix, "jobPrefix", p) ?? "buildkite-agent-";
+    if (jobPrefix.length > MAX_JOB_PREFIX_LENGTH) {
+        p.add("jobPrefix", `${JSON.stringify(jobPrefix)} is ${jobPrefix.length} characters: with the 36-character job UUID a Job name would pass 63; use at most ${MAX_JOB_PREFIX_LENGTH}`);
+    } else if (!DNS1123_LABEL.test(jobPrefix + "0")) {
+        p.add("jobPrefix", `${JSON.stringify(jobPrefix)} would not make a DNS-1123 Job name: use lowercase letters, digits and '-', starting with a letter or digit`);
+    }
+
+    if ((opts.requireSecrets ?? true) && raw.agentToken === undefined || raw.agentToken === null || raw.agentToken === "") {
+        p.add("agentToken", `is required: the Buildkite agent token (pulumi config set --secret scaledkite:agentToken <token>)`);
+    }
+
+    const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...workerOverrides(raw, "", p) };
+    const queues = readQueues(raw.queues, defaults, p);
+    for (const [name, q] of Object.entries(queues)) {
+        if (q.dind && !q.dindImage) p.add(`queues.${name}.dindImage`, `is empty while dind is on`);
+    }
+
+    const lambda: LambdaConfig = {
+        memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? 128,
+        timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, 3, 900) ?? 30,
+        logRetentionDays: asInteger(raw.logRetentionDays, "logRetentionDays", p, 1, 3653) ?? 14,
+        retryAttempts: asInteger(raw.retryAttempts, "retryAttempts", p, 0, 185) ?? 185,
+        maxEventAgeSeconds: asInteger(raw.maxEventAgeSeconds, "maxEventAgeSeconds", p, 60, 86400) ?? 86400,
+    };
+    const RETENTION = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+    if (!RETENTION.includes(lambda.logRetentionDays)) p.add("logRetentionDays", `must be one of CloudWatch's retention periods: ${RETENTION.join(", ")}`);
+
+    if (p.list.length > 0) throw new ConfigError(p.list);
+    return {
+        cluster: cluster!,
+        eventBusName: eventBusName!,
+        roleArn,
+        namespace,
+        jobPrefix,
+        defaults,
+        queues,
+        secrets: { env: isSet(raw.env), gitCredentials: isSet(raw.gitCredentials) },
+        lambda,
+    };
+}
+
+function isSet(v: unknown): boolean {
+    return v !== undefined && v !== null && v !== "";
+}
+
+/** The part of the stack configuration the scheduler needs at run time (no secrets). */
+export function schedulerSettings(config: StackConfig): SchedulerSettings {
+    return { namespace: config.namespace, jobPrefix: config.jobPrefix, queues: config.queues, secrets: config.secrets };
+}
+
+export { DEFAULT_QUEUE };

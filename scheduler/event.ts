@@ -1,0 +1,134 @@
+/**
+ * Parsing and validating Buildkite's EventBridge job events. Pure: no I/O.
+ *
+ * Buildkite documents the "Job Scheduled" event as an EventBridge envelope whose `detail` carries the
+ * job, build, pipeline and organization. Only what scheduling needs is read; `detail.job.state` is not
+ * trusted (the documented sample says "assigned" for a scheduled job).
+ */
+import { InvalidEventError } from "./errors";
+
+/** The Buildkite job a worker is made for: everything the manifest and the logs need. */
+export interface ScheduledJob {
+    uuid: string;
+    type: string;
+    label?: string;
+    stepKey?: string;
+    agentQueryRules: string[];
+    build: { uuid?: string; number?: number; branch?: string; commit?: string; source?: string };
+    pipeline: { uuid?: string; slug?: string };
+    organization: { uuid?: string; slug?: string };
+}
+
+/** A parsed event: its detail-type, and the job it is about. */
+export interface JobEvent {
+    detailType: string;
+    id?: string;
+    job: ScheduledJob;
+}
+
+export const JOB_SCHEDULED = "Job Scheduled";
+export const JOB_FINISHED = "Job Finished";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const RULE = /^[^=\s]+=[^\s]*$/;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+    return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function optionalString(obj: Record<string, unknown>, key: string, where: string): string | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "string") throw new InvalidEventError(`${where}.${key} must be a string, got ${typeof v}`);
+    return v;
+}
+
+function optionalObject(obj: Record<string, unknown>, key: string, where: string): Record<string, unknown> {
+    const v = obj[key];
+    if (v === undefined || v === null) return {};
+    if (!isObject(v)) throw new InvalidEventError(`${where}.${key} must be an object`);
+    return v;
+}
+
+/**
+ * Validates an EventBridge event (an object, or its JSON text) and returns the job it is about.
+ * Throws InvalidEventError, whose message says what is wrong, for anything malformed.
+ */
+export function parseJobEvent(raw: unknown): JobEvent {
+    let event = raw;
+    if (typeof raw === "string" || Buffer.isBuffer(raw)) {
+        try {
+            event = JSON.parse(raw.toString());
+        } catch (e) {
+            throw new InvalidEventError(`event is not valid JSON (${(e as Error).message})`);
+        }
+    }
+    if (!isObject(event)) {
+        throw new InvalidEventError(`event must be a JSON object, got ${event === null ? "null" : Array.isArray(event) ? "an array" : typeof event}`);
+    }
+    const detailType = event["detail-type"];
+    if (typeof detailType !== "string" || detailType === "") {
+        throw new InvalidEventError(`event has no "detail-type": is this an EventBridge event from Buildkite?`);
+    }
+    const detail = event.detail;
+    if (!isObject(detail)) throw new InvalidEventError(`event has no "detail" object`);
+    const job = detail.job;
+    if (!isObject(job)) throw new InvalidEventError(`event detail has no "job" object (detail-type "${detailType}")`);
+
+    const uuid = job.uuid;
+    if (typeof uuid !== "string" || !UUID.test(uuid)) {
+        throw new InvalidEventError(`detail.job.uuid must be a UUID, got ${JSON.stringify(uuid) ?? "nothing"}`);
+    }
+    const type = job.type;
+    if (typeof type !== "string" || type === "") throw new InvalidEventError(`detail.job.type must be a non-empty string`);
+
+    const rules = job.agent_query_rules ?? [];
+    if (!Array.isArray(rules)) throw new InvalidEventError(`detail.job.agent_query_rules must be a list of "key=value" strings`);
+    for (const rule of rules) {
+        if (typeof rule !== "string" || !RULE.test(rule)) {
+            throw new InvalidEventError(`detail.job.agent_query_rules has ${JSON.stringify(rule)}, not a "key=value" rule`);
+        }
+    }
+
+    const build = optionalObject(detail, "build", "detail");
+    const pipeline = optionalObject(detail, "pipeline", "detail");
+    const organization = optionalObject(detail, "organization", "detail");
+    const number = build.number;
+    if (number !== undefined && number !== null && (typeof number !== "number" || !Number.isInteger(number) || number < 0)) {
+        throw new InvalidEventError(`detail.build.number must be a whole number`);
+    }
+
+    return {
+        detailType,
+        id: typeof event.id === "string" ? event.id : undefined,
+        job: {
+            uuid: uuid.toLowerCase(),
+            type,
+            label: optionalString(job, "label", "detail.job"),
+            stepKey: optionalString(job, "step_key", "detail.job"),
+            agentQueryRules: rules as string[],
+            build: {
+                uuid: optionalString(build, "uuid", "detail.build"),
+                number: typeof number === "number" ? number : undefined,
+                branch: optionalString(build, "branch", "detail.build"),
+                commit: optionalString(build, "commit", "detail.build"),
+                source: optionalString(build, "source", "detail.build"),
+            },
+            pipeline: {
+                uuid: optionalString(pipeline, "uuid", "detail.pipeline"),
+                slug: optionalString(pipeline, "slug", "detail.pipeline"),
+            },
+            organization: {
+                uuid: optionalString(organization, "uuid", "detail.organization"),
+                slug: optionalString(organization, "slug", "detail.organization"),
+            },
+        },
+    };
+}
+
+/** The Buildkite web address of a job, when the event says enough to build it. */
+export function jobUrl(job: ScheduledJob): string | undefined {
+    const { organization, pipeline, build } = job;
+    if (!organization.slug || !pipeline.slug || build.number === undefined) return undefined;
+    return `https://buildkite.com/${organization.slug}/${pipeline.slug}/builds/${build.number}#${job.uuid}`;
+}

@@ -1,0 +1,95 @@
+/**
+ * The event handler: one event in, at most one worker Job out, one JSON log line saying what and why.
+ *
+ *   parse event -> match queue -> build manifest -> create Job (409 = duplicate event, fine)
+ *
+ * It returns for everything that must not be retried (a foreign or invalid event, a duplicate) and
+ * throws for everything a later attempt may get past, so EventBridge and Lambda retry it and the DLQ
+ * keeps it after that.
+ */
+import type { JobCreator } from "./kube";
+import { isRetryable } from "./errors";
+import { JOB_SCHEDULED, parseJobEvent } from "./event";
+import { buildJobManifest, jobName } from "./manifest";
+import { matchQueue } from "./queue";
+import { SchedulerSettings } from "./settings";
+
+export type Outcome = "created" | "exists" | "ignored" | "invalid" | "failed";
+
+/** What happened to one event: also its log line. */
+export interface Decision {
+    outcome: Outcome;
+    reason: string;
+    jobUuid?: string;
+    queue?: string;
+    /** namespace/name of the worker Job. */
+    job?: string;
+    retryable?: boolean;
+    ms: number;
+}
+
+export type Logger = (line: string) => void;
+
+/** A handler turns one event into a Decision; it throws (after logging) what is worth retrying. */
+export type EventHandler = (event: unknown) => Promise<Decision>;
+
+/** The decision for an event before any I/O: ignore it, reject it, or make this manifest. Pure. */
+export function decide(settings: SchedulerSettings, event: unknown):
+    | { outcome: "ignored" | "invalid"; reason: string; jobUuid?: string }
+    | { outcome: "schedule"; reason: string; jobUuid: string; queue: string; manifest: ReturnType<typeof buildJobManifest> } {
+    let parsed;
+    try {
+        parsed = parseJobEvent(event);
+    } catch (e) {
+        return { outcome: "invalid", reason: (e as Error).message };
+    }
+    const { job, detailType } = parsed;
+    if (detailType !== JOB_SCHEDULED) {
+        return { outcome: "ignored", reason: `detail-type "${detailType}" is not "${JOB_SCHEDULED}"`, jobUuid: job.uuid };
+    }
+    if (job.type !== "script") {
+        return { outcome: "ignored", reason: `job type "${job.type}" runs no command, so it needs no worker`, jobUuid: job.uuid };
+    }
+    const match = matchQueue(job.agentQueryRules, Object.keys(settings.queues));
+    if (!match.matched) return { outcome: "ignored", reason: match.reason, jobUuid: job.uuid };
+    return {
+        outcome: "schedule",
+        reason: `job targets queue ${match.queue}`,
+        jobUuid: job.uuid,
+        queue: match.queue,
+        manifest: buildJobManifest(settings, job, match.queue, match.tags),
+    };
+}
+
+/** Makes the handler for a stack's settings and a way to create Jobs. */
+export function createEventHandler(settings: SchedulerSettings, creator: JobCreator, log: Logger = (l) => console.log(l)): EventHandler {
+    return async (event: unknown): Promise<Decision> => {
+        const started = performance.now();
+        const d = decide(settings, event);
+        const elapsed = () => Math.round((performance.now() - started) * 10) / 10;
+        const emit = (decision: Decision) => {
+            log(JSON.stringify({ msg: "scaledkite.schedule", ...decision }));
+            return decision;
+        };
+        if (d.outcome !== "schedule") return emit({ outcome: d.outcome, reason: d.reason, jobUuid: d.jobUuid, ms: elapsed() });
+
+        const job = `${settings.namespace}/${jobName(settings.jobPrefix, d.jobUuid)}`;
+        try {
+            const result = await creator.createJob(d.manifest);
+            return emit({
+                outcome: result,
+                reason: result === "created" ? d.reason : "a worker Job for this job already exists (duplicate or replayed event)",
+                jobUuid: d.jobUuid,
+                queue: d.queue,
+                job,
+                ms: elapsed(),
+            });
+        } catch (e) {
+            const retryable = isRetryable(e);
+            emit({ outcome: "failed", reason: (e as Error).message, jobUuid: d.jobUuid, queue: d.queue, job, retryable, ms: elapsed() });
+            // Thrown either way: a retryable failure is retried; a permanent one still lands in the DLQ
+            // with its reason, so no job is lost silently.
+            throw e;
+        }
+    };
+}

@@ -1,0 +1,175 @@
+/**
+ * The worker Job: one pure function from (settings, job) to the Kubernetes manifest.
+ *
+ * The pod runs the stock buildkite-agent image with `start` and BUILDKITE_AGENT_ACQUIRE_JOB, so the
+ * agent runs exactly that one Buildkite job and exits. Docker-in-docker is a native sidecar (an init
+ * container with restartPolicy Always): Kubernetes stops it once the agent exits, so the pod completes
+ * with no hook or kubectl. Only the sidecar is privileged; the agent container is not.
+ */
+import type { V1Container, V1EnvVar, V1Job, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import { jobUrl, ScheduledJob } from "./event";
+import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, SchedulerSettings, SECRET_NAMES, WorkerSettings } from "./settings";
+
+export const AGENT_CONTAINER = "agent";
+export const DIND_CONTAINER = "dind";
+/** The agent exits with this code when it cannot acquire the job (taken, cancelled): never retry it. */
+export const AGENT_EXIT_CANNOT_ACQUIRE = 27;
+const BUILD_PATH = "/buildkite/builds";
+const SECRETS_PATH = "/buildkite/secrets";
+const DOCKER_PORT = 2375;
+
+/** Labels that find a worker from its Buildkite job (and back). */
+export const LABELS = {
+    managedBy: "app.kubernetes.io/managed-by",
+    component: "app.kubernetes.io/component",
+    jobUuid: "buildkite.com/job-uuid",
+    queue: "scaledkite.io/queue",
+    pipeline: "buildkite.com/pipeline-slug",
+    buildNumber: "buildkite.com/build-number",
+    organization: "buildkite.com/organization-slug",
+} as const;
+
+/** The Job name for a Buildkite job: deterministic, so a second event for the job collides. */
+export function jobName(prefix: string, jobUuid: string): string {
+    return `${prefix}${jobUuid.toLowerCase()}`;
+}
+
+/** A label value from free text: at most 63 characters of [A-Za-z0-9-_.], alphanumeric at both ends. */
+export function labelValue(text: string | undefined): string | undefined {
+    if (text === undefined) return undefined;
+    const cleaned = text.replace(/[^A-Za-z0-9\-_.]/g, "-").slice(0, 63).replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, "");
+    return cleaned === "" ? undefined : cleaned;
+}
+
+function compact<T extends Record<string, string | undefined>>(obj: T): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(obj)) if (v !== undefined && v !== "") out[k] = v;
+    return out;
+}
+
+function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: ScheduledJob, tags: string[]): V1EnvVar[] {
+    const env: V1EnvVar[] = [
+        { name: "BUILDKITE_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: SECRET_NAMES.agentToken, key: AGENT_TOKEN_KEY } } },
+        { name: "BUILDKITE_AGENT_ACQUIRE_JOB", value: job.uuid },
+        { name: "BUILDKITE_AGENT_TAGS", value: [...tags, ...worker.agentTags].join(",") },
+        { name: "BUILDKITE_AGENT_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
+        { name: "BUILDKITE_BUILD_PATH", value: BUILD_PATH },
+        { name: "BUILDKITE_AGENT_DISCONNECT_AFTER_JOB", value: "true" },
+    ];
+    if (worker.dind) env.push({ name: "DOCKER_HOST", value: `tcp://localhost:${DOCKER_PORT}` });
+    if (settings.secrets.gitCredentials) {
+        // git reads this helper through its environment config: no hook and no custom image.
+        env.push(
+            { name: "GIT_CONFIG_COUNT", value: "1" },
+            { name: "GIT_CONFIG_KEY_0", value: "credential.helper" },
+            { name: "GIT_CONFIG_VALUE_0", value: `store --file=${SECRETS_PATH}/${GIT_CREDENTIALS_KEY}` },
+        );
+    }
+    for (const [name, value] of Object.entries(worker.env)) env.push({ name, value });
+    return env;
+}
+
+function dindSidecar(worker: WorkerSettings): V1Container {
+    return {
+        name: DIND_CONTAINER,
+        image: worker.dindImage,
+        restartPolicy: "Always",
+        // dockerd needs privileges; it is the only privileged container in the pod.
+        securityContext: { privileged: true },
+        env: [{ name: "DOCKER_TLS_CERTDIR", value: "" }],
+        args: ["--host=tcp://127.0.0.1:2375", "--tls=false"],
+        startupProbe: { tcpSocket: { port: DOCKER_PORT }, periodSeconds: 1, failureThreshold: 120 },
+        resources: worker.resources.dind,
+        volumeMounts: [
+            { name: "build", mountPath: BUILD_PATH },
+            { name: "docker", mountPath: "/var/lib/docker" },
+        ],
+    };
+}
+
+/**
+ * Builds the worker Job for `job` on `queue` (a key of settings.queues) with the agent tags from
+ * queue matching.
+ */
+export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob, queue: string, tags: string[]): V1Job {
+    const worker = settings.queues[queue];
+    if (worker === undefined) throw new Error(`queue ${JSON.stringify(queue)} is not served by this stack`);
+    const name = jobName(settings.jobPrefix, job.uuid);
+
+    const labels = {
+        ...worker.labels,
+        ...compact({
+            [LABELS.managedBy]: "scaledkite",
+            [LABELS.component]: "buildkite-worker",
+            [LABELS.jobUuid]: job.uuid,
+            [LABELS.queue]: labelValue(queue),
+            [LABELS.pipeline]: labelValue(job.pipeline.slug),
+            [LABELS.buildNumber]: job.build.number === undefined ? undefined : String(job.build.number),
+            [LABELS.organization]: labelValue(job.organization.slug),
+        }),
+    };
+    const annotations = {
+        ...worker.annotations,
+        ...compact({
+            "buildkite.com/job-url": jobUrl(job),
+            "buildkite.com/job-label": job.label?.slice(0, 1024),
+            "buildkite.com/step-key": job.stepKey,
+            "buildkite.com/build-uuid": job.build.uuid,
+            "buildkite.com/build-branch": job.build.branch,
+            "buildkite.com/build-commit": job.build.commit,
+            "buildkite.com/pipeline-uuid": job.pipeline.uuid,
+            "scaledkite.io/queue": queue,
+        }),
+    };
+
+    const volumes: V1Volume[] = [{ name: "build", emptyDir: {} }];
+    const agentMounts: V1VolumeMount[] = [{ name: "build", mountPath: BUILD_PATH }];
+    if (worker.dind) volumes.push({ name: "docker", emptyDir: {} });
+    if (settings.secrets.gitCredentials) {
+        volumes.push({ name: "secrets", secret: { secretName: SECRET_NAMES.gitCredentials, defaultMode: 0o400 } });
+        agentMounts.push({ name: "secrets", mountPath: SECRETS_PATH, readOnly: true });
+    }
+
+    const agent: V1Container = {
+        name: AGENT_CONTAINER,
+        image: worker.image,
+        args: ["start"],
+        env: agentEnv(settings, worker, job, tags),
+        ...(settings.secrets.env ? { envFrom: [{ secretRef: { name: SECRET_NAMES.env } }] } : {}),
+        securityContext: { privileged: false, allowPrivilegeEscalation: false },
+        resources: worker.resources.agent,
+        volumeMounts: agentMounts,
+    };
+
+    return {
+        apiVersion: "batch/v1",
+        kind: "Job",
+        metadata: { name, namespace: settings.namespace, labels, annotations },
+        spec: {
+            backoffLimit: worker.backoffLimit,
+            activeDeadlineSeconds: worker.activeDeadlineSeconds,
+            ttlSecondsAfterFinished: worker.ttlSecondsAfterFinished,
+            podFailurePolicy: {
+                rules: [
+                    // The job was taken or cancelled: another pod would fail the same way.
+                    { action: "FailJob", onExitCodes: { containerName: AGENT_CONTAINER, operator: "In", values: [AGENT_EXIT_CANNOT_ACQUIRE] } },
+                    // A node drained or preempted before the job ran: retry without counting it.
+                    { action: "Ignore", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] },
+                ],
+            },
+            template: {
+                metadata: { labels, annotations },
+                spec: {
+                    restartPolicy: "Never",
+                    automountServiceAccountToken: false,
+                    terminationGracePeriodSeconds: worker.terminationGracePeriodSeconds,
+                    ...(Object.keys(worker.nodeSelector).length ? { nodeSelector: worker.nodeSelector } : {}),
+                    ...(worker.tolerations.length ? { tolerations: worker.tolerations } : {}),
+                    ...(worker.dind ? { initContainers: [dindSidecar(worker)] } : {}),
+                    containers: [agent],
+                    volumes,
+                },
+            },
+        },
+    };
+}

@@ -1,0 +1,187 @@
+/**
+ * The AWS side: the EventBridge rule on Buildkite's partner bus, its target with retries and a
+ * dead-letter queue, and the Lambda that turns each "Job Scheduled" event into one worker Job.
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { LambdaConfig } from "./config";
+import { JOB_SCHEDULED } from "./event";
+import { createEventHandler } from "./handler";
+import { eksJobCreator } from "./kube";
+import { DEFAULT_QUEUE } from "./queue";
+import { SchedulerSettings } from "./settings";
+
+/** Arguments of Scheduler. */
+export interface SchedulerArgs {
+    /** What the Lambda needs to build Jobs (no secrets). */
+    settings: SchedulerSettings;
+    /** The existing cluster: name, region, endpoint and CA, read at deploy time. */
+    cluster: {
+        name: string;
+        region: pulumi.Input<string>;
+        endpoint: pulumi.Input<string>;
+        caData: pulumi.Input<string>;
+    };
+    /** The Buildkite partner event bus. */
+    eventBusName: string;
+    /** Kubernetes groups the Lambda's role is mapped to by the EKS access entry. */
+    kubernetesGroups: string[];
+    /** Use this existing IAM role for the Lambda instead of creating one. */
+    roleArn?: string;
+    lambda: LambdaConfig;
+}
+
+/** The EventBridge pattern: Job Scheduled events of this account, for the served queues only. */
+export function eventPattern(accountId: string, queues: string[]): Record<string, unknown> {
+    const pattern: Record<string, unknown> = { account: [accountId], "detail-type": [JOB_SCHEDULED] };
+    // A job without a queue rule belongs to the default queue, which no array pattern can select;
+    // serving it means receiving every Job Scheduled event (the handler ignores foreign ones).
+    if (!queues.includes(DEFAULT_QUEUE)) {
+        pattern.detail = { job: { agent_query_rules: [...queues].sort().map((q) => `queue=${q}`) } };
+    }
+    return pattern;
+}
+
+/** The Lambda role's only permissions: write its logs, and send failed events to its own DLQ. */
+export function schedulerPolicy(logGroupArn: string, dlqArn: string): object {
+    return {
+        Version: "2012-10-17",
+        Statement: [
+            { Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${logGroupArn}:*` },
+            { Sid: "DeadLetters", Effect: "Allow", Action: ["sqs:SendMessage"], Resource: dlqArn },
+        ],
+    };
+}
+
+/** Lets EventBridge (for this rule only) put undeliverable events into the DLQ. */
+export function dlqPolicy(dlqArn: string, ruleArn: string): object {
+    return {
+        Version: "2012-10-17",
+        Statement: [{
+            Sid: "EventBridgeDeadLetters",
+            Effect: "Allow",
+            Principal: { Service: "events.amazonaws.com" },
+            Action: "sqs:SendMessage",
+            Resource: dlqArn,
+            Condition: { ArnEquals: { "aws:SourceArn": ruleArn } },
+        }],
+    };
+}
+
+export class Scheduler extends pulumi.ComponentResource {
+    readonly functionName: pulumi.Output<string>;
+    readonly functionArn: pulumi.Output<string>;
+    readonly roleArn: pulumi.Output<string>;
+    readonly ruleArn: pulumi.Output<string>;
+    readonly deadLetterQueueUrl: pulumi.Output<string>;
+    readonly logGroupName: pulumi.Output<string>;
+
+    constructor(name: string, args: SchedulerArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("scaledkite:scheduler:Scheduler", name, {}, opts);
+        const parent = { parent: this };
+        const account = aws.getCallerIdentityOutput({}, parent).accountId;
+
+        const dlq = new aws.sqs.Queue(`${name}-dlq`, { messageRetentionSeconds: 14 * 24 * 3600, sqsManagedSseEnabled: true }, parent);
+        const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, {
+            name: `/scaledkite/${pulumi.getStack()}/${name}`,
+            retentionInDays: args.lambda.logRetentionDays,
+        }, parent);
+        const roleArn = args.roleArn ?? createSchedulerRole(name, logGroup.arn, dlq.arn, parent).arn;
+
+        const fn = createSchedulerFunction(name, args, roleArn, logGroup, parent);
+        new aws.lambda.FunctionEventInvokeConfig(`${name}-invoke`, {
+            functionName: fn.name,
+            maximumRetryAttempts: 2,
+            maximumEventAgeInSeconds: Math.min(args.lambda.maxEventAgeSeconds, 21600),
+            destinationConfig: { onFailure: { destination: dlq.arn } },
+        }, parent);
+
+        new aws.eks.AccessEntry(`${name}-access`, {
+            clusterName: args.cluster.name,
+            principalArn: roleArn,
+            kubernetesGroups: args.kubernetesGroups,
+            type: "STANDARD",
+        }, parent);
+
+        const rule = new aws.cloudwatch.EventRule(`${name}-job-scheduled`, {
+            eventBusName: args.eventBusName,
+            description: `Buildkite Job Scheduled events for queues ${Object.keys(args.settings.queues).join(", ")} (Scaledkite)`,
+            eventPattern: account.apply((a) => JSON.stringify(eventPattern(a, Object.keys(args.settings.queues)))),
+        }, parent);
+        new aws.sqs.QueuePolicy(`${name}-dlq-policy`, {
+            queueUrl: dlq.url,
+            policy: pulumi.all([dlq.arn, rule.arn]).apply(([q, r]) => JSON.stringify(dlqPolicy(q, r))),
+        }, parent);
+        new aws.lambda.Permission(`${name}-invoke-from-rule`, {
+            action: "lambda:InvokeFunction",
+            function: fn.name,
+            principal: "events.amazonaws.com",
+            sourceArn: rule.arn,
+        }, parent);
+        new aws.cloudwatch.EventTarget(`${name}-target`, {
+            rule: rule.name,
+            eventBusName: args.eventBusName,
+            arn: fn.arn,
+            retryPolicy: { maximumRetryAttempts: args.lambda.retryAttempts, maximumEventAgeInSeconds: args.lambda.maxEventAgeSeconds },
+            deadLetterConfig: { arn: dlq.arn },
+        }, parent);
+
+        this.functionName = fn.name;
+        this.functionArn = fn.arn;
+        this.roleArn = pulumi.output(roleArn);
+        this.ruleArn = rule.arn;
+        this.deadLetterQueueUrl = dlq.url;
+        this.logGroupName = logGroup.name;
+        this.registerOutputs({
+            functionName: this.functionName, roleArn: this.roleArn, ruleArn: this.ruleArn,
+            deadLetterQueueUrl: this.deadLetterQueueUrl, logGroupName: this.logGroupName,
+        });
+    }
+}
+
+/** The Lambda's own role, with an inline least-privilege policy and no managed policies. */
+export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<string>, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions): aws.iam.Role {
+    const role = new aws.iam.Role(`${name}-role`, {
+        description: "Scaledkite scheduler Lambda: writes its logs and DLQ; Kubernetes access comes from its EKS access entry",
+        assumeRolePolicy: JSON.stringify({
+            Version: "2012-10-17",
+            Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
+        }),
+    }, opts);
+    new aws.iam.RolePolicy(`${name}-policy`, {
+        role: role.id,
+        policy: pulumi.all([logGroupArn, dlqArn]).apply(([l, q]) => JSON.stringify(schedulerPolicy(l, q))),
+    }, opts);
+    return role;
+}
+
+/**
+ * The Lambda itself: a closure Pulumi serializes with the stack's settings and the cluster's endpoint
+ * and CA captured as values. The factory runs once per Lambda container: it builds the Kubernetes
+ * client and token cache there, so each event costs one API call.
+ */
+export function createSchedulerFunction(
+    name: string, args: SchedulerArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
+): aws.lambda.CallbackFunction<unknown, void> {
+    const settings = args.settings;
+    const clusterName = args.cluster.name;
+    const endpoint = pulumi.output(args.cluster.endpoint);
+    const caData = pulumi.output(args.cluster.caData);
+    const region = pulumi.output(args.cluster.region);
+    return new aws.lambda.CallbackFunction<unknown, void>(`${name}-fn`, {
+        runtime: aws.lambda.Runtime.NodeJS24dX,
+        role,
+        memorySize: args.lambda.memoryMb,
+        timeout: args.lambda.timeoutSeconds,
+        description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
+        loggingConfig: { logFormat: "Text", logGroup: logGroup.name },
+        callbackFactory: () => {
+            const handle = createEventHandler(settings, eksJobCreator({
+                name: clusterName, region: region.get(), endpoint: endpoint.get(), caData: caData.get(),
+            }));
+            return async (event: unknown) => {
+                await handle(event);
+            };
+        },
+    }, { ...opts, dependsOn: [logGroup] });
+}

@@ -1,0 +1,71 @@
+/**
+ * The settings a worker Job is built from, as the scheduler (Lambda, CLI) holds them.
+ *
+ * These are plain data, captured by value into the Lambda: they name Secrets, never hold their values.
+ */
+
+/** Kubernetes resource requests and limits, e.g. `{requests: {cpu: "1", memory: "2Gi"}}`. */
+export interface ResourceSettings {
+    requests?: Record<string, string>;
+    limits?: Record<string, string>;
+}
+
+/** A Kubernetes toleration. */
+export interface Toleration {
+    key?: string;
+    operator?: "Exists" | "Equal";
+    value?: string;
+    effect?: "NoSchedule" | "PreferNoSchedule" | "NoExecute";
+    tolerationSeconds?: number;
+}
+
+/** How one queue's workers look. Every key can be set stack-wide and overridden per queue. */
+export interface WorkerSettings {
+    /** The agent image: the stock `buildkite/agent` image works as is. */
+    image: string;
+    /** Run docker-in-docker as a native sidecar so steps can use `docker`. */
+    dind: boolean;
+    /** The docker-in-docker image. */
+    dindImage: string;
+    /** Resources of the agent container and of the dind sidecar. */
+    resources: { agent: ResourceSettings; dind: ResourceSettings };
+    nodeSelector: Record<string, string>;
+    tolerations: Toleration[];
+    /** Seconds a worker may run before Kubernetes stops it. */
+    activeDeadlineSeconds: number;
+    /** Seconds a finished Job (and its pod) is kept for inspection before it is deleted. */
+    ttlSecondsAfterFinished: number;
+    /** Pod retries for failures outside the job itself (a node lost before the agent acquired it). */
+    backoffLimit: number;
+    /** Extra agent tags (`key=value`), besides `queue=<queue>` and the job's own rules. */
+    agentTags: string[];
+    /** Extra plain (non-secret) environment variables for the agent. */
+    env: Record<string, string>;
+    /** Extra labels and annotations on the Job and its pod. */
+    labels: Record<string, string>;
+    annotations: Record<string, string>;
+    /** Seconds the pod gets to stop after Kubernetes asks it to (cancelled job, deadline). */
+    terminationGracePeriodSeconds: number;
+}
+
+/** The names of the Secrets (in the workers' namespace) that workers read. */
+export const SECRET_NAMES = {
+    agentToken: "scaledkite-agent-token",
+    env: "scaledkite-env",
+    gitCredentials: "scaledkite-git-credentials",
+} as const;
+
+/** The key inside the agent token Secret. */
+export const AGENT_TOKEN_KEY = "token";
+/** The key inside the git credentials Secret (a git-credentials file). */
+export const GIT_CREDENTIALS_KEY = "git-credentials";
+
+/** Everything the scheduler needs to turn an event into a Job. */
+export interface SchedulerSettings {
+    namespace: string;
+    jobPrefix: string;
+    /** Served queues, each with its settings already merged over the stack-wide defaults. */
+    queues: Record<string, WorkerSettings>;
+    /** Which optional Secrets exist, so workers only reference what is there. */
+    secrets: { env: boolean; gitCredentials: boolean };
+}
