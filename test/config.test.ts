@@ -1,0 +1,100 @@
+import * as assert from "assert";
+import { MAX_JOB_PREFIX_LENGTH, parseStackConfig, WORKER_DEFAULTS } from "../scheduler/config";
+import { ConfigError } from "../scheduler/errors";
+import { rawConfig } from "./helpers/builders";
+
+function problems(overrides: Record<string, unknown>): string[] {
+    try {
+        parseStackConfig(rawConfig(overrides));
+    } catch (e) {
+        if (e instanceof ConfigError) return e.problems;
+        throw e;
+    }
+    return [];
+}
+
+describe("stack configuration", () => {
+    it("applies the documented defaults", () => {
+        const c = parseStackConfig(rawConfig());
+        assert.strictEqual(c.namespace, "buildkite");
+        assert.strictEqual(c.jobPrefix, "buildkite-agent-");
+        assert.deepStrictEqual(Object.keys(c.queues), ["dynamic"]);
+        assert.deepStrictEqual(c.queues.dynamic, WORKER_DEFAULTS);
+        assert.match(c.defaults.image, /^buildkite\/agent:\d+\.\d+\.\d+$/, "a pinned tag of the stock image");
+        assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false });
+        assert.deepStrictEqual(c.lambda, { memoryMb: 128, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400 });
+    });
+
+    it("reads values given as strings (pulumi config) and as typed YAML alike", () => {
+        const fromStrings = parseStackConfig(rawConfig({ dind: "false", activeDeadlineSeconds: "600", queues: '{"a":{"dind":true}}', nodeSelector: '{"pool":"ci"}' }));
+        const fromYaml = parseStackConfig(rawConfig({ dind: false, activeDeadlineSeconds: 600, queues: { a: { dind: true } }, nodeSelector: { pool: "ci" } }));
+        assert.deepStrictEqual(fromStrings, fromYaml);
+        assert.strictEqual(fromYaml.queues.a.dind, true, "the queue overrides the default");
+        assert.strictEqual(fromYaml.queues.a.activeDeadlineSeconds, 600, "the queue inherits the stack-wide value");
+        assert.deepStrictEqual(fromYaml.queues.a.nodeSelector, { pool: "ci" });
+    });
+
+    it("merges a queue's resources over the defaults per container", () => {
+        const c = parseStackConfig(rawConfig({ queues: { big: { resources: { agent: { requests: { cpu: "4" } } } } } }));
+        assert.deepStrictEqual(c.queues.big.resources.agent, { requests: { cpu: "4" } });
+        assert.deepStrictEqual(c.queues.big.resources.dind, WORKER_DEFAULTS.resources.dind);
+    });
+
+    it("notes which optional secrets are set, without their values", () => {
+        const c = parseStackConfig(rawConfig({ env: "<secret>", gitCredentials: "<secret>" }));
+        assert.deepStrictEqual(c.secrets, { env: true, gitCredentials: true });
+    });
+
+    it("accepts a job prefix of exactly the longest length", () => {
+        const prefix = "a".repeat(MAX_JOB_PREFIX_LENGTH);
+        assert.strictEqual(parseStackConfig(rawConfig({ jobPrefix: prefix })).jobPrefix, prefix);
+    });
+
+    const bad: [string, Record<string, unknown>, RegExp][] = [
+        ["missing cluster", { cluster: undefined }, /scaledkite:cluster is required.*pulumi config set scaledkite:cluster/],
+        ["cluster with spaces", { cluster: "my cluster" }, /scaledkite:cluster "my cluster" is not an EKS cluster name/],
+        ["missing event bus", { eventBusName: "" }, /scaledkite:eventBusName is required/],
+        ["missing agent token", { agentToken: undefined }, /scaledkite:agentToken is required.*--secret/],
+        ["role ARN that is not one", { roleArn: "my-role" }, /scaledkite:roleArn "my-role" is not an IAM role ARN/],
+        ["namespace with capitals", { namespace: "BuildKite" }, /scaledkite:namespace "BuildKite" is not a DNS-1123 label/],
+        ["job prefix too long", { jobPrefix: "a".repeat(MAX_JOB_PREFIX_LENGTH + 1) }, /a Job name would pass 63; use at most 27/],
+        ["job prefix with underscore", { jobPrefix: "build_kite-" }, /would not make a DNS-1123 Job name/],
+        ["job prefix starting with a dash", { jobPrefix: "-bk-" }, /would not make a DNS-1123 Job name/],
+        ["queues not JSON", { queues: "{dynamic" }, /scaledkite:queues is not valid JSON/],
+        ["queues a list", { queues: ["dynamic"] }, /scaledkite:queues must be a map/],
+        ["no queues", { queues: {} }, /serves no queue/],
+        ["queue with a bad name", { queues: { "bad queue": {} } }, /queues.bad queue is not a usable queue name/],
+        ["queue with an unknown key", { queues: { dynamic: { imagee: "x" } } }, /scaledkite:queues.dynamic.imagee is not a queue setting/],
+        ["queue entry not an object", { queues: { dynamic: "big" } }, /queues.dynamic must be an object/],
+        ["dind not a boolean", { dind: "yes" }, /scaledkite:dind must be true or false/],
+        ["deadline too short", { activeDeadlineSeconds: 5 }, /activeDeadlineSeconds must be a whole number from 60/],
+        ["ttl negative", { ttlSecondsAfterFinished: -1 }, /ttlSecondsAfterFinished must be a whole number/],
+        ["backoff a fraction", { backoffLimit: 1.5 }, /backoffLimit must be a whole number/],
+        ["resources for an unknown container", { resources: { sidecar: {} } }, /resources.sidecar is not a container of the worker/],
+        ["resources with a bad quantity", { resources: { agent: { requests: { cpu: "lots" } } } }, /"lots", not a Kubernetes quantity/],
+        ["resources with an unknown part", { resources: { agent: { minimum: {} } } }, /resources.agent.minimum is not a resources key/],
+        ["node selector a list", { nodeSelector: ["a"] }, /nodeSelector must be a map/],
+        ["node selector bad value", { nodeSelector: { pool: "a b" } }, /not a valid label value/],
+        ["tolerations an object", { tolerations: { key: "a" } }, /tolerations must be a list/],
+        ["toleration with a bad operator", { tolerations: [{ key: "a", operator: "Maybe" }] }, /tolerations\[0\].operator must be Exists or Equal/],
+        ["toleration with an unknown field", { tolerations: [{ keys: "a" }] }, /has unknown field keys/],
+        ["agent tag that sets the queue", { agentTags: ["queue=other"] }, /queue= is set by the scheduler/],
+        ["label with a bad key", { labels: { "bad key": "x" } }, /labels.bad key is not a valid Kubernetes label key/],
+        ["queue env with a bad name", { queues: { dynamic: { env: { "1X": "a" } } } }, /env.1X is not a valid environment variable name/],
+        ["image with spaces", { image: "buildkite agent" }, /scaledkite:image must be an image reference/],
+        ["lambda memory too small", { lambdaMemoryMb: 64 }, /lambdaMemoryMb must be a whole number from 128/],
+        ["log retention not offered by CloudWatch", { logRetentionDays: 10 }, /logRetentionDays must be one of/],
+        ["unknown key (a typo)", { namepsace: "x" }, /scaledkite:namepsace is not a Scaledkite setting/],
+    ];
+    for (const [name, overrides, message] of bad) {
+        it(`rejects ${name}`, () => {
+            const p = problems(overrides);
+            assert.ok(p.some((m) => message.test(m)), `expected ${message} in ${JSON.stringify(p)}`);
+            for (const m of p) assert.ok(!m.includes("\n"), "one line each");
+        });
+    }
+
+    it("reports every problem at once", () => {
+        assert.strictEqual(problems({ cluster: undefined, namespace: "X", dind: "maybe" }).length, 3);
+    });
+});

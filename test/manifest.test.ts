@@ -1,0 +1,135 @@
+import * as assert from "assert";
+import { parseJobEvent } from "../scheduler/event";
+import { AGENT_EXIT_CANNOT_ACQUIRE, buildJobManifest, jobName, labelValue } from "../scheduler/manifest";
+import { matchQueue } from "../scheduler/queue";
+import { SchedulerSettings } from "../scheduler/settings";
+import { anEvent, sampleEvent, settingsFor } from "./helpers/builders";
+
+function manifestFor(settings: SchedulerSettings, event = sampleEvent()) {
+    const { job } = parseJobEvent(event);
+    const m = matchQueue(job.agentQueryRules, Object.keys(settings.queues));
+    if (!m.matched) throw new Error(m.reason);
+    return buildJobManifest(settings, job, m.queue, m.tags);
+}
+
+const env = (c: any) => Object.fromEntries((c.env ?? []).map((e: any) => [e.name, e.value ?? e.valueFrom]));
+
+describe("buildJobManifest", () => {
+    const settings = settingsFor();
+    const job = manifestFor(settings);
+    const pod = job.spec!.template.spec!;
+    const agent = pod.containers[0];
+
+    it("names the Job after the Buildkite job, deterministically", () => {
+        assert.strictEqual(job.metadata!.name, "buildkite-agent-9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
+        assert.strictEqual(jobName("bk-", "ABC"), "bk-abc");
+        assert.deepStrictEqual(manifestFor(settings), job, "same input, same manifest");
+        assert.ok(job.metadata!.name!.length <= 63);
+    });
+
+    it("runs the stock agent for exactly this job, with the token from its Secret", () => {
+        assert.strictEqual(agent.image, settings.queues.dynamic.image);
+        assert.deepStrictEqual(agent.args, ["start"]);
+        const e = env(agent);
+        assert.strictEqual(e.BUILDKITE_AGENT_ACQUIRE_JOB, "9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
+        assert.deepStrictEqual(e.BUILDKITE_AGENT_TOKEN, { secretKeyRef: { name: "scaledkite-agent-token", key: "token" } });
+        assert.strictEqual(e.BUILDKITE_AGENT_TAGS, "queue=dynamic");
+        assert.ok(!JSON.stringify(job).includes("bk-agent-token"), "no token value anywhere");
+    });
+
+    it("labels and annotates so a person finds the Buildkite job, build and pipeline", () => {
+        const labels = job.metadata!.labels!;
+        assert.strictEqual(labels["buildkite.com/job-uuid"], "9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
+        assert.strictEqual(labels["buildkite.com/pipeline-slug"], "my-pipeline");
+        assert.strictEqual(labels["buildkite.com/build-number"], "123456");
+        assert.strictEqual(labels["scaledkite.io/queue"], "dynamic");
+        assert.strictEqual(labels["app.kubernetes.io/managed-by"], "scaledkite");
+        assert.strictEqual(job.metadata!.annotations!["buildkite.com/job-url"], "https://buildkite.com/my-org/my-pipeline/builds/123456#9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
+        assert.deepStrictEqual(job.spec!.template.metadata!.labels, labels, "the pod carries them too");
+    });
+
+    it("runs docker-in-docker as a privileged native sidecar, and only it", () => {
+        const dind = pod.initContainers![0];
+        assert.strictEqual(dind.restartPolicy, "Always");
+        assert.strictEqual(dind.securityContext!.privileged, true);
+        assert.ok(dind.startupProbe, "a startup probe holds the agent back until dockerd listens");
+        assert.strictEqual(env(agent).DOCKER_HOST, "tcp://localhost:2375");
+        assert.strictEqual(agent.securityContext!.privileged, false);
+        assert.strictEqual(agent.securityContext!.allowPrivilegeEscalation, false);
+        const shared = (c: any) => c.volumeMounts.find((m: any) => m.name === "build").mountPath;
+        assert.strictEqual(shared(dind), shared(agent), "the build directory is shared");
+    });
+
+    it("never restarts a pod, fails fast when the job cannot be acquired, and cleans up", () => {
+        assert.strictEqual(pod.restartPolicy, "Never");
+        assert.strictEqual(pod.automountServiceAccountToken, false);
+        assert.strictEqual(job.spec!.backoffLimit, 1);
+        assert.strictEqual(job.spec!.activeDeadlineSeconds, 3 * 3600);
+        assert.strictEqual(job.spec!.ttlSecondsAfterFinished, 600);
+        assert.deepStrictEqual(job.spec!.podFailurePolicy!.rules[0].onExitCodes!.values, [AGENT_EXIT_CANNOT_ACQUIRE]);
+    });
+
+    const variants: { name: string; config: Record<string, unknown>; check: (m: ReturnType<typeof manifestFor>) => void }[] = [
+        {
+            name: "dind off: no sidecar, no DOCKER_HOST, nothing privileged",
+            config: { dind: false },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                assert.strictEqual(p.initContainers, undefined);
+                assert.strictEqual(env(p.containers[0]).DOCKER_HOST, undefined);
+                assert.ok(!JSON.stringify(m).includes('"privileged":true'));
+            },
+        },
+        {
+            name: "node selector, tolerations, resources, deadline and TTL from config",
+            config: {
+                nodeSelector: { pool: "ci" }, tolerations: [{ key: "ci", operator: "Exists", effect: "NoSchedule" }],
+                resources: { agent: { requests: { cpu: "2" }, limits: { memory: "4Gi" } } }, activeDeadlineSeconds: 600, ttlSecondsAfterFinished: 0,
+            },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                assert.deepStrictEqual(p.nodeSelector, { pool: "ci" });
+                assert.deepStrictEqual(p.tolerations, [{ key: "ci", operator: "Exists", effect: "NoSchedule" }]);
+                assert.deepStrictEqual(p.containers[0].resources, { requests: { cpu: "2" }, limits: { memory: "4Gi" } });
+                assert.strictEqual(m.spec!.activeDeadlineSeconds, 600);
+                assert.strictEqual(m.spec!.ttlSecondsAfterFinished, 0);
+            },
+        },
+        {
+            name: "env and git credentials come from their Secrets",
+            config: { env: "<secret>", gitCredentials: "<secret>" },
+            check: (m) => {
+                const a = m.spec!.template.spec!.containers[0];
+                assert.deepStrictEqual(a.envFrom, [{ secretRef: { name: "scaledkite-env" } }]);
+                assert.strictEqual(env(a).GIT_CONFIG_VALUE_0, "store --file=/buildkite/secrets/git-credentials");
+                assert.deepStrictEqual(m.spec!.template.spec!.volumes!.find((v) => v.name === "secrets")!.secret!.secretName, "scaledkite-git-credentials");
+            },
+        },
+        {
+            name: "agent tags from config and the job's other rules",
+            config: { agentTags: ["os=linux"] },
+            check: (m) => assert.strictEqual(env(m.spec!.template.spec!.containers[0]).BUILDKITE_AGENT_TAGS, "queue=dynamic,arch=arm64,os=linux"),
+        },
+        {
+            name: "the job prefix shapes the name, the image setting leaves it alone",
+            config: { jobPrefix: "bk-", image: "example.com/agent:1" },
+            check: (m) => {
+                assert.strictEqual(m.metadata!.name, "bk-9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
+                assert.strictEqual(m.spec!.template.spec!.containers[0].image, "example.com/agent:1");
+            },
+        },
+    ];
+    for (const v of variants) {
+        it(v.name, () => {
+            const event = v.name.startsWith("agent tags") ? anEvent().uuid("9e6c3f19-4fdb-4e8e-b925-28cd7504e17f").rules(["arch=arm64", "queue=dynamic"]).build() : sampleEvent();
+            v.check(manifestFor(settingsFor(v.config), event));
+        });
+    }
+
+    it("makes label values from free text", () => {
+        assert.strictEqual(labelValue("my pipeline/with:odd chars"), "my-pipeline-with-odd-chars");
+        assert.strictEqual(labelValue("-x-"), "x");
+        assert.strictEqual(labelValue("a".repeat(80))!.length, 63);
+        assert.strictEqual(labelValue("///"), undefined);
+    });
+});

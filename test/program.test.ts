@@ -1,0 +1,146 @@
+/**
+ * The Pulumi program under Pulumi's mocks: what one `pulumi up` declares.
+ */
+import * as assert from "assert";
+import { eventPattern } from "../scheduler/scheduler";
+import { baseConfig, lambdaArchive, lambdaCode, runProgram, ProgramRun } from "./helpers/pulumiProgram";
+
+function statements(policyJson: string): any[] {
+    return JSON.parse(policyJson).Statement;
+}
+
+describe("Pulumi program", function () {
+    this.timeout(120_000);
+    let run: ProgramRun;
+    before(async () => {
+        run = await runProgram({
+            ...baseConfig(),
+            "scaledkite:queues": JSON.stringify({ dynamic: {}, "docker-free": { dind: false } }),
+            "scaledkite:env": JSON.stringify({ GITHUB_TOKEN: "ghp_ENV-SECRET-VALUE" }),
+            "scaledkite:gitCredentials": "https://x:GIT-SECRET-VALUE@github.com",
+        });
+    });
+
+    it("creates the namespace, the Secrets and least-privilege RBAC in the cluster", () => {
+        assert.strictEqual(run.one("kubernetes:core/v1:Namespace").inputs.metadata.name, "buildkite");
+        const secrets = run.ofType("kubernetes:core/v1:Secret").map((s) => s.inputs.metadata.name).sort();
+        assert.deepStrictEqual(secrets, ["scaledkite-agent-token", "scaledkite-env", "scaledkite-git-credentials"]);
+        const role = run.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs;
+        assert.deepStrictEqual(role.rules, [{ apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list"] }]);
+        const binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs;
+        assert.deepStrictEqual(binding.subjects, [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "scaledkite:scheduler" }]);
+        assert.strictEqual(binding.metadata.namespace, "buildkite");
+    });
+
+    it("maps the Lambda role to the scheduler group with an EKS access entry", () => {
+        const entry = run.one("aws:eks/accessEntry:AccessEntry").inputs;
+        assert.strictEqual(entry.clusterName, "ci-cluster");
+        assert.deepStrictEqual(entry.kubernetesGroups, ["scaledkite:scheduler"]);
+        assert.match(entry.principalArn, /scheduler-role/);
+    });
+
+    it("listens on the partner bus for this account's Job Scheduled events of the served queues only", () => {
+        const rule = run.one("aws:cloudwatch/eventRule:EventRule").inputs;
+        assert.strictEqual(rule.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
+        assert.deepStrictEqual(JSON.parse(rule.eventPattern), {
+            account: ["123456789012"],
+            "detail-type": ["Job Scheduled"],
+            detail: { job: { agent_query_rules: ["queue=docker-free", "queue=dynamic"] } },
+        });
+    });
+
+    it("serving the default queue widens the pattern to every Job Scheduled event", () => {
+        assert.deepStrictEqual(eventPattern("1", ["default", "x"]), { account: ["1"], "detail-type": ["Job Scheduled"] });
+    });
+
+    it("delivers with a retry policy and an SQS dead-letter queue, and lets only this rule invoke", () => {
+        const target = run.one("aws:cloudwatch/eventTarget:EventTarget").inputs;
+        assert.deepStrictEqual(target.retryPolicy, { maximumRetryAttempts: 185, maximumEventAgeInSeconds: 86400 });
+        assert.match(target.deadLetterConfig.arn, /scheduler-dlq/);
+        assert.strictEqual(target.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
+        const permission = run.one("aws:lambda/permission:Permission").inputs;
+        assert.strictEqual(permission.principal, "events.amazonaws.com");
+        assert.match(permission.sourceArn, /eventRule/);
+        const dlqPolicy = statements(run.one("aws:sqs/queuePolicy:QueuePolicy").inputs.policy);
+        assert.deepStrictEqual(dlqPolicy[0].Principal, { Service: "events.amazonaws.com" });
+        assert.match(dlqPolicy[0].Condition.ArnEquals["aws:SourceArn"], /eventRule/);
+        const invoke = run.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs;
+        assert.match(invoke.destinationConfig.onFailure.destination, /scheduler-dlq/);
+    });
+
+    it("runs the Lambda on nodejs24.x with its own role, a log group with retention, and no broad policies", () => {
+        const fn = run.one("aws:lambda/function:Function").inputs;
+        assert.strictEqual(fn.runtime, "nodejs24.x");
+        assert.match(fn.role, /scheduler-role/);
+        assert.strictEqual(fn.memorySize, 128);
+        assert.strictEqual(fn.loggingConfig.logGroup, "/scaledkite/test/scheduler");
+        assert.strictEqual(run.one("aws:cloudwatch/logGroup:LogGroup").inputs.retentionInDays, 14);
+        assert.strictEqual(run.ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").length, 0, "no managed policy is attached");
+        assert.strictEqual(run.one("aws:iam/role:Role").inputs.managedPolicyArns, undefined);
+    });
+
+    it("grants no wildcard action and no wildcard resource", () => {
+        const policies = [...run.ofType("aws:iam/rolePolicy:RolePolicy"), ...run.ofType("aws:sqs/queuePolicy:QueuePolicy")];
+        assert.ok(policies.length >= 2);
+        for (const p of policies) {
+            for (const s of statements(p.inputs.policy)) {
+                for (const action of [s.Action].flat()) assert.ok(!action.includes("*"), `wildcard action ${action}`);
+                for (const resource of [s.Resource].flat()) assert.ok(resource !== "*", `wildcard resource in ${p.name}`);
+            }
+        }
+        const role = statements(run.one("aws:iam/rolePolicy:RolePolicy").inputs.policy);
+        assert.deepStrictEqual(role.map((s) => s.Action).flat().sort(), ["logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"]);
+    });
+
+    it("keeps secrets out of plain text: not in outputs, the Lambda code or its environment", async () => {
+        const code = await lambdaCode(run);
+        const fn = run.one("aws:lambda/function:Function").inputs;
+        for (const secret of ["bk-agent-token-SECRET-VALUE", "ghp_ENV-SECRET-VALUE", "GIT-SECRET-VALUE"]) {
+            assert.ok(!code.includes(secret), `${secret} in the Lambda code`);
+            assert.ok(!JSON.stringify(fn).includes(secret), `${secret} in the function's inputs`);
+            assert.ok(!JSON.stringify(run.outputs).includes(secret), `${secret} in the stack outputs`);
+        }
+        assert.strictEqual(fn.environment, undefined);
+    });
+
+    it("outputs what a user needs next", () => {
+        for (const key of ["namespace", "queues", "functionName", "schedulerRoleArn", "eventRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers"]) {
+            assert.ok(run.outputs[key] !== undefined, `output ${key}`);
+        }
+        assert.deepStrictEqual(run.outputs.queues, ["dynamic", "docker-free"]);
+    });
+
+    it("packages only runtime dependencies with the Lambda (no Pulumi SDKs, no dev tools)", async () => {
+        const paths = Object.keys(await lambdaArchive(run));
+        assert.ok(paths.includes("node_modules/@kubernetes/client-node"));
+        assert.ok(paths.includes("node_modules/@smithy/signature-v4"));
+        for (const p of paths) assert.ok(!/@pulumi|typescript|mocha|ts-node|node_modules\/node$/.test(p), `${p} should not be packaged`);
+    });
+
+    describe("with an existing role", () => {
+        it("uses it and creates no role of its own", async () => {
+            const r = await runProgram({ ...baseConfig(), "scaledkite:roleArn": "arn:aws:iam::123456789012:role/ci-scheduler" });
+            assert.strictEqual(r.ofType("aws:iam/role:Role").length, 0);
+            assert.strictEqual(r.one("aws:lambda/function:Function").inputs.role, "arn:aws:iam::123456789012:role/ci-scheduler");
+            assert.strictEqual(r.one("aws:eks/accessEntry:AccessEntry").inputs.principalArn, "arn:aws:iam::123456789012:role/ci-scheduler");
+        });
+    });
+
+    describe("bad configuration", () => {
+        const cases: [string, Record<string, string>, string[], RegExp][] = [
+            ["a missing cluster", { "scaledkite:cluster": "" }, [], /scaledkite:cluster is required/],
+            ["an invalid job prefix", { "scaledkite:jobPrefix": "Build_" }, [], /scaledkite:jobPrefix "Build_" would not make a DNS-1123 Job name/],
+            ["a typo in a key", { "scaledkite:queus": "{}" }, [], /scaledkite:queus is not a Scaledkite setting/],
+            ["an agent token in plain text", {}, ["scaledkite:env", "scaledkite:gitCredentials"], /scaledkite:agentToken is stored in plain text: set it again with pulumi config set --secret/],
+        ];
+        for (const [name, override, secretKeys, message] of cases) {
+            it(`fails with a clear message for ${name}`, async () => {
+                await assert.rejects(runProgram({ ...baseConfig(), ...override }, secretKeys), (e: Error) => {
+                    assert.match(e.message, message);
+                    assert.ok(!/\n\s+at /.test(e.message), "no stack trace in the message");
+                    return true;
+                });
+            });
+        }
+    });
+});
