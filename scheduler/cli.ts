@@ -92,13 +92,9 @@ async function render(args: string[], io: Io): Promise<number> {
     const flags = parseFlags(args, ["event", "stack", "config"]);
     const settings = loadSettings(flags, io);
     const d = decide(settings, readEvent(flags, io));
-    if (d.outcome === "invalid") {
-        io.err(`invalid event: ${d.reason}`);
-        return EXIT.invalid;
-    }
-    if (d.outcome === "ignored") {
-        io.err(`ignored: ${d.reason}`);
-        return EXIT.ignored;
+    if (d.outcome !== "schedule") {
+        io.err(`${d.outcome === "invalid" ? "invalid event" : "ignored"}: ${d.reason}`);
+        return d.outcome === "invalid" ? EXIT.invalid : EXIT.ignored;
     }
     io.out(JSON.stringify(d.manifest, null, 2));
     return EXIT.ok;

@@ -36,10 +36,11 @@ async function main(): Promise<void> {
     const webhook = await serveWebhook(Number(port));
     const k8s: typeof import("@kubernetes/client-node") = require("@kubernetes/client-node");
     const kc = new k8s.KubeConfig();
-    kc.loadFromFile(kubeconfig);
-    // The API server calls the webhook only once it is up; the runner needs it up: wait for it.
+    // The webhook serves from the start (the API server needs it); the runner waits for the
+    // API server, whose kubeconfig is written once it is ready.
     for (let i = 0; ; i++) {
         try {
+            kc.loadFromFile(kubeconfig);
             await kc.makeApiClient(k8s.CoreV1Api).listNamespace({ limit: 1 });
             break;
         } catch (e) {

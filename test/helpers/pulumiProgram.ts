@@ -58,8 +58,9 @@ function forgetProjectModules(): void {
 }
 
 /** Runs index.ts with `config` (full keys, e.g. "scaledkite:cluster"). Rejects with the program's error. */
-export async function runProgram(config: Record<string, string>, secretKeys: string[] = SECRET_KEYS): Promise<ProgramRun> {
+export async function runProgram(config: Record<string, string>, secretKeys: string[] = SECRET_KEYS, cluster: Partial<typeof MOCK_CLUSTER> = {}): Promise<ProgramRun> {
     const resources: DeclaredResource[] = [];
+    const mockCluster = { ...MOCK_CLUSTER, ...cluster };
     await pulumi.runtime.setMocks({
         newResource(args: pulumi.runtime.MockResourceArgs) {
             resources.push({ type: args.type, name: args.name, inputs: args.inputs });
@@ -75,14 +76,14 @@ export async function runProgram(config: Record<string, string>, secretKeys: str
                 case "aws:eks/getCluster:getCluster":
                     return {
                         name: args.inputs.name,
-                        endpoint: MOCK_CLUSTER.endpoint,
-                        certificateAuthorities: [{ data: MOCK_CLUSTER.caData }],
+                        endpoint: mockCluster.endpoint,
+                        certificateAuthorities: [{ data: mockCluster.caData }],
                         accessConfigs: [{ authenticationMode: "API_AND_CONFIG_MAP" }],
                     };
                 case "aws:index/getCallerIdentity:getCallerIdentity":
                     return { accountId: MOCK_CLUSTER.account, arn: `arn:aws:iam::${MOCK_CLUSTER.account}:user/test`, userId: "test" };
                 case "aws:index/getRegion:getRegion":
-                    return { name: MOCK_CLUSTER.region, region: MOCK_CLUSTER.region, id: MOCK_CLUSTER.region };
+                    return { name: mockCluster.region, region: mockCluster.region, id: mockCluster.region };
                 default:
                     return args.inputs;
             }

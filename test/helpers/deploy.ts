@@ -1,0 +1,105 @@
+/**
+ * Puts what the Pulumi program declares for Kubernetes (read from the mocks) into the real local
+ * API server, and gives the scheduler's view of the same stack.
+ */
+import type * as K8s from "@kubernetes/client-node";
+import * as fs from "fs";
+import { LOCAL_CLUSTER_NAME, LOCAL_REGION, LocalIdentity, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { signEksToken, TokenCache } from "../../scheduler/eksToken";
+import { bearerJobCreator, JobCreator } from "../../scheduler/kube";
+import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
+import { SchedulerSettings } from "../../scheduler/settings";
+import { ClusterState } from "../../k8s/local/cluster";
+import { adminConfig, k8sClient } from "./localCluster";
+import { baseConfig, DeclaredResource, runProgram, ProgramRun } from "./pulumiProgram";
+
+
+/** apiVersion and kind of a Pulumi Kubernetes resource type, e.g. kubernetes:core/v1:Secret. */
+export function apiVersionKind(type: string): { apiVersion: string; kind: string } {
+    const m = /^kubernetes:([^:]+):(\w+)$/.exec(type);
+    if (!m) throw new Error(`not a Kubernetes resource type: ${type}`);
+    const apiVersion = m[1].startsWith("core/") ? m[1].slice("core/".length) : m[1];
+    return { apiVersion, kind: m[2] };
+}
+
+/** Pulumi's marker for a secret value in mock inputs. */
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+/** Unwraps secret values, as the Kubernetes provider does before it sends an object. */
+export function unwrapSecrets(v: unknown): unknown {
+    if (Array.isArray(v)) return v.map(unwrapSecrets);
+    if (typeof v !== "object" || v === null) return v;
+    const o = v as Record<string, unknown>;
+    if (o[SECRET_SIG] !== undefined && "value" in o) return unwrapSecrets(o.value);
+    return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, unwrapSecrets(x)]));
+}
+
+/** The manifests of the Kubernetes resources the program declares, in declaration order. */
+export function kubernetesObjects(run: ProgramRun): K8s.KubernetesObject[] {
+    return run.resources
+        .filter((r: DeclaredResource) => r.type.startsWith("kubernetes:") && !r.type.startsWith("kubernetes:index"))
+        .map((r) => ({ ...apiVersionKind(r.type), ...(unwrapSecrets(r.inputs) as object) }));
+}
+
+export interface DeployedStack {
+    run: ProgramRun;
+    settings: SchedulerSettings;
+    namespace: string;
+    config: Record<string, string>;
+}
+
+/** Program config for the local cluster, as full keys. */
+export function localStackConfig(namespace: string, extra: Record<string, unknown> = {}): Record<string, string> {
+    const config: Record<string, string> = { ...baseConfig(), "scaledkite:cluster": LOCAL_CLUSTER_NAME, "scaledkite:namespace": namespace };
+    for (const [k, v] of Object.entries(extra)) config[`scaledkite:${k}`] = typeof v === "string" ? v : JSON.stringify(v);
+    return config;
+}
+
+/** Runs the program for `namespace` and applies its Kubernetes side to the local cluster. */
+export async function deployStack(state: ClusterState, namespace: string, extra: Record<string, unknown> = {}): Promise<DeployedStack> {
+    const config = localStackConfig(namespace, extra);
+    const run = await runProgram(config, undefined, {
+        endpoint: state.server,
+        caData: fs.readFileSync(state.caFile).toString("base64"),
+        region: LOCAL_REGION,
+    });
+    const client = k8sClient().KubernetesObjectApi.makeApiClient(adminConfig(state));
+    for (const obj of kubernetesObjects(run)) {
+        try {
+            await client.create(obj);
+        } catch (e) {
+            if ((e as { code?: number }).code !== 409) throw new Error(`applying ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n").slice(0, 3).join(" ")}`);
+            await client.replace(obj);
+        }
+    }
+    const raw: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(config)) raw[k.slice("scaledkite:".length)] = v;
+    return { run, settings: schedulerSettings(parseStackConfig(raw)), namespace, config };
+}
+
+/** Deletes a test namespace (and so everything in it). */
+export async function deleteNamespace(state: ClusterState, namespace: string): Promise<void> {
+    const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+    try {
+        await core.deleteNamespace({ name: namespace });
+    } catch { /* already gone */ }
+}
+
+/** A JobCreator that authenticates as the Lambda does in AWS: an EKS token for a (local) IAM identity. */
+export function creatorAs(state: ClusterState, identity: LocalIdentity = SCHEDULER_IDENTITY): JobCreator {
+    const tokens = new TokenCache(() => signEksToken(LOCAL_CLUSTER_NAME, LOCAL_REGION, identity));
+    return bearerJobCreator(state.server, fs.readFileSync(state.caFile).toString("base64"), tokens);
+}
+
+/** A KubeConfig that authenticates as `identity` with an EKS token. */
+export async function kubeConfigAs(state: ClusterState, identity: LocalIdentity): Promise<K8s.KubeConfig> {
+    const token = (await signEksToken(LOCAL_CLUSTER_NAME, LOCAL_REGION, identity)).token;
+    const kc = new (k8sClient().KubeConfig)();
+    kc.loadFromOptions({
+        clusters: [{ name: "local", server: state.server, caData: fs.readFileSync(state.caFile).toString("base64") }],
+        users: [{ name: "u", token }],
+        contexts: [{ name: "c", cluster: "local", user: "u" }],
+        currentContext: "c",
+    });
+    return kc;
+}
