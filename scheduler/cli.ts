@@ -12,7 +12,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { parseStackConfig, schedulerSettings } from "./config";
 import { execCredential, credentialsFromEnv, signEksToken } from "./eksToken";
-import { ConfigError, isRetryable } from "./errors";
+import { configError, isConfigError, isRetryable } from "./errors";
 import { createEventHandler, decide } from "./handler";
 import { kubeconfigJobCreator } from "./kube";
 import { SchedulerSettings } from "./settings";
@@ -53,14 +53,14 @@ export function readStackFile(file: string): Record<string, unknown> {
     try {
         text = fs.readFileSync(file, "utf8");
     } catch {
-        throw new ConfigError([`cannot read stack config ${file}: pass --stack NAME (Pulumi.NAME.yaml) or --config FILE`]);
+        throw configError([`cannot read stack config ${file}: pass --stack NAME (Pulumi.NAME.yaml) or --config FILE`]);
     }
     const yaml: typeof import("js-yaml") = require("js-yaml");
     let doc: unknown;
     try {
         doc = yaml.load(text);
     } catch (e) {
-        throw new ConfigError([`${file} is not valid YAML (${(e as Error).message.split("\n")[0]})`]);
+        throw configError([`${file} is not valid YAML (${(e as Error).message.split("\n")[0]})`]);
     }
     const config = (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
     const raw: Record<string, unknown> = {};
@@ -152,7 +152,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
                 return EXIT.invalid;
         }
     } catch (e) {
-        if (e instanceof ConfigError) io.err(`invalid configuration: ${e.problems.join("; ")}`);
+        if (isConfigError(e)) io.err(`invalid configuration: ${e.problems.join("; ")}`);
         else if (e instanceof UsageError) io.err(e.message);
         else io.err(`error: ${((e as Error)?.message ?? String(e)).split("\n")[0]}`);
         return isRetryable(e) ? EXIT.retry : EXIT.invalid;

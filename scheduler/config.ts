@@ -6,7 +6,7 @@
  * lists every problem, each naming the key and the fix. Secret keys are only checked for presence
  * here; their values never pass through this module.
  */
-import { ConfigError } from "./errors";
+import { configError } from "./errors";
 import { DEFAULT_QUEUE } from "./queue";
 import { ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "./settings";
 
@@ -359,7 +359,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const RETENTION = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
     if (!RETENTION.includes(lambda.logRetentionDays)) p.add("logRetentionDays", `must be one of CloudWatch's retention periods: ${RETENTION.join(", ")}`);
 
-    if (p.list.length > 0) throw new ConfigError(p.list);
+    if (p.list.length > 0) throw configError(p.list);
     return {
         cluster: cluster!,
         eventBusName: eventBusName!,

@@ -6,41 +6,57 @@
  * poison event never loops.
  */
 
+// The errors are plain Error objects with extra fields, made by functions, not subclasses of Error:
+// Pulumi's closure serialization turns classes into functions, and an Error subclass made that way
+// loses its message inside the Lambda.
+
 /** An event that is not a well-formed Buildkite job event: never retried. */
-export class InvalidEventError extends Error {
-    readonly retryable = false;
-    readonly kind = "invalid";
-    constructor(message: string) {
-        super(message);
-        this.name = "InvalidEventError";
-    }
+export interface InvalidEventError extends Error {
+    kind: "invalid-event";
+    retryable: false;
 }
 
-/** A configuration value that cannot work; the message names the key and the fix. */
-export class ConfigError extends Error {
-    readonly retryable = false;
-    readonly kind = "config";
-    constructor(readonly problems: string[]) {
-        super(problems.length === 1 ? problems[0] : `${problems.length} configuration problems: ${problems.join("; ")}`);
-        this.name = "ConfigError";
-    }
+export function invalidEvent(message: string): InvalidEventError {
+    return Object.assign(new Error(message), { name: "InvalidEventError", kind: "invalid-event" as const, retryable: false as const });
+}
+
+export function isInvalidEvent(e: unknown): e is InvalidEventError {
+    return e instanceof Error && (e as Partial<InvalidEventError>).kind === "invalid-event";
+}
+
+/** Configuration values that cannot work; each problem names the key and the fix. */
+export interface ConfigError extends Error {
+    kind: "config";
+    retryable: false;
+    problems: string[];
+}
+
+export function configError(problems: string[]): ConfigError {
+    const message = problems.length === 1 ? problems[0] : `${problems.length} configuration problems: ${problems.join("; ")}`;
+    return Object.assign(new Error(message), { name: "ConfigError", kind: "config" as const, retryable: false as const, problems });
+}
+
+export function isConfigError(e: unknown): e is ConfigError {
+    return e instanceof Error && (e as Partial<ConfigError>).kind === "config";
 }
 
 /**
  * A failure talking to the Kubernetes API (or the network in front of it).
  * `retryable` says whether the same request may succeed later.
  */
-export class KubernetesError extends Error {
-    readonly kind = "kubernetes";
-    constructor(
-        message: string,
-        readonly retryable: boolean,
-        readonly status?: number,
-        readonly reason?: string,
-    ) {
-        super(message);
-        this.name = "KubernetesError";
-    }
+export interface KubernetesError extends Error {
+    kind: "kubernetes";
+    retryable: boolean;
+    status?: number;
+    reason?: string;
+}
+
+export function kubernetesError(message: string, retryable: boolean, status?: number, reason?: string): KubernetesError {
+    return Object.assign(new Error(message), { name: "KubernetesError", kind: "kubernetes" as const, retryable, status, reason });
+}
+
+export function isKubernetesError(e: unknown): e is KubernetesError {
+    return e instanceof Error && (e as Partial<KubernetesError>).kind === "kubernetes";
 }
 
 // Plain arrays, not Sets: Pulumi's closure serialization does not carry a Set's contents into the Lambda.
@@ -67,33 +83,33 @@ export function classifyApiFailure(status: number, body: ApiStatus | undefined, 
     const reason = body?.reason;
     const detail = (body?.message ?? "").split("\n")[0];
     if (status === 403 && /exceeded quota/i.test(detail)) {
-        return new KubernetesError(
+        return kubernetesError(
             `${what}: the namespace quota is full (${detail}); will retry once running workers finish`, true, status, reason);
     }
     if (status === 403) {
-        return new KubernetesError(
+        return kubernetesError(
             `${what}: forbidden (${detail}); check the scheduler's RBAC Role and EKS access entry (pulumi up recreates them)`,
             false, status, reason);
     }
     if (status === 401) {
-        return new KubernetesError(
+        return kubernetesError(
             `${what}: unauthorized; the token was refused (expired or the IAM role is not mapped by an EKS access entry); retrying with a new token`,
             true, status, reason);
     }
     if (status === 404) {
-        return new KubernetesError(
+        return kubernetesError(
             `${what}: not found (${detail}); the namespace may be missing: run pulumi up`, false, status, reason);
     }
     if (status === 422 || status === 400) {
-        return new KubernetesError(
+        return kubernetesError(
             `${what}: rejected by the API server as invalid (${detail}); fix the worker settings in the stack config`,
             false, status, reason);
     }
     if (status === 429) {
-        return new KubernetesError(`${what}: the API server is throttling requests (429); will retry`, true, status, reason);
+        return kubernetesError(`${what}: the API server is throttling requests (429); will retry`, true, status, reason);
     }
     const retryable = RETRYABLE_STATUSES.includes(status) || status >= 500;
-    return new KubernetesError(
+    return kubernetesError(
         `${what}: API server answered ${status}${reason ? ` ${reason}` : ""}${detail ? ` (${detail})` : ""}${retryable ? "; will retry" : ""}`,
         retryable, status, reason);
 }
@@ -104,15 +120,15 @@ export function classifyNetworkFailure(err: unknown, what: string, server?: stri
     const code = e?.code ?? e?.cause?.code;
     const where = server ? ` ${server}` : "";
     if (code && RETRYABLE_CODES.includes(code)) {
-        return new KubernetesError(
+        return kubernetesError(
             `${what}: cannot reach the Kubernetes API${where} (${code}); check the cluster endpoint and network access; will retry`, true);
     }
     if (code && /CERT|SSL|TLS|SELF_SIGNED/i.test(code)) {
-        return new KubernetesError(
+        return kubernetesError(
             `${what}: TLS failure talking to the Kubernetes API${where} (${code}); check the cluster CA certificate`, false);
     }
     const message = (e?.message ?? String(err)).split("\n")[0];
-    return new KubernetesError(`${what}: request to the Kubernetes API${where} failed (${message}); will retry`, true);
+    return kubernetesError(`${what}: request to the Kubernetes API${where} failed (${message}); will retry`, true);
 }
 
 /** True when an error is one that a later attempt may get past. */

@@ -5,7 +5,7 @@
  * job, build, pipeline and organization. Only what scheduling needs is read; `detail.job.state` is not
  * trusted (the documented sample says "assigned" for a scheduled job).
  */
-import { InvalidEventError } from "./errors";
+import { invalidEvent } from "./errors";
 
 /** The Buildkite job a worker is made for: everything the manifest and the logs need. */
 export interface ScheduledJob {
@@ -39,20 +39,20 @@ function isObject(v: unknown): v is Record<string, unknown> {
 function optionalString(obj: Record<string, unknown>, key: string, where: string): string | undefined {
     const v = obj[key];
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== "string") throw new InvalidEventError(`${where}.${key} must be a string, got ${typeof v}`);
+    if (typeof v !== "string") throw invalidEvent(`${where}.${key} must be a string, got ${typeof v}`);
     return v;
 }
 
 function optionalObject(obj: Record<string, unknown>, key: string, where: string): Record<string, unknown> {
     const v = obj[key];
     if (v === undefined || v === null) return {};
-    if (!isObject(v)) throw new InvalidEventError(`${where}.${key} must be an object`);
+    if (!isObject(v)) throw invalidEvent(`${where}.${key} must be an object`);
     return v;
 }
 
 /**
  * Validates an EventBridge event (an object, or its JSON text) and returns the job it is about.
- * Throws InvalidEventError, whose message says what is wrong, for anything malformed.
+ * Throws an InvalidEventError (see errors.ts), whose message says what is wrong, for anything malformed.
  */
 export function parseJobEvent(raw: unknown): JobEvent {
     let event = raw;
@@ -60,33 +60,33 @@ export function parseJobEvent(raw: unknown): JobEvent {
         try {
             event = JSON.parse(raw.toString());
         } catch (e) {
-            throw new InvalidEventError(`event is not valid JSON (${(e as Error).message})`);
+            throw invalidEvent(`event is not valid JSON (${(e as Error).message})`);
         }
     }
     if (!isObject(event)) {
-        throw new InvalidEventError(`event must be a JSON object, got ${event === null ? "null" : Array.isArray(event) ? "an array" : typeof event}`);
+        throw invalidEvent(`event must be a JSON object, got ${event === null ? "null" : Array.isArray(event) ? "an array" : typeof event}`);
     }
     const detailType = event["detail-type"];
     if (typeof detailType !== "string" || detailType === "") {
-        throw new InvalidEventError(`event has no "detail-type": is this an EventBridge event from Buildkite?`);
+        throw invalidEvent(`event has no "detail-type": is this an EventBridge event from Buildkite?`);
     }
     const detail = event.detail;
-    if (!isObject(detail)) throw new InvalidEventError(`event has no "detail" object`);
+    if (!isObject(detail)) throw invalidEvent(`event has no "detail" object`);
     const job = detail.job;
-    if (!isObject(job)) throw new InvalidEventError(`event detail has no "job" object (detail-type "${detailType}")`);
+    if (!isObject(job)) throw invalidEvent(`event detail has no "job" object (detail-type "${detailType}")`);
 
     const uuid = job.uuid;
     if (typeof uuid !== "string" || !UUID.test(uuid)) {
-        throw new InvalidEventError(`detail.job.uuid must be a UUID, got ${JSON.stringify(uuid) ?? "nothing"}`);
+        throw invalidEvent(`detail.job.uuid must be a UUID, got ${JSON.stringify(uuid) ?? "nothing"}`);
     }
     const type = job.type;
-    if (typeof type !== "string" || type === "") throw new InvalidEventError(`detail.job.type must be a non-empty string`);
+    if (typeof type !== "string" || type === "") throw invalidEvent(`detail.job.type must be a non-empty string`);
 
     const rules = job.agent_query_rules ?? [];
-    if (!Array.isArray(rules)) throw new InvalidEventError(`detail.job.agent_query_rules must be a list of "key=value" strings`);
+    if (!Array.isArray(rules)) throw invalidEvent(`detail.job.agent_query_rules must be a list of "key=value" strings`);
     for (const rule of rules) {
         if (typeof rule !== "string" || !RULE.test(rule)) {
-            throw new InvalidEventError(`detail.job.agent_query_rules has ${JSON.stringify(rule)}, not a "key=value" rule`);
+            throw invalidEvent(`detail.job.agent_query_rules has ${JSON.stringify(rule)}, not a "key=value" rule`);
         }
     }
 
@@ -95,7 +95,7 @@ export function parseJobEvent(raw: unknown): JobEvent {
     const organization = optionalObject(detail, "organization", "detail");
     const number = build.number;
     if (number !== undefined && number !== null && (typeof number !== "number" || !Number.isInteger(number) || number < 0)) {
-        throw new InvalidEventError(`detail.build.number must be a whole number`);
+        throw invalidEvent(`detail.build.number must be a whole number`);
     }
 
     return {

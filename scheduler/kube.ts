@@ -7,7 +7,7 @@
  */
 import type * as K8s from "@kubernetes/client-node";
 import type { V1Job } from "@kubernetes/client-node";
-import { classifyApiFailure, classifyNetworkFailure, KubernetesError } from "./errors";
+import { classifyApiFailure, classifyNetworkFailure, isKubernetesError, kubernetesError, KubernetesError } from "./errors";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 
 /** What the event handler needs from Kubernetes. */
@@ -36,7 +36,7 @@ function statusBody(body: unknown): { reason?: string; message?: string } | unde
 
 /** Turns whatever a create call threw into a classified KubernetesError. */
 export function toKubernetesError(err: unknown, what: string, server: string): KubernetesError {
-    if (err instanceof KubernetesError) return err;
+    if (isKubernetesError(err)) return err;
     const code = (err as { code?: unknown })?.code;
     if (typeof code === "number") return classifyApiFailure(code, statusBody((err as { body?: unknown }).body), what);
     return classifyNetworkFailure(err, what, server);
@@ -69,7 +69,7 @@ export function kubeconfigJobCreator(kubeconfig?: string): JobCreator {
     if (kubeconfig) kc.loadFromFile(kubeconfig);
     else kc.loadFromDefault();
     const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new KubernetesError(`the kubeconfig has no current cluster; pass --kubeconfig or set KUBECONFIG`, false);
+    if (!cluster) throw kubernetesError(`the kubeconfig has no current cluster; pass --kubeconfig or set KUBECONFIG`, false);
     const api = kc.makeApiClient(k8s.BatchV1Api);
     return creatorFor(async () => api, cluster.server);
 }

@@ -5,7 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { CONFIG_KEYS, parseStackConfig, StackConfig } from "./config";
-import { ConfigError } from "./errors";
+import { isConfigError } from "./errors";
 
 export interface StackSecrets {
     agentToken: pulumi.Output<string>;
@@ -45,7 +45,7 @@ export function readStackConfig(cfg: pulumi.Config): { config: StackConfig; secr
     try {
         config = parseStackConfig(raw);
     } catch (e) {
-        if (e instanceof ConfigError) throw new pulumi.RunError(`invalid Scaledkite configuration:\n  ${e.problems.join("\n  ")}`);
+        if (isConfigError(e)) throw new pulumi.RunError(`invalid Scaledkite configuration:\n  ${e.problems.join("\n  ")}`);
         throw e;
     }
     const secretProblems: string[] = [];

@@ -1,13 +1,13 @@
 import * as assert from "assert";
 import { MAX_JOB_PREFIX_LENGTH, parseStackConfig, WORKER_DEFAULTS } from "../scheduler/config";
-import { ConfigError } from "../scheduler/errors";
+import { isConfigError } from "../scheduler/errors";
 import { rawConfig } from "./helpers/builders";
 
 function problems(overrides: Record<string, unknown>): string[] {
     try {
         parseStackConfig(rawConfig(overrides));
     } catch (e) {
-        if (e instanceof ConfigError) return e.problems;
+        if (isConfigError(e)) return e.problems;
         throw e;
     }
     return [];

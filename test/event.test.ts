@@ -1,6 +1,6 @@
 import * as assert from "assert";
 import { parseJobEvent } from "../scheduler/event";
-import { InvalidEventError } from "../scheduler/errors";
+import { isInvalidEvent } from "../scheduler/errors";
 import { anEvent, sampleEvent } from "./helpers/builders";
 
 describe("parseJobEvent", () => {
@@ -48,7 +48,7 @@ describe("parseJobEvent", () => {
     ];
     for (const [name, input, message] of malformed) {
         it(`rejects ${name}`, () => {
-            assert.throws(() => parseJobEvent(input), (e: unknown) => e instanceof InvalidEventError && message.test(e.message) && !e.retryable);
+            assert.throws(() => parseJobEvent(input), (e: unknown) => isInvalidEvent(e) && message.test(e.message) && !e.retryable);
         });
     }
 });
