@@ -127,7 +127,8 @@ export function classifyNetworkFailure(err: unknown, what: string, server?: stri
         return kubernetesError(
             `${what}: TLS failure talking to the Kubernetes API${where} (${code}); check the cluster CA certificate`, false);
     }
-    const message = (e?.message ?? String(err)).split("\n")[0];
+    const cause = (e as { cause?: { message?: string } })?.cause?.message;
+    const message = `${e?.message ?? String(err)}${cause ? `: ${cause}` : ""}`.split("\n")[0];
     return kubernetesError(`${what}: request to the Kubernetes API${where} failed (${message}); will retry`, true);
 }
 

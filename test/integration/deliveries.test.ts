@@ -1,0 +1,75 @@
+/**
+ * At-least-once delivery against the real API server: duplicates make one Job; a full quota is a
+ * failure worth retrying, and the retried event succeeds once room frees.
+ */
+import * as assert from "assert";
+import { ClusterState } from "../../k8s/local/cluster";
+import { ANNOTATION_RUN_SECONDS } from "../../k8s/local/podRunner";
+import { isRetryable, KubernetesError } from "../../scheduler/errors";
+import { createEventHandler, Decision } from "../../scheduler/handler";
+import { anEvent } from "../helpers/builders";
+import { creatorAs, deleteNamespace, deployStack } from "../helpers/deploy";
+import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
+
+describe("event deliveries on a real API server", function () {
+    let state: ClusterState;
+    before(async function () {
+        state = await localCluster(this);
+    });
+    after(async function () {
+        if (state) for (const ns of ["dup-workers", "quota-workers"]) await deleteNamespace(state, ns);
+    });
+
+    it("makes exactly one Job from 50 concurrent deliveries of one event", async function () {
+        this.timeout(60_000);
+        const stack = await deployStack(state, "dup-workers");
+        const event = anEvent().build();
+        // Each delivery as its own Lambda container would handle it: its own handler and client.
+        const decisions = await Promise.all(Array.from({ length: 50 }, () =>
+            createEventHandler(stack.settings, creatorAs(state), () => {})(event)));
+        const outcomes = decisions.map((d: Decision) => d.outcome);
+        assert.strictEqual(outcomes.filter((o) => o === "created").length, 1, outcomes.join(","));
+        assert.strictEqual(outcomes.filter((o) => o === "exists").length, 49);
+        const jobs = await adminConfig(state).makeApiClient(k8sClient().BatchV1Api)
+            .listNamespacedJob({ namespace: stack.namespace, labelSelector: `buildkite.com/job-uuid=${event.detail.job.uuid}` });
+        assert.strictEqual(jobs.items.length, 1);
+    });
+
+    it("reports a full quota as worth retrying, and schedules the event once room frees", async function () {
+        this.timeout(120_000);
+        const stack = await deployStack(state, "quota-workers", {
+            ttlSecondsAfterFinished: 0, annotations: { [ANNOTATION_RUN_SECONDS]: "3" },
+        });
+        const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+        await core.createNamespacedResourceQuota({
+            namespace: stack.namespace,
+            body: { metadata: { name: "workers" }, spec: { hard: { "count/jobs.batch": "1" } } },
+        });
+        // The quota controller fills in status.hard before admission enforces it.
+        for (let i = 0; i < 100; i++) {
+            const q = await core.readNamespacedResourceQuota({ name: "workers", namespace: stack.namespace });
+            if (q.status?.hard) break;
+            await new Promise((r) => setTimeout(r, 100));
+        }
+        const logs: string[] = [];
+        const handle = createEventHandler(stack.settings, creatorAs(state), (l) => logs.push(l));
+        assert.strictEqual((await handle(anEvent().build())).outcome, "created");
+
+        const waiting = anEvent().build();
+        const refused = await handle(waiting).then(() => undefined, (e: KubernetesError) => e);
+        assert.ok(refused, "the second Job is refused while the first runs");
+        assert.strictEqual(refused!.status, 403);
+        assert.ok(isRetryable(refused), "a full quota is worth retrying");
+        assert.match(refused!.message, /quota is full .*exceeded quota/);
+        assert.match(logs[logs.length - 1], /"outcome":"failed".*"retryable":true/);
+
+        // EventBridge / Lambda retry with backoff; here, every half second until it goes through.
+        let outcome: string | undefined;
+        const deadline = Date.now() + 90_000;
+        while (!outcome && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 500));
+            outcome = await handle(waiting).then((d) => d.outcome, (e) => (isRetryable(e) ? undefined : Promise.reject(e)));
+        }
+        assert.strictEqual(outcome, "created", "scheduled once the first worker finished and its Job was removed");
+    });
+});
