@@ -1,15 +1,9 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, SECRET_NAMES } from "../scheduler/settings";
+import { SCHEDULER_GROUP, schedulerRbac } from "./rbac";
 
-/** The Kubernetes group the scheduler's identity is put in (by the EKS access entry). */
-export const SCHEDULER_GROUP = "scaledkite:scheduler";
-export const SCHEDULER_ROLE = "scaledkite-scheduler";
-
-/** What the scheduler may do in the workers' namespace, and nothing more. */
-export const SCHEDULER_RULES: k8s.types.input.rbac.v1.PolicyRule[] = [
-    { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list"] },
-];
+export { SCHEDULER_GROUP };
 
 /** Arguments of WorkerNamespace. */
 export interface WorkerNamespaceArgs {
@@ -52,7 +46,7 @@ export class WorkerNamespace extends pulumi.ComponentResource {
             secrets.push(createSecret(`${name}-git-credentials`, namespace, SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: args.gitCredentials }, inNs));
         }
 
-        const role = createSchedulerRole(name, namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
+        const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
 
         this.namespace = namespace;
         this.secretNames = pulumi.all(secrets.map((s) => s.metadata.name));
@@ -73,16 +67,10 @@ export function createSecret(
     }, { ...opts, additionalSecretOutputs: ["data", "stringData"] });
 }
 
-/** The scheduler's Role and its binding to the scheduler's group. */
-export function createSchedulerRole(name: string, namespace: pulumi.Input<string>, group: string, opts: pulumi.CustomResourceOptions): k8s.rbac.v1.Role {
-    const role = new k8s.rbac.v1.Role(`${name}-scheduler`, {
-        metadata: { name: SCHEDULER_ROLE, namespace },
-        rules: SCHEDULER_RULES,
-    }, opts);
-    new k8s.rbac.v1.RoleBinding(`${name}-scheduler`, {
-        metadata: { name: SCHEDULER_ROLE, namespace },
-        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.metadata.name },
-        subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: group }],
-    }, opts);
-    return role;
+/** The scheduler's Role and its binding to the scheduler's group (the manifests of rbac.ts). */
+export function createSchedulerRole(name: string, namespace: string, group: string, opts: pulumi.CustomResourceOptions): k8s.rbac.v1.Role {
+    const [role, binding] = schedulerRbac(namespace, group);
+    const created = new k8s.rbac.v1.Role(`${name}-scheduler`, role as k8s.rbac.v1.RoleArgs, opts);
+    new k8s.rbac.v1.RoleBinding(`${name}-scheduler`, binding as k8s.rbac.v1.RoleBindingArgs, { ...opts, dependsOn: [created] });
+    return created;
 }

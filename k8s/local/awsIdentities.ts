@@ -4,7 +4,9 @@
  * table of local AWS identities (as STS would), and maps each identity to a user and groups (as an
  * EKS access entry does). So the Lambda code authenticates locally exactly as it does in AWS.
  */
-import { AwsCredentials, signEksToken, TOKEN_PREFIX } from "../../scheduler/eksToken";
+import * as fs from "fs";
+import { AwsCredentials, signEksToken, TokenCache, TOKEN_PREFIX } from "../../scheduler/eksToken";
+import { bearerJobCreator, JobCreator } from "../../scheduler/kube";
 
 /** The name the local cluster answers to in `x-k8s-aws-id`. */
 export const LOCAL_CLUSTER_NAME = "scaledkite-local";
@@ -81,4 +83,13 @@ export async function reviewToken(body: { spec?: { token?: string } }, identitie
             ? { authenticated: true, user: { username: result.identity.username, uid: `aws-iam-authenticator:${result.identity.accessKeyId}`, groups: result.identity.groups } }
             : { authenticated: false, error: result.reason },
     };
+}
+
+/**
+ * A JobCreator for the local cluster that authenticates as the Lambda does in AWS: an EKS token
+ * signed for `identity`, verified by the cluster's token webhook.
+ */
+export function localJobCreator(server: string, caFile: string, identity: LocalIdentity = SCHEDULER_IDENTITY): JobCreator {
+    const tokens = new TokenCache(() => signEksToken(LOCAL_CLUSTER_NAME, LOCAL_REGION, identity));
+    return bearerJobCreator(server, fs.readFileSync(caFile).toString("base64"), tokens);
 }

@@ -4,9 +4,9 @@
  */
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
-import { LOCAL_CLUSTER_NAME, LOCAL_REGION, LocalIdentity, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
-import { signEksToken, TokenCache } from "../../scheduler/eksToken";
-import { bearerJobCreator, JobCreator } from "../../scheduler/kube";
+import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobCreator, LocalIdentity, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { signEksToken } from "../../scheduler/eksToken";
+import { JobCreator } from "../../scheduler/kube";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
 import { SchedulerSettings } from "../../scheduler/settings";
 import { ClusterState } from "../../k8s/local/cluster";
@@ -87,8 +87,7 @@ export async function deleteNamespace(state: ClusterState, namespace: string): P
 
 /** A JobCreator that authenticates as the Lambda does in AWS: an EKS token for a (local) IAM identity. */
 export function creatorAs(state: ClusterState, identity: LocalIdentity = SCHEDULER_IDENTITY): JobCreator {
-    const tokens = new TokenCache(() => signEksToken(LOCAL_CLUSTER_NAME, LOCAL_REGION, identity));
-    return bearerJobCreator(state.server, fs.readFileSync(state.caFile).toString("base64"), tokens);
+    return localJobCreator(state.server, state.caFile, identity);
 }
 
 /** A KubeConfig that authenticates as `identity` with an EKS token. */
