@@ -1,0 +1,82 @@
+/**
+ * The Lambda's Kubernetes client: the one call it makes, `POST /apis/batch/v1/namespaces/{ns}/jobs`,
+ * over a keep-alive HTTPS connection that trusts the cluster CA, with a bearer token.
+ *
+ * Why not @kubernetes/client-node here (the CLI and the tests use it): measured on this project,
+ * loading it added about 1.1 s to every Lambda cold start, 11.5 MB to the zipped package and over
+ * 300 MB of memory during a burst, and it opens a new TLS connection per request. This file is
+ * node:https only; `npm run bench` shows the figures.
+ */
+import * as https from "https";
+import type { V1Job } from "@kubernetes/client-node";
+import { classifyApiFailure, classifyNetworkFailure } from "./errors";
+
+/** How long one create may take before it counts as a (retryable) network failure. */
+const REQUEST_TIMEOUT_MS = 10_000;
+
+export interface JobsApi {
+    /** Creates the Job; resolves with the HTTP status and the parsed body. Throws KubernetesError. */
+    create(job: V1Job, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
+    readonly server: string;
+}
+
+/**
+ * A JobsApi for one API server. `caData` is the base64 PEM EKS reports (undefined: the system CAs).
+ * One keep-alive agent per container: after the first event, creating a Job reuses the connection.
+ */
+export function jobsApi(server: string, caData: string | undefined): JobsApi {
+    const url = new URL(server);
+    if (url.protocol !== "https:") throw new Error(`the cluster endpoint must be https, got ${server}`);
+    const agent = new https.Agent({
+        keepAlive: true,
+        ca: caData ? Buffer.from(caData, "base64").toString() : undefined,
+        maxSockets: 64,
+    });
+    const basePath = url.pathname.replace(/\/$/, "");
+    return {
+        server,
+        create(job: V1Job, token: string) {
+            const namespace = job.metadata!.namespace!;
+            const what = `creating Job ${namespace}/${job.metadata!.name}`;
+            const payload = JSON.stringify(job);
+            return new Promise((resolve, reject) => {
+                const req = https.request({
+                    agent,
+                    host: url.hostname,
+                    port: url.port || 443,
+                    method: "POST",
+                    path: `${basePath}/apis/batch/v1/namespaces/${encodeURIComponent(namespace)}/jobs`,
+                    headers: {
+                        authorization: `Bearer ${token}`,
+                        "content-type": "application/json",
+                        accept: "application/json",
+                        "content-length": Buffer.byteLength(payload),
+                        "user-agent": "scaledkite-scheduler",
+                    },
+                    timeout: REQUEST_TIMEOUT_MS,
+                }, (res) => {
+                    const chunks: Buffer[] = [];
+                    res.on("data", (c: Buffer) => chunks.push(c));
+                    res.on("end", () => {
+                        const status = res.statusCode ?? 0;
+                        let body: { reason?: string; message?: string } = {};
+                        try {
+                            body = JSON.parse(Buffer.concat(chunks).toString() || "{}");
+                        } catch {
+                            body = { message: Buffer.concat(chunks).toString().slice(0, 200) };
+                        }
+                        if (status === 201 || status === 200 || status === 202 || (status === 409 && body.reason === "AlreadyExists")) {
+                            resolve({ status, body });
+                        } else {
+                            reject(classifyApiFailure(status, body, what));
+                        }
+                    });
+                    res.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
+                });
+                req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`), { code: "ETIMEDOUT" })));
+                req.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
+                req.end(payload);
+            });
+        },
+    };
+}

@@ -1,0 +1,215 @@
+/**
+ * npm run bench [-- --json] [--runs N]: how fast an event becomes a worker Job, against the local
+ * control plane (started for the run if `npm run local-cluster -- up` has not started one).
+ *
+ * A benchmark, not a test: it prints figures and asserts nothing. Each figure is the median of
+ * several runs (--runs, default 3; cold starts 5 times that).
+ */
+import { spawn, execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobCreator } from "../../k8s/local/awsIdentities";
+import { ClusterState, down, status, up } from "../../k8s/local/cluster";
+import { createEventHandler, decide } from "../../scheduler/handler";
+import { anEvent } from "../helpers/builders";
+import { deleteNamespace, deployStack } from "../helpers/deploy";
+import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";
+import { lambdaArchive, lambdaCode, PROJECT_ROOT } from "../helpers/pulumiProgram";
+
+const args = process.argv.slice(2);
+const json = args.includes("--json");
+const runsArg = args.indexOf("--runs");
+const RUNS = runsArg >= 0 ? Number(args[runsArg + 1]) : 3;
+const WARM_EVENTS = 100;
+const BURST_JOBS = 1000;
+const BURST_CONCURRENCY = 50;
+const progress = (s: string) => { if (!json) process.stderr.write(s + "\n"); };
+
+const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const percentile = (xs: number[], p: number) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+const ms = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6;
+
+/** Warm handler latency against a bare create of the same manifest with the same client. */
+async function warm(state: ClusterState, settings: Parameters<typeof createEventHandler>[0]) {
+    const creator = localJobCreator(state.server, state.caFile);
+    const handle = createEventHandler(settings, creator, () => {});
+    for (let i = 0; i < 10; i++) await handle(anEvent().build()); // warm up: token, connection, JIT
+    const handler: number[] = [];
+    const bare: number[] = [];
+    for (let i = 0; i < WARM_EVENTS; i++) {
+        const event = anEvent().build();
+        let t = process.hrtime.bigint();
+        await handle(event);
+        handler.push(ms(t));
+        const d = decide(settings, anEvent().build());
+        if (d.outcome !== "schedule") throw new Error(d.reason);
+        t = process.hrtime.bigint();
+        await creator.createJob(d.manifest);
+        bare.push(ms(t));
+    }
+    return { p50: percentile(handler, 50), p99: percentile(handler, 99), bare: percentile(bare, 50) };
+}
+
+/** Wall time of a fresh Node process: loading the serialized Lambda and handling one event, or nothing. */
+async function coldStart(dir: string, withHandler: boolean): Promise<number> {
+    const t = process.hrtime.bigint();
+    if (withHandler) {
+        const r = await invokeLambda(dir, [anEvent().build()]);
+        if (!r.results[0]?.ok) throw new Error(`cold start event failed: ${JSON.stringify(r.results[0])}`);
+    } else {
+        await new Promise<void>((resolve, reject) => {
+            const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+            child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`node exited ${code}`))));
+        });
+    }
+    return ms(t);
+}
+
+/** 1,000 distinct events, 50 in flight, through the serialized Lambda in one handler process. */
+async function burst(state: ClusterState, dir: string, namespace: string): Promise<{ seconds: number; rssMb: number; jobs: number }> {
+    const driver = `
+const { handler } = require("./__index.js");
+let input = "";
+process.stdin.on("data", (c) => (input += c));
+process.stdin.on("end", async () => {
+  const events = JSON.parse(input);
+  let peak = process.memoryUsage().rss;
+  const sample = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 5);
+  await handler(events[0], {}); // the container is warm before the burst, as under load
+  const t = process.hrtime.bigint();
+  let next = 1, failed = 0;
+  async function worker() {
+    while (next < events.length) {
+      const e = events[next++];
+      for (let attempt = 0; attempt < 5; attempt++) {
+        try { await handler(e, {}); break; } catch (err) { if (attempt === 4) failed++; }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: ${BURST_CONCURRENCY} }, worker));
+  const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+  clearInterval(sample);
+  peak = Math.max(peak, process.memoryUsage().rss, process.resourceUsage().maxRSS * 1024);
+  console.error(JSON.stringify({ seconds, rssMb: peak / 1048576, failed }));
+});`;
+    fs.writeFileSync(path.join(dir, "burst.js"), driver);
+    const events = Array.from({ length: BURST_JOBS + 1 }, () => anEvent().build());
+    const child = spawn(process.execPath, ["burst.js"], {
+        cwd: dir,
+        env: { PATH: process.env.PATH, ...lambdaEnv() },
+        stdio: ["pipe", "ignore", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (c) => (err += c));
+    child.stdin.end(JSON.stringify(events));
+    await new Promise((r) => child.on("close", r));
+    const result = JSON.parse(err.trim().split("\n").pop()!);
+    if (result.failed) throw new Error(`${result.failed} burst events failed`);
+    const k8s: typeof import("@kubernetes/client-node") = require("@kubernetes/client-node");
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(state.kubeconfig);
+    const batch = kc.makeApiClient(k8s.BatchV1Api);
+    let jobs = 0;
+    let cont: string | undefined;
+    do {
+        const page = await batch.listNamespacedJob({ namespace, limit: 500, _continue: cont });
+        jobs += page.items.length;
+        cont = page.metadata?._continue;
+    } while (cont);
+    if (jobs < BURST_JOBS + 1) throw new Error(`only ${jobs} of ${BURST_JOBS + 1} Jobs are present after the burst`);
+    return { seconds: result.seconds, rssMb: result.rssMb, jobs: BURST_JOBS };
+}
+
+function lambdaEnv(): Record<string, string> {
+    const { SCHEDULER_IDENTITY } = require("../../k8s/local/awsIdentities");
+    return { AWS_ACCESS_KEY_ID: SCHEDULER_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: SCHEDULER_IDENTITY.secretAccessKey, AWS_REGION: LOCAL_REGION };
+}
+
+/** The zipped size of what Pulumi uploads: __index.js plus the node_modules folders it packages. */
+async function packageBytes(run: Parameters<typeof lambdaArchive>[0]): Promise<{ bytes: number; packages: number }> {
+    const archive = await lambdaArchive(run);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "scaledkite-zip-"));
+    fs.writeFileSync(path.join(dir, "__index.js"), await lambdaCode(run));
+    const paths = Object.keys(archive).filter((p) => p !== "__index.js");
+    for (const p of paths) {
+        fs.mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
+        fs.cpSync(path.join(PROJECT_ROOT, p), path.join(dir, p), { recursive: true, dereference: true });
+    }
+    execFileSync("zip", ["-q", "-r", "-X", "lambda.zip", "."], { cwd: dir });
+    const bytes = fs.statSync(path.join(dir, "lambda.zip")).size;
+    fs.rmSync(dir, { recursive: true, force: true });
+    return { bytes, packages: paths.length };
+}
+
+async function main(): Promise<void> {
+    const startedHere = !status().running;
+    const state = await up(progress);
+    const namespaces: string[] = [];
+    try {
+        const figures: Record<string, number | string> = { node: process.version, runs: RUNS, cold_runs: RUNS * 5 };
+        const stack = await deployStack(state, "bench-warm", { dind: false });
+        namespaces.push("bench-warm");
+        const pkg = await packageBytes(stack.run);
+        const dir = writeLambdaPackage(await lambdaCode(stack.run));
+
+        progress(`warm: ${RUNS} runs of ${WARM_EVENTS} events`);
+        const warmRuns = [];
+        for (let i = 0; i < RUNS; i++) warmRuns.push(await warm(state, stack.settings));
+        figures.warm_p50_ms = round(median(warmRuns.map((r) => r.p50)), 2);
+        figures.warm_p99_ms = round(median(warmRuns.map((r) => r.p99)), 2);
+        figures.bare_create_p50_ms = round(median(warmRuns.map((r) => r.bare)), 2);
+        figures.warm_overhead_ratio = round(Number(figures.warm_p50_ms) / Number(figures.bare_create_p50_ms), 3);
+
+        progress(`cold start: ${RUNS * 5} fresh processes each way`);
+        const cold: number[] = [];
+        const baseline: number[] = [];
+        for (let i = 0; i < RUNS * 5; i++) {
+            cold.push(await coldStart(dir, true));
+            baseline.push(await coldStart(dir, false));
+        }
+        figures.cold_start_ms = round(median(cold));
+        figures.node_baseline_ms = round(median(baseline));
+        figures.cold_overhead_ms = round(Number(figures.cold_start_ms) - Number(figures.node_baseline_ms));
+
+        progress(`burst: ${RUNS} runs of ${BURST_JOBS} events, ${BURST_CONCURRENCY} in flight`);
+        const bursts = [];
+        for (let i = 0; i < RUNS; i++) {
+            const ns = `bench-burst-${i}`;
+            namespaces.push(ns);
+            const s = await deployStack(state, ns, { dind: false, ttlSecondsAfterFinished: 3600, annotations: { "local.scaledkite.io/run-seconds": "3600" } });
+            bursts.push(await burst(state, writeLambdaPackage(await lambdaCode(s.run)), ns));
+            await deleteNamespace(state, ns);
+        }
+        figures.burst_jobs = BURST_JOBS;
+        figures.burst_seconds = round(median(bursts.map((b) => b.seconds)), 2);
+        figures.burst_jobs_per_s = round(BURST_JOBS / Number(figures.burst_seconds));
+        figures.peak_rss_mb = round(median(bursts.map((b) => b.rssMb)));
+        figures.package_bytes = pkg.bytes;
+        figures.package_node_modules = pkg.packages;
+        fs.rmSync(dir, { recursive: true, force: true });
+
+        if (json) {
+            console.log(JSON.stringify(figures));
+        } else {
+            const width = Math.max(...Object.keys(figures).map((k) => k.length));
+            for (const [k, v] of Object.entries(figures)) console.log(`${k.padEnd(width)}  ${v}`);
+        }
+    } finally {
+        for (const ns of namespaces) await deleteNamespace(state, ns);
+        if (startedHere) await down(() => {});
+    }
+}
+
+void LOCAL_CLUSTER_NAME;
+main().catch((e) => {
+    console.error(`bench failed: ${(e as Error).message.split("\n")[0]}`);
+    process.exit(1);
+});
