@@ -25,6 +25,10 @@ function serveWebhook(port: number): Promise<http.Server> {
             })();
         });
     });
+    // kube-apiserver keeps idle connections for 90 s; a server that closes them sooner races with its
+    // next request (EOF, and the request is refused as unauthenticated).
+    server.keepAliveTimeout = 0;
+    server.headersTimeout = 0;
     return new Promise((resolve, reject) => {
         server.once("error", reject);
         server.listen(port, "127.0.0.1", () => resolve(server));
