@@ -8,6 +8,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { createClusterProvider, readCluster } from "./k8s/cluster";
+import { createFargateProfiles } from "./k8s/fargate";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
 import { readStackConfig } from "./scheduler/pulumiConfig";
 import { schedulerSettings } from "./scheduler/config";
@@ -23,8 +24,17 @@ const workers = new WorkerNamespace("workers", {
     agentToken: secrets.agentToken,
     env: secrets.env,
     gitCredentials: secrets.gitCredentials,
+    gitSsh: secrets.gitSshKey && { key: secrets.gitSshKey, knownHosts: config.gitKnownHosts! },
+    hooks: config.hooks,
     schedulerGroup: SCHEDULER_GROUP,
     provider,
+});
+
+createFargateProfiles("workers", {
+    clusterName: config.cluster,
+    namespace: config.namespace,
+    queues: Object.keys(config.queues).filter((q) => config.queues[q].fargate),
+    subnetIds: config.fargateSubnetIds,
 });
 
 const scheduler = new Scheduler("scheduler", {

@@ -1,6 +1,6 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, SECRET_NAMES } from "../scheduler/settings";
+import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../scheduler/settings";
 import { SCHEDULER_GROUP, schedulerRbac } from "./rbac";
 
 export { SCHEDULER_GROUP };
@@ -15,6 +15,10 @@ export interface WorkerNamespaceArgs {
     env?: pulumi.Input<Record<string, pulumi.Input<string>>>;
     /** A git-credentials file for HTTPS clones (a secret). */
     gitCredentials?: pulumi.Input<string>;
+    /** A private key for git over SSH (a secret), and the known_hosts it trusts. */
+    gitSsh?: { key: pulumi.Input<string>; knownHosts: string };
+    /** Agent hooks: file name -> script, mounted at the agent's hooks path. */
+    hooks?: Record<string, string>;
     /** The Kubernetes group the scheduler's identity belongs to. */
     schedulerGroup?: string;
     /** The provider for the target cluster. */
@@ -44,6 +48,19 @@ export class WorkerNamespace extends pulumi.ComponentResource {
         if (args.env !== undefined) secrets.push(createSecret(`${name}-env`, namespace, SECRET_NAMES.env, args.env, inNs));
         if (args.gitCredentials !== undefined) {
             secrets.push(createSecret(`${name}-git-credentials`, namespace, SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: args.gitCredentials }, inNs));
+        }
+
+        if (args.gitSsh !== undefined) {
+            secrets.push(createSecret(`${name}-git-ssh`, namespace, SECRET_NAMES.gitSsh, {
+                [GIT_SSH_KEY]: pulumi.output(args.gitSsh.key).apply((k) => (k.endsWith("\n") ? k : `${k}\n`)),
+                [GIT_KNOWN_HOSTS_KEY]: args.gitSsh.knownHosts,
+            }, inNs));
+        }
+        if (args.hooks !== undefined && Object.keys(args.hooks).length > 0) {
+            new k8s.core.v1.ConfigMap(`${name}-hooks`, {
+                metadata: { name: HOOKS_CONFIGMAP, namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite" } },
+                data: args.hooks,
+            }, inNs);
         }
 
         const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);

@@ -35,6 +35,8 @@ export const WORKER_DEFAULTS: WorkerSettings = {
     labels: {},
     annotations: {},
     terminationGracePeriodSeconds: 60,
+    envFrom: [],
+    fargate: false,
 };
 
 /** Settings of the scheduler Lambda and its event delivery. */
@@ -57,25 +59,37 @@ export interface StackConfig {
     defaults: WorkerSettings;
     /** Queue name -> that queue's settings, merged over `defaults`. */
     queues: Record<string, WorkerSettings>;
-    secrets: { env: boolean; gitCredentials: boolean };
+    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean };
+    /** Agent hooks (file name -> script), mounted from a ConfigMap at the agent's hooks path. */
+    hooks: Record<string, string>;
+    /** known_hosts for git over SSH. */
+    gitKnownHosts?: string;
+    /** Private subnets for the Fargate profile (needed when a queue has fargate: true). */
+    fargateSubnetIds: string[];
     lambda: LambdaConfig;
 }
 
 /** Keys that hold secrets: only their presence is read here. */
-export const SECRET_KEYS = ["agentToken", "env", "gitCredentials"] as const;
+export const SECRET_KEYS = ["agentToken", "env", "gitCredentials", "gitSshKey"] as const;
 
 /** Keys of WorkerSettings that can be set stack-wide and per queue. */
-const WORKER_KEYS = Object.keys(WORKER_DEFAULTS) as (keyof WorkerSettings)[];
+const WORKER_KEYS: (keyof WorkerSettings)[] = [
+    "image", "dind", "dindImage", "resources", "nodeSelector", "tolerations", "affinity", "serviceAccountName",
+    "activeDeadlineSeconds", "ttlSecondsAfterFinished", "backoffLimit", "agentTags", "env", "envFrom", "labels", "annotations",
+    "terminationGracePeriodSeconds", "fargate", "podSpecPatch",
+];
 /** Worker keys whose stack-wide value is a secret, so they are not stack-wide worker keys. */
 const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
 
 export const CONFIG_KEYS: readonly string[] = [
     "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "env", "gitCredentials",
+    "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds",
     "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
     ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
 ];
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const QUANTITY = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E|[eE][+-]?[0-9]+)?$/;
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
@@ -202,6 +216,40 @@ function asWorkerResources(value: unknown, key: string, p: Problems): Partial<Wo
     return out;
 }
 
+function asObject(value: unknown, key: string, p: Problems, allowedKeys?: string[]): Record<string, unknown> | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be an object`);
+        return undefined;
+    }
+    for (const k of Object.keys(v as Raw)) {
+        if (allowedKeys && !allowedKeys.includes(k)) p.add(`${key}.${k}`, `is not a field of ${key.split(".").pop()}: use ${allowedKeys.join(", ")}`);
+    }
+    return v as Record<string, unknown>;
+}
+
+function asEnvFrom(value: unknown, key: string, p: Problems): WorkerSettings["envFrom"] | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    const example = `e.g. [{"secretRef": {"name": "npm-token"}}, {"configMapRef": {"name": "build-env"}}]`;
+    if (!Array.isArray(v)) {
+        p.add(key, `must be a list, ${example}`);
+        return undefined;
+    }
+    const out: WorkerSettings["envFrom"] = [];
+    v.forEach((item, i) => {
+        const ref = item?.secretRef ?? item?.configMapRef;
+        const kind = item?.secretRef ? "secretRef" : "configMapRef";
+        if (typeof item !== "object" || Object.keys(item ?? {}).length !== 1 || typeof ref?.name !== "string" || !DNS1123_SUBDOMAIN.test(ref.name)) {
+            p.add(`${key}[${i}]`, `must be {"secretRef": {"name": ...}} or {"configMapRef": {"name": ...}}, ${example}`);
+            return;
+        }
+        out.push(kind === "secretRef" ? { secretRef: { name: ref.name } } : { configMapRef: { name: ref.name } });
+    });
+    return out;
+}
+
 const TOLERATION_KEYS = new Set(["key", "operator", "value", "effect", "tolerationSeconds"]);
 
 function asTolerations(value: unknown, key: string, p: Problems): Toleration[] | undefined {
@@ -265,6 +313,14 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     set("labels", asStringMap(raw.labels, k("labels"), p, checkLabel));
     set("annotations", asStringMap(raw.annotations, k("annotations"), p, checkAnnotation));
     if (prefix !== "") set("env", asStringMap(raw.env, k("env"), p, checkEnvName));
+    set("envFrom", asEnvFrom(raw.envFrom, k("envFrom"), p));
+    set("fargate", asBoolean(raw.fargate, k("fargate"), p));
+    set("affinity", asObject(raw.affinity, k("affinity"), p, ["nodeAffinity", "podAffinity", "podAntiAffinity"]));
+    set("podSpecPatch", asObject(raw.podSpecPatch, k("podSpecPatch"), p));
+    const sa = asString(raw.serviceAccountName, k("serviceAccountName"), p);
+    if (sa !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(sa)) {
+        p.add(k("serviceAccountName"), `${JSON.stringify(sa)} is not a Kubernetes name`);
+    } else set("serviceAccountName", sa);
     if (o.image !== undefined && !/^[^\s]+$/.test(o.image)) p.add(k("image"), `must be an image reference with no spaces, e.g. ${DEFAULT_IMAGE}`);
     return o;
 }
@@ -347,6 +403,22 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const queues = readQueues(raw.queues, defaults, p);
     for (const [name, q] of Object.entries(queues)) {
         if (q.dind && !q.dindImage) p.add(`queues.${name}.dindImage`, `is empty while dind is on`);
+        if (q.fargate && q.dind) {
+            p.add(`queues.${name}.dind`, `must be false on a Fargate queue: Fargate allows no privileged containers, so no docker-in-docker (pulumi config set --path 'scaledkite:queues.${name}.dind' false)`);
+        }
+        if (q.fargate && (Object.keys(q.nodeSelector).length || q.tolerations.length)) {
+            p.add(`queues.${name}.fargate`, `cannot be combined with nodeSelector or tolerations: Fargate picks the node`);
+        }
+    }
+    const hooks = asStringMap(raw.hooks, "hooks", p, (name) => /^[a-z][a-z0-9-]*$/.test(name) ? undefined : `is not an agent hook file name (e.g. environment, pre-checkout, pre-exit)`) ?? {};
+    const gitKnownHosts = asString(raw.gitKnownHosts, "gitKnownHosts", p);
+    if (isSet(raw.gitSshKey) && !gitKnownHosts) {
+        p.add("gitKnownHosts", `is required with gitSshKey, so the agent can check the git server's host key (e.g. pulumi config set scaledkite:gitKnownHosts "$(ssh-keyscan github.com)")`);
+    }
+    const fargateSubnetIds = asStringList(raw.fargateSubnetIds, "fargateSubnetIds", p, (id) => /^subnet-[0-9a-f]+$/.test(id) ? undefined : `has ${JSON.stringify(id)}, not a subnet id`) ?? [];
+    const fargateQueues = Object.entries(queues).filter(([, q]) => q.fargate).map(([n]) => n);
+    if (fargateQueues.length && fargateSubnetIds.length === 0) {
+        p.add("fargateSubnetIds", `is required for Fargate queue ${fargateQueues.join(", ")}: the cluster's private subnets (pulumi config set --path 'scaledkite:fargateSubnetIds[0]' subnet-...)`);
     }
 
     const lambda: LambdaConfig = {
@@ -368,7 +440,10 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         jobPrefix,
         defaults,
         queues,
-        secrets: { env: isSet(raw.env), gitCredentials: isSet(raw.gitCredentials) },
+        secrets: { env: isSet(raw.env), gitCredentials: isSet(raw.gitCredentials), gitSsh: isSet(raw.gitSshKey), hooks: Object.keys(hooks).length > 0 },
+        hooks,
+        gitKnownHosts,
+        fargateSubnetIds,
         lambda,
     };
 }

@@ -6,9 +6,12 @@
  * container with restartPolicy Always): Kubernetes stops it once the agent exits, so the pod completes
  * with no hook or kubectl. Only the sidecar is privileged; the agent container is not.
  */
-import type { V1Container, V1EnvVar, V1Job, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { jobUrl, ScheduledJob } from "./event";
-import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, SchedulerSettings, SECRET_NAMES, WorkerSettings } from "./settings";
+import {
+    AGENT_TOKEN_KEY, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SchedulerSettings, SECRET_NAMES, WorkerSettings,
+} from "./settings";
+import { strategicMerge } from "./strategicMerge";
 
 export const AGENT_CONTAINER = "agent";
 export const DIND_CONTAINER = "dind";
@@ -16,6 +19,14 @@ export const DIND_CONTAINER = "dind";
 export const AGENT_EXIT_CANNOT_ACQUIRE = 27;
 const BUILD_PATH = "/buildkite/builds";
 const SECRETS_PATH = "/buildkite/secrets";
+const SSH_PATH = "/buildkite/ssh";
+const HOOKS_PATH = "/buildkite/hooks";
+
+/** Annotations that keep node autoscalers from evicting a running build. */
+export const DO_NOT_DISRUPT = {
+    "karpenter.sh/do-not-disrupt": "true",
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+} as const;
 const DOCKER_PORT = 2375;
 
 /** Labels that find a worker from its Buildkite job (and back). */
@@ -65,6 +76,13 @@ function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: Sche
             { name: "GIT_CONFIG_VALUE_0", value: `store --file=${SECRETS_PATH}/${GIT_CREDENTIALS_KEY}` },
         );
     }
+    if (settings.secrets.gitSsh) {
+        env.push({
+            name: "GIT_SSH_COMMAND",
+            value: `ssh -i ${SSH_PATH}/${GIT_SSH_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile=${SSH_PATH}/${GIT_KNOWN_HOSTS_KEY} -o StrictHostKeyChecking=yes`,
+        });
+    }
+    if (settings.secrets.hooks) env.push({ name: "BUILDKITE_HOOKS_PATH", value: HOOKS_PATH });
     for (const [name, value] of Object.entries(worker.env)) env.push({ name, value });
     return env;
 }
@@ -87,6 +105,22 @@ function dindSidecar(worker: WorkerSettings): V1Container {
     };
 }
 
+function podSpec(worker: WorkerSettings, agent: V1Container, volumes: V1Volume[]): V1PodSpec {
+    const spec: V1PodSpec = {
+        restartPolicy: "Never",
+        automountServiceAccountToken: false,
+        terminationGracePeriodSeconds: worker.terminationGracePeriodSeconds,
+        ...(worker.serviceAccountName ? { serviceAccountName: worker.serviceAccountName } : {}),
+        ...(Object.keys(worker.nodeSelector).length ? { nodeSelector: worker.nodeSelector } : {}),
+        ...(worker.tolerations.length ? { tolerations: worker.tolerations } : {}),
+        ...(worker.affinity ? { affinity: worker.affinity as V1PodSpec["affinity"] } : {}),
+        ...(worker.dind ? { initContainers: [dindSidecar(worker)] } : {}),
+        containers: [agent],
+        volumes,
+    };
+    return worker.podSpecPatch ? strategicMerge(spec as unknown as Record<string, unknown>, worker.podSpecPatch) as unknown as V1PodSpec : spec;
+}
+
 /**
  * Builds the worker Job for `job` on `queue` (a key of settings.queues) with the agent tags from
  * queue matching.
@@ -106,6 +140,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             [LABELS.pipeline]: labelValue(job.pipeline.slug),
             [LABELS.buildNumber]: job.build.number === undefined ? undefined : String(job.build.number),
             [LABELS.organization]: labelValue(job.organization.slug),
+            [FARGATE_LABEL]: worker.fargate ? labelValue(queue) : undefined,
         }),
     };
     const annotations = {
@@ -121,6 +156,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             "scaledkite.io/queue": queue,
         }),
     };
+    const podAnnotations = { ...annotations, ...DO_NOT_DISRUPT };
 
     const volumes: V1Volume[] = [{ name: "build", emptyDir: {} }];
     const agentMounts: V1VolumeMount[] = [{ name: "build", mountPath: BUILD_PATH }];
@@ -129,13 +165,22 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
         volumes.push({ name: "secrets", secret: { secretName: SECRET_NAMES.gitCredentials, defaultMode: 0o400 } });
         agentMounts.push({ name: "secrets", mountPath: SECRETS_PATH, readOnly: true });
     }
+    if (settings.secrets.gitSsh) {
+        volumes.push({ name: "ssh", secret: { secretName: SECRET_NAMES.gitSsh, defaultMode: 0o400 } });
+        agentMounts.push({ name: "ssh", mountPath: SSH_PATH, readOnly: true });
+    }
+    if (settings.secrets.hooks) {
+        volumes.push({ name: "hooks", configMap: { name: HOOKS_CONFIGMAP, defaultMode: 0o755 } });
+        agentMounts.push({ name: "hooks", mountPath: HOOKS_PATH, readOnly: true });
+    }
+    const envFrom = [...(settings.secrets.env ? [{ secretRef: { name: SECRET_NAMES.env } }] : []), ...worker.envFrom];
 
     const agent: V1Container = {
         name: AGENT_CONTAINER,
         image: worker.image,
         args: ["start"],
         env: agentEnv(settings, worker, job, tags),
-        ...(settings.secrets.env ? { envFrom: [{ secretRef: { name: SECRET_NAMES.env } }] } : {}),
+        ...(envFrom.length ? { envFrom } : {}),
         securityContext: { privileged: false, allowPrivilegeEscalation: false },
         resources: worker.resources.agent,
         volumeMounts: agentMounts,
@@ -158,17 +203,8 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
                 ],
             },
             template: {
-                metadata: { labels, annotations },
-                spec: {
-                    restartPolicy: "Never",
-                    automountServiceAccountToken: false,
-                    terminationGracePeriodSeconds: worker.terminationGracePeriodSeconds,
-                    ...(Object.keys(worker.nodeSelector).length ? { nodeSelector: worker.nodeSelector } : {}),
-                    ...(worker.tolerations.length ? { tolerations: worker.tolerations } : {}),
-                    ...(worker.dind ? { initContainers: [dindSidecar(worker)] } : {}),
-                    containers: [agent],
-                    volumes,
-                },
+                metadata: { labels, annotations: podAnnotations },
+                spec: podSpec(worker, agent, volumes),
             },
         },
     };

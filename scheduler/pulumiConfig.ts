@@ -4,20 +4,21 @@
  * passed to validation.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_KEYS, parseStackConfig, StackConfig } from "./config";
+import { CONFIG_KEYS, parseStackConfig, SECRET_KEYS, StackConfig } from "./config";
 import { isConfigError } from "./errors";
 
 export interface StackSecrets {
     agentToken: pulumi.Output<string>;
     env?: pulumi.Output<Record<string, string>>;
     gitCredentials?: pulumi.Output<string>;
+    gitSshKey?: pulumi.Output<string>;
 }
 
 /** Pulumi's record of which config keys were set with --secret (not in its public typings). */
 const runtimeConfig: { isConfigSecret?: (key: string) => boolean } = require("@pulumi/pulumi/runtime/config");
 
 /** Secret keys that must be set with --secret. */
-const SECRET_CONFIG_KEYS = ["agentToken", "env", "gitCredentials"];
+const SECRET_CONFIG_KEYS: readonly string[] = SECRET_KEYS;
 
 /**
  * Reads and validates the stack configuration. Throws a pulumi RunError (one line per problem, no
@@ -63,6 +64,7 @@ export function readStackConfig(cfg: pulumi.Config): { config: StackConfig; secr
             agentToken: cfg.requireSecret("agentToken"),
             env: envText === undefined ? undefined : envText.apply((t) => parseSecretEnv(t)),
             gitCredentials: cfg.getSecret("gitCredentials"),
+            gitSshKey: cfg.getSecret("gitSshKey"),
         },
     };
 }

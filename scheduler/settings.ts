@@ -46,14 +46,36 @@ export interface WorkerSettings {
     annotations: Record<string, string>;
     /** Seconds the pod gets to stop after Kubernetes asks it to (cancelled job, deadline). */
     terminationGracePeriodSeconds: number;
+    /** Extra environment from existing Secrets and ConfigMaps (`envFrom`). */
+    envFrom: EnvFromSource[];
+    /** Run on EKS Fargate (the program creates the Fargate profile); no dind there. */
+    fargate: boolean;
+    /** Pod affinity / anti-affinity / node affinity, as Kubernetes takes it. */
+    affinity?: Record<string, unknown>;
+    /** The pod's service account (e.g. one with an IAM role for the build's AWS access). */
+    serviceAccountName?: string;
+    /** A strategic-merge patch applied to the pod spec last, for anything without a key of its own. */
+    podSpecPatch?: Record<string, unknown>;
 }
+
+/** An `envFrom` source: a whole Secret or ConfigMap as environment variables. */
+export type EnvFromSource = { secretRef: { name: string } } | { configMapRef: { name: string } };
 
 /** The names of the Secrets (in the workers' namespace) that workers read. */
 export const SECRET_NAMES = {
     agentToken: "scaledkite-agent-token",
     env: "scaledkite-env",
     gitCredentials: "scaledkite-git-credentials",
+    gitSsh: "scaledkite-git-ssh",
 } as const;
+
+/** The ConfigMap that holds the agent hooks (`scaledkite:hooks`). */
+export const HOOKS_CONFIGMAP = "scaledkite-hooks";
+/** Keys inside the git SSH Secret. */
+export const GIT_SSH_KEY = "id_ssh";
+export const GIT_KNOWN_HOSTS_KEY = "known_hosts";
+/** The label that puts a worker pod on its queue's Fargate profile. */
+export const FARGATE_LABEL = "scaledkite.io/fargate-queue";
 
 /** The key inside the agent token Secret. */
 export const AGENT_TOKEN_KEY = "token";
@@ -66,6 +88,6 @@ export interface SchedulerSettings {
     jobPrefix: string;
     /** Served queues, each with its settings already merged over the stack-wide defaults. */
     queues: Record<string, WorkerSettings>;
-    /** Which optional Secrets exist, so workers only reference what is there. */
-    secrets: { env: boolean; gitCredentials: boolean };
+    /** Which optional Secrets (and the hooks ConfigMap) exist, so workers only reference what is there. */
+    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean };
 }

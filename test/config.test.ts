@@ -21,7 +21,7 @@ describe("stack configuration", () => {
         assert.deepStrictEqual(Object.keys(c.queues), ["dynamic"]);
         assert.deepStrictEqual(c.queues.dynamic, WORKER_DEFAULTS);
         assert.match(c.defaults.image, /^buildkite\/agent:\d+\.\d+\.\d+$/, "a pinned tag of the stock image");
-        assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false });
+        assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false, gitSsh: false, hooks: false });
         assert.deepStrictEqual(c.lambda, { memoryMb: 128, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400 });
     });
 
@@ -41,8 +41,9 @@ describe("stack configuration", () => {
     });
 
     it("notes which optional secrets are set, without their values", () => {
-        const c = parseStackConfig(rawConfig({ env: "<secret>", gitCredentials: "<secret>" }));
-        assert.deepStrictEqual(c.secrets, { env: true, gitCredentials: true });
+        const c = parseStackConfig(rawConfig({ env: "<secret>", gitCredentials: "<secret>", gitSshKey: "<secret>", gitKnownHosts: "github.com ssh-ed25519 AAAA", hooks: { environment: "echo hi" } }));
+        assert.deepStrictEqual(c.secrets, { env: true, gitCredentials: true, gitSsh: true, hooks: true });
+        assert.deepStrictEqual(c.hooks, { environment: "echo hi" });
     });
 
     it("accepts a job prefix of exactly the longest length", () => {
@@ -85,6 +86,17 @@ describe("stack configuration", () => {
         ["lambda memory too small", { lambdaMemoryMb: 64 }, /lambdaMemoryMb must be a whole number from 128/],
         ["log retention not offered by CloudWatch", { logRetentionDays: 10 }, /logRetentionDays must be one of/],
         ["unknown key (a typo)", { namepsace: "x" }, /scaledkite:namepsace is not a Scaledkite setting/],
+        ["dind on a Fargate queue", { fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true } } }, /queues.small.dind must be false on a Fargate queue: Fargate allows no privileged containers/],
+        ["a node selector on a Fargate queue", { fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true, dind: false, nodeSelector: { a: "b" } } } }, /queues.small.fargate cannot be combined with nodeSelector/],
+        ["a Fargate queue without subnets", { queues: { small: { fargate: true, dind: false } } }, /fargateSubnetIds is required for Fargate queue small/],
+        ["a subnet id that is not one", { fargateSubnetIds: ["vpc-1"] }, /"vpc-1", not a subnet id/],
+        ["an SSH key without known hosts", { gitSshKey: "<secret>" }, /gitKnownHosts is required with gitSshKey.*ssh-keyscan/],
+        ["a hook with a bad file name", { hooks: { "../evil": "x" } }, /hooks.\.\.\/evil is not an agent hook file name/],
+        ["envFrom that is not a list", { envFrom: { secretRef: { name: "x" } } }, /envFrom must be a list/],
+        ["envFrom with an unknown source", { queues: { dynamic: { envFrom: [{ secret: "x" }] } } }, /queues.dynamic.envFrom\[0\] must be \{"secretRef"/],
+        ["affinity with an unknown field", { affinity: { nodeAfinity: {} } }, /affinity.nodeAfinity is not a field of affinity/],
+        ["a service account name with capitals", { queues: { dynamic: { serviceAccountName: "Builder" } } }, /serviceAccountName "Builder" is not a Kubernetes name/],
+        ["a pod spec patch that is not an object", { podSpecPatch: "[1]" }, /podSpecPatch must be an object/],
     ];
     for (const [name, overrides, message] of bad) {
         it(`rejects ${name}`, () => {

@@ -118,6 +118,58 @@ describe("buildJobManifest", () => {
                 assert.strictEqual(m.spec!.template.spec!.containers[0].image, "example.com/agent:1");
             },
         },
+        {
+            name: "git over SSH: the key and known hosts are mounted and git is told to use them",
+            config: { gitSshKey: "<secret>", gitKnownHosts: "github.com ssh-ed25519 AAAA" },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                assert.strictEqual(p.volumes!.find((v) => v.name === "ssh")!.secret!.secretName, "scaledkite-git-ssh");
+                assert.strictEqual(p.volumes!.find((v) => v.name === "ssh")!.secret!.defaultMode, 0o400);
+                assert.match(env(p.containers[0]).GIT_SSH_COMMAND, /-i \/buildkite\/ssh\/id_ssh .*UserKnownHostsFile=\/buildkite\/ssh\/known_hosts -o StrictHostKeyChecking=yes/);
+            },
+        },
+        {
+            name: "hooks come from their ConfigMap, executable, at the agent's hooks path",
+            config: { hooks: { environment: "export A=1" } },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                assert.deepStrictEqual(p.volumes!.find((v) => v.name === "hooks")!.configMap, { name: "scaledkite-hooks", defaultMode: 0o755 });
+                assert.strictEqual(env(p.containers[0]).BUILDKITE_HOOKS_PATH, "/buildkite/hooks");
+                assert.ok(p.containers[0].volumeMounts!.some((v) => v.name === "hooks" && v.mountPath === "/buildkite/hooks"));
+            },
+        },
+        {
+            name: "per-queue affinity, service account and envFrom",
+            config: { queues: { dynamic: {
+                affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: "arch", operator: "In", values: ["arm64"] }] }] } } },
+                serviceAccountName: "builder", envFrom: [{ configMapRef: { name: "build-env" } }],
+            } }, env: "<secret>" },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                assert.strictEqual(p.serviceAccountName, "builder");
+                assert.ok(p.affinity!.nodeAffinity);
+                assert.deepStrictEqual(p.containers[0].envFrom, [{ secretRef: { name: "scaledkite-env" } }, { configMapRef: { name: "build-env" } }]);
+            },
+        },
+        {
+            name: "a Fargate queue's pods carry the label its Fargate profile selects, and no dind",
+            config: { fargateSubnetIds: ["subnet-0abc"], queues: { dynamic: { fargate: true, dind: false } } },
+            check: (m) => {
+                assert.strictEqual(m.spec!.template.metadata!.labels!["scaledkite.io/fargate-queue"], "dynamic");
+                assert.strictEqual(m.spec!.template.spec!.initContainers, undefined);
+            },
+        },
+        {
+            name: "a pod spec patch for anything else, applied last",
+            config: { podSpecPatch: { priorityClassName: "ci", containers: [{ name: "agent", workingDir: "/work" }], automountServiceAccountToken: null } },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                assert.strictEqual(p.priorityClassName, "ci");
+                assert.strictEqual(p.containers[0].workingDir, "/work");
+                assert.strictEqual(p.containers[0].image, "buildkite/agent:3.138.3", "the rest of the agent stays");
+                assert.strictEqual(p.automountServiceAccountToken, undefined);
+            },
+        },
     ];
     for (const v of variants) {
         it(v.name, () => {
@@ -125,6 +177,12 @@ describe("buildJobManifest", () => {
             v.check(manifestFor(settingsFor(v.config), event));
         });
     }
+
+    it("keeps node autoscalers from evicting a running build", () => {
+        const a = job.spec!.template.metadata!.annotations!;
+        assert.strictEqual(a["karpenter.sh/do-not-disrupt"], "true");
+        assert.strictEqual(a["cluster-autoscaler.kubernetes.io/safe-to-evict"], "false");
+    });
 
     it("makes label values from free text", () => {
         assert.strictEqual(labelValue("my pipeline/with:odd chars"), "my-pipeline-with-odd-chars");

@@ -18,13 +18,19 @@ describe("Pulumi program", function () {
             "scaledkite:queues": JSON.stringify({ dynamic: {}, "docker-free": { dind: false } }),
             "scaledkite:env": JSON.stringify({ GITHUB_TOKEN: "ghp_ENV-SECRET-VALUE" }),
             "scaledkite:gitCredentials": "https://x:GIT-SECRET-VALUE@github.com",
+            "scaledkite:gitSshKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nSSH-SECRET-VALUE\n-----END OPENSSH PRIVATE KEY-----",
+            "scaledkite:gitKnownHosts": "github.com ssh-ed25519 AAAAC3Nza",
+            "scaledkite:hooks": JSON.stringify({ environment: "#!/bin/sh\nexport FOO=1\n" }),
         });
     });
 
     it("creates the namespace, the Secrets and least-privilege RBAC in the cluster", () => {
         assert.strictEqual(run.one("kubernetes:core/v1:Namespace").inputs.metadata.name, "buildkite");
         const secrets = run.ofType("kubernetes:core/v1:Secret").map((s) => s.inputs.metadata.name).sort();
-        assert.deepStrictEqual(secrets, ["scaledkite-agent-token", "scaledkite-env", "scaledkite-git-credentials"]);
+        assert.deepStrictEqual(secrets, ["scaledkite-agent-token", "scaledkite-env", "scaledkite-git-credentials", "scaledkite-git-ssh"]);
+        const hooks = run.one("kubernetes:core/v1:ConfigMap").inputs;
+        assert.strictEqual(hooks.metadata.name, "scaledkite-hooks");
+        assert.strictEqual(hooks.data.environment, "#!/bin/sh\nexport FOO=1\n");
         const role = run.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs;
         assert.deepStrictEqual(role.rules, [{ apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list"] }]);
         const binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs;
@@ -95,7 +101,7 @@ describe("Pulumi program", function () {
     it("keeps secrets out of plain text: not in outputs, the Lambda code or its environment", async () => {
         const code = await lambdaCode(run);
         const fn = run.one("aws:lambda/function:Function").inputs;
-        for (const secret of ["bk-agent-token-SECRET-VALUE", "ghp_ENV-SECRET-VALUE", "GIT-SECRET-VALUE"]) {
+        for (const secret of ["bk-agent-token-SECRET-VALUE", "ghp_ENV-SECRET-VALUE", "GIT-SECRET-VALUE", "SSH-SECRET-VALUE"]) {
             assert.ok(!code.includes(secret), `${secret} in the Lambda code`);
             assert.ok(!JSON.stringify(fn).includes(secret), `${secret} in the function's inputs`);
             assert.ok(!JSON.stringify(run.outputs).includes(secret), `${secret} in the stack outputs`);
@@ -117,6 +123,29 @@ describe("Pulumi program", function () {
         for (const p of paths) {
             assert.ok(!/@pulumi|@kubernetes|typescript|mocha|ts-node|js-yaml|node_modules\/node$/.test(p), `${p} should not be packaged`);
         }
+    });
+
+    it("marks every Secret's data secret, so Pulumi encrypts it in state", () => {
+        for (const secret of run.ofType("kubernetes:core/v1:Secret")) {
+            assert.ok(JSON.stringify(secret.inputs.stringData).includes("4dabf18193072939515e22adb298388d"), `${secret.name} stringData is a secret value`);
+        }
+    });
+
+    describe("with a Fargate queue", () => {
+        it("creates a Fargate profile selecting that queue's workers, with a pod execution role", async () => {
+            const r = await runProgram({
+                ...baseConfig(),
+                "scaledkite:queues": JSON.stringify({ dynamic: {}, small: { fargate: true, dind: false } }),
+                "scaledkite:fargateSubnetIds": JSON.stringify(["subnet-0abc", "subnet-0def"]),
+            });
+            const profile = r.one("aws:eks/fargateProfile:FargateProfile").inputs;
+            assert.strictEqual(profile.clusterName, "ci-cluster");
+            assert.deepStrictEqual(profile.subnetIds, ["subnet-0abc", "subnet-0def"]);
+            assert.deepStrictEqual(profile.selectors, [{ namespace: "buildkite", labels: { "scaledkite.io/fargate-queue": "small" } }]);
+            const attachment = r.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs;
+            assert.strictEqual(attachment.policyArn, "arn:aws:iam::aws:policy/AmazonEKSFargatePodExecutionRolePolicy");
+            assert.match(attachment.role, /fargate-pods/, "the managed policy is on the Fargate role, not the Lambda's");
+        });
     });
 
     describe("with an existing role", () => {

@@ -55,7 +55,7 @@ async function main(): Promise<void> {
         kc.loadFromFile(state.kubeconfig);
 
         const config = parseStackConfig(readStackFile(path.join(PROJECT_ROOT, "Pulumi.dev.yaml")), { requireSecrets: false });
-        const settings = schedulerSettings({ ...config, secrets: { env: true, gitCredentials: true } });
+        const settings = schedulerSettings({ ...config, secrets: { ...config.secrets, env: true, gitCredentials: true } });
         const ns = settings.namespace;
         say(`\n2. The dev stack's Kubernetes side in namespace "${ns}" (placeholder secret values)`);
         const secret = (name: string, data: Record<string, string>) => ({ apiVersion: "v1", kind: "Secret", metadata: { name, namespace: ns }, stringData: data });

@@ -5,6 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as path from "path";
+import { SECRET_KEYS as CONFIG_SECRET_KEYS } from "../../scheduler/config";
 
 export const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
 
@@ -40,7 +41,7 @@ export function baseConfig(): Record<string, string> {
     };
 }
 
-export const SECRET_KEYS = ["scaledkite:agentToken", "scaledkite:env", "scaledkite:gitCredentials"];
+export const SECRET_KEYS = CONFIG_SECRET_KEYS.map((k) => `scaledkite:${k}`);
 
 async function settle<T>(o: pulumi.Output<T>): Promise<{ value: T; secret: boolean }> {
     const secret = await (o as any).isSecret;

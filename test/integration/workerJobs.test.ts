@@ -52,10 +52,50 @@ describe("worker Jobs on a real API server", function () {
     variants.forEach((variant, i) => {
         it(variant.name, async function () {
             this.timeout(120_000);
-            const stack = stacks[i];
+            await runToCompletion(state, stacks[i], anEvent().build(), "bk-", Boolean(variant.config.dind));
+        });
+    });
+
+    describe("per-queue worker shapes", () => {
+        const queues: Record<string, unknown> = {
+            "fargate-small": { fargate: true, dind: false },
+            "arm-affinity": { affinity: { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 1, preference: { matchExpressions: [{ key: "kubernetes.io/arch", operator: "In", values: ["arm64"] }] } }] } } },
+            "with-identity": { serviceAccountName: "builder", envFrom: [{ configMapRef: { name: "build-env" } }, { secretRef: { name: "npm-token" } }], env: { NODE_ENV: "test" } },
+            "patched": { dind: false, podSpecPatch: { dnsPolicy: "Default", containers: [{ name: "agent", workingDir: "/workspace" }], hostAliases: [{ ip: "127.0.0.1", hostnames: ["cache.local"] }] } },
+            "big": { resources: { agent: { requests: { cpu: "2", memory: "4Gi" }, limits: { memory: "8Gi" } } }, image: "buildkite/agent:3.138.3-ubuntu-24.04" },
+        };
+        let stack: DeployedStack;
+        before(async function () {
+            stack = await deployStack(state, "shapes", {
+                queues, fargateSubnetIds: ["subnet-0abc"], ttlSecondsAfterFinished: 1, jobPrefix: "bk-",
+                hooks: { environment: "#!/bin/sh\nexport FROM_HOOK=1\n" },
+                gitSshKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nlocal\n-----END OPENSSH PRIVATE KEY-----",
+                gitKnownHosts: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+            });
+            const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+            await core.createNamespacedServiceAccount({ namespace: "shapes", body: { metadata: { name: "builder" } } }).catch(() => {});
+            stacks.push(stack);
+        });
+        for (const queue of Object.keys(queues)) {
+            it(`queue ${queue}`, async function () {
+                this.timeout(120_000);
+                const stored = await runToCompletion(state, stack, anEvent().queue(queue).build(), "bk-", (queues[queue] as { dind?: boolean }).dind !== false && !(queues[queue] as { fargate?: boolean }).fargate);
+                const pod = stored.spec!.template.spec!;
+                if (queue === "fargate-small") assert.strictEqual(stored.spec!.template.metadata!.labels!["scaledkite.io/fargate-queue"], "fargate-small");
+                if (queue === "with-identity") assert.strictEqual(pod.serviceAccountName, "builder");
+                if (queue === "patched") assert.deepStrictEqual(JSON.parse(JSON.stringify(pod.hostAliases)), [{ ip: "127.0.0.1", hostnames: ["cache.local"] }]);
+                assert.ok(pod.volumes!.some((v) => v.name === "hooks") && pod.volumes!.some((v) => v.name === "ssh"));
+            });
+        }
+    });
+});
+
+/** Schedules `event` and follows its worker: accepted, one pod, complete, removed by its TTL. Returns the stored Job. */
+async function runToCompletion(state: ClusterState, stack: DeployedStack, event: any, prefix: string, dind: boolean): Promise<V1Job> {
+    {
+        {
             const logs: string[] = [];
             const handle = createEventHandler(stack.settings, creatorAs(state), (l) => logs.push(l));
-            const event = anEvent().build();
             const decision = await handle(event);
             assert.strictEqual(decision.outcome, "created", logs.join("\n"));
 
@@ -63,10 +103,10 @@ describe("worker Jobs on a real API server", function () {
             const k8s = k8sClient();
             const batch = kc.makeApiClient(k8s.BatchV1Api);
             const core = kc.makeApiClient(k8s.CoreV1Api);
-            const name = `bk-${event.detail.job.uuid}`;
+            const name = `${prefix}${event.detail.job.uuid}`;
             const stored: V1Job = await batch.readNamespacedJob({ name, namespace: stack.namespace });
             assert.strictEqual(stored.spec!.template.spec!.containers[0].env!.find((e) => e.name === "BUILDKITE_AGENT_ACQUIRE_JOB")!.value, event.detail.job.uuid);
-            if (variant.config.dind) assert.strictEqual(stored.spec!.template.spec!.initContainers![0].restartPolicy, "Always", "the server kept the native sidecar");
+            if (dind) assert.strictEqual(stored.spec!.template.spec!.initContainers![0].restartPolicy, "Always", "the server kept the native sidecar");
 
             const pods = await eventually("the Job controller to create the pod", async () => {
                 const list = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
@@ -84,6 +124,7 @@ describe("worker Jobs on a real API server", function () {
                 const left = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
                 return jobs.items.length === 0 && left.items.length === 0 ? true : undefined;
             }, 90_000);
-        });
-    });
-});
+            return stored;
+        }
+    }
+}
