@@ -12,7 +12,7 @@ import * as path from "path";
 import { readStackFile } from "../../scheduler/cli";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
 import { createEventHandler, Decision } from "../../scheduler/handler";
-import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, SECRET_NAMES } from "../../scheduler/settings";
+import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../../scheduler/settings";
 import { schedulerRbac } from "../rbac";
 import { localJobCreator } from "./awsIdentities";
 import { down, PROJECT_ROOT, up } from "./cluster";
@@ -64,9 +64,10 @@ async function main(): Promise<void> {
             secret(SECRET_NAMES.agentToken, { [AGENT_TOKEN_KEY]: "demo-agent-token" }),
             secret(SECRET_NAMES.env, { GITHUB_TOKEN: "demo" }),
             secret(SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: "https://demo:demo@github.com" }),
+            ...(Object.keys(config.hooks).length ? [{ apiVersion: "v1", kind: "ConfigMap", metadata: { name: HOOKS_CONFIGMAP, namespace: ns }, data: config.hooks }] : []),
             ...schedulerRbac(ns),
         ]);
-        say(`   namespace, 3 Secrets, Role and RoleBinding for group scaledkite:scheduler`);
+        say(`   namespace, 3 Secrets, the hooks ConfigMap, Role and RoleBinding for group scaledkite:scheduler`);
 
         const sample = JSON.parse(fs.readFileSync(SAMPLE, "utf8"));
         const events: [string, unknown][] = [
