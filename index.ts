@@ -51,6 +51,7 @@ export const queues = Object.keys(config.queues);
 export const functionName = scheduler.functionName;
 export const schedulerRoleArn = scheduler.roleArn;
 export const eventRuleArn = scheduler.ruleArn;
+export const cancelRuleArn = scheduler.cancelRuleArn;
 export const deadLetterQueueUrl = scheduler.deadLetterQueueUrl;
 export const logGroupName = scheduler.logGroupName;
 export const watchWorkers = pulumi.interpolate`kubectl get jobs,pods -n ${workers.namespace} -l app.kubernetes.io/managed-by=scaledkite`;

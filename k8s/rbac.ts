@@ -14,9 +14,9 @@ export interface PolicyRule {
     verbs: string[];
 }
 
-/** Worker Jobs in the workers' namespace, and nothing more. */
+/** Worker Jobs in the workers' namespace (create; delete the worker of a job cancelled before it ran), and nothing more. */
 export const SCHEDULER_RULES: PolicyRule[] = [
-    { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list"] },
+    { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
 ];
 
 /** The Role and RoleBinding as manifests. */

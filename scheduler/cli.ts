@@ -2,6 +2,7 @@
  * The command line: what the Lambda does, for people and scripts.
  *
  *   npm run --silent scaledkite -- render   --event FILE|- [--stack dev | --config FILE]
+ *     (a Job Finished event of a job that never started renders the deletion it would make)
  *   npm run --silent scaledkite -- schedule --event FILE|- [--kubeconfig PATH] [--stack dev | --config FILE]
  *   npm run --silent scaledkite -- token    --cluster NAME [--region R] [--at RFC3339]
  *
@@ -14,7 +15,7 @@ import { parseStackConfig, schedulerSettings } from "./config";
 import { execCredential, credentialsFromEnv, signEksToken } from "./eksToken";
 import { configError, isConfigError, isRetryable } from "./errors";
 import { createEventHandler, decide } from "./handler";
-import { kubeconfigJobCreator } from "./kube";
+import { kubeconfigJobClient } from "./kube";
 import { SchedulerSettings } from "./settings";
 
 const PROJECT_ROOT = path.resolve(__dirname, "..");
@@ -92,6 +93,10 @@ async function render(args: string[], io: Io): Promise<number> {
     const flags = parseFlags(args, ["event", "stack", "config"]);
     const settings = loadSettings(flags, io);
     const d = decide(settings, readEvent(flags, io));
+    if (d.outcome === "cancel") {
+        io.out(JSON.stringify({ action: "delete", job: `${settings.namespace}/${d.name}`, reason: d.reason }, null, 2));
+        return EXIT.ok;
+    }
     if (d.outcome !== "schedule") {
         io.err(`${d.outcome === "invalid" ? "invalid event" : "ignored"}: ${d.reason}`);
         return d.outcome === "invalid" ? EXIT.invalid : EXIT.ignored;
@@ -106,12 +111,13 @@ async function schedule(args: string[], io: Io): Promise<number> {
     const event = readEvent(flags, io);
     const kubeconfig = flags.kubeconfig ?? (io.env.KUBECONFIG || path.join(io.env.HOME ?? "", ".kube", "config"));
     if (!fs.existsSync(kubeconfig)) throw new UsageError(`no kubeconfig at ${kubeconfig}: pass --kubeconfig PATH (npm run local-cluster -- up prints one)`);
-    const handler = createEventHandler(settings, kubeconfigJobCreator(kubeconfig), (line) => io.err(line));
+    const handler = createEventHandler(settings, kubeconfigJobClient(kubeconfig), (line) => io.err(line));
     try {
         const d = await handler(event);
         switch (d.outcome) {
             case "created": io.out(`created ${d.job}`); return EXIT.ok;
             case "exists": io.out(`exists ${d.job}`); return EXIT.ok;
+            case "cancelled": io.out(`deleted ${d.job}`); return EXIT.ok;
             case "ignored": io.err(`ignored: ${d.reason}`); return EXIT.ignored;
             default: io.err(`invalid event: ${d.reason}`); return EXIT.invalid;
         }

@@ -14,6 +14,10 @@ export interface ScheduledJob {
     label?: string;
     stepKey?: string;
     agentQueryRules: string[];
+    /** When an agent started the job (Job Finished events); absent: it never ran. */
+    startedAt?: string;
+    /** Why the job finished, e.g. "cancel" (Job Finished events). */
+    signalReason?: string;
     build: { uuid?: string; number?: number; branch?: string; commit?: string; source?: string };
     pipeline: { uuid?: string; slug?: string };
     organization: { uuid?: string; slug?: string };
@@ -107,6 +111,8 @@ export function parseJobEvent(raw: unknown): JobEvent {
             label: optionalString(job, "label", "detail.job"),
             stepKey: optionalString(job, "step_key", "detail.job"),
             agentQueryRules: rules as string[],
+            startedAt: optionalString(job, "started_at", "detail.job"),
+            signalReason: optionalString(job, "signal_reason", "detail.job"),
             build: {
                 uuid: optionalString(build, "uuid", "detail.build"),
                 number: typeof number === "number" ? number : undefined,

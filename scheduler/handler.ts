@@ -1,20 +1,21 @@
 /**
  * The event handler: one event in, at most one worker Job out, one JSON log line saying what and why.
  *
- *   parse event -> match queue -> build manifest -> create Job (409 = duplicate event, fine)
+ *   Job Scheduled: parse event -> match queue -> build manifest -> create Job (409 = duplicate event, fine)
+ *   Job Finished before it started (cancelled): delete its worker Job, if any, so it frees capacity
  *
  * It returns for everything that must not be retried (a foreign or invalid event, a duplicate) and
  * throws for everything a later attempt may get past, so EventBridge and Lambda retry it and the DLQ
  * keeps it after that.
  */
-import type { JobCreator } from "./kube";
+import type { JobClient } from "./kube";
 import { isRetryable } from "./errors";
-import { JOB_SCHEDULED, parseJobEvent } from "./event";
+import { JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "./event";
 import { buildJobManifest, jobName } from "./manifest";
 import { matchQueue } from "./queue";
 import { SchedulerSettings } from "./settings";
 
-export type Outcome = "created" | "exists" | "ignored" | "invalid" | "failed";
+export type Outcome = "created" | "exists" | "cancelled" | "ignored" | "invalid" | "failed";
 
 /** What happened to one event: also its log line. */
 export interface Decision {
@@ -33,10 +34,15 @@ export type Logger = (line: string) => void;
 /** A handler turns one event into a Decision; it throws (after logging) what is worth retrying. */
 export type EventHandler = (event: unknown) => Promise<Decision>;
 
-/** The decision for an event before any I/O: ignore it, reject it, or make this manifest. Pure. */
-export function decide(settings: SchedulerSettings, event: unknown):
-    | { outcome: "ignored" | "invalid"; reason: string; jobUuid?: string }
-    | { outcome: "schedule"; reason: string; jobUuid: string; queue: string; manifest: ReturnType<typeof buildJobManifest> } {
+/** What to do with an event, decided before any I/O. */
+export type Verdict =
+    | { outcome: "ignored"; reason: string; jobUuid?: string }
+    | { outcome: "invalid"; reason: string; jobUuid?: string }
+    | { outcome: "schedule"; reason: string; jobUuid: string; queue: string; manifest: ReturnType<typeof buildJobManifest> }
+    | { outcome: "cancel"; reason: string; jobUuid: string; queue: string; name: string };
+
+/** The decision for an event before any I/O: ignore it, reject it, make this manifest, or cancel. Pure. */
+export function decide(settings: SchedulerSettings, event: unknown): Verdict {
     let parsed;
     try {
         parsed = parseJobEvent(event);
@@ -44,6 +50,18 @@ export function decide(settings: SchedulerSettings, event: unknown):
         return { outcome: "invalid", reason: (e as Error).message };
     }
     const { job, detailType } = parsed;
+    if (detailType === JOB_FINISHED) {
+        if (job.startedAt) return { outcome: "ignored", reason: "the job ran: its worker finishes by itself", jobUuid: job.uuid };
+        const match = matchQueue(job.agentQueryRules, Object.keys(settings.queues));
+        if (!match.matched) return { outcome: "ignored", reason: match.reason, jobUuid: job.uuid };
+        return {
+            outcome: "cancel",
+            reason: `the job finished before it started${job.signalReason ? ` (${job.signalReason})` : ""}: its worker is not needed`,
+            jobUuid: job.uuid,
+            queue: match.queue,
+            name: jobName(settings.jobPrefix, job.uuid),
+        };
+    }
     if (detailType !== JOB_SCHEDULED) {
         return { outcome: "ignored", reason: `detail-type "${detailType}" is not "${JOB_SCHEDULED}"`, jobUuid: job.uuid };
     }
@@ -62,7 +80,7 @@ export function decide(settings: SchedulerSettings, event: unknown):
 }
 
 /** Makes the handler for a stack's settings and a way to create Jobs. */
-export function createEventHandler(settings: SchedulerSettings, creator: JobCreator, log: Logger = (l) => console.log(l)): EventHandler {
+export function createEventHandler(settings: SchedulerSettings, creator: JobClient, log: Logger = (l) => console.log(l)): EventHandler {
     return async (event: unknown): Promise<Decision> => {
         const started = performance.now();
         const d = decide(settings, event);
@@ -71,10 +89,18 @@ export function createEventHandler(settings: SchedulerSettings, creator: JobCrea
             log(JSON.stringify({ msg: "scaledkite.schedule", ...decision }));
             return decision;
         };
-        if (d.outcome !== "schedule") return emit({ outcome: d.outcome, reason: d.reason, jobUuid: d.jobUuid, ms: elapsed() });
+        if (d.outcome === "ignored" || d.outcome === "invalid") return emit({ outcome: d.outcome, reason: d.reason, jobUuid: d.jobUuid, ms: elapsed() });
 
         const job = `${settings.namespace}/${jobName(settings.jobPrefix, d.jobUuid)}`;
         try {
+            if (d.outcome === "cancel") {
+                const removed = await creator.deleteJob(settings.namespace, d.name);
+                return emit({
+                    outcome: removed === "deleted" ? "cancelled" : "ignored",
+                    reason: removed === "deleted" ? d.reason : "the job finished before it started, and it had no worker",
+                    jobUuid: d.jobUuid, queue: d.queue, job, ms: elapsed(),
+                });
+            }
             const result = await creator.createJob(d.manifest);
             return emit({
                 outcome: result,

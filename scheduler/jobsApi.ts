@@ -1,6 +1,7 @@
 /**
- * The Lambda's Kubernetes client: the one call it makes, `POST /apis/batch/v1/namespaces/{ns}/jobs`,
- * over a keep-alive HTTPS connection that trusts the cluster CA, with a bearer token.
+ * The Lambda's Kubernetes client: the calls it makes (create a Job; delete one whose Buildkite job
+ * finished before it started) over a keep-alive HTTPS connection that trusts the cluster CA, with a
+ * bearer token.
  *
  * Why not @kubernetes/client-node here (the CLI and the tests use it): measured on this project,
  * loading it added about 1.1 s to every Lambda cold start, 11.5 MB to the zipped package and over
@@ -15,8 +16,10 @@ import { classifyApiFailure, classifyNetworkFailure } from "./errors";
 const REQUEST_TIMEOUT_MS = 10_000;
 
 export interface JobsApi {
-    /** Creates the Job; resolves with the HTTP status and the parsed body. Throws KubernetesError. */
+    /** Creates the Job; resolves with the HTTP status (201, or 409 when it exists). Throws KubernetesError. */
     create(job: V1Job, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
+    /** Deletes a Job and its pods; resolves with 200/202, or 404 when there was none. Throws KubernetesError. */
+    remove(namespace: string, name: string, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
     readonly server: string;
 }
 
@@ -33,50 +36,59 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
         maxSockets: 64,
     });
     const basePath = url.pathname.replace(/\/$/, "");
+    const jobsPath = (namespace: string) => `${basePath}/apis/batch/v1/namespaces/${encodeURIComponent(namespace)}/jobs`;
+    type Body = { reason?: string; message?: string };
+
+    function call(method: string, path: string, payload: string, token: string, what: string, ok: (status: number, body: Body) => boolean): Promise<{ status: number; body: Body }> {
+        return new Promise((resolve, reject) => {
+            const req = https.request({
+                agent,
+                host: url.hostname,
+                port: url.port || 443,
+                method,
+                path,
+                headers: {
+                    authorization: `Bearer ${token}`,
+                    "content-type": "application/json",
+                    accept: "application/json",
+                    "content-length": Buffer.byteLength(payload),
+                    "user-agent": "scaledkite-scheduler",
+                },
+                timeout: REQUEST_TIMEOUT_MS,
+            }, (res) => {
+                const chunks: Buffer[] = [];
+                res.on("data", (c: Buffer) => chunks.push(c));
+                res.on("end", () => {
+                    const status = res.statusCode ?? 0;
+                    const text = Buffer.concat(chunks).toString();
+                    let body: Body = {};
+                    try {
+                        body = JSON.parse(text || "{}");
+                    } catch {
+                        body = { message: text.slice(0, 200) };
+                    }
+                    if (ok(status, body)) resolve({ status, body });
+                    else reject(classifyApiFailure(status, body, what));
+                });
+                res.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
+            });
+            req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`), { code: "ETIMEDOUT" })));
+            req.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
+            req.end(payload);
+        });
+    }
+
     return {
         server,
         create(job: V1Job, token: string) {
             const namespace = job.metadata!.namespace!;
-            const what = `creating Job ${namespace}/${job.metadata!.name}`;
-            const payload = JSON.stringify(job);
-            return new Promise((resolve, reject) => {
-                const req = https.request({
-                    agent,
-                    host: url.hostname,
-                    port: url.port || 443,
-                    method: "POST",
-                    path: `${basePath}/apis/batch/v1/namespaces/${encodeURIComponent(namespace)}/jobs`,
-                    headers: {
-                        authorization: `Bearer ${token}`,
-                        "content-type": "application/json",
-                        accept: "application/json",
-                        "content-length": Buffer.byteLength(payload),
-                        "user-agent": "scaledkite-scheduler",
-                    },
-                    timeout: REQUEST_TIMEOUT_MS,
-                }, (res) => {
-                    const chunks: Buffer[] = [];
-                    res.on("data", (c: Buffer) => chunks.push(c));
-                    res.on("end", () => {
-                        const status = res.statusCode ?? 0;
-                        let body: { reason?: string; message?: string } = {};
-                        try {
-                            body = JSON.parse(Buffer.concat(chunks).toString() || "{}");
-                        } catch {
-                            body = { message: Buffer.concat(chunks).toString().slice(0, 200) };
-                        }
-                        if (status === 201 || status === 200 || status === 202 || (status === 409 && body.reason === "AlreadyExists")) {
-                            resolve({ status, body });
-                        } else {
-                            reject(classifyApiFailure(status, body, what));
-                        }
-                    });
-                    res.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
-                });
-                req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`), { code: "ETIMEDOUT" })));
-                req.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
-                req.end(payload);
-            });
+            return call("POST", `${jobsPath(namespace)}`, JSON.stringify(job), token, `creating Job ${namespace}/${job.metadata!.name}`,
+                (status, body) => status === 201 || status === 200 || status === 202 || (status === 409 && body.reason === "AlreadyExists"));
+        },
+        remove(namespace: string, name: string, token: string) {
+            // Background propagation: the garbage collector removes the pod.
+            return call("DELETE", `${jobsPath(namespace)}/${encodeURIComponent(name)}`, JSON.stringify({ propagationPolicy: "Background" }), token,
+                `deleting Job ${namespace}/${name}`, (status) => status === 200 || status === 202 || status === 404);
         },
     };
 }

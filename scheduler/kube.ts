@@ -1,5 +1,5 @@
 /**
- * Ways to create worker Jobs (the JobCreator the handler needs):
+ * Ways to create worker Jobs (the JobClient the handler needs):
  * - for the Lambda: an EKS cluster's endpoint and CA, and EKS tokens signed from the function's own
  *   credentials, through the minimal keep-alive client of jobsApi.ts;
  * - for people (CLI) and tests: any kubeconfig, through @kubernetes/client-node, loaded with
@@ -12,29 +12,38 @@ import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
 
 /** What the event handler needs from Kubernetes. */
-export interface JobCreator {
+export interface JobClient {
     /** Creates the Job. "exists" when a Job of that name is already there. Throws KubernetesError. */
     createJob(job: V1Job): Promise<"created" | "exists">;
+    /** Deletes a Job and its pod. "absent" when there was none. Throws KubernetesError. */
+    deleteJob(namespace: string, name: string): Promise<"deleted" | "absent">;
     /** Where the Jobs go, for messages. */
     readonly server: string;
 }
 
 /**
- * A JobCreator for any API server that takes bearer tokens: one request per Job, one keep-alive
+ * A JobClient for any API server that takes bearer tokens: one request per Job, one keep-alive
  * connection per container; a refused token is dropped so the next attempt signs a new one.
  */
-export function bearerJobCreator(server: string, caData: string | undefined, tokens: TokenCache): JobCreator {
+export function bearerJobClient(server: string, caData: string | undefined, tokens: TokenCache): JobClient {
     const api = jobsApi(server, caData);
+    const withToken = async <T>(call: (token: string) => Promise<T>): Promise<T> => {
+        try {
+            return await call(await tokens.get());
+        } catch (e) {
+            if ((e as KubernetesError).status === 401) tokens.invalidate();
+            throw e;
+        }
+    };
     return {
         server,
         async createJob(job: V1Job) {
-            try {
-                const { status } = await api.create(job, await tokens.get());
-                return status === 409 ? "exists" : "created";
-            } catch (e) {
-                if ((e as KubernetesError).status === 401) tokens.invalidate();
-                throw e;
-            }
+            const { status } = await withToken((t) => api.create(job, t));
+            return status === 409 ? "exists" : "created";
+        },
+        async deleteJob(namespace: string, name: string) {
+            const { status } = await withToken((t) => api.remove(namespace, name, t));
+            return status === 404 ? "absent" : "deleted";
         },
     };
 }
@@ -48,10 +57,10 @@ export interface EksClusterAccess {
     caData: string;
 }
 
-/** The Lambda's JobCreator: EKS tokens signed from the function's own IAM role, cached for 14 minutes. */
-export function eksJobCreator(cluster: EksClusterAccess): JobCreator {
+/** The Lambda's JobClient: EKS tokens signed from the function's own IAM role, cached for 14 minutes. */
+export function eksJobClient(cluster: EksClusterAccess): JobClient {
     const tokens = new TokenCache(() => signEksToken(cluster.name, cluster.region, credentialsFromEnv()));
-    return bearerJobCreator(cluster.endpoint, cluster.caData, tokens);
+    return bearerJobClient(cluster.endpoint, cluster.caData, tokens);
 }
 
 /** Reads the Status body an ApiException carries (client-node keeps it as text or as an object). */
@@ -74,8 +83,8 @@ export function toKubernetesError(err: unknown, what: string, server: string): K
     return classifyNetworkFailure(err, what, server);
 }
 
-/** A JobCreator for the cluster and user of a kubeconfig (CLI, tests), through @kubernetes/client-node. */
-export function kubeconfigJobCreator(kubeconfig?: string): JobCreator {
+/** A JobClient for the cluster and user of a kubeconfig (CLI, tests), through @kubernetes/client-node. */
+export function kubeconfigJobClient(kubeconfig?: string): JobClient {
     const k8s: typeof K8s = require("@kubernetes/client-node");
     const kc = new k8s.KubeConfig();
     if (kubeconfig) kc.loadFromFile(kubeconfig);
@@ -93,6 +102,16 @@ export function kubeconfigJobCreator(kubeconfig?: string): JobCreator {
             } catch (err) {
                 const e = toKubernetesError(err, `creating Job ${namespace}/${job.metadata!.name}`, cluster.server);
                 if (e.status === 409 && e.reason === "AlreadyExists") return "exists";
+                throw e;
+            }
+        },
+        async deleteJob(namespace: string, name: string) {
+            try {
+                await api.deleteNamespacedJob({ name, namespace, propagationPolicy: "Background" });
+                return "deleted";
+            } catch (err) {
+                const e = toKubernetesError(err, `deleting Job ${namespace}/${name}`, cluster.server);
+                if (e.status === 404) return "absent";
                 throw e;
             }
         },

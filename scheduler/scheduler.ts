@@ -5,9 +5,9 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { LambdaConfig } from "./config";
-import { JOB_SCHEDULED } from "./event";
+import { JOB_FINISHED, JOB_SCHEDULED } from "./event";
 import { createEventHandler } from "./handler";
-import { eksJobCreator } from "./kube";
+import { eksJobClient } from "./kube";
 import { DEFAULT_QUEUE } from "./queue";
 import { SchedulerSettings } from "./settings";
 
@@ -31,15 +31,17 @@ export interface SchedulerArgs {
     lambda: LambdaConfig;
 }
 
-/** The EventBridge pattern: Job Scheduled events of this account, for the served queues only. */
-export function eventPattern(accountId: string, queues: string[]): Record<string, unknown> {
-    const pattern: Record<string, unknown> = { account: [accountId], "detail-type": [JOB_SCHEDULED] };
+/**
+ * The EventBridge patterns, for this account and the served queues only: Job Scheduled events, and
+ * Job Finished events of jobs that never started (cancelled before a worker ran them).
+ */
+export function eventPattern(accountId: string, queues: string[], detailType: typeof JOB_SCHEDULED | typeof JOB_FINISHED = JOB_SCHEDULED): Record<string, unknown> {
+    const job: Record<string, unknown> = {};
     // A job without a queue rule belongs to the default queue, which no array pattern can select;
-    // serving it means receiving every Job Scheduled event (the handler ignores foreign ones).
-    if (!queues.includes(DEFAULT_QUEUE)) {
-        pattern.detail = { job: { agent_query_rules: [...queues].sort().map((q) => `queue=${q}`) } };
-    }
-    return pattern;
+    // serving it means receiving every such event (the handler ignores foreign ones).
+    if (!queues.includes(DEFAULT_QUEUE)) job.agent_query_rules = [...queues].sort().map((q) => `queue=${q}`);
+    if (detailType === JOB_FINISHED) job.started_at = [null];
+    return { account: [accountId], "detail-type": [detailType], ...(Object.keys(job).length ? { detail: { job } } : {}) };
 }
 
 /** The Lambda role's only permissions: write its logs, and send failed events to its own DLQ. */
@@ -53,8 +55,8 @@ export function schedulerPolicy(logGroupArn: string, dlqArn: string): object {
     };
 }
 
-/** Lets EventBridge (for this rule only) put undeliverable events into the DLQ. */
-export function dlqPolicy(dlqArn: string, ruleArn: string): object {
+/** Lets EventBridge (for these rules only) put undeliverable events into the DLQ. */
+export function dlqPolicy(dlqArn: string, ruleArns: string[]): object {
     return {
         Version: "2012-10-17",
         Statement: [{
@@ -63,9 +65,38 @@ export function dlqPolicy(dlqArn: string, ruleArn: string): object {
             Principal: { Service: "events.amazonaws.com" },
             Action: "sqs:SendMessage",
             Resource: dlqArn,
-            Condition: { ArnEquals: { "aws:SourceArn": ruleArn } },
+            Condition: { ArnEquals: { "aws:SourceArn": ruleArns } },
         }],
     };
+}
+
+/**
+ * One route from the partner bus to the Lambda: the rule (its pattern completed with the account),
+ * an explicit target with a retry policy and the DLQ, and the permission for this rule to invoke.
+ */
+export function createEventRoute(
+    name: string, pattern: Record<string, unknown>, args: SchedulerArgs, account: pulumi.Output<string>,
+    fn: aws.lambda.Function, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions,
+): aws.cloudwatch.EventRule {
+    const rule = new aws.cloudwatch.EventRule(name, {
+        eventBusName: args.eventBusName,
+        description: `Buildkite ${(pattern["detail-type"] as string[])[0]} events for queues ${Object.keys(args.settings.queues).join(", ")} (Scaledkite)`,
+        eventPattern: account.apply((a) => JSON.stringify({ ...pattern, account: [a] })),
+    }, opts);
+    new aws.lambda.Permission(`${name}-invoke`, {
+        action: "lambda:InvokeFunction",
+        function: fn.name,
+        principal: "events.amazonaws.com",
+        sourceArn: rule.arn,
+    }, opts);
+    new aws.cloudwatch.EventTarget(`${name}-target`, {
+        rule: rule.name,
+        eventBusName: args.eventBusName,
+        arn: fn.arn,
+        retryPolicy: { maximumRetryAttempts: args.lambda.retryAttempts, maximumEventAgeInSeconds: args.lambda.maxEventAgeSeconds },
+        deadLetterConfig: { arn: dlqArn },
+    }, opts);
+    return rule;
 }
 
 export class Scheduler extends pulumi.ComponentResource {
@@ -73,6 +104,7 @@ export class Scheduler extends pulumi.ComponentResource {
     readonly functionArn: pulumi.Output<string>;
     readonly roleArn: pulumi.Output<string>;
     readonly ruleArn: pulumi.Output<string>;
+    readonly cancelRuleArn: pulumi.Output<string>;
     readonly deadLetterQueueUrl: pulumi.Output<string>;
     readonly logGroupName: pulumi.Output<string>;
 
@@ -103,33 +135,19 @@ export class Scheduler extends pulumi.ComponentResource {
             type: "STANDARD",
         }, parent);
 
-        const rule = new aws.cloudwatch.EventRule(`${name}-job-scheduled`, {
-            eventBusName: args.eventBusName,
-            description: `Buildkite Job Scheduled events for queues ${Object.keys(args.settings.queues).join(", ")} (Scaledkite)`,
-            eventPattern: account.apply((a) => JSON.stringify(eventPattern(a, Object.keys(args.settings.queues)))),
-        }, parent);
+        const queues = Object.keys(args.settings.queues);
+        const rule = createEventRoute(`${name}-job-scheduled`, eventPattern("", queues, JOB_SCHEDULED), args, account, fn, dlq.arn, parent);
+        const cancelRule = createEventRoute(`${name}-job-cancelled`, eventPattern("", queues, JOB_FINISHED), args, account, fn, dlq.arn, parent);
         new aws.sqs.QueuePolicy(`${name}-dlq-policy`, {
             queueUrl: dlq.url,
-            policy: pulumi.all([dlq.arn, rule.arn]).apply(([q, r]) => JSON.stringify(dlqPolicy(q, r))),
-        }, parent);
-        new aws.lambda.Permission(`${name}-invoke-from-rule`, {
-            action: "lambda:InvokeFunction",
-            function: fn.name,
-            principal: "events.amazonaws.com",
-            sourceArn: rule.arn,
-        }, parent);
-        new aws.cloudwatch.EventTarget(`${name}-target`, {
-            rule: rule.name,
-            eventBusName: args.eventBusName,
-            arn: fn.arn,
-            retryPolicy: { maximumRetryAttempts: args.lambda.retryAttempts, maximumEventAgeInSeconds: args.lambda.maxEventAgeSeconds },
-            deadLetterConfig: { arn: dlq.arn },
+            policy: pulumi.all([dlq.arn, rule.arn, cancelRule.arn]).apply(([q, ...rules]) => JSON.stringify(dlqPolicy(q, rules))),
         }, parent);
 
         this.functionName = fn.name;
         this.functionArn = fn.arn;
         this.roleArn = pulumi.output(roleArn);
         this.ruleArn = rule.arn;
+        this.cancelRuleArn = cancelRule.arn;
         this.deadLetterQueueUrl = dlq.url;
         this.logGroupName = logGroup.name;
         this.registerOutputs({
@@ -176,7 +194,7 @@ export function createSchedulerFunction(
         description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
         loggingConfig: { logFormat: "Text", logGroup: logGroup.name },
         callbackFactory: () => {
-            const handle = createEventHandler(settings, eksJobCreator({
+            const handle = createEventHandler(settings, eksJobClient({
                 name: clusterName, region: region.get(), endpoint: endpoint.get(), caData: caData.get(),
             }));
             return async (event: unknown) => {

@@ -5,6 +5,12 @@ import * as assert from "assert";
 import { eventPattern } from "../scheduler/scheduler";
 import { baseConfig, lambdaArchive, lambdaCode, runProgram, ProgramRun } from "./helpers/pulumiProgram";
 
+function named(run: ProgramRun, type: string, name: string) {
+    const found = run.ofType(type).find((r) => r.name === name);
+    if (!found) throw new Error(`no ${type} named ${name}`);
+    return found;
+}
+
 function statements(policyJson: string): any[] {
     return JSON.parse(policyJson).Statement;
 }
@@ -32,7 +38,7 @@ describe("Pulumi program", function () {
         assert.strictEqual(hooks.metadata.name, "scaledkite-hooks");
         assert.strictEqual(hooks.data.environment, "#!/bin/sh\nexport FOO=1\n");
         const role = run.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs;
-        assert.deepStrictEqual(role.rules, [{ apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list"] }]);
+        assert.deepStrictEqual(role.rules, [{ apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] }]);
         const binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs;
         assert.deepStrictEqual(binding.subjects, [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "scaledkite:scheduler" }]);
         assert.strictEqual(binding.metadata.namespace, "buildkite");
@@ -46,7 +52,7 @@ describe("Pulumi program", function () {
     });
 
     it("listens on the partner bus for this account's Job Scheduled events of the served queues only", () => {
-        const rule = run.one("aws:cloudwatch/eventRule:EventRule").inputs;
+        const rule = named(run, "aws:cloudwatch/eventRule:EventRule", "scheduler-job-scheduled").inputs;
         assert.strictEqual(rule.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
         assert.deepStrictEqual(JSON.parse(rule.eventPattern), {
             account: ["123456789012"],
@@ -55,21 +61,33 @@ describe("Pulumi program", function () {
         });
     });
 
+    it("also listens for Job Finished events of jobs that never started, to remove their workers", () => {
+        const rule = named(run, "aws:cloudwatch/eventRule:EventRule", "scheduler-job-cancelled").inputs;
+        assert.deepStrictEqual(JSON.parse(rule.eventPattern), {
+            account: ["123456789012"],
+            "detail-type": ["Job Finished"],
+            detail: { job: { agent_query_rules: ["queue=docker-free", "queue=dynamic"], started_at: [null] } },
+        });
+    });
+
     it("serving the default queue widens the pattern to every Job Scheduled event", () => {
         assert.deepStrictEqual(eventPattern("1", ["default", "x"]), { account: ["1"], "detail-type": ["Job Scheduled"] });
     });
 
     it("delivers with a retry policy and an SQS dead-letter queue, and lets only this rule invoke", () => {
-        const target = run.one("aws:cloudwatch/eventTarget:EventTarget").inputs;
-        assert.deepStrictEqual(target.retryPolicy, { maximumRetryAttempts: 185, maximumEventAgeInSeconds: 86400 });
-        assert.match(target.deadLetterConfig.arn, /scheduler-dlq/);
-        assert.strictEqual(target.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
-        const permission = run.one("aws:lambda/permission:Permission").inputs;
-        assert.strictEqual(permission.principal, "events.amazonaws.com");
-        assert.match(permission.sourceArn, /eventRule/);
+        const targets = run.ofType("aws:cloudwatch/eventTarget:EventTarget");
+        assert.strictEqual(targets.length, 2, "one per rule");
+        for (const { inputs: target } of targets) {
+            assert.deepStrictEqual(target.retryPolicy, { maximumRetryAttempts: 185, maximumEventAgeInSeconds: 86400 });
+            assert.match(target.deadLetterConfig.arn, /scheduler-dlq/);
+            assert.strictEqual(target.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
+        }
+        const permissions = run.ofType("aws:lambda/permission:Permission").map((p) => p.inputs);
+        assert.deepStrictEqual(permissions.map((p) => p.principal), ["events.amazonaws.com", "events.amazonaws.com"]);
+        assert.deepStrictEqual(permissions.map((p) => p.sourceArn.split("/").pop()).sort(), ["scheduler-job-cancelled-generated", "scheduler-job-scheduled-generated"]);
         const dlqPolicy = statements(run.one("aws:sqs/queuePolicy:QueuePolicy").inputs.policy);
         assert.deepStrictEqual(dlqPolicy[0].Principal, { Service: "events.amazonaws.com" });
-        assert.match(dlqPolicy[0].Condition.ArnEquals["aws:SourceArn"], /eventRule/);
+        assert.strictEqual(dlqPolicy[0].Condition.ArnEquals["aws:SourceArn"].length, 2, "only the two rules may send");
         const invoke = run.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs;
         assert.match(invoke.destinationConfig.onFailure.destination, /scheduler-dlq/);
     });
@@ -110,7 +128,7 @@ describe("Pulumi program", function () {
     });
 
     it("outputs what a user needs next", () => {
-        for (const key of ["namespace", "queues", "functionName", "schedulerRoleArn", "eventRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers"]) {
+        for (const key of ["namespace", "queues", "functionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers"]) {
             assert.ok(run.outputs[key] !== undefined, `output ${key}`);
         }
         assert.deepStrictEqual(run.outputs.queues, ["dynamic", "docker-free"]);

@@ -6,7 +6,7 @@
  */
 import * as fs from "fs";
 import { AwsCredentials, signEksToken, TokenCache, TOKEN_PREFIX } from "../../scheduler/eksToken";
-import { bearerJobCreator, JobCreator } from "../../scheduler/kube";
+import { bearerJobClient, JobClient } from "../../scheduler/kube";
 
 /** The name the local cluster answers to in `x-k8s-aws-id`. */
 export const LOCAL_CLUSTER_NAME = "scaledkite-local";
@@ -86,10 +86,10 @@ export async function reviewToken(body: { spec?: { token?: string } }, identitie
 }
 
 /**
- * A JobCreator for the local cluster that authenticates as the Lambda does in AWS: an EKS token
+ * A JobClient for the local cluster that authenticates as the Lambda does in AWS: an EKS token
  * signed for `identity`, verified by the cluster's token webhook.
  */
-export function localJobCreator(server: string, caFile: string, identity: LocalIdentity = SCHEDULER_IDENTITY): JobCreator {
+export function localJobClient(server: string, caFile: string, identity: LocalIdentity = SCHEDULER_IDENTITY): JobClient {
     const tokens = new TokenCache(() => signEksToken(LOCAL_CLUSTER_NAME, LOCAL_REGION, identity));
-    return bearerJobCreator(server, fs.readFileSync(caFile).toString("base64"), tokens);
+    return bearerJobClient(server, fs.readFileSync(caFile).toString("base64"), tokens);
 }

@@ -14,7 +14,7 @@ import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
 import { createEventHandler, Decision } from "../../scheduler/handler";
 import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../../scheduler/settings";
 import { schedulerRbac } from "../rbac";
-import { localJobCreator } from "./awsIdentities";
+import { localJobClient } from "./awsIdentities";
 import { down, PROJECT_ROOT, up } from "./cluster";
 
 const SAMPLE = path.join(PROJECT_ROOT, "test", "fixtures", "job-scheduled.json");
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
             ["a malformed event", { "detail-type": "Job Scheduled", detail: { job: { uuid: "not-a-uuid" } } }],
         ];
         say(`\n3. Events through the Lambda's code path (EKS token for the scheduler's IAM identity -> API server -> RBAC)`);
-        const handle = createEventHandler(settings, localJobCreator(state.server, state.caFile), () => {});
+        const handle = createEventHandler(settings, localJobClient(state.server, state.caFile), () => {});
         const created: string[] = [];
         for (const [what, event] of events) {
             say(`   ${what}`);

@@ -9,7 +9,7 @@ import { spawn, execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobCreator } from "../../k8s/local/awsIdentities";
+import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobClient } from "../../k8s/local/awsIdentities";
 import { ClusterState, down, status, up } from "../../k8s/local/cluster";
 import { createEventHandler, decide } from "../../scheduler/handler";
 import { anEvent } from "../helpers/builders";
@@ -39,7 +39,7 @@ const ms = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6;
 
 /** Warm handler latency against a bare create of the same manifest with the same client. */
 async function warm(state: ClusterState, settings: Parameters<typeof createEventHandler>[0]) {
-    const creator = localJobCreator(state.server, state.caFile);
+    const creator = localJobClient(state.server, state.caFile);
     const handle = createEventHandler(settings, creator, () => {});
     for (let i = 0; i < 10; i++) await handle(anEvent().build()); // warm up: token, connection, JIT
     const handler: number[] = [];

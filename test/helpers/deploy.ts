@@ -4,9 +4,9 @@
  */
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
-import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobCreator, LocalIdentity, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobClient, LocalIdentity, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { signEksToken } from "../../scheduler/eksToken";
-import { JobCreator } from "../../scheduler/kube";
+import { JobClient } from "../../scheduler/kube";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
 import { SchedulerSettings } from "../../scheduler/settings";
 import { ClusterState } from "../../k8s/local/cluster";
@@ -85,9 +85,9 @@ export async function deleteNamespace(state: ClusterState, namespace: string): P
     } catch { /* already gone */ }
 }
 
-/** A JobCreator that authenticates as the Lambda does in AWS: an EKS token for a (local) IAM identity. */
-export function creatorAs(state: ClusterState, identity: LocalIdentity = SCHEDULER_IDENTITY): JobCreator {
-    return localJobCreator(state.server, state.caFile, identity);
+/** A JobClient that authenticates as the Lambda does in AWS: an EKS token for a (local) IAM identity. */
+export function creatorAs(state: ClusterState, identity: LocalIdentity = SCHEDULER_IDENTITY): JobClient {
+    return localJobClient(state.server, state.caFile, identity);
 }
 
 /** A KubeConfig that authenticates as `identity` with an EKS token. */

@@ -4,12 +4,12 @@
  */
 import * as assert from "assert";
 import { ClusterState } from "../../k8s/local/cluster";
-import { ANNOTATION_RUN_SECONDS } from "../../k8s/local/podRunner";
+import { ANNOTATION_RUN_SECONDS, UNSCHEDULABLE_LABEL } from "../../k8s/local/podRunner";
 import { isRetryable, KubernetesError } from "../../scheduler/errors";
 import { createEventHandler, Decision } from "../../scheduler/handler";
 import { anEvent } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack } from "../helpers/deploy";
-import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
+import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 
 describe("event deliveries on a real API server", function () {
     let state: ClusterState;
@@ -17,7 +17,7 @@ describe("event deliveries on a real API server", function () {
         state = await localCluster(this);
     });
     after(async function () {
-        if (state) for (const ns of ["dup-workers", "quota-workers"]) await deleteNamespace(state, ns);
+        if (state) for (const ns of ["dup-workers", "quota-workers", "cancel-workers"]) await deleteNamespace(state, ns);
     });
 
     it("makes exactly one Job from 50 concurrent deliveries of one event", async function () {
@@ -71,5 +71,35 @@ describe("event deliveries on a real API server", function () {
             outcome = await handle(waiting).then((d) => d.outcome, (e) => (isRetryable(e) ? undefined : Promise.reject(e)));
         }
         assert.strictEqual(outcome, "created", "scheduled once the first worker finished and its Job was removed");
+    });
+
+    it("deletes the pending worker of a job cancelled before it started", async function () {
+        this.timeout(60_000);
+        const stack = await deployStack(state, "cancel-workers", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+        const handle = createEventHandler(stack.settings, creatorAs(state), () => {});
+        const scheduled = anEvent().build();
+        assert.strictEqual((await handle(scheduled)).outcome, "created");
+        const name = `buildkite-agent-${scheduled.detail.job.uuid}`;
+        const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+        const batch = adminConfig(state).makeApiClient(k8sClient().BatchV1Api);
+        const pod = await eventually("the worker pod to wait, unschedulable", async () => {
+            const pods = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
+            const p = pods.items[0];
+            return p?.status?.conditions?.some((c) => c.type === "PodScheduled" && c.reason === "Unschedulable") ? p : undefined;
+        });
+        assert.strictEqual(pod.status!.phase, "Pending");
+
+        const finished = JSON.parse(JSON.stringify(scheduled));
+        finished["detail-type"] = "Job Finished";
+        finished.detail.job.started_at = null;
+        finished.detail.job.signal_reason = "cancel";
+        const d = await handle(finished);
+        assert.strictEqual(d.outcome, "cancelled", d.reason);
+        await eventually("the Job and its pod to go", async () => {
+            const jobs = await batch.listNamespacedJob({ namespace: stack.namespace });
+            const pods = await core.listNamespacedPod({ namespace: stack.namespace });
+            return jobs.items.length === 0 && pods.items.length === 0 ? true : undefined;
+        });
+        assert.strictEqual((await handle(finished)).outcome, "ignored", "a second delivery finds nothing to cancel");
     });
 });

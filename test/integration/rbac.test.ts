@@ -7,7 +7,7 @@ import * as assert from "assert";
 import { SCHEDULER_IDENTITY, STRANGER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { ClusterState } from "../../k8s/local/cluster";
 import { KubernetesError } from "../../scheduler/errors";
-import { bearerJobCreator } from "../../scheduler/kube";
+import { bearerJobClient } from "../../scheduler/kube";
 import { TokenCache } from "../../scheduler/eksToken";
 import { createEventHandler } from "../../scheduler/handler";
 import { anEvent } from "../helpers/builders";
@@ -37,7 +37,7 @@ describe("scheduler RBAC on a real API server", function () {
         if (state) for (const ns of ["rbac-workers", "rbac-elsewhere"]) await deleteNamespace(state, ns);
     });
 
-    it("lets the scheduler create, get and list worker Jobs in its namespace", async () => {
+    it("lets the scheduler create, get, list and delete worker Jobs in its namespace", async () => {
         const handle = createEventHandler(stack.settings, creatorAs(state), () => {});
         const event = anEvent().build();
         assert.strictEqual((await handle(event)).outcome, "created");
@@ -45,6 +45,7 @@ describe("scheduler RBAC on a real API server", function () {
         const name = `buildkite-agent-${event.detail.job.uuid}`;
         assert.strictEqual(await status(() => batch.readNamespacedJob({ name, namespace: stack.namespace })), 200);
         assert.strictEqual(await status(() => batch.listNamespacedJob({ namespace: stack.namespace })), 200);
+        assert.strictEqual(await status(() => batch.deleteNamespacedJob({ name, namespace: stack.namespace })), 200);
     });
 
     it("denies the scheduler everything else: Secrets, pods, deletes, other namespaces", async () => {
@@ -56,7 +57,8 @@ describe("scheduler RBAC on a real API server", function () {
             ["read the agent token Secret", () => core.readNamespacedSecret({ name: "scaledkite-agent-token", namespace: ns })],
             ["list Secrets", () => core.listNamespacedSecret({ namespace: ns })],
             ["create a pod directly", () => core.createNamespacedPod({ namespace: ns, body: { metadata: { name: "p" }, spec: { containers: [{ name: "c", image: "x" }] } } })],
-            ["delete a Job", () => batch.deleteNamespacedJob({ name: "anything", namespace: ns })],
+            ["delete a Job elsewhere", () => batch.deleteNamespacedJob({ name: "anything", namespace: elsewhere })],
+            ["change a Job", () => batch.patchNamespacedJob({ name: "anything", namespace: ns, body: [] })],
             ["list Jobs in another namespace", () => batch.listNamespacedJob({ namespace: elsewhere })],
             ["list Jobs cluster-wide", () => batch.listJobForAllNamespaces()],
             ["list namespaces", () => core.listNamespace()],
@@ -85,7 +87,7 @@ describe("scheduler RBAC on a real API server", function () {
             signed++;
             return { token: `k8s-aws-v1.${Buffer.from("https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity").toString("base64url")}`, expiresAt: new Date(Date.now() + 600_000) };
         });
-        const creator = bearerJobCreator(state.server, require("fs").readFileSync(state.caFile).toString("base64"), tokens);
+        const creator = bearerJobClient(state.server, require("fs").readFileSync(state.caFile).toString("base64"), tokens);
         const handle = createEventHandler(stack.settings, creator, () => {});
         await assert.rejects(handle(anEvent().build()), (e: KubernetesError) => e.status === 401 && e.retryable);
         await assert.rejects(handle(anEvent().build()), (e: KubernetesError) => e.status === 401);

@@ -28,7 +28,7 @@ for (const dind of [true, false]) {
             variants.push({
                 name: `dind ${dind ? "on" : "off"}, ${secrets ? "env + git credentials" : "token only"}, ${tuned ? "tuned scheduling" : "default scheduling"}`,
                 config: {
-                    dind, ttlSecondsAfterFinished: 1, activeDeadlineSeconds: 600, jobPrefix: "bk-",
+                    dind, ttlSecondsAfterFinished: 3, activeDeadlineSeconds: 600, jobPrefix: "bk-",
                     ...(secrets ? { env: { GITHUB_TOKEN: "ghp_local" }, gitCredentials: "https://x:y@github.com" } : {}),
                     ...(tuned ? scheduling : {}),
                 },
@@ -67,7 +67,7 @@ describe("worker Jobs on a real API server", function () {
         let stack: DeployedStack;
         before(async function () {
             stack = await deployStack(state, "shapes", {
-                queues, fargateSubnetIds: ["subnet-0abc"], ttlSecondsAfterFinished: 1, jobPrefix: "bk-",
+                queues, fargateSubnetIds: ["subnet-0abc"], ttlSecondsAfterFinished: 3, jobPrefix: "bk-",
                 hooks: { environment: "#!/bin/sh\nexport FROM_HOOK=1\n" },
                 gitSshKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nlocal\n-----END OPENSSH PRIVATE KEY-----",
                 gitKnownHosts: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
