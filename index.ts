@@ -26,6 +26,7 @@ const workers = new WorkerNamespace("workers", {
     gitCredentials: secrets.gitCredentials,
     gitSsh: secrets.gitSshKey && { key: secrets.gitSshKey, knownHosts: config.gitKnownHosts! },
     hooks: config.hooks,
+    caps: config.caps,
     schedulerGroup: SCHEDULER_GROUP,
     provider,
 });
@@ -43,6 +44,7 @@ const scheduler = new Scheduler("scheduler", {
     eventBusName: config.eventBusName,
     kubernetesGroups: [SCHEDULER_GROUP],
     roleArn: config.roleArn,
+    alarmTopicArn: config.alarmTopicArn,
     lambda: config.lambda,
 }, { dependsOn: [workers] });
 

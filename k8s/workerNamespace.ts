@@ -1,6 +1,7 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../scheduler/settings";
+import type { SpendCaps } from "../scheduler/config";
 import { SCHEDULER_GROUP, schedulerRbac } from "./rbac";
 
 export { SCHEDULER_GROUP };
@@ -19,6 +20,8 @@ export interface WorkerNamespaceArgs {
     gitSsh?: { key: pulumi.Input<string>; knownHosts: string };
     /** Agent hooks: file name -> script, mounted at the agent's hooks path. */
     hooks?: Record<string, string>;
+    /** Spend caps, as a ResourceQuota on the namespace. */
+    caps?: SpendCaps;
     /** The Kubernetes group the scheduler's identity belongs to. */
     schedulerGroup?: string;
     /** The provider for the target cluster. */
@@ -63,6 +66,14 @@ export class WorkerNamespace extends pulumi.ComponentResource {
             }, inNs);
         }
 
+        const quota = spendQuota(args.caps ?? {});
+        if (quota) {
+            new k8s.core.v1.ResourceQuota(`${name}-caps`, {
+                metadata: { name: "scaledkite-spend-caps", namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite" } },
+                spec: { hard: quota },
+            }, inNs);
+        }
+
         const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
 
         this.namespace = namespace;
@@ -70,6 +81,18 @@ export class WorkerNamespace extends pulumi.ComponentResource {
         this.roleName = role.metadata.name;
         this.registerOutputs({ namespace: this.namespace, secretNames: this.secretNames, roleName: this.roleName });
     }
+}
+
+/**
+ * The quota that enforces the spend caps: Kubernetes refuses a worker Job over `maxConcurrentJobs`
+ * (the scheduler retries it), and holds back worker pods over the CPU and memory caps.
+ */
+export function spendQuota(caps: SpendCaps): Record<string, string> | undefined {
+    const hard: Record<string, string> = {};
+    if (caps.maxConcurrentJobs !== undefined) hard["count/jobs.batch"] = String(caps.maxConcurrentJobs);
+    if (caps.maxCpu !== undefined) hard["requests.cpu"] = caps.maxCpu;
+    if (caps.maxMemory !== undefined) hard["requests.memory"] = caps.maxMemory;
+    return Object.keys(hard).length ? hard : undefined;
 }
 
 /** A Secret whose values stay secret in Pulumi state. */

@@ -66,7 +66,18 @@ export interface StackConfig {
     gitKnownHosts?: string;
     /** Private subnets for the Fargate profile (needed when a queue has fargate: true). */
     fargateSubnetIds: string[];
+    /** Spend caps, enforced by a ResourceQuota on the namespace. */
+    caps: SpendCaps;
+    /** An SNS topic for the alarms (DLQ not empty, Lambda errors). */
+    alarmTopicArn?: string;
     lambda: LambdaConfig;
+}
+
+/** Spend caps: at most this many worker Jobs, and this much CPU and memory requested by running workers. */
+export interface SpendCaps {
+    maxConcurrentJobs?: number;
+    maxCpu?: string;
+    maxMemory?: string;
 }
 
 /** Keys that hold secrets: only their presence is read here. */
@@ -83,7 +94,7 @@ const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
 
 export const CONFIG_KEYS: readonly string[] = [
     "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "env", "gitCredentials",
-    "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds",
+    "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
     "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
     ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
 ];
@@ -277,6 +288,15 @@ function asTolerations(value: unknown, key: string, p: Problems): Toleration[] |
     return out;
 }
 
+function asQuantity(value: unknown, key: string, p: Problems): string | undefined {
+    const v = typeof value === "number" ? String(value) : asString(value, key, p);
+    if (v !== undefined && !QUANTITY.test(v)) {
+        p.add(key, `${JSON.stringify(v)} is not a Kubernetes quantity (e.g. 32, 64Gi)`);
+        return undefined;
+    }
+    return v;
+}
+
 function asStringList(value: unknown, key: string, p: Problems, check: (s: string) => string | undefined): string[] | undefined {
     const v = structured(value, key, p);
     if (v === undefined || v === null) return undefined;
@@ -421,6 +441,28 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         p.add("fargateSubnetIds", `is required for Fargate queue ${fargateQueues.join(", ")}: the cluster's private subnets (pulumi config set --path 'scaledkite:fargateSubnetIds[0]' subnet-...)`);
     }
 
+    const caps: SpendCaps = {
+        maxConcurrentJobs: asInteger(raw.maxConcurrentJobs, "maxConcurrentJobs", p, 1, 100000),
+        maxCpu: asQuantity(raw.maxCpu, "maxCpu", p),
+        maxMemory: asQuantity(raw.maxMemory, "maxMemory", p),
+    };
+    // A quota on requests makes the API server refuse pods that request nothing: say so now.
+    for (const [resource, cap] of [["cpu", caps.maxCpu], ["memory", caps.maxMemory]] as const) {
+        if (cap === undefined) continue;
+        for (const [name, q] of Object.entries(queues)) {
+            for (const container of q.dind ? (["agent", "dind"] as const) : (["agent"] as const)) {
+                const r = q.resources[container];
+                if (!r.requests?.[resource] && !r.limits?.[resource]) {
+                    p.add(`queues.${name}.resources.${container}`, `requests no ${resource}: with scaledkite:max${resource === "cpu" ? "Cpu" : "Memory"} set, every worker container must (e.g. {"requests": {"${resource}": "${resource === "cpu" ? "500m" : "1Gi"}"}})`);
+                }
+            }
+        }
+    }
+    const alarmTopicArn = asString(raw.alarmTopicArn, "alarmTopicArn", p);
+    if (alarmTopicArn && !/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/.test(alarmTopicArn)) {
+        p.add("alarmTopicArn", `${JSON.stringify(alarmTopicArn)} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)`);
+    }
+
     const lambda: LambdaConfig = {
         memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? 128,
         timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, 3, 900) ?? 30,
@@ -444,6 +486,8 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         hooks,
         gitKnownHosts,
         fargateSubnetIds,
+        caps,
+        alarmTopicArn,
         lambda,
     };
 }

@@ -28,6 +28,8 @@ export interface SchedulerArgs {
     kubernetesGroups: string[];
     /** Use this existing IAM role for the Lambda instead of creating one. */
     roleArn?: string;
+    /** An SNS topic the alarms notify. */
+    alarmTopicArn?: string;
     lambda: LambdaConfig;
 }
 
@@ -143,6 +145,8 @@ export class Scheduler extends pulumi.ComponentResource {
             policy: pulumi.all([dlq.arn, rule.arn, cancelRule.arn]).apply(([q, ...rules]) => JSON.stringify(dlqPolicy(q, rules))),
         }, parent);
 
+        createAlarms(name, { dlqName: dlq.name, functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn }, parent);
+
         this.functionName = fn.name;
         this.functionArn = fn.arn;
         this.roleArn = pulumi.output(roleArn);
@@ -155,6 +159,44 @@ export class Scheduler extends pulumi.ComponentResource {
             deadLetterQueueUrl: this.deadLetterQueueUrl, logGroupName: this.logGroupName,
         });
     }
+}
+
+/** Metric name (namespace "Scaledkite") of the count of invalid events, from the Lambda's log lines. */
+export const INVALID_EVENTS_METRIC = "InvalidEvents";
+
+/**
+ * Nothing fails silently: an alarm when the DLQ holds anything, an alarm when the Lambda errs (both
+ * notify `topicArn` when given), and a count of invalid events from the decision log lines.
+ */
+export function createAlarms(
+    name: string, args: { dlqName: pulumi.Input<string>; functionName: pulumi.Input<string>; logGroupName: pulumi.Input<string>; topicArn?: string },
+    opts: pulumi.CustomResourceOptions,
+): aws.cloudwatch.MetricAlarm[] {
+    const actions = args.topicArn ? [args.topicArn] : [];
+    const common = {
+        comparisonOperator: "GreaterThanThreshold", threshold: 0, evaluationPeriods: 1, period: 300,
+        treatMissingData: "notBreaching", alarmActions: actions, okActions: actions,
+    };
+    new aws.cloudwatch.LogMetricFilter(`${name}-invalid-events`, {
+        logGroupName: args.logGroupName,
+        // A regex term: `"outcome":"invalid"` in the decision line (quotes are not allowed in a pattern).
+        pattern: "%outcome.:.invalid%",
+        metricTransformation: { name: INVALID_EVENTS_METRIC, namespace: "Scaledkite", value: "1", defaultValue: "0" },
+    }, opts);
+    return [
+        new aws.cloudwatch.MetricAlarm(`${name}-dlq-not-empty`, {
+            ...common,
+            alarmDescription: "Scaledkite: events that could not be scheduled are waiting in the dead-letter queue; the Lambda's log says why for each job",
+            namespace: "AWS/SQS", metricName: "ApproximateNumberOfMessagesVisible", statistic: "Maximum",
+            dimensions: { QueueName: args.dlqName },
+        }, opts),
+        new aws.cloudwatch.MetricAlarm(`${name}-errors`, {
+            ...common,
+            alarmDescription: "Scaledkite: the scheduler Lambda failed (its log line says why; failures worth retrying are retried)",
+            namespace: "AWS/Lambda", metricName: "Errors", statistic: "Sum",
+            dimensions: { FunctionName: args.functionName },
+        }, opts),
+    ];
 }
 
 /** The Lambda's own role, with an inline least-privilege policy and no managed policies. */

@@ -96,6 +96,10 @@ describe("stack configuration", () => {
         ["envFrom with an unknown source", { queues: { dynamic: { envFrom: [{ secret: "x" }] } } }, /queues.dynamic.envFrom\[0\] must be \{"secretRef"/],
         ["affinity with an unknown field", { affinity: { nodeAfinity: {} } }, /affinity.nodeAfinity is not a field of affinity/],
         ["a service account name with capitals", { queues: { dynamic: { serviceAccountName: "Builder" } } }, /serviceAccountName "Builder" is not a Kubernetes name/],
+        ["a CPU cap that is not a quantity", { maxCpu: "lots" }, /scaledkite:maxCpu "lots" is not a Kubernetes quantity/],
+        ["a job cap of zero", { maxConcurrentJobs: 0 }, /maxConcurrentJobs must be a whole number from 1/],
+        ["a CPU cap with a queue that requests no CPU", { maxCpu: "8", queues: { dynamic: { resources: { agent: { requests: { memory: "1Gi" } } } } } }, /queues.dynamic.resources.agent requests no cpu: with scaledkite:maxCpu set/],
+        ["an alarm topic that is not an SNS ARN", { alarmTopicArn: "ci-alerts" }, /alarmTopicArn "ci-alerts" is not an SNS topic ARN/],
         ["a pod spec patch that is not an object", { podSpecPatch: "[1]" }, /podSpecPatch must be an object/],
     ];
     for (const [name, overrides, message] of bad) {

@@ -149,6 +149,39 @@ describe("Pulumi program", function () {
         }
     });
 
+    it("alarms when the DLQ holds anything or the Lambda errs, and counts invalid events", () => {
+        const alarms = run.ofType("aws:cloudwatch/metricAlarm:MetricAlarm").map((a) => a.inputs);
+        const dlq = alarms.find((a) => a.namespace === "AWS/SQS")!;
+        assert.strictEqual(dlq.metricName, "ApproximateNumberOfMessagesVisible");
+        assert.match(dlq.dimensions.QueueName, /scheduler-dlq/);
+        assert.strictEqual(dlq.threshold, 0);
+        const errors = alarms.find((a) => a.namespace === "AWS/Lambda")!;
+        assert.strictEqual(errors.metricName, "Errors");
+        assert.deepStrictEqual(dlq.alarmActions, [], "no topic configured");
+        const filter = run.one("aws:cloudwatch/logMetricFilter:LogMetricFilter").inputs;
+        assert.strictEqual(filter.logGroupName, "/scaledkite/test/scheduler");
+        const line = JSON.stringify({ msg: "scaledkite.schedule", outcome: "invalid", reason: "x" });
+        const regex = new RegExp(filter.pattern.slice(1, -1));
+        assert.ok(regex.test(line), "the pattern matches an invalid-event line");
+        assert.ok(!regex.test(JSON.stringify({ outcome: "failed", reason: "rejected by the API server as invalid" })), "and not a failure that mentions invalid");
+    });
+
+    describe("with spend caps and an alarm topic", () => {
+        it("puts a ResourceQuota on the namespace and notifies the topic", async () => {
+            const r = await runProgram({
+                ...baseConfig(),
+                "scaledkite:maxConcurrentJobs": "20", "scaledkite:maxCpu": "40", "scaledkite:maxMemory": "80Gi",
+                "scaledkite:alarmTopicArn": "arn:aws:sns:us-east-1:123456789012:ci-alerts",
+            });
+            const quota = r.one("kubernetes:core/v1:ResourceQuota").inputs;
+            assert.strictEqual(quota.metadata.namespace, "buildkite");
+            assert.deepStrictEqual(quota.spec.hard, { "count/jobs.batch": "20", "requests.cpu": "40", "requests.memory": "80Gi" });
+            for (const alarm of r.ofType("aws:cloudwatch/metricAlarm:MetricAlarm")) {
+                assert.deepStrictEqual(alarm.inputs.alarmActions, ["arn:aws:sns:us-east-1:123456789012:ci-alerts"]);
+            }
+        });
+    });
+
     describe("with a Fargate queue", () => {
         it("creates a Fargate profile selecting that queue's workers, with a pod execution role", async () => {
             const r = await runProgram({

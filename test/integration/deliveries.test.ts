@@ -37,17 +37,14 @@ describe("event deliveries on a real API server", function () {
 
     it("reports a full quota as worth retrying, and schedules the event once room frees", async function () {
         this.timeout(120_000);
+        // scaledkite:maxConcurrentJobs becomes the namespace's ResourceQuota (applied from the program's declaration).
         const stack = await deployStack(state, "quota-workers", {
-            ttlSecondsAfterFinished: 0, annotations: { [ANNOTATION_RUN_SECONDS]: "3" },
+            ttlSecondsAfterFinished: 0, annotations: { [ANNOTATION_RUN_SECONDS]: "3" }, maxConcurrentJobs: 1,
         });
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
-        await core.createNamespacedResourceQuota({
-            namespace: stack.namespace,
-            body: { metadata: { name: "workers" }, spec: { hard: { "count/jobs.batch": "1" } } },
-        });
         // The quota controller fills in status.hard before admission enforces it.
         for (let i = 0; i < 100; i++) {
-            const q = await core.readNamespacedResourceQuota({ name: "workers", namespace: stack.namespace });
+            const q = await core.readNamespacedResourceQuota({ name: "scaledkite-spend-caps", namespace: stack.namespace });
             if (q.status?.hard) break;
             await new Promise((r) => setTimeout(r, 100));
         }
