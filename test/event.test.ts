@@ -2,6 +2,7 @@ import * as assert from "assert";
 import { parseJobEvent } from "../scheduler/event";
 import { isInvalidEvent } from "../scheduler/errors";
 import { anEvent, sampleEvent } from "./helpers/builders";
+import { MALFORMED_EVENTS as malformed } from "./helpers/malformedEvents";
 
 describe("parseJobEvent", () => {
     it("reads the documented Job Scheduled sample", () => {
@@ -24,28 +25,6 @@ describe("parseJobEvent", () => {
         assert.deepStrictEqual(parseJobEvent(e).job.agentQueryRules, []);
     });
 
-    const malformed: [string, unknown, RegExp][] = [
-        ["not JSON", "{nope", /not valid JSON/],
-        ["null", null, /must be a JSON object, got null/],
-        ["an array", [1, 2], /got an array/],
-        ["a number", 42, /got number/],
-        ["no detail-type", anEvent().with((e) => delete e["detail-type"]).build(), /no "detail-type"/],
-        ["empty detail-type", anEvent().detailType("").build(), /no "detail-type"/],
-        ["no detail", anEvent().with((e) => delete e.detail).build(), /no "detail" object/],
-        ["detail is a string", anEvent().with((e) => (e.detail = "x")).build(), /no "detail" object/],
-        ["no job", anEvent().with((e) => delete e.detail.job).build(), /no "job" object/],
-        ["no job uuid", anEvent().with((e) => delete e.detail.job.uuid).build(), /uuid must be a UUID, got nothing/],
-        ["job uuid not a UUID", anEvent().uuid("../../etc/passwd").build(), /uuid must be a UUID/],
-        ["job uuid a number", anEvent().with((e) => (e.detail.job.uuid = 7)).build(), /uuid must be a UUID, got 7/],
-        ["no job type", anEvent().with((e) => delete e.detail.job.type).build(), /type must be a non-empty string/],
-        ["rules not a list", anEvent().rules("queue=dynamic").build(), /must be a list/],
-        ["rule not key=value", anEvent().rules(["queue"]).build(), /not a "key=value" rule/],
-        ["rule a number", anEvent().rules([5]).build(), /not a "key=value" rule/],
-        ["rule with spaces", anEvent().rules(["queue=a b"]).build(), /not a "key=value" rule/],
-        ["build a list", anEvent().with((e) => (e.detail.build = [])).build(), /detail.build must be an object/],
-        ["build number text", anEvent().with((e) => (e.detail.build.number = "12")).build(), /build.number must be a whole number/],
-        ["pipeline slug a number", anEvent().with((e) => (e.detail.pipeline.slug = 3)).build(), /pipeline.slug must be a string/],
-    ];
     for (const [name, input, message] of malformed) {
         it(`rejects ${name}`, () => {
             assert.throws(() => parseJobEvent(input), (e: unknown) => isInvalidEvent(e) && message.test(e.message) && !e.retryable);
