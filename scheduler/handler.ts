@@ -79,8 +79,8 @@ export function decide(settings: SchedulerSettings, event: unknown): Verdict {
     };
 }
 
-/** Makes the handler for a stack's settings and a way to create Jobs. */
-export function createEventHandler(settings: SchedulerSettings, creator: JobClient, log: Logger = (l) => console.log(l)): EventHandler {
+/** Makes the handler for a stack's settings and a client for its worker Jobs. */
+export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = (l) => console.log(l)): EventHandler {
     return async (event: unknown): Promise<Decision> => {
         const started = performance.now();
         const d = decide(settings, event);
@@ -94,14 +94,14 @@ export function createEventHandler(settings: SchedulerSettings, creator: JobClie
         const job = `${settings.namespace}/${jobName(settings.jobPrefix, d.jobUuid)}`;
         try {
             if (d.outcome === "cancel") {
-                const removed = await creator.deleteJob(settings.namespace, d.name);
+                const removed = await jobs.deleteJob(settings.namespace, d.name);
                 return emit({
                     outcome: removed === "deleted" ? "cancelled" : "ignored",
                     reason: removed === "deleted" ? d.reason : "the job finished before it started, and it had no worker",
                     jobUuid: d.jobUuid, queue: d.queue, job, ms: elapsed(),
                 });
             }
-            const result = await creator.createJob(d.manifest);
+            const result = await jobs.createJob(d.manifest);
             return emit({
                 outcome: result,
                 reason: result === "created" ? d.reason : "a worker Job for this job already exists (duplicate or replayed event)",

@@ -9,7 +9,7 @@ import { spawn, execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobClient } from "../../k8s/local/awsIdentities";
+import { LOCAL_REGION, localJobClient, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { ClusterState, down, status, up } from "../../k8s/local/cluster";
 import { createEventHandler, decide } from "../../scheduler/handler";
 import { anEvent } from "../helpers/builders";
@@ -129,7 +129,6 @@ process.stdin.on("end", async () => {
 }
 
 function lambdaEnv(): Record<string, string> {
-    const { SCHEDULER_IDENTITY } = require("../../k8s/local/awsIdentities");
     return { AWS_ACCESS_KEY_ID: SCHEDULER_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: SCHEDULER_IDENTITY.secretAccessKey, AWS_REGION: LOCAL_REGION };
 }
 
@@ -210,7 +209,6 @@ async function main(): Promise<void> {
     }
 }
 
-void LOCAL_CLUSTER_NAME;
 main().catch((e) => {
     console.error(`bench failed: ${(e as Error).message.split("\n")[0]}`);
     process.exit(1);

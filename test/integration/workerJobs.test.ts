@@ -92,39 +92,35 @@ describe("worker Jobs on a real API server", function () {
 
 /** Schedules `event` and follows its worker: accepted, one pod, complete, removed by its TTL. Returns the stored Job. */
 async function runToCompletion(state: ClusterState, stack: DeployedStack, event: any, prefix: string, dind: boolean): Promise<V1Job> {
-    {
-        {
-            const logs: string[] = [];
-            const handle = createEventHandler(stack.settings, creatorAs(state), (l) => logs.push(l));
-            const decision = await handle(event);
-            assert.strictEqual(decision.outcome, "created", logs.join("\n"));
+    const logs: string[] = [];
+    const handle = createEventHandler(stack.settings, creatorAs(state), (l) => logs.push(l));
+    const decision = await handle(event);
+    assert.strictEqual(decision.outcome, "created", logs.join("\n"));
 
-            const kc = adminConfig(state);
-            const k8s = k8sClient();
-            const batch = kc.makeApiClient(k8s.BatchV1Api);
-            const core = kc.makeApiClient(k8s.CoreV1Api);
-            const name = `${prefix}${event.detail.job.uuid}`;
-            const stored: V1Job = await batch.readNamespacedJob({ name, namespace: stack.namespace });
-            assert.strictEqual(stored.spec!.template.spec!.containers[0].env!.find((e) => e.name === "BUILDKITE_AGENT_ACQUIRE_JOB")!.value, event.detail.job.uuid);
-            if (dind) assert.strictEqual(stored.spec!.template.spec!.initContainers![0].restartPolicy, "Always", "the server kept the native sidecar");
+    const kc = adminConfig(state);
+    const k8s = k8sClient();
+    const batch = kc.makeApiClient(k8s.BatchV1Api);
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    const name = `${prefix}${event.detail.job.uuid}`;
+    const stored: V1Job = await batch.readNamespacedJob({ name, namespace: stack.namespace });
+    assert.strictEqual(stored.spec!.template.spec!.containers[0].env!.find((e) => e.name === "BUILDKITE_AGENT_ACQUIRE_JOB")!.value, event.detail.job.uuid);
+    if (dind) assert.strictEqual(stored.spec!.template.spec!.initContainers![0].restartPolicy, "Always", "the server kept the native sidecar");
 
-            const pods = await eventually("the Job controller to create the pod", async () => {
-                const list = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
-                return list.items.length ? list.items : undefined;
-            });
-            assert.strictEqual(pods.length, 1, "one pod per Buildkite job");
-            assert.strictEqual(pods[0].metadata!.labels!["buildkite.com/job-uuid"], event.detail.job.uuid);
+    const pods = await eventually("the Job controller to create the pod", async () => {
+        const list = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
+        return list.items.length ? list.items : undefined;
+    });
+    assert.strictEqual(pods.length, 1, "one pod per Buildkite job");
+    assert.strictEqual(pods[0].metadata!.labels!["buildkite.com/job-uuid"], event.detail.job.uuid);
 
-            await eventually("the Job to complete", async () => {
-                const j = await batch.readNamespacedJob({ name, namespace: stack.namespace });
-                return j.status?.conditions?.some((c) => c.type === "Complete" && c.status === "True") ? true : undefined;
-            });
-            await eventually("the TTL to remove the Job and its pod", async () => {
-                const jobs = await batch.listNamespacedJob({ namespace: stack.namespace, labelSelector: `buildkite.com/job-uuid=${event.detail.job.uuid}` });
-                const left = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
-                return jobs.items.length === 0 && left.items.length === 0 ? true : undefined;
-            }, 90_000);
-            return stored;
-        }
-    }
+    await eventually("the Job to complete", async () => {
+        const j = await batch.readNamespacedJob({ name, namespace: stack.namespace });
+        return j.status?.conditions?.some((c) => c.type === "Complete" && c.status === "True") ? true : undefined;
+    });
+    await eventually("the TTL to remove the Job and its pod", async () => {
+        const jobs = await batch.listNamespacedJob({ namespace: stack.namespace, labelSelector: `buildkite.com/job-uuid=${event.detail.job.uuid}` });
+        const left = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
+        return jobs.items.length === 0 && left.items.length === 0 ? true : undefined;
+    }, 90_000);
+    return stored;
 }
