@@ -1,0 +1,84 @@
+/**
+ * A local stand-in for Buildkite's Stacks API that follows its documented contract for what the
+ * sweep uses: registration, paginated scheduled jobs per queue (oldest first) with page_info and
+ * cluster_queue.dispatch_paused, token auth, and, on request, 429 with Retry-After and 5xx answers.
+ */
+import * as http from "http";
+import type { StacksJob } from "../../scheduler/stacksApi";
+
+export interface StandIn {
+    endpoint: string;
+    token: string;
+    /** Scheduled jobs by queue key. */
+    scheduled: Map<string, StacksJob[]>;
+    paused: Set<string>;
+    registered: Map<string, { queue_key: string; type: string }>;
+    /** Answers the next N requests with this status (429 carries Retry-After: 1). */
+    failNext(status: number, count?: number): void;
+    requests: string[];
+    pageSize: number;
+    close(): Promise<void>;
+}
+
+export async function startStacksApi(token = "bkct_local_cluster_token"): Promise<StandIn> {
+    const scheduled = new Map<string, StacksJob[]>();
+    const paused = new Set<string>();
+    const registered = new Map<string, { queue_key: string; type: string }>();
+    const failures: number[] = [];
+    const requests: string[] = [];
+    const state = { pageSize: 1000 };
+
+    const server = http.createServer((req, res) => {
+        let body = "";
+        req.on("data", (c) => (body += c));
+        req.on("end", () => {
+            const url = new URL(req.url!, "http://x");
+            requests.push(`${req.method} ${url.pathname}`);
+            const send = (status: number, obj: unknown, headers: Record<string, string> = {}) => {
+                res.writeHead(status, { "content-type": "application/json", ...headers });
+                res.end(JSON.stringify(obj));
+            };
+            if (req.headers.authorization !== `Token ${token}`) return send(401, { message: "Unauthorized" });
+            const failure = failures.shift();
+            if (failure === 429) return send(429, { message: "Too many requests" }, { "retry-after": "1", "ratelimit-remaining": "0" });
+            if (failure) return send(failure, { message: "Internal error" });
+
+            if (req.method === "POST" && url.pathname === "/v3/stacks/register") {
+                const b = JSON.parse(body);
+                if (!b.key || !b.queue_key || b.type !== "custom") return send(422, { message: "key, type custom and queue_key are required" });
+                registered.set(`${b.key}/${b.queue_key}`, b);
+                return send(200, { key: b.key, type: b.type, queue_key: b.queue_key, state: "connected" });
+            }
+            const m = /^\/v3\/stacks\/([^/]+)\/scheduled-jobs$/.exec(url.pathname);
+            if (req.method === "GET" && m) {
+                const queue = url.searchParams.get("queue_key") ?? "";
+                if (!registered.has(`${decodeURIComponent(m[1])}/${queue}`)) return send(404, { message: "No stack registered for this queue" });
+                const limit = Math.min(Number(url.searchParams.get("limit") ?? "100"), 1000, state.pageSize);
+                const all = [...(scheduled.get(queue) ?? [])].sort((a, b) => (a.scheduled_at ?? "").localeCompare(b.scheduled_at ?? ""));
+                const after = url.searchParams.get("after");
+                const start = after ? all.findIndex((j) => j.id === after) + 1 : 0;
+                const page = all.slice(start, start + limit);
+                return send(200, {
+                    jobs: page,
+                    page_info: { has_next_page: start + limit < all.length, end_cursor: page.length ? page[page.length - 1].id : null },
+                    cluster_queue: { id: `cq-${queue}`, dispatch_paused: paused.has(queue) },
+                });
+            }
+            send(404, { message: "Not found" });
+        });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as { port: number }).port;
+    return {
+        endpoint: `http://127.0.0.1:${port}/v3`,
+        token,
+        scheduled,
+        paused,
+        registered,
+        requests,
+        get pageSize() { return state.pageSize; },
+        set pageSize(n: number) { state.pageSize = n; },
+        failNext(status, count = 1) { for (let i = 0; i < count; i++) failures.push(status); },
+        close: () => new Promise<void>((r) => server.close(() => r())),
+    };
+}

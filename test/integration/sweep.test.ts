@@ -1,0 +1,129 @@
+/**
+ * The sweep against the real API server and a local stand-in for Buildkite's Stacks API: lost events
+ * are recovered, nothing runs twice, paused queues are left alone, rate limits and failures are
+ * handled.
+ */
+import * as assert from "assert";
+import { ClusterState } from "../../k8s/local/cluster";
+import { createEventHandler } from "../../scheduler/handler";
+import { stacksApi, StacksJob } from "../../scheduler/stacksApi";
+import { createSweeper, eventFromStacksJob } from "../../scheduler/sweep";
+import { newUuid } from "../helpers/builders";
+import { creatorAs, deleteNamespace, deployStack, DeployedStack } from "../helpers/deploy";
+import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
+import { StandIn, startStacksApi } from "../helpers/stacksApiStandIn";
+
+function stacksJob(queue: string, overrides: Partial<StacksJob> = {}): StacksJob {
+    return {
+        id: newUuid(), priority: 0, agent_query_rules: [`queue=${queue}`], scheduled_at: new Date().toISOString(),
+        pipeline: { slug: "my-pipeline" }, build: { number: 7, branch: "main" }, step: { key: "test", label: ":test: Test" }, ...overrides,
+    };
+}
+
+describe("the sweep (Stacks API stand-in, real API server)", function () {
+    let state: ClusterState;
+    let api: StandIn;
+    const namespaces: string[] = [];
+    before(async function () {
+        state = await localCluster(this);
+        api = await startStacksApi();
+    });
+    after(async function () {
+        if (api) await api.close();
+        if (state) for (const ns of namespaces) await deleteNamespace(state, ns);
+    });
+
+    async function stack(name: string, extra: Record<string, unknown> = {}): Promise<DeployedStack> {
+        namespaces.push(name);
+        api.scheduled.clear();
+        api.paused.clear();
+        return deployStack(state, name, { queues: { dynamic: {}, other: {} }, ...extra });
+    }
+    async function jobUuids(namespace: string): Promise<string[]> {
+        const list = await adminConfig(state).makeApiClient(k8sClient().BatchV1Api).listNamespacedJob({ namespace });
+        return list.items.map((j) => j.metadata!.labels!["buildkite.com/job-uuid"]).sort();
+    }
+    const sweeperFor = (s: DeployedStack, lines: string[] = []) =>
+        createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) }), creatorAs(state), "scaledkite-test", (l) => lines.push(l));
+
+    it("schedules the jobs whose events were lost, and leaves alone those that have a worker", async () => {
+        const s = await stack("sweep-lost");
+        const delivered = stacksJob("dynamic");
+        const lost = [stacksJob("dynamic"), stacksJob("dynamic"), stacksJob("other")];
+        api.scheduled.set("dynamic", [delivered, lost[0], lost[1]]);
+        api.scheduled.set("other", [lost[2]]);
+        assert.strictEqual((await createEventHandler(s.settings, creatorAs(state), () => {})(eventFromStacksJob(delivered))).outcome, "created");
+
+        const lines: string[] = [];
+        const report = await sweeperFor(s, lines)();
+        assert.deepStrictEqual(report.map((r) => [r.queue, r.listed, r.created, r.exists, r.failed]), [["dynamic", 3, 2, 1, 0], ["other", 1, 1, 0, 0]]);
+        assert.deepStrictEqual(await jobUuids(s.namespace), [delivered, ...lost].map((j) => j.id).sort());
+        assert.ok(api.registered.has("scaledkite-test/dynamic") && api.registered.has("scaledkite-test/other"), "the stack is registered per queue");
+        assert.ok(lines.some((l) => l.startsWith('{"via":"sweep","msg":"scaledkite.schedule","outcome":"created"')));
+        assert.deepStrictEqual((await sweeperFor(s)()).map((r) => r.created), [0, 0], "a second sweep creates nothing");
+    });
+
+    it("reads every page", async () => {
+        const s = await stack("sweep-pages");
+        const many = Array.from({ length: 7 }, (_, i) => stacksJob("dynamic", { scheduled_at: `2026-01-01T00:00:0${i}Z` }));
+        api.scheduled.set("dynamic", many);
+        api.pageSize = 3;
+        try {
+            const report = await sweeperFor(s)();
+            assert.strictEqual(report[0].created, 7);
+        } finally {
+            api.pageSize = 1000;
+        }
+        assert.strictEqual((await jobUuids(s.namespace)).length, 7);
+    });
+
+    it("makes one Job when the sweep and the events race on the same jobs", async () => {
+        const s = await stack("sweep-race");
+        const racing = Array.from({ length: 10 }, () => stacksJob("dynamic"));
+        api.scheduled.set("dynamic", racing);
+        const handle = createEventHandler(s.settings, creatorAs(state), () => {});
+        await Promise.all([
+            sweeperFor(s)(),
+            ...racing.flatMap((j) => [handle(eventFromStacksJob(j)), handle(eventFromStacksJob(j))]),
+        ]);
+        assert.deepStrictEqual(await jobUuids(s.namespace), racing.map((j) => j.id).sort());
+    });
+
+    it("leaves a queue whose dispatch is paused alone", async () => {
+        const s = await stack("sweep-paused");
+        api.scheduled.set("dynamic", [stacksJob("dynamic")]);
+        api.paused.add("dynamic");
+        const report = await sweeperFor(s)();
+        assert.strictEqual(report[0].paused, true);
+        assert.strictEqual(report[0].created, 0);
+        assert.deepStrictEqual(await jobUuids(s.namespace), []);
+    });
+
+    it("waits out a 429 with Retry-After, and reports a 5xx clearly so the next sweep retries", async () => {
+        const s = await stack("sweep-limits");
+        api.scheduled.set("dynamic", [stacksJob("dynamic")]);
+        api.failNext(429);
+        const started = Date.now();
+        assert.strictEqual((await sweeperFor(s)())[0].created, 1);
+        assert.ok(Date.now() - started >= 900, "it waited about the Retry-After second");
+
+        api.scheduled.set("dynamic", [stacksJob("dynamic")]);
+        api.failNext(503, 2);
+        await assert.rejects(sweeperFor(s)(), /sweep: queue dynamic: Buildkite Stacks API POST \/stacks\/register: 503 .*the next sweep tries again; queue other/);
+        assert.strictEqual((await sweeperFor(s)())[0].created, 1, "the next sweep catches up");
+    });
+
+    it("says what is wrong with a token the Stacks API refuses", async () => {
+        const s = await stack("sweep-token");
+        const sweep = createSweeper(s.settings, stacksApi(() => "wrong", { endpoint: api.endpoint }), creatorAs(state), "scaledkite-test", () => {});
+        await assert.rejects(sweep(), /401 \(Unauthorized\); the agent token must be a cluster agent token/);
+    });
+
+    it("turns a Stacks API job into the event the handler takes", () => {
+        const j = stacksJob("dynamic");
+        const e = eventFromStacksJob(j) as any;
+        assert.strictEqual(e["detail-type"], "Job Scheduled");
+        assert.strictEqual(e.detail.job.uuid, j.id);
+        assert.deepStrictEqual(e.detail.job.agent_query_rules, ["queue=dynamic"]);
+    });
+});
