@@ -9,10 +9,12 @@
 import * as pulumi from "@pulumi/pulumi";
 import { createClusterProvider, readCluster } from "./k8s/cluster";
 import { createFargateProfiles } from "./k8s/fargate";
+import { SWEEPER_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
 import { readStackConfig } from "./scheduler/pulumiConfig";
 import { schedulerSettings } from "./scheduler/config";
 import { Scheduler } from "./scheduler/scheduler";
+import { Sweeper } from "./scheduler/sweeper";
 
 const { config, secrets } = readStackConfig(new pulumi.Config("scaledkite"));
 
@@ -28,6 +30,7 @@ const workers = new WorkerNamespace("workers", {
     hooks: config.hooks,
     caps: config.caps,
     schedulerGroup: SCHEDULER_GROUP,
+    sweeperGroup: config.sweep.intervalMinutes > 0 ? SWEEPER_GROUP : undefined,
     provider,
 });
 
@@ -48,6 +51,18 @@ const scheduler = new Scheduler("scheduler", {
     lambda: config.lambda,
 }, { dependsOn: [workers] });
 
+const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
+    settings: schedulerSettings(config),
+    cluster,
+    intervalMinutes: config.sweep.intervalMinutes,
+    stackKey: config.sweep.stackKey ?? `scaledkite-${pulumi.getStack()}`,
+    endpoint: config.sweep.endpoint,
+    kubernetesGroups: [SWEEPER_GROUP],
+    logRetentionDays: config.lambda.logRetentionDays,
+    timeoutSeconds: config.lambda.timeoutSeconds,
+    alarmTopicArn: config.alarmTopicArn,
+}, { dependsOn: [workers] }) : undefined;
+
 export const namespace = workers.namespace;
 export const queues = Object.keys(config.queues);
 export const functionName = scheduler.functionName;
@@ -56,4 +71,5 @@ export const eventRuleArn = scheduler.ruleArn;
 export const cancelRuleArn = scheduler.cancelRuleArn;
 export const deadLetterQueueUrl = scheduler.deadLetterQueueUrl;
 export const logGroupName = scheduler.logGroupName;
+export const sweepFunctionName = sweeper?.functionName ?? "sweep off";
 export const watchWorkers = pulumi.interpolate`kubectl get jobs,pods -n ${workers.namespace} -l app.kubernetes.io/managed-by=scaledkite`;

@@ -12,6 +12,7 @@ export interface PolicyRule {
     apiGroups: string[];
     resources: string[];
     verbs: string[];
+    resourceNames?: string[];
 }
 
 /** Worker Jobs in the workers' namespace (create; delete the worker of a job cancelled before it ran), and nothing more. */
@@ -19,14 +20,35 @@ export const SCHEDULER_RULES: PolicyRule[] = [
     { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
 ];
 
-/** The Role and RoleBinding as manifests. */
-export function schedulerRbac(namespace: string, group = SCHEDULER_GROUP): [object, object] {
+/** The sweep's identity: its own group, so only it may read the agent token. */
+export const SWEEPER_GROUP = "scaledkite:sweeper";
+export const SWEEPER_ROLE = "scaledkite-sweeper";
+
+/** Worker Jobs as the scheduler has them, and the agent token Secret (by name), to call the Stacks API. */
+export function sweeperRules(agentTokenSecret: string): PolicyRule[] {
     return [
-        { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: { name: SCHEDULER_ROLE, namespace }, rules: SCHEDULER_RULES },
+        { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list"] },
+        { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: [agentTokenSecret] },
+    ];
+}
+
+function roleAndBinding(name: string, namespace: string, rules: PolicyRule[], group: string): [object, object] {
+    return [
+        { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: { name, namespace }, rules },
         {
-            apiVersion: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", metadata: { name: SCHEDULER_ROLE, namespace },
-            roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: SCHEDULER_ROLE },
+            apiVersion: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", metadata: { name, namespace },
+            roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name },
             subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: group }],
         },
     ];
+}
+
+/** The scheduler's Role and RoleBinding as manifests. */
+export function schedulerRbac(namespace: string, group = SCHEDULER_GROUP): [object, object] {
+    return roleAndBinding(SCHEDULER_ROLE, namespace, SCHEDULER_RULES, group);
+}
+
+/** The sweep's Role and RoleBinding as manifests. */
+export function sweeperRbac(namespace: string, agentTokenSecret: string, group = SWEEPER_GROUP): [object, object] {
+    return roleAndBinding(SWEEPER_ROLE, namespace, sweeperRules(agentTokenSecret), group);
 }

@@ -2,7 +2,7 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../scheduler/settings";
 import type { SpendCaps } from "../scheduler/config";
-import { SCHEDULER_GROUP, schedulerRbac } from "./rbac";
+import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac } from "./rbac";
 
 export { SCHEDULER_GROUP };
 
@@ -24,6 +24,8 @@ export interface WorkerNamespaceArgs {
     caps?: SpendCaps;
     /** The Kubernetes group the scheduler's identity belongs to. */
     schedulerGroup?: string;
+    /** The sweep's group, when the sweep runs: it may also read the agent token Secret. */
+    sweeperGroup?: string;
     /** The provider for the target cluster. */
     provider: k8s.Provider;
 }
@@ -75,6 +77,7 @@ export class WorkerNamespace extends pulumi.ComponentResource {
         }
 
         const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
+        if (args.sweeperGroup) createRbac(`${name}-sweeper`, sweeperRbac(args.namespace, SECRET_NAMES.agentToken, args.sweeperGroup), inNs);
 
         this.namespace = namespace;
         this.secretNames = pulumi.all(secrets.map((s) => s.metadata.name));
@@ -109,8 +112,12 @@ export function createSecret(
 
 /** The scheduler's Role and its binding to the scheduler's group (the manifests of rbac.ts). */
 export function createSchedulerRole(name: string, namespace: string, group: string, opts: pulumi.CustomResourceOptions): k8s.rbac.v1.Role {
-    const [role, binding] = schedulerRbac(namespace, group);
-    const created = new k8s.rbac.v1.Role(`${name}-scheduler`, role as k8s.rbac.v1.RoleArgs, opts);
-    new k8s.rbac.v1.RoleBinding(`${name}-scheduler`, binding as k8s.rbac.v1.RoleBindingArgs, { ...opts, dependsOn: [created] });
+    return createRbac(`${name}-scheduler`, schedulerRbac(namespace, group), opts);
+}
+
+/** A Role and its RoleBinding from their manifests. */
+export function createRbac(name: string, [role, binding]: [object, object], opts: pulumi.CustomResourceOptions): k8s.rbac.v1.Role {
+    const created = new k8s.rbac.v1.Role(name, role as k8s.rbac.v1.RoleArgs, opts);
+    new k8s.rbac.v1.RoleBinding(name, binding as k8s.rbac.v1.RoleBindingArgs, { ...opts, dependsOn: [created] });
     return created;
 }

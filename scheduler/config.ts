@@ -7,6 +7,7 @@
  * here; their values never pass through this module.
  */
 import { configError } from "./errors";
+import { DEFAULT_AGENT_ENDPOINT } from "./stacksApi";
 import { DEFAULT_QUEUE } from "./queue";
 import { ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "./settings";
 
@@ -70,6 +71,8 @@ export interface StackConfig {
     caps: SpendCaps;
     /** An SNS topic for the alarms (DLQ not empty, Lambda errors). */
     alarmTopicArn?: string;
+    /** The sweep: minutes between runs (0: off), the Stacks API stack key and endpoint. */
+    sweep: { intervalMinutes: number; stackKey?: string; endpoint: string };
     lambda: LambdaConfig;
 }
 
@@ -95,6 +98,7 @@ const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
 export const CONFIG_KEYS: readonly string[] = [
     "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "env", "gitCredentials",
     "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
+    "sweepInterval", "stackKey", "agentEndpoint",
     "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
     ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
 ];
@@ -463,6 +467,16 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         p.add("alarmTopicArn", `${JSON.stringify(alarmTopicArn)} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)`);
     }
 
+    const sweep = {
+        intervalMinutes: asInteger(raw.sweepInterval, "sweepInterval", p, 0, 60) ?? 1,
+        stackKey: asString(raw.stackKey, "stackKey", p),
+        endpoint: asString(raw.agentEndpoint, "agentEndpoint", p) ?? DEFAULT_AGENT_ENDPOINT,
+    };
+    if (sweep.stackKey !== undefined && !/^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/.test(sweep.stackKey)) p.add("stackKey", `${JSON.stringify(sweep.stackKey)} is not a usable stack key (letters, digits, '-', '_', '.')`);
+    if (!/^https:\/\/[^\s/]+(\/\S*)?$/.test(sweep.endpoint) && !/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?(\/\S*)?$/.test(sweep.endpoint)) {
+        p.add("agentEndpoint", `${JSON.stringify(sweep.endpoint)} must be an https URL (default ${DEFAULT_AGENT_ENDPOINT})`);
+    }
+
     const lambda: LambdaConfig = {
         memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? 128,
         timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, 3, 900) ?? 30,
@@ -488,6 +502,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         fargateSubnetIds,
         caps,
         alarmTopicArn,
+        sweep,
         lambda,
     };
 }

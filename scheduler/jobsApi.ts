@@ -1,7 +1,7 @@
 /**
- * The Lambda's Kubernetes client: the calls it makes (create a Job; delete one whose Buildkite job
- * finished before it started) over a keep-alive HTTPS connection that trusts the cluster CA, with a
- * bearer token.
+ * The Lambdas' Kubernetes client: the calls they make (create a Job; delete one whose Buildkite job
+ * finished before it started; the sweep reads the agent token Secret) over a keep-alive HTTPS
+ * connection that trusts the cluster CA, with a bearer token.
  *
  * Why not @kubernetes/client-node here (the CLI and the tests use it): measured on this project,
  * loading it added about 1.1 s to every Lambda cold start, 11.5 MB to the zipped package and over
@@ -20,6 +20,8 @@ export interface JobsApi {
     create(job: V1Job, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
     /** Deletes a Job and its pods; resolves with 200/202, or 404 when there was none. Throws KubernetesError. */
     remove(namespace: string, name: string, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
+    /** Reads one key of a Secret (the sweep's agent token). Throws KubernetesError. */
+    secretValue(namespace: string, name: string, key: string, token: string): Promise<string>;
     readonly server: string;
 }
 
@@ -84,6 +86,14 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
             const namespace = job.metadata!.namespace!;
             return call("POST", `${jobsPath(namespace)}`, JSON.stringify(job), token, `creating Job ${namespace}/${job.metadata!.name}`,
                 (status, body) => status === 201 || status === 200 || status === 202 || (status === 409 && body.reason === "AlreadyExists"));
+        },
+        async secretValue(namespace: string, name: string, key: string, token: string) {
+            const what = `reading Secret ${namespace}/${name}`;
+            const { body } = await call("GET", `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`, "", token, what,
+                (status) => status === 200);
+            const value = (body as { data?: Record<string, string> }).data?.[key];
+            if (value === undefined) throw classifyApiFailure(404, { message: `Secret ${namespace}/${name} has no key ${key}` }, what);
+            return Buffer.from(value, "base64").toString();
         },
         remove(namespace: string, name: string, token: string) {
             // Background propagation: the garbage collector removes the pod.

@@ -57,10 +57,34 @@ export interface EksClusterAccess {
     caData: string;
 }
 
-/** The Lambda's JobClient: EKS tokens signed from the function's own IAM role, cached for 14 minutes. */
-export function eksJobClient(cluster: EksClusterAccess): JobClient {
-    const tokens = new TokenCache(() => signEksToken(cluster.name, cluster.region, credentialsFromEnv()));
+/** EKS tokens signed from the function's own IAM role, cached for 14 minutes. */
+export function eksTokens(cluster: EksClusterAccess): TokenCache {
+    return new TokenCache(() => signEksToken(cluster.name, cluster.region, credentialsFromEnv()));
+}
+
+/** The Lambda's JobClient. */
+export function eksJobClient(cluster: EksClusterAccess, tokens: TokenCache = eksTokens(cluster)): JobClient {
     return bearerJobClient(cluster.endpoint, cluster.caData, tokens);
+}
+
+/**
+ * Reads a Secret's value with a bearer token, cached for `ttlMs` so a rotated value is picked up
+ * within that time. (The sweep reads the agent token this way: it never passes through Pulumi state
+ * into the Lambda.)
+ */
+export function bearerSecretReader(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string, ttlMs = 5 * 60_000): () => Promise<string> {
+    const api = jobsApi(server, caData);
+    let cached: { value: string; at: number } | undefined;
+    return async () => {
+        if (cached && Date.now() - cached.at < ttlMs) return cached.value;
+        try {
+            cached = { value: await api.secretValue(namespace, name, key, await tokens.get()), at: Date.now() };
+        } catch (e) {
+            if ((e as KubernetesError).status === 401) tokens.invalidate();
+            throw e;
+        }
+        return cached.value;
+    };
 }
 
 /** Reads the Status body an ApiException carries (client-node keeps it as text or as an object). */

@@ -169,7 +169,7 @@ export const INVALID_EVENTS_METRIC = "InvalidEvents";
  * notify `topicArn` when given), and a count of invalid events from the decision log lines.
  */
 export function createAlarms(
-    name: string, args: { dlqName: pulumi.Input<string>; functionName: pulumi.Input<string>; logGroupName: pulumi.Input<string>; topicArn?: string },
+    name: string, args: { dlqName?: pulumi.Input<string>; functionName: pulumi.Input<string>; logGroupName: pulumi.Input<string>; topicArn?: string },
     opts: pulumi.CustomResourceOptions,
 ): aws.cloudwatch.MetricAlarm[] {
     const actions = args.topicArn ? [args.topicArn] : [];
@@ -184,15 +184,15 @@ export function createAlarms(
         metricTransformation: { name: INVALID_EVENTS_METRIC, namespace: "Scaledkite", value: "1", defaultValue: "0" },
     }, opts);
     return [
-        new aws.cloudwatch.MetricAlarm(`${name}-dlq-not-empty`, {
+        ...(args.dlqName === undefined ? [] : [new aws.cloudwatch.MetricAlarm(`${name}-dlq-not-empty`, {
             ...common,
             alarmDescription: "Scaledkite: events that could not be scheduled are waiting in the dead-letter queue; the Lambda's log says why for each job",
             namespace: "AWS/SQS", metricName: "ApproximateNumberOfMessagesVisible", statistic: "Maximum",
             dimensions: { QueueName: args.dlqName },
-        }, opts),
+        }, opts)]),
         new aws.cloudwatch.MetricAlarm(`${name}-errors`, {
             ...common,
-            alarmDescription: "Scaledkite: the scheduler Lambda failed (its log line says why; failures worth retrying are retried)",
+            alarmDescription: `Scaledkite: the ${name} Lambda failed (its log line says why; failures worth retrying are retried)`,
             namespace: "AWS/Lambda", metricName: "Errors", statistic: "Sum",
             dimensions: { FunctionName: args.functionName },
         }, opts),
@@ -201,17 +201,20 @@ export function createAlarms(
 
 /** The Lambda's own role, with an inline least-privilege policy and no managed policies. */
 export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<string>, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions): aws.iam.Role {
+    return createLambdaRole(name, "Scaledkite scheduler Lambda: writes its logs and DLQ; Kubernetes access comes from its EKS access entry",
+        pulumi.all([logGroupArn, dlqArn]).apply(([l, q]) => schedulerPolicy(l, q)), opts);
+}
+
+/** A role only Lambda can assume, with one inline policy and no managed policies. */
+export function createLambdaRole(name: string, description: string, policy: pulumi.Output<object>, opts: pulumi.CustomResourceOptions): aws.iam.Role {
     const role = new aws.iam.Role(`${name}-role`, {
-        description: "Scaledkite scheduler Lambda: writes its logs and DLQ; Kubernetes access comes from its EKS access entry",
+        description,
         assumeRolePolicy: JSON.stringify({
             Version: "2012-10-17",
             Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
         }),
     }, opts);
-    new aws.iam.RolePolicy(`${name}-policy`, {
-        role: role.id,
-        policy: pulumi.all([logGroupArn, dlqArn]).apply(([l, q]) => JSON.stringify(schedulerPolicy(l, q))),
-    }, opts);
+    new aws.iam.RolePolicy(`${name}-policy`, { role: role.id, policy: policy.apply((p) => JSON.stringify(p)) }, opts);
     return role;
 }
 

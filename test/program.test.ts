@@ -5,12 +5,6 @@ import * as assert from "assert";
 import { eventPattern } from "../scheduler/scheduler";
 import { baseConfig, lambdaArchive, lambdaCode, runProgram, ProgramRun } from "./helpers/pulumiProgram";
 
-function named(run: ProgramRun, type: string, name: string) {
-    const found = run.ofType(type).find((r) => r.name === name);
-    if (!found) throw new Error(`no ${type} named ${name}`);
-    return found;
-}
-
 function statements(policyJson: string): any[] {
     return JSON.parse(policyJson).Statement;
 }
@@ -37,22 +31,22 @@ describe("Pulumi program", function () {
         const hooks = run.one("kubernetes:core/v1:ConfigMap").inputs;
         assert.strictEqual(hooks.metadata.name, "scaledkite-hooks");
         assert.strictEqual(hooks.data.environment, "#!/bin/sh\nexport FOO=1\n");
-        const role = run.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs;
+        const role = run.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-scheduler").inputs;
         assert.deepStrictEqual(role.rules, [{ apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] }]);
-        const binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs;
+        const binding = run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-scheduler").inputs;
         assert.deepStrictEqual(binding.subjects, [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "scaledkite:scheduler" }]);
         assert.strictEqual(binding.metadata.namespace, "buildkite");
     });
 
     it("maps the Lambda role to the scheduler group with an EKS access entry", () => {
-        const entry = run.one("aws:eks/accessEntry:AccessEntry").inputs;
+        const entry = run.named("aws:eks/accessEntry:AccessEntry", "scheduler-access").inputs;
         assert.strictEqual(entry.clusterName, "ci-cluster");
         assert.deepStrictEqual(entry.kubernetesGroups, ["scaledkite:scheduler"]);
         assert.match(entry.principalArn, /scheduler-role/);
     });
 
     it("listens on the partner bus for this account's Job Scheduled events of the served queues only", () => {
-        const rule = named(run, "aws:cloudwatch/eventRule:EventRule", "scheduler-job-scheduled").inputs;
+        const rule = run.named("aws:cloudwatch/eventRule:EventRule", "scheduler-job-scheduled").inputs;
         assert.strictEqual(rule.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
         assert.deepStrictEqual(JSON.parse(rule.eventPattern), {
             account: ["123456789012"],
@@ -62,7 +56,7 @@ describe("Pulumi program", function () {
     });
 
     it("also listens for Job Finished events of jobs that never started, to remove their workers", () => {
-        const rule = named(run, "aws:cloudwatch/eventRule:EventRule", "scheduler-job-cancelled").inputs;
+        const rule = run.named("aws:cloudwatch/eventRule:EventRule", "scheduler-job-cancelled").inputs;
         assert.deepStrictEqual(JSON.parse(rule.eventPattern), {
             account: ["123456789012"],
             "detail-type": ["Job Finished"],
@@ -75,14 +69,14 @@ describe("Pulumi program", function () {
     });
 
     it("delivers with a retry policy and an SQS dead-letter queue, and lets only this rule invoke", () => {
-        const targets = run.ofType("aws:cloudwatch/eventTarget:EventTarget");
-        assert.strictEqual(targets.length, 2, "one per rule");
+        const targets = run.ofType("aws:cloudwatch/eventTarget:EventTarget").filter((t) => t.inputs.eventBusName !== undefined);
+        assert.strictEqual(targets.length, 2, "one per partner-bus rule");
         for (const { inputs: target } of targets) {
             assert.deepStrictEqual(target.retryPolicy, { maximumRetryAttempts: 185, maximumEventAgeInSeconds: 86400 });
             assert.match(target.deadLetterConfig.arn, /scheduler-dlq/);
             assert.strictEqual(target.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
         }
-        const permissions = run.ofType("aws:lambda/permission:Permission").map((p) => p.inputs);
+        const permissions = run.ofType("aws:lambda/permission:Permission").filter((p) => p.name.startsWith("scheduler")).map((p) => p.inputs);
         assert.deepStrictEqual(permissions.map((p) => p.principal), ["events.amazonaws.com", "events.amazonaws.com"]);
         assert.deepStrictEqual(permissions.map((p) => p.sourceArn.split("/").pop()).sort(), ["scheduler-job-cancelled-generated", "scheduler-job-scheduled-generated"]);
         const dlqPolicy = statements(run.one("aws:sqs/queuePolicy:QueuePolicy").inputs.policy);
@@ -93,14 +87,14 @@ describe("Pulumi program", function () {
     });
 
     it("runs the Lambda on nodejs24.x with its own role, a log group with retention, and no broad policies", () => {
-        const fn = run.one("aws:lambda/function:Function").inputs;
+        const fn = run.named("aws:lambda/function:Function", "scheduler-fn").inputs;
         assert.strictEqual(fn.runtime, "nodejs24.x");
         assert.match(fn.role, /scheduler-role/);
         assert.strictEqual(fn.memorySize, 128);
         assert.strictEqual(fn.loggingConfig.logGroup, "/scaledkite/test/scheduler");
-        assert.strictEqual(run.one("aws:cloudwatch/logGroup:LogGroup").inputs.retentionInDays, 14);
+        assert.strictEqual(run.named("aws:cloudwatch/logGroup:LogGroup", "scheduler-logs").inputs.retentionInDays, 14);
         assert.strictEqual(run.ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").length, 0, "no managed policy is attached");
-        assert.strictEqual(run.one("aws:iam/role:Role").inputs.managedPolicyArns, undefined);
+        for (const role of run.ofType("aws:iam/role:Role")) assert.strictEqual(role.inputs.managedPolicyArns, undefined);
     });
 
     it("grants no wildcard action and no wildcard resource", () => {
@@ -112,15 +106,18 @@ describe("Pulumi program", function () {
                 for (const resource of [s.Resource].flat()) assert.ok(resource !== "*", `wildcard resource in ${p.name}`);
             }
         }
-        const role = statements(run.one("aws:iam/rolePolicy:RolePolicy").inputs.policy);
+        const role = statements(run.named("aws:iam/rolePolicy:RolePolicy", "scheduler-policy").inputs.policy);
         assert.deepStrictEqual(role.map((s) => s.Action).flat().sort(), ["logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"]);
+        const sweep = statements(run.named("aws:iam/rolePolicy:RolePolicy", "sweep-policy").inputs.policy);
+        assert.deepStrictEqual(sweep.map((s) => s.Action).flat().sort(), ["logs:CreateLogStream", "logs:PutLogEvents"]);
     });
 
     it("keeps secrets out of plain text: not in outputs, the Lambda code or its environment", async () => {
         const code = await lambdaCode(run);
-        const fn = run.one("aws:lambda/function:Function").inputs;
+        const fn = run.named("aws:lambda/function:Function", "scheduler-fn").inputs;
         for (const secret of ["bk-agent-token-SECRET-VALUE", "ghp_ENV-SECRET-VALUE", "GIT-SECRET-VALUE", "SSH-SECRET-VALUE"]) {
             assert.ok(!code.includes(secret), `${secret} in the Lambda code`);
+            assert.ok(!(await lambdaCode(run, "sweep-fn")).includes(secret), `${secret} in the sweep's code`);
             assert.ok(!JSON.stringify(fn).includes(secret), `${secret} in the function's inputs`);
             assert.ok(!JSON.stringify(run.outputs).includes(secret), `${secret} in the stack outputs`);
         }
@@ -128,7 +125,7 @@ describe("Pulumi program", function () {
     });
 
     it("outputs what a user needs next", () => {
-        for (const key of ["namespace", "queues", "functionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers"]) {
+        for (const key of ["namespace", "queues", "functionName", "sweepFunctionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers"]) {
             assert.ok(run.outputs[key] !== undefined, `output ${key}`);
         }
         assert.deepStrictEqual(run.outputs.queues, ["dynamic", "docker-free"]);
@@ -151,6 +148,7 @@ describe("Pulumi program", function () {
 
     it("alarms when the DLQ holds anything or the Lambda errs, and counts invalid events", () => {
         const alarms = run.ofType("aws:cloudwatch/metricAlarm:MetricAlarm").map((a) => a.inputs);
+        assert.deepStrictEqual(alarms.map((a) => a.metricName).sort(), ["ApproximateNumberOfMessagesVisible", "Errors", "Errors"], "DLQ, scheduler errors, sweep errors");
         const dlq = alarms.find((a) => a.namespace === "AWS/SQS")!;
         assert.strictEqual(dlq.metricName, "ApproximateNumberOfMessagesVisible");
         assert.match(dlq.dimensions.QueueName, /scheduler-dlq/);
@@ -158,12 +156,25 @@ describe("Pulumi program", function () {
         const errors = alarms.find((a) => a.namespace === "AWS/Lambda")!;
         assert.strictEqual(errors.metricName, "Errors");
         assert.deepStrictEqual(dlq.alarmActions, [], "no topic configured");
-        const filter = run.one("aws:cloudwatch/logMetricFilter:LogMetricFilter").inputs;
+        const filter = run.named("aws:cloudwatch/logMetricFilter:LogMetricFilter", "scheduler-invalid-events").inputs;
         assert.strictEqual(filter.logGroupName, "/scaledkite/test/scheduler");
         const line = JSON.stringify({ msg: "scaledkite.schedule", outcome: "invalid", reason: "x" });
         const regex = new RegExp(filter.pattern.slice(1, -1));
         assert.ok(regex.test(line), "the pattern matches an invalid-event line");
         assert.ok(!regex.test(JSON.stringify({ outcome: "failed", reason: "rejected by the API server as invalid" })), "and not a failure that mentions invalid");
+    });
+
+    it("runs the sweep every minute with its own identity, which alone may read the agent token", () => {
+        const schedule = run.named("aws:cloudwatch/eventRule:EventRule", "sweep-schedule").inputs;
+        assert.strictEqual(schedule.scheduleExpression, "rate(1 minute)");
+        assert.strictEqual(schedule.eventBusName, undefined, "the default bus");
+        const fn = run.named("aws:lambda/function:Function", "sweep-fn").inputs;
+        assert.strictEqual(fn.runtime, "nodejs24.x");
+        assert.match(fn.role, /sweep-role/);
+        assert.deepStrictEqual(run.named("aws:eks/accessEntry:AccessEntry", "sweep-access").inputs.kubernetesGroups, ["scaledkite:sweeper"]);
+        const role = run.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-sweeper").inputs;
+        assert.deepStrictEqual(role.rules[1], { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["scaledkite-agent-token"] });
+        assert.deepStrictEqual(run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-sweeper").inputs.subjects[0].name, "scaledkite:sweeper");
     });
 
     describe("with spend caps and an alarm topic", () => {
@@ -201,10 +212,11 @@ describe("Pulumi program", function () {
 
     describe("with an existing role", () => {
         it("uses it and creates no role of its own", async () => {
-            const r = await runProgram({ ...baseConfig(), "scaledkite:roleArn": "arn:aws:iam::123456789012:role/ci-scheduler" });
+            const r = await runProgram({ ...baseConfig(), "scaledkite:roleArn": "arn:aws:iam::123456789012:role/ci-scheduler", "scaledkite:sweepInterval": "0" });
             assert.strictEqual(r.ofType("aws:iam/role:Role").length, 0);
             assert.strictEqual(r.one("aws:lambda/function:Function").inputs.role, "arn:aws:iam::123456789012:role/ci-scheduler");
             assert.strictEqual(r.one("aws:eks/accessEntry:AccessEntry").inputs.principalArn, "arn:aws:iam::123456789012:role/ci-scheduler");
+            assert.strictEqual(r.outputs.sweepFunctionName, "sweep off");
         });
     });
 

@@ -22,6 +22,7 @@ export interface ProgramRun {
     secretOutputs: Set<string>;
     ofType(type: string): DeclaredResource[];
     one(type: string): DeclaredResource;
+    named(type: string, name: string): DeclaredResource;
 }
 
 /** What the mocked AWS answers about the existing cluster. */
@@ -116,6 +117,11 @@ export async function runProgram(config: Record<string, string>, secretKeys: str
         outputs,
         secretOutputs,
         ofType: (type) => resources.filter((r) => r.type === type),
+        named(type, name) {
+            const found = resources.find((r) => r.type === type && r.name === name);
+            if (!found) throw new Error(`no ${type} named ${name}`);
+            return found;
+        },
         one(type) {
             const found = resources.filter((r) => r.type === type);
             if (found.length !== 1) throw new Error(`expected one ${type}, found ${found.length}`);
@@ -125,15 +131,15 @@ export async function runProgram(config: Record<string, string>, secretKeys: str
 }
 
 /** The text of the Lambda's serialized handler (`__index.js` of the function's code archive). */
-export async function lambdaArchive(run: ProgramRun): Promise<Record<string, any>> {
-    const fn = run.one("aws:lambda/function:Function");
+export async function lambdaArchive(run: ProgramRun, name = "scheduler-fn"): Promise<Record<string, any>> {
+    const fn = run.named("aws:lambda/function:Function", name);
     const code = fn.inputs.code;
     return (await code?.assets) ?? {};
 }
 
 /** The text of the Lambda's serialized handler (`__index.js` of the function's code archive). */
-export async function lambdaCode(run: ProgramRun): Promise<string> {
-    const assets = await lambdaArchive(run);
+export async function lambdaCode(run: ProgramRun, name = "scheduler-fn"): Promise<string> {
+    const assets = await lambdaArchive(run, name);
     const index = assets["__index.js"];
     const text = await (index?.text ?? index?.value);
     if (typeof text !== "string") throw new Error(`could not find __index.js in the Lambda's code: ${JSON.stringify(Object.keys(assets ?? {}))}`);

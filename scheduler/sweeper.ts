@@ -1,0 +1,92 @@
+/**
+ * The sweep's AWS side: a second closure-serialized Lambda on a schedule, with its own role (logs
+ * only) and its own EKS access entry (group scaledkite:sweeper, which may also read the agent token
+ * Secret that the Stacks API needs).
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { bearerSecretReader, eksJobClient, eksTokens } from "./kube";
+import { createAlarms, createLambdaRole } from "./scheduler";
+import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "./settings";
+import { stacksApi } from "./stacksApi";
+import { createSweeper } from "./sweep";
+
+/** Arguments of Sweeper. */
+export interface SweeperArgs {
+    settings: SchedulerSettings;
+    cluster: { name: string; region: pulumi.Input<string>; endpoint: pulumi.Input<string>; caData: pulumi.Input<string> };
+    /** Minutes between sweeps. */
+    intervalMinutes: number;
+    /** The stack key the sweep registers with Buildkite's Stacks API. */
+    stackKey: string;
+    /** The Stacks API endpoint. */
+    endpoint: string;
+    /** Kubernetes groups of the sweep's identity. */
+    kubernetesGroups: string[];
+    logRetentionDays: number;
+    timeoutSeconds: number;
+    alarmTopicArn?: string;
+}
+
+/** The schedule expression for an interval in minutes. Pure. */
+export function scheduleExpression(minutes: number): string {
+    return `rate(${minutes} ${minutes === 1 ? "minute" : "minutes"})`;
+}
+
+export class Sweeper extends pulumi.ComponentResource {
+    readonly functionName: pulumi.Output<string>;
+    readonly roleArn: pulumi.Output<string>;
+
+    constructor(name: string, args: SweeperArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("scaledkite:scheduler:Sweeper", name, {}, opts);
+        const parent = { parent: this };
+        const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/scaledkite/${pulumi.getStack()}/${name}`, retentionInDays: args.logRetentionDays }, parent);
+        const role = createLambdaRole(name, "Scaledkite sweep Lambda: writes its logs; Kubernetes access comes from its EKS access entry",
+            logGroup.arn.apply((l) => ({
+                Version: "2012-10-17",
+                Statement: [{ Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${l}:*` }],
+            })), parent);
+        new aws.eks.AccessEntry(`${name}-access`, { clusterName: args.cluster.name, principalArn: role.arn, kubernetesGroups: args.kubernetesGroups, type: "STANDARD" }, parent);
+
+        const fn = createSweepFunction(name, args, role.arn, logGroup, parent);
+        const schedule = new aws.cloudwatch.EventRule(`${name}-schedule`, {
+            description: `Scaledkite sweep: schedules jobs whose events were lost (${scheduleExpression(args.intervalMinutes)})`,
+            scheduleExpression: scheduleExpression(args.intervalMinutes),
+        }, parent);
+        new aws.lambda.Permission(`${name}-invoke`, { action: "lambda:InvokeFunction", function: fn.name, principal: "events.amazonaws.com", sourceArn: schedule.arn }, parent);
+        new aws.cloudwatch.EventTarget(`${name}-target`, { rule: schedule.name, arn: fn.arn }, parent);
+        createAlarms(name, { functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn }, parent);
+
+        this.functionName = fn.name;
+        this.roleArn = role.arn;
+        this.registerOutputs({ functionName: this.functionName, roleArn: this.roleArn });
+    }
+}
+
+/** The sweep Lambda: set-up once per container, one sweep per invocation. */
+export function createSweepFunction(
+    name: string, args: SweeperArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
+): aws.lambda.CallbackFunction<unknown, void> {
+    const { settings, stackKey, endpoint } = args;
+    const clusterName = args.cluster.name;
+    const clusterEndpoint = pulumi.output(args.cluster.endpoint);
+    const caData = pulumi.output(args.cluster.caData);
+    const region = pulumi.output(args.cluster.region);
+    return new aws.lambda.CallbackFunction<unknown, void>(`${name}-fn`, {
+        runtime: aws.lambda.Runtime.NodeJS24dX,
+        role,
+        memorySize: 128,
+        timeout: Math.max(args.timeoutSeconds, 60),
+        description: "Scaledkite: schedules Buildkite jobs whose events were lost",
+        loggingConfig: { logFormat: "Text", logGroup: logGroup.name },
+        callbackFactory: () => {
+            const cluster = { name: clusterName, region: region.get(), endpoint: clusterEndpoint.get(), caData: caData.get() };
+            const tokens = eksTokens(cluster);
+            const agentToken = bearerSecretReader(cluster.endpoint, cluster.caData, tokens, settings.namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
+            const sweep = createSweeper(settings, stacksApi(agentToken, { endpoint }), eksJobClient(cluster, tokens), stackKey);
+            return async () => {
+                await sweep();
+            };
+        },
+    }, { ...opts, dependsOn: [logGroup] });
+}
