@@ -50,12 +50,14 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
 
     async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
         const what = `Buildkite Stacks API ${method} ${path.split("?")[0]}`;
+        // Reading the token can fail on its own (e.g. the Secret is not readable): that error says why.
+        const agentToken = await token();
         for (let attempt = 1; ; attempt++) {
             let res: Response;
             try {
                 res = await fetch(`${endpoint}${path}`, {
                     method,
-                    headers: { authorization: `Token ${await token()}`, "content-type": "application/json", accept: "application/json" },
+                    headers: { authorization: `Token ${agentToken}`, "content-type": "application/json", accept: "application/json" },
                     body: body === undefined ? undefined : JSON.stringify(body),
                     signal: AbortSignal.timeout(15_000),
                 });

@@ -26,6 +26,14 @@ export const SCHEDULER_IDENTITY: LocalIdentity = {
     groups: ["scaledkite:scheduler"],
 };
 
+/** The sweep's identity: its access entry puts it in the sweeper group. */
+export const SWEEPER_IDENTITY: LocalIdentity = {
+    accessKeyId: "AKIALOCALSWEEPER0001",
+    secretAccessKey: "local-sweeper-secret-key-not-a-real-one",
+    username: "arn:aws:sts::000000000000:assumed-role/scaledkite-sweep/lambda",
+    groups: ["scaledkite:sweeper"],
+};
+
 /** An identity with no access entry groups: authenticated, allowed nothing. */
 export const STRANGER_IDENTITY: LocalIdentity = {
     accessKeyId: "AKIALOCALSTRANGER001",
@@ -34,7 +42,7 @@ export const STRANGER_IDENTITY: LocalIdentity = {
     groups: [],
 };
 
-export const LOCAL_IDENTITIES: LocalIdentity[] = [SCHEDULER_IDENTITY, STRANGER_IDENTITY];
+export const LOCAL_IDENTITIES: LocalIdentity[] = [SCHEDULER_IDENTITY, SWEEPER_IDENTITY, STRANGER_IDENTITY];
 
 /** How long the API server accepts a token after its X-Amz-Date (as EKS does). */
 const TOKEN_VALIDITY_MS = 15 * 60 * 1000;

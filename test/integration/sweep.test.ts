@@ -12,6 +12,9 @@ import { newUuid } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack } from "../helpers/deploy";
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
 import { StandIn, startStacksApi } from "../helpers/stacksApiStandIn";
+import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";
+import { lambdaCode } from "../helpers/pulumiProgram";
 
 function stacksJob(queue: string, overrides: Partial<StacksJob> = {}): StacksJob {
     return {
@@ -125,5 +128,30 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         assert.strictEqual(e["detail-type"], "Job Scheduled");
         assert.strictEqual(e.detail.job.uuid, j.id);
         assert.deepStrictEqual(e.detail.job.agent_query_rules, ["queue=dynamic"]);
+    });
+
+    it("runs as the serialized sweep Lambda: reads the agent token Secret as its own identity, lists, creates", async function () {
+        this.timeout(60_000);
+        const tokenApi = await startStacksApi("bk-agent-token-SECRET-VALUE"); // the token the stack's Secret holds
+        try {
+            const s = await stack("sweep-lambda", { agentEndpoint: tokenApi.endpoint, stackKey: "ci-local" });
+            const lost = [stacksJob("dynamic"), stacksJob("other")];
+            tokenApi.scheduled.set("dynamic", [lost[0]]);
+            tokenApi.scheduled.set("other", [lost[1]]);
+            const dir = writeLambdaPackage(await lambdaCode(s.run, "sweep-fn"));
+            const { results, logs } = await invokeLambda(dir, [{ "detail-type": "Scheduled Event", source: "aws.events" }], {
+                AWS_ACCESS_KEY_ID: SWEEPER_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: SWEEPER_IDENTITY.secretAccessKey,
+            });
+            assert.strictEqual(results[0].ok, true, JSON.stringify(results) + logs.join("\n"));
+            assert.deepStrictEqual(await jobUuids(s.namespace), lost.map((j) => j.id).sort());
+            assert.ok(tokenApi.registered.has("ci-local/dynamic"));
+
+            // The scheduler's identity may not read the token: the sweep needs its own.
+            const asScheduler = await invokeLambda(dir, [{}]);
+            assert.strictEqual(asScheduler.results[0].ok, false);
+            assert.match(asScheduler.results[0].error!, /reading Secret sweep-lambda\/scaledkite-agent-token: forbidden/);
+        } finally {
+            await tokenApi.close();
+        }
     });
 });
