@@ -24,10 +24,14 @@ export const SCHEDULER_RULES: PolicyRule[] = [
 export const SWEEPER_GROUP = "scaledkite:sweeper";
 export const SWEEPER_ROLE = "scaledkite-sweeper";
 
-/** Worker Jobs as the scheduler has them, and the agent token Secret (by name), to call the Stacks API. */
+/**
+ * Worker Jobs as the scheduler has them, the pods to find workers that will never run, and the agent
+ * token Secret (by name) to call the Stacks API.
+ */
 export function sweeperRules(agentTokenSecret: string): PolicyRule[] {
     return [
-        { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list"] },
+        { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
+        { apiGroups: [""], resources: ["pods"], verbs: ["list"] },
         { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: [agentTokenSecret] },
     ];
 }

@@ -9,7 +9,7 @@
  * node:https only; `npm run bench` shows the figures.
  */
 import * as https from "https";
-import type { V1Job } from "@kubernetes/client-node";
+import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { classifyApiFailure, classifyNetworkFailure } from "./errors";
 
 /** How long one create may take before it counts as a (retryable) network failure. */
@@ -20,6 +20,8 @@ export interface JobsApi {
     create(job: V1Job, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
     /** Deletes a Job and its pods; resolves with 200/202, or 404 when there was none. Throws KubernetesError. */
     remove(namespace: string, name: string, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
+    /** Lists the pods matching a label selector (the sweep looks for workers that will never run). */
+    listPods(namespace: string, labelSelector: string, token: string): Promise<V1Pod[]>;
     /** Reads one key of a Secret (the sweep's agent token). Throws KubernetesError. */
     secretValue(namespace: string, name: string, key: string, token: string): Promise<string>;
     readonly server: string;
@@ -86,6 +88,20 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
             const namespace = job.metadata!.namespace!;
             return call("POST", `${jobsPath(namespace)}`, JSON.stringify(job), token, `creating Job ${namespace}/${job.metadata!.name}`,
                 (status, body) => status === 201 || status === 200 || status === 202 || (status === 409 && body.reason === "AlreadyExists"));
+        },
+        async listPods(namespace: string, labelSelector: string, token: string) {
+            const q = new URLSearchParams({ labelSelector, limit: "500" });
+            const pods: V1Pod[] = [];
+            let cont: string | undefined;
+            do {
+                if (cont) q.set("continue", cont);
+                const { body } = await call("GET", `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods?${q}`, "", token,
+                    `listing worker pods in ${namespace}`, (status) => status === 200);
+                const list = body as { items?: V1Pod[]; metadata?: { continue?: string } };
+                pods.push(...(list.items ?? []));
+                cont = list.metadata?.continue || undefined;
+            } while (cont);
+            return pods;
         },
         async secretValue(namespace: string, name: string, key: string, token: string) {
             const what = `reading Secret ${namespace}/${name}`;

@@ -6,10 +6,13 @@
  *   `require` only when asked for, so the Lambda never loads it.
  */
 import type * as K8s from "@kubernetes/client-node";
-import type { V1Job } from "@kubernetes/client-node";
+import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { classifyApiFailure, classifyNetworkFailure, isKubernetesError, kubernetesError, KubernetesError } from "./errors";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
+
+/** The label selector of every worker pod. */
+export const WORKER_SELECTOR = "app.kubernetes.io/managed-by=scaledkite,app.kubernetes.io/component=buildkite-worker";
 
 /** What the event handler needs from Kubernetes. */
 export interface JobClient {
@@ -17,6 +20,8 @@ export interface JobClient {
     createJob(job: V1Job): Promise<"created" | "exists">;
     /** Deletes a Job and its pod. "absent" when there was none. Throws KubernetesError. */
     deleteJob(namespace: string, name: string): Promise<"deleted" | "absent">;
+    /** The worker pods in a namespace (the sweep's view; optional for clients that only schedule). */
+    listWorkerPods?(namespace: string): Promise<V1Pod[]>;
     /** Where the Jobs go, for messages. */
     readonly server: string;
 }
@@ -44,6 +49,9 @@ export function bearerJobClient(server: string, caData: string | undefined, toke
         async deleteJob(namespace: string, name: string) {
             const { status } = await withToken((t) => api.remove(namespace, name, t));
             return status === 404 ? "absent" : "deleted";
+        },
+        listWorkerPods(namespace: string) {
+            return withToken((t) => api.listPods(namespace, WORKER_SELECTOR, t));
         },
     };
 }

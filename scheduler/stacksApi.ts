@@ -1,6 +1,6 @@
 /**
  * Buildkite's Stacks API, the official polling API for schedulers: the part the sweep uses (register
- * a stack, list a queue's scheduled jobs). Global `fetch` only, so the Lambda loads nothing for it.
+ * a stack, list a queue's scheduled jobs, fail a job that cannot run, ask jobs' states). Global `fetch` only, so the Lambda loads nothing for it.
  *
  * Rate limits answer 429 with Retry-After: the client waits (bounded) and tries again. 5xx and
  * network failures are errors worth retrying (the next sweep does); 401/403/404 are not.
@@ -33,6 +33,10 @@ export interface StacksApi {
     register(stackKey: string, queueKey: string, metadata?: Record<string, string>): Promise<void>;
     /** Every scheduled job of a queue (all pages, oldest first), and whether dispatch is paused. */
     scheduledJobs(stackKey: string, queueKey: string): Promise<{ jobs: StacksJob[]; paused: boolean }>;
+    /** Fails a job that cannot run, with a reason the user sees (at most 4 KB). */
+    finish(stackKey: string, jobUuid: string, detail: string): Promise<void>;
+    /** The states of jobs (e.g. "scheduled", "canceled"), asked in batches. */
+    jobStates(stackKey: string, jobUuids: string[]): Promise<Record<string, string>>;
 }
 
 export interface StacksApiOptions {
@@ -108,6 +112,17 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
                 after = r.page_info.end_cursor;
             }
             return { jobs, paused };
+        },
+        async finish(stackKey, jobUuid, detail) {
+            await call("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/${encodeURIComponent(jobUuid)}/finish`, { exit_status: -1, detail: detail.slice(0, 4000) });
+        },
+        async jobStates(stackKey, jobUuids) {
+            const states: Record<string, string> = {};
+            for (let i = 0; i < jobUuids.length; i += 100) {
+                const r = await call<{ states?: Record<string, string> }>("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/get-states`, { job_uuids: jobUuids.slice(i, i + 100) });
+                Object.assign(states, r.states ?? {});
+            }
+            return states;
         },
     };
 }

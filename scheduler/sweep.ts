@@ -3,10 +3,16 @@
  * served queue are listed from Buildkite's Stacks API and pushed through the same idempotent path as
  * the events. A job that already has a worker is left alone (the create answers 409); a lost event
  * costs at most one sweep interval. A queue whose dispatch is paused is left alone.
+ *
+ * It also finds workers that will never run (stuck.ts): their Buildkite job is failed with the reason
+ * through the Stacks API and their Job deleted; and workers still waiting for a job that is already
+ * done (cancelled before it started): their Job is deleted.
  */
 import { JOB_SCHEDULED } from "./event";
 import { createEventHandler, Decision, Logger } from "./handler";
 import type { JobClient } from "./kube";
+import { LABELS } from "./manifest";
+import { stuckReason, StuckOptions } from "./stuck";
 import { SchedulerSettings } from "./settings";
 import type { StacksApi, StacksJob } from "./stacksApi";
 
@@ -34,6 +40,15 @@ export function eventFromStacksJob(job: StacksJob): object {
     };
 }
 
+/** What one sweep did about workers that will never run or are no longer needed. */
+export interface WorkerSweep {
+    failed: { jobUuid: string; reason: string }[];
+    cancelled: string[];
+}
+
+/** Buildkite job states in which a waiting worker is no longer needed. */
+const DONE_STATES = ["canceled", "canceling", "finished", "expired", "timed_out", "skipped", "broken"];
+
 /** Runs `work` over `items`, at most `limit` at once. */
 async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
     let next = 0;
@@ -47,9 +62,48 @@ async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promi
  * lists the queue's scheduled jobs and creates the missing workers; it throws after the last queue if
  * anything failed (so the sweep's error alarm fires), having done all it could.
  */
-export function createSweeper(settings: SchedulerSettings, stacks: StacksApi, jobs: JobClient, stackKey: string, log: Logger = (l) => console.log(l)) {
+export function createSweeper(
+    settings: SchedulerSettings, stacks: StacksApi, jobs: JobClient, stackKey: string, log: Logger = (l) => console.log(l),
+    stuck: StuckOptions = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 60_000 },
+) {
     const handle = createEventHandler(settings, jobs, (line) => log(line.replace(/^\{/, '{"via":"sweep",')));
-    return async (): Promise<QueueSweep[]> => {
+
+    /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
+    async function sweepWorkers(): Promise<WorkerSweep> {
+        const result: WorkerSweep = { failed: [], cancelled: [] };
+        if (!jobs.listWorkerPods) return result;
+        const now = new Date();
+        const pending = (await jobs.listWorkerPods(settings.namespace)).filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
+        const waiting: string[] = [];
+        for (const pod of pending) {
+            const uuid = pod.metadata?.labels?.[LABELS.jobUuid];
+            const jobName = pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"];
+            if (!uuid || !jobName) continue;
+            const reason = stuckReason(pod, now, stuck);
+            if (!reason) {
+                waiting.push(uuid);
+                continue;
+            }
+            await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`).catch((e) => log(JSON.stringify({ msg: "scaledkite.sweep", jobUuid: uuid, warning: `could not fail the job in Buildkite: ${(e as Error).message}` })));
+            await jobs.deleteJob(settings.namespace, jobName);
+            result.failed.push({ jobUuid: uuid, reason });
+            log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
+        }
+        if (waiting.length) {
+            const states = await stacks.jobStates(stackKey, waiting);
+            for (const pod of pending) {
+                const uuid = pod.metadata?.labels?.[LABELS.jobUuid];
+                const jobName = pod.metadata?.labels?.["job-name"];
+                if (!uuid || !jobName || !DONE_STATES.includes(states[uuid] ?? "")) continue;
+                await jobs.deleteJob(settings.namespace, jobName);
+                result.cancelled.push(uuid);
+                log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "cancelled", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed` }));
+            }
+        }
+        return result;
+    }
+
+    return async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {
         const report: QueueSweep[] = [];
         for (const queue of Object.keys(settings.queues)) {
             const r: QueueSweep = { queue, listed: 0, created: 0, exists: 0, paused: false, failed: 0 };
@@ -76,11 +130,19 @@ export function createSweeper(settings: SchedulerSettings, stacks: StacksApi, jo
             }
             log(JSON.stringify({ msg: "scaledkite.sweep", ...r }));
         }
-        const failures = report.filter((r) => r.failed > 0);
+        let workers: WorkerSweep = { failed: [], cancelled: [] };
+        let workerError: string | undefined;
+        try {
+            workers = await sweepWorkers();
+        } catch (e) {
+            workerError = (e as Error).message;
+        }
+        const failures = report.filter((r) => r.failed > 0).map((f) => `queue ${f.queue}: ${f.error ?? `${f.failed} job(s) failed`}`);
+        if (workerError) failures.push(`workers: ${workerError}`);
         if (failures.length) {
             // The next sweep tries again; the error makes the failure visible (log line, error alarm).
-            throw new Error(`sweep: ${failures.map((f) => `queue ${f.queue}: ${f.error ?? `${f.failed} job(s) failed`}`).join("; ")}`);
+            throw new Error(`sweep: ${failures.join("; ")}`);
         }
-        return report;
+        return { queues: report, workers };
     };
 }

@@ -173,7 +173,7 @@ describe("Pulumi program", function () {
         assert.match(fn.role, /sweep-role/);
         assert.deepStrictEqual(run.named("aws:eks/accessEntry:AccessEntry", "sweep-access").inputs.kubernetesGroups, ["scaledkite:sweeper"]);
         const role = run.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-sweeper").inputs;
-        assert.deepStrictEqual(role.rules[1], { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["scaledkite-agent-token"] });
+        assert.deepStrictEqual(role.rules[2], { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["scaledkite-agent-token"] });
         assert.deepStrictEqual(run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-sweeper").inputs.subjects[0].name, "scaledkite:sweeper");
     });
 

@@ -13,6 +13,10 @@ export interface StandIn {
     scheduled: Map<string, StacksJob[]>;
     paused: Set<string>;
     registered: Map<string, { queue_key: string; type: string }>;
+    /** Jobs failed through finish: uuid -> detail. */
+    finished: Map<string, string>;
+    /** Job states get-states answers (default "scheduled"). */
+    states: Map<string, string>;
     /** Answers the next N requests with this status (429 carries Retry-After: 1). */
     failNext(status: number, count?: number): void;
     requests: string[];
@@ -24,6 +28,8 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
     const scheduled = new Map<string, StacksJob[]>();
     const paused = new Set<string>();
     const registered = new Map<string, { queue_key: string; type: string }>();
+    const finished = new Map<string, string>();
+    const states = new Map<string, string>();
     const failures: number[] = [];
     const requests: string[] = [];
     const state = { pageSize: 1000 };
@@ -64,6 +70,19 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
                     cluster_queue: { id: `cq-${queue}`, dispatch_paused: paused.has(queue) },
                 });
             }
+            const fin = /^\/v3\/stacks\/([^/]+)\/jobs\/([^/]+)\/finish$/.exec(url.pathname);
+            if (req.method === "POST" && fin) {
+                const b = JSON.parse(body || "{}");
+                if (typeof b.detail === "string" && b.detail.length > 4096) return send(422, { message: "detail is too long" });
+                finished.set(fin[2], b.detail ?? "");
+                states.set(fin[2], "finished");
+                return send(200, {});
+            }
+            if (req.method === "POST" && /^\/v3\/stacks\/[^/]+\/jobs\/get-states$/.test(url.pathname)) {
+                const uuids: string[] = JSON.parse(body || "{}").job_uuids ?? [];
+                if (uuids.length > 100) return send(422, { message: "at most 100 job_uuids" });
+                return send(200, { states: Object.fromEntries(uuids.map((u) => [u, states.get(u) ?? "scheduled"])) });
+            }
             send(404, { message: "Not found" });
         });
     });
@@ -75,6 +94,8 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         scheduled,
         paused,
         registered,
+        finished,
+        states,
         requests,
         get pageSize() { return state.pageSize; },
         set pageSize(n: number) { state.pageSize = n; },

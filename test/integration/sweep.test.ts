@@ -13,6 +13,7 @@ import { creatorAs, deleteNamespace, deployStack, DeployedStack } from "../helpe
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
 import { StandIn, startStacksApi } from "../helpers/stacksApiStandIn";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { UNSCHEDULABLE_LABEL } from "../../k8s/local/podRunner";
 import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";
 import { lambdaCode } from "../helpers/pulumiProgram";
 
@@ -47,7 +48,7 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         return list.items.map((j) => j.metadata!.labels!["buildkite.com/job-uuid"]).sort();
     }
     const sweeperFor = (s: DeployedStack, lines: string[] = []) =>
-        createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) }), creatorAs(state), "scaledkite-test", (l) => lines.push(l));
+        createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", (l) => lines.push(l));
 
     it("schedules the jobs whose events were lost, and leaves alone those that have a worker", async () => {
         const s = await stack("sweep-lost");
@@ -59,11 +60,11 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
 
         const lines: string[] = [];
         const report = await sweeperFor(s, lines)();
-        assert.deepStrictEqual(report.map((r) => [r.queue, r.listed, r.created, r.exists, r.failed]), [["dynamic", 3, 2, 1, 0], ["other", 1, 1, 0, 0]]);
+        assert.deepStrictEqual(report.queues.map((r) => [r.queue, r.listed, r.created, r.exists, r.failed]), [["dynamic", 3, 2, 1, 0], ["other", 1, 1, 0, 0]]);
         assert.deepStrictEqual(await jobUuids(s.namespace), [delivered, ...lost].map((j) => j.id).sort());
         assert.ok(api.registered.has("scaledkite-test/dynamic") && api.registered.has("scaledkite-test/other"), "the stack is registered per queue");
         assert.ok(lines.some((l) => l.startsWith('{"via":"sweep","msg":"scaledkite.schedule","outcome":"created"')));
-        assert.deepStrictEqual((await sweeperFor(s)()).map((r) => r.created), [0, 0], "a second sweep creates nothing");
+        assert.deepStrictEqual((await sweeperFor(s)()).queues.map((r) => r.created), [0, 0], "a second sweep creates nothing");
     });
 
     it("reads every page", async () => {
@@ -73,7 +74,7 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         api.pageSize = 3;
         try {
             const report = await sweeperFor(s)();
-            assert.strictEqual(report[0].created, 7);
+            assert.strictEqual(report.queues[0].created, 7);
         } finally {
             api.pageSize = 1000;
         }
@@ -97,8 +98,8 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         api.scheduled.set("dynamic", [stacksJob("dynamic")]);
         api.paused.add("dynamic");
         const report = await sweeperFor(s)();
-        assert.strictEqual(report[0].paused, true);
-        assert.strictEqual(report[0].created, 0);
+        assert.strictEqual(report.queues[0].paused, true);
+        assert.strictEqual(report.queues[0].created, 0);
         assert.deepStrictEqual(await jobUuids(s.namespace), []);
     });
 
@@ -107,18 +108,18 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         api.scheduled.set("dynamic", [stacksJob("dynamic")]);
         api.failNext(429);
         const started = Date.now();
-        assert.strictEqual((await sweeperFor(s)())[0].created, 1);
+        assert.strictEqual((await sweeperFor(s)()).queues[0].created, 1);
         assert.ok(Date.now() - started >= 900, "it waited about the Retry-After second");
 
         api.scheduled.set("dynamic", [stacksJob("dynamic")]);
         api.failNext(503, 2);
         await assert.rejects(sweeperFor(s)(), /sweep: queue dynamic: Buildkite Stacks API POST \/stacks\/register: 503 .*the next sweep tries again; queue other/);
-        assert.strictEqual((await sweeperFor(s)())[0].created, 1, "the next sweep catches up");
+        assert.strictEqual((await sweeperFor(s)()).queues[0].created, 1, "the next sweep catches up");
     });
 
     it("says what is wrong with a token the Stacks API refuses", async () => {
         const s = await stack("sweep-token");
-        const sweep = createSweeper(s.settings, stacksApi(() => "wrong", { endpoint: api.endpoint }), creatorAs(state), "scaledkite-test", () => {});
+        const sweep = createSweeper(s.settings, stacksApi(() => "wrong", { endpoint: api.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", () => {});
         await assert.rejects(sweep(), /401 \(Unauthorized\); the agent token must be a cluster agent token/);
     });
 
@@ -153,5 +154,62 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         } finally {
             await tokenApi.close();
         }
+    });
+
+    describe("workers that will never run, or are no longer needed", () => {
+        const quick = { pendingTimeoutMs: 0, startFailureGraceMs: 0 };
+        async function schedule(s: DeployedStack, queue: string): Promise<string> {
+            const job = stacksJob(queue);
+            assert.strictEqual((await createEventHandler(s.settings, creatorAs(state), () => {})(eventFromStacksJob(job))).outcome, "created");
+            return job.id;
+        }
+        async function podWaiting(namespace: string, uuid: string, why: (p: any) => boolean): Promise<void> {
+            const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+            for (let i = 0; i < 150; i++) {
+                const pods = await core.listNamespacedPod({ namespace, labelSelector: `buildkite.com/job-uuid=${uuid}` });
+                if (pods.items[0] && why(pods.items[0])) return;
+                await new Promise((r) => setTimeout(r, 200));
+            }
+            throw new Error("the pod never reached the expected state");
+        }
+        const sweeper = (s: DeployedStack, lines: string[]) =>
+            createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", (l) => lines.push(l), quick);
+
+        it("fails the Buildkite job of a worker whose image does not exist, with the image in the reason, and deletes it", async () => {
+            const s = await stack("sweep-image", { queues: { dynamic: { image: "buildkite/agent:does-not-exist", dind: false }, other: {} } });
+            const uuid = await schedule(s, "dynamic");
+            await podWaiting(s.namespace, uuid, (p) => p.status?.containerStatuses?.[0]?.state?.waiting?.reason === "ErrImagePull");
+            const lines: string[] = [];
+            const { workers } = await sweeper(s, lines)();
+            assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
+            assert.match(api.finished.get(uuid)!, /^Scaledkite: the worker could not start: ErrImagePull for container agent \(image "buildkite\/agent:does-not-exist"\)/);
+            assert.deepStrictEqual(await jobUuids(s.namespace), []);
+            assert.ok(lines.some((l) => /"outcome":"unrunnable"/.test(l)));
+        });
+
+        it("fails the Buildkite job of a worker that cannot be scheduled, with the scheduler's message, and deletes it", async () => {
+            const s = await stack("sweep-unschedulable", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const uuid = await schedule(s, "dynamic");
+            await podWaiting(s.namespace, uuid, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));
+            const { workers } = await sweeper(s, [])();
+            assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
+            assert.match(api.finished.get(uuid)!, /could not be scheduled for 0 min: 0\/1 nodes are available: 1 node\(s\) didn't match Pod's node affinity\/selector/);
+            assert.deepStrictEqual(await jobUuids(s.namespace), []);
+        });
+
+        it("deletes the waiting worker of a job cancelled before it started, and fails nothing", async () => {
+            const s = await stack("sweep-cancelled", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const uuid = await schedule(s, "dynamic");
+            const kept = await schedule(s, "dynamic");
+            await podWaiting(s.namespace, uuid, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));
+            await podWaiting(s.namespace, kept, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));
+            api.states.set(uuid, "canceled");
+            const sweep = createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", () => {},
+                { pendingTimeoutMs: 3_600_000, startFailureGraceMs: 60_000 });
+            const { workers } = await sweep();
+            assert.deepStrictEqual(workers.cancelled, [uuid]);
+            assert.deepStrictEqual(workers.failed, []);
+            assert.deepStrictEqual(await jobUuids(s.namespace), [kept], "the worker of a job still scheduled stays");
+        });
     });
 });
