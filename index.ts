@@ -57,6 +57,8 @@ const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     intervalMinutes: config.sweep.intervalMinutes,
     stackKey: config.sweep.stackKey ?? `scaledkite-${pulumi.getStack()}`,
     endpoint: config.sweep.endpoint,
+    podPendingTimeoutSeconds: config.sweep.podPendingTimeoutSeconds,
+    startFailureGraceSeconds: config.sweep.startFailureGraceSeconds,
     kubernetesGroups: [SWEEPER_GROUP],
     logRetentionDays: config.lambda.logRetentionDays,
     timeoutSeconds: config.lambda.timeoutSeconds,

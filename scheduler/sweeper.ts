@@ -21,6 +21,9 @@ export interface SweeperArgs {
     stackKey: string;
     /** The Stacks API endpoint. */
     endpoint: string;
+    /** Seconds a worker pod may stay Pending, and may fail to start, before the sweep gives up on it. */
+    podPendingTimeoutSeconds: number;
+    startFailureGraceSeconds: number;
     /** Kubernetes groups of the sweep's identity. */
     kubernetesGroups: string[];
     logRetentionDays: number;
@@ -68,6 +71,7 @@ export function createSweepFunction(
     name: string, args: SweeperArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
 ): aws.lambda.CallbackFunction<unknown, void> {
     const { settings, stackKey, endpoint } = args;
+    const stuck = { pendingTimeoutMs: args.podPendingTimeoutSeconds * 1000, startFailureGraceMs: args.startFailureGraceSeconds * 1000 };
     const clusterName = args.cluster.name;
     const clusterEndpoint = pulumi.output(args.cluster.endpoint);
     const caData = pulumi.output(args.cluster.caData);
@@ -83,7 +87,7 @@ export function createSweepFunction(
             const cluster = { name: clusterName, region: region.get(), endpoint: clusterEndpoint.get(), caData: caData.get() };
             const tokens = eksTokens(cluster);
             const agentToken = bearerSecretReader(cluster.endpoint, cluster.caData, tokens, settings.namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
-            const sweep = createSweeper(settings, stacksApi(agentToken, { endpoint }), eksJobClient(cluster, tokens), stackKey);
+            const sweep = createSweeper(settings, stacksApi(agentToken, { endpoint }), eksJobClient(cluster, tokens), stackKey, undefined, stuck);
             return async () => {
                 await sweep();
             };

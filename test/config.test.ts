@@ -100,6 +100,10 @@ describe("stack configuration", () => {
         ["a job cap of zero", { maxConcurrentJobs: 0 }, /maxConcurrentJobs must be a whole number from 1/],
         ["a CPU cap with a queue that requests no CPU", { maxCpu: "8", queues: { dynamic: { resources: { agent: { requests: { memory: "1Gi" } } } } } }, /queues.dynamic.resources.agent requests no cpu: with scaledkite:maxCpu set/],
         ["an alarm topic that is not an SNS ARN", { alarmTopicArn: "ci-alerts" }, /alarmTopicArn "ci-alerts" is not an SNS topic ARN/],
+        ["a sweep interval over an hour", { sweepInterval: 90 }, /sweepInterval must be a whole number from 0 to 60/],
+        ["a Stacks API endpoint over plain http", { agentEndpoint: "http://agent.example.com/v3" }, /agentEndpoint "http:\/\/agent.example.com\/v3" must be an https URL/],
+        ["a pending timeout under a minute", { podPendingTimeout: 5 }, /podPendingTimeout must be a whole number from 60/],
+        ["a stack key with spaces", { stackKey: "my stack" }, /stackKey "my stack" is not a usable stack key/],
         ["a pod spec patch that is not an object", { podSpecPatch: "[1]" }, /podSpecPatch must be an object/],
     ];
     for (const [name, overrides, message] of bad) {
