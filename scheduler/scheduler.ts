@@ -231,13 +231,9 @@ export function createSchedulerFunction(
     const endpoint = pulumi.output(args.cluster.endpoint);
     const caData = pulumi.output(args.cluster.caData);
     const region = pulumi.output(args.cluster.region);
-    return new aws.lambda.CallbackFunction<unknown, void>(`${name}-fn`, {
-        runtime: aws.lambda.Runtime.NodeJS24dX,
-        role,
-        memorySize: args.lambda.memoryMb,
-        timeout: args.lambda.timeoutSeconds,
+    return createClosureFunction(name, {
+        role, logGroup, memoryMb: args.lambda.memoryMb, timeoutSeconds: args.lambda.timeoutSeconds,
         description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
-        loggingConfig: { logFormat: "Text", logGroup: logGroup.name },
         callbackFactory: () => {
             const handle = createEventHandler(settings, eksJobClient({
                 name: clusterName, region: region.get(), endpoint: endpoint.get(), caData: caData.get(),
@@ -246,5 +242,22 @@ export function createSchedulerFunction(
                 await handle(event);
             };
         },
-    }, { ...opts, dependsOn: [logGroup] });
+    }, opts);
+}
+
+/** A closure-serialized Lambda on Node 24 with a given role and log group (no broad default policies). */
+export function createClosureFunction(
+    name: string,
+    args: { role: pulumi.Input<string>; logGroup: aws.cloudwatch.LogGroup; memoryMb: number; timeoutSeconds: number; description: string; callbackFactory: aws.lambda.CallbackFactory<unknown, void> },
+    opts: pulumi.CustomResourceOptions,
+): aws.lambda.CallbackFunction<unknown, void> {
+    return new aws.lambda.CallbackFunction<unknown, void>(`${name}-fn`, {
+        runtime: aws.lambda.Runtime.NodeJS24dX,
+        role: args.role,
+        memorySize: args.memoryMb,
+        timeout: args.timeoutSeconds,
+        description: args.description,
+        loggingConfig: { logFormat: "Text", logGroup: args.logGroup.name },
+        callbackFactory: args.callbackFactory,
+    }, { ...opts, dependsOn: [args.logGroup] });
 }

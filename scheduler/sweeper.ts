@@ -6,7 +6,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { bearerSecretReader, eksJobClient, eksTokens } from "./kube";
-import { createAlarms, createLambdaRole } from "./scheduler";
+import { createAlarms, createClosureFunction, createLambdaRole } from "./scheduler";
 import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "./settings";
 import { stacksApi } from "./stacksApi";
 import { createSweeper } from "./sweep";
@@ -76,13 +76,9 @@ export function createSweepFunction(
     const clusterEndpoint = pulumi.output(args.cluster.endpoint);
     const caData = pulumi.output(args.cluster.caData);
     const region = pulumi.output(args.cluster.region);
-    return new aws.lambda.CallbackFunction<unknown, void>(`${name}-fn`, {
-        runtime: aws.lambda.Runtime.NodeJS24dX,
-        role,
-        memorySize: 128,
-        timeout: Math.max(args.timeoutSeconds, 60),
+    return createClosureFunction(name, {
+        role, logGroup, memoryMb: 128, timeoutSeconds: Math.max(args.timeoutSeconds, 60),
         description: "Scaledkite: schedules Buildkite jobs whose events were lost",
-        loggingConfig: { logFormat: "Text", logGroup: logGroup.name },
         callbackFactory: () => {
             const cluster = { name: clusterName, region: region.get(), endpoint: clusterEndpoint.get(), caData: caData.get() };
             const tokens = eksTokens(cluster);
@@ -92,5 +88,5 @@ export function createSweepFunction(
                 await sweep();
             };
         },
-    }, { ...opts, dependsOn: [logGroup] });
+    }, opts);
 }
