@@ -74,14 +74,14 @@ export function createSweeper(
         if (!jobs.listWorkerPods) return result;
         const now = new Date();
         const pending = (await jobs.listWorkerPods(settings.namespace)).filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
-        const waiting: string[] = [];
+        const waiting: { uuid: string; jobName: string }[] = [];
         for (const pod of pending) {
             const uuid = pod.metadata?.labels?.[LABELS.jobUuid];
             const jobName = pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"];
             if (!uuid || !jobName) continue;
             const reason = stuckReason(pod, now, stuck);
             if (!reason) {
-                waiting.push(uuid);
+                waiting.push({ uuid, jobName });
                 continue;
             }
             await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`).catch((e) => log(JSON.stringify({ msg: "scaledkite.sweep", jobUuid: uuid, warning: `could not fail the job in Buildkite: ${(e as Error).message}` })));
@@ -90,11 +90,9 @@ export function createSweeper(
             log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
         }
         if (waiting.length) {
-            const states = await stacks.jobStates(stackKey, waiting);
-            for (const pod of pending) {
-                const uuid = pod.metadata?.labels?.[LABELS.jobUuid];
-                const jobName = pod.metadata?.labels?.["job-name"];
-                if (!uuid || !jobName || !DONE_STATES.includes(states[uuid] ?? "")) continue;
+            const states = await stacks.jobStates(stackKey, waiting.map((w) => w.uuid));
+            for (const { uuid, jobName } of waiting) {
+                if (!DONE_STATES.includes(states[uuid] ?? "")) continue;
                 await jobs.deleteJob(settings.namespace, jobName);
                 result.cancelled.push(uuid);
                 log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "cancelled", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed` }));
