@@ -9,12 +9,13 @@
 import * as pulumi from "@pulumi/pulumi";
 import { createClusterProvider, readCluster } from "./k8s/cluster";
 import { createFargateProfiles } from "./k8s/fargate";
-import { SWEEPER_GROUP } from "./k8s/rbac";
+import { SWEEPER_GROUP, TOKEN_SYNC_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
 import { readStackConfig } from "./scheduler/pulumiConfig";
 import { schedulerSettings } from "./scheduler/config";
 import { Scheduler } from "./scheduler/scheduler";
 import { Sweeper } from "./scheduler/sweeper";
+import { TokenSyncer } from "./scheduler/tokenSyncer";
 
 const { config, secrets } = readStackConfig(new pulumi.Config("scaledkite"));
 
@@ -23,7 +24,9 @@ const provider = createClusterProvider("cluster", cluster);
 
 const workers = new WorkerNamespace("workers", {
     namespace: config.namespace,
-    agentToken: secrets.agentToken,
+    agentToken: config.agentToken.kind === "secretsManager"
+        ? { secretsManagerArn: config.agentToken.arn, syncGroup: TOKEN_SYNC_GROUP }
+        : { value: secrets.agentToken! },
     env: secrets.env,
     gitCredentials: secrets.gitCredentials,
     gitSsh: secrets.gitSshKey && { key: secrets.gitSshKey, knownHosts: config.gitKnownHosts! },
@@ -40,6 +43,19 @@ createFargateProfiles("workers", {
     queues: Object.keys(config.queues).filter((q) => config.queues[q].fargate),
     subnetIds: config.fargateSubnetIds,
 });
+
+// With the token in Secrets Manager, the sync copies it into the workers' Secret (now and on rotation).
+const tokenSync = config.agentToken.kind === "secretsManager" ? new TokenSyncer("token-sync", {
+    secretArn: config.agentToken.arn,
+    jsonKey: config.agentToken.jsonKey,
+    intervalMinutes: config.agentToken.intervalMinutes,
+    namespace: config.namespace,
+    cluster,
+    kubernetesGroups: [TOKEN_SYNC_GROUP],
+    targetUid: workers.agentTokenSecretUid,
+    logRetentionDays: config.lambda.logRetentionDays,
+    alarmTopicArn: config.alarmTopicArn,
+}, { dependsOn: [workers] }) : undefined;
 
 const scheduler = new Scheduler("scheduler", {
     settings: schedulerSettings(config),
@@ -63,7 +79,7 @@ const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     logRetentionDays: config.lambda.logRetentionDays,
     timeoutSeconds: config.lambda.timeoutSeconds,
     alarmTopicArn: config.alarmTopicArn,
-}, { dependsOn: [workers] }) : undefined;
+}, { dependsOn: tokenSync ? [workers, tokenSync] : [workers] }) : undefined;
 
 export const namespace = workers.namespace;
 export const queues = Object.keys(config.queues);
@@ -74,4 +90,6 @@ export const cancelRuleArn = scheduler.cancelRuleArn;
 export const deadLetterQueueUrl = scheduler.deadLetterQueueUrl;
 export const logGroupName = scheduler.logGroupName;
 export const sweepFunctionName = sweeper?.functionName ?? "sweep off";
+export const agentTokenSource = config.agentToken.kind === "secretsManager" ? config.agentToken.arn : "pulumi config (secret)";
+export const tokenSyncFunctionName = tokenSync?.functionName ?? "no sync (token from pulumi config)";
 export const watchWorkers = pulumi.interpolate`kubectl get jobs,pods -n ${workers.namespace} -l app.kubernetes.io/managed-by=scaledkite`;

@@ -36,6 +36,15 @@ export function sweeperRules(agentTokenSecret: string): PolicyRule[] {
     ];
 }
 
+/** The token sync's identity: its own group, the only one that may change the agent token Secret. */
+export const TOKEN_SYNC_GROUP = "scaledkite:token-sync";
+export const TOKEN_SYNC_ROLE = "scaledkite-token-sync";
+
+/** Read and update the agent token Secret, by name: no other Secret, no create or delete. */
+export function tokenSyncRules(agentTokenSecret: string): PolicyRule[] {
+    return [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "patch"], resourceNames: [agentTokenSecret] }];
+}
+
 function roleAndBinding(name: string, namespace: string, rules: PolicyRule[], group: string): [object, object] {
     return [
         { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: { name, namespace }, rules },
@@ -55,4 +64,9 @@ export function schedulerRbac(namespace: string, group = SCHEDULER_GROUP): [obje
 /** The sweep's Role and RoleBinding as manifests. */
 export function sweeperRbac(namespace: string, agentTokenSecret: string, group = SWEEPER_GROUP): [object, object] {
     return roleAndBinding(SWEEPER_ROLE, namespace, sweeperRules(agentTokenSecret), group);
+}
+
+/** The token sync's Role and RoleBinding as manifests. */
+export function tokenSyncRbac(namespace: string, agentTokenSecret: string, group = TOKEN_SYNC_GROUP): [object, object] {
+    return roleAndBinding(TOKEN_SYNC_ROLE, namespace, tokenSyncRules(agentTokenSecret), group);
 }

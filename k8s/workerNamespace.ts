@@ -2,7 +2,8 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../scheduler/settings";
 import type { SpendCaps } from "../scheduler/config";
-import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac } from "./rbac";
+import { TOKEN_SOURCE_ANNOTATIONS } from "../scheduler/kube";
+import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac, tokenSyncRbac } from "./rbac";
 
 export { SCHEDULER_GROUP };
 
@@ -10,8 +11,11 @@ export { SCHEDULER_GROUP };
 export interface WorkerNamespaceArgs {
     /** The namespace the worker Jobs run in; created by this component. */
     namespace: string;
-    /** The Buildkite agent token (a secret). */
-    agentToken: pulumi.Input<string>;
+    /**
+     * The Buildkite agent token: a secret value from config, or the ARN of the Secrets Manager secret
+     * the token sync copies it from (then the Secret is created empty and Pulumi never holds the token).
+     */
+    agentToken: { value: pulumi.Input<string> } | { secretsManagerArn: string; syncGroup: string };
     /** Extra environment variables for every worker (secret values), injected with envFrom. */
     env?: pulumi.Input<Record<string, pulumi.Input<string>>>;
     /** A git-credentials file for HTTPS clones (a secret). */
@@ -38,6 +42,8 @@ export class WorkerNamespace extends pulumi.ComponentResource {
     readonly namespace: pulumi.Output<string>;
     readonly secretNames: pulumi.Output<string[]>;
     readonly roleName: pulumi.Output<string>;
+    /** The agent token Secret's uid (a replaced Secret is synced again). */
+    readonly agentTokenSecretUid: pulumi.Output<string>;
 
     constructor(name: string, args: WorkerNamespaceArgs, opts?: pulumi.ComponentResourceOptions) {
         super("scaledkite:k8s:WorkerNamespace", name, {}, { ...opts, providers: [args.provider] });
@@ -49,7 +55,12 @@ export class WorkerNamespace extends pulumi.ComponentResource {
         const namespace = ns.metadata.name;
         const inNs = { ...parent, dependsOn: [ns] };
 
-        const secrets = [createSecret(`${name}-agent-token`, namespace, SECRET_NAMES.agentToken, { [AGENT_TOKEN_KEY]: args.agentToken }, inNs)];
+        const secrets = ["value" in args.agentToken
+            ? createSecret(`${name}-agent-token`, namespace, SECRET_NAMES.agentToken, { [AGENT_TOKEN_KEY]: args.agentToken.value }, inNs)
+            : createSyncedSecret(`${name}-agent-token`, namespace, SECRET_NAMES.agentToken, args.agentToken.secretsManagerArn, inNs)];
+        if ("secretsManagerArn" in args.agentToken) {
+            createRbac(`${name}-token-sync`, tokenSyncRbac(args.namespace, SECRET_NAMES.agentToken, args.agentToken.syncGroup), inNs);
+        }
         if (args.env !== undefined) secrets.push(createSecret(`${name}-env`, namespace, SECRET_NAMES.env, args.env, inNs));
         if (args.gitCredentials !== undefined) {
             secrets.push(createSecret(`${name}-git-credentials`, namespace, SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: args.gitCredentials }, inNs));
@@ -82,6 +93,7 @@ export class WorkerNamespace extends pulumi.ComponentResource {
         this.namespace = namespace;
         this.secretNames = pulumi.all(secrets.map((s) => s.metadata.name));
         this.roleName = role.metadata.name;
+        this.agentTokenSecretUid = secrets[0].metadata.uid;
         this.registerOutputs({ namespace: this.namespace, secretNames: this.secretNames, roleName: this.roleName });
     }
 }
@@ -108,6 +120,21 @@ export function createSecret(
         type: "Opaque",
         stringData: pulumi.secret(data),
     }, { ...opts, additionalSecretOutputs: ["data", "stringData"] });
+}
+
+/**
+ * A Secret whose value the token sync writes: Pulumi creates it with no data and never diffs its data,
+ * so the value stays out of Pulumi state and a `pulumi up` never overwrites a synced token.
+ */
+export function createSyncedSecret(resourceName: string, namespace: pulumi.Input<string>, secretName: string, sourceArn: string, opts: pulumi.CustomResourceOptions): k8s.core.v1.Secret {
+    return new k8s.core.v1.Secret(resourceName, {
+        metadata: {
+            name: secretName, namespace,
+            labels: { "app.kubernetes.io/managed-by": "scaledkite" },
+            annotations: { [TOKEN_SOURCE_ANNOTATIONS.source]: sourceArn },
+        },
+        type: "Opaque",
+    }, { ...opts, additionalSecretOutputs: ["data", "stringData"], ignoreChanges: ["data", "stringData"] });
 }
 
 /** The scheduler's Role and its binding to the scheduler's group (the manifests of rbac.ts). */

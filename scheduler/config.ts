@@ -9,6 +9,7 @@
 import { configError } from "./errors";
 import { DEFAULT_AGENT_ENDPOINT } from "./stacksApi";
 import { DEFAULT_QUEUE } from "./queue";
+import { SECRET_ARN } from "./secretsManager";
 import { ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "./settings";
 
 export const DEFAULT_IMAGE = "buildkite/agent:3.138.3";
@@ -50,8 +51,17 @@ export interface LambdaConfig {
     maxEventAgeSeconds: number;
 }
 
+/**
+ * Where the agent token comes from: Pulumi config (a secret), or an AWS Secrets Manager secret that
+ * the token sync copies into the cluster and keeps in sync.
+ */
+export type AgentTokenSource =
+    | { kind: "config" }
+    | { kind: "secretsManager"; arn: string; jsonKey?: string; intervalMinutes: number };
+
 /** The validated stack configuration. */
 export interface StackConfig {
+    agentToken: AgentTokenSource;
     cluster: string;
     eventBusName: string;
     roleArn?: string;
@@ -96,7 +106,8 @@ const WORKER_KEYS: (keyof WorkerSettings)[] = [
 const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
 
 export const CONFIG_KEYS: readonly string[] = [
-    "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "env", "gitCredentials",
+    "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "agentTokenSecretArn", "agentTokenSecretKey",
+    "tokenSyncInterval", "env", "gitCredentials",
     "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
     "sweepInterval", "stackKey", "agentEndpoint", "podPendingTimeout", "startFailureGrace",
     "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
@@ -419,9 +430,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         p.add("jobPrefix", `${JSON.stringify(jobPrefix)} would not make a DNS-1123 Job name: use lowercase letters, digits and '-', starting with a letter or digit`);
     }
 
-    if ((opts.requireSecrets ?? true) && raw.agentToken === undefined || raw.agentToken === null || raw.agentToken === "") {
-        p.add("agentToken", `is required: the Buildkite agent token (pulumi config set --secret scaledkite:agentToken <token>)`);
-    }
+    const agentToken = readAgentTokenSource(raw, opts.requireSecrets ?? true, p);
 
     const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...workerOverrides(raw, "", p) };
     const queues = readQueues(raw.queues, defaults, p);
@@ -491,6 +500,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
 
     if (p.list.length > 0) throw configError(p.list);
     return {
+        agentToken,
         cluster: cluster!,
         eventBusName: eventBusName!,
         roleArn,
@@ -507,6 +517,28 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         sweep,
         lambda,
     };
+}
+
+/** The agent token's source: exactly one of agentToken (secret config) and agentTokenSecretArn. */
+function readAgentTokenSource(raw: Raw, requireSecrets: boolean, p: Problems): AgentTokenSource {
+    const arn = asString(raw.agentTokenSecretArn, "agentTokenSecretArn", p);
+    const jsonKey = asString(raw.agentTokenSecretKey, "agentTokenSecretKey", p);
+    const intervalMinutes = asInteger(raw.tokenSyncInterval, "tokenSyncInterval", p, 1, 60) ?? 5;
+    if (arn !== undefined) {
+        if (!SECRET_ARN.test(arn)) {
+            p.add("agentTokenSecretArn", `${JSON.stringify(arn)} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>); copy it from aws secretsmanager describe-secret --secret-id <name>`);
+        }
+        if (isSet(raw.agentToken)) {
+            p.add("agentToken", `and scaledkite:agentTokenSecretArn are both set: keep one (pulumi config rm scaledkite:agentToken to take the token from Secrets Manager)`);
+        }
+        return { kind: "secretsManager", arn, jsonKey, intervalMinutes };
+    }
+    if (jsonKey !== undefined) p.add("agentTokenSecretKey", `is set without scaledkite:agentTokenSecretArn: set the secret's ARN too, or remove the key`);
+    if (raw.tokenSyncInterval !== undefined) p.add("tokenSyncInterval", `is set without scaledkite:agentTokenSecretArn: it only applies to a token from Secrets Manager`);
+    if (requireSecrets && !isSet(raw.agentToken)) {
+        p.add("agentToken", `is required: the Buildkite agent token (pulumi config set --secret scaledkite:agentToken <token>), or its AWS Secrets Manager secret (pulumi config set scaledkite:agentTokenSecretArn <arn>)`);
+    }
+    return { kind: "config" };
 }
 
 function isSet(v: unknown): boolean {

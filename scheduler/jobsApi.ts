@@ -24,6 +24,10 @@ export interface JobsApi {
     listPods(namespace: string, labelSelector: string, token: string): Promise<V1Pod[]>;
     /** Reads one key of a Secret (the sweep's agent token). Throws KubernetesError. */
     secretValue(namespace: string, name: string, key: string, token: string): Promise<string>;
+    /** A Secret's data (decoded) and annotations (the token sync compares before it writes). Throws KubernetesError. */
+    readSecret(namespace: string, name: string, token: string): Promise<{ data: Record<string, string>; annotations: Record<string, string> }>;
+    /** Merge-patches a Secret's data (plain values, encoded here) and annotations. Throws KubernetesError. */
+    patchSecret(namespace: string, name: string, patch: { data: Record<string, string>; annotations?: Record<string, string> }, token: string): Promise<void>;
     readonly server: string;
 }
 
@@ -40,10 +44,11 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
         maxSockets: 64,
     });
     const basePath = url.pathname.replace(/\/$/, "");
+    const secretPath = (namespace: string, name: string) => `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`;
     const jobsPath = (namespace: string) => `${basePath}/apis/batch/v1/namespaces/${encodeURIComponent(namespace)}/jobs`;
     type Body = { reason?: string; message?: string };
 
-    function call(method: string, path: string, payload: string, token: string, what: string, ok: (status: number, body: Body) => boolean): Promise<{ status: number; body: Body }> {
+    function call(method: string, path: string, payload: string, token: string, what: string, ok: (status: number, body: Body) => boolean, contentType = "application/json"): Promise<{ status: number; body: Body }> {
         return new Promise((resolve, reject) => {
             const req = https.request({
                 agent,
@@ -53,7 +58,7 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
                 path,
                 headers: {
                     authorization: `Bearer ${token}`,
-                    "content-type": "application/json",
+                    "content-type": contentType,
                     accept: "application/json",
                     "content-length": Buffer.byteLength(payload),
                     "user-agent": "scaledkite-scheduler",
@@ -82,6 +87,13 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
         });
     }
 
+    async function readSecret(namespace: string, name: string, token: string) {
+        const { body } = await call("GET", secretPath(namespace, name), "", token, `reading Secret ${namespace}/${name}`, (status) => status === 200);
+        const secret = body as { data?: Record<string, string>; metadata?: { annotations?: Record<string, string> } };
+        const data = Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+        return { data, annotations: secret.metadata?.annotations ?? {} };
+    }
+
     return {
         server,
         create(job: V1Job, token: string) {
@@ -104,12 +116,16 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
             return pods;
         },
         async secretValue(namespace: string, name: string, key: string, token: string) {
-            const what = `reading Secret ${namespace}/${name}`;
-            const { body } = await call("GET", `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`, "", token, what,
-                (status) => status === 200);
-            const value = (body as { data?: Record<string, string> }).data?.[key];
-            if (value === undefined) throw classifyApiFailure(404, { message: `Secret ${namespace}/${name} has no key ${key}` }, what);
-            return Buffer.from(value, "base64").toString();
+            const value = (await readSecret(namespace, name, token)).data[key];
+            if (value === undefined) throw classifyApiFailure(404, { message: `Secret ${namespace}/${name} has no key ${key}` }, `reading Secret ${namespace}/${name}`);
+            return value;
+        },
+        readSecret,
+        async patchSecret(namespace: string, name: string, patch: { data: Record<string, string>; annotations?: Record<string, string> }, token: string) {
+            const data = Object.fromEntries(Object.entries(patch.data).map(([k, v]) => [k, Buffer.from(v).toString("base64")]));
+            const body = JSON.stringify({ metadata: patch.annotations ? { annotations: patch.annotations } : undefined, data });
+            await call("PATCH", `${secretPath(namespace, name)}?fieldManager=scaledkite-token-sync`, body, token, `updating Secret ${namespace}/${name}`,
+                (status) => status === 200, "application/merge-patch+json");
         },
         remove(namespace: string, name: string, token: string) {
             // Background propagation: the garbage collector removes the pod.

@@ -10,6 +10,7 @@ import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { classifyApiFailure, classifyNetworkFailure, isKubernetesError, kubernetesError, KubernetesError } from "./errors";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
+import type { TokenTarget } from "./tokenSync";
 
 /** The label selector of every worker pod. */
 export const WORKER_SELECTOR = "app.kubernetes.io/managed-by=scaledkite,app.kubernetes.io/component=buildkite-worker";
@@ -26,13 +27,9 @@ export interface JobClient {
     readonly server: string;
 }
 
-/**
- * A JobClient for any API server that takes bearer tokens: one request per Job, one keep-alive
- * connection per container; a refused token is dropped so the next attempt signs a new one.
- */
-export function bearerJobClient(server: string, caData: string | undefined, tokens: TokenCache): JobClient {
-    const api = jobsApi(server, caData);
-    const withToken = async <T>(call: (token: string) => Promise<T>): Promise<T> => {
+/** Calls made with the cached token; a refused token (401) is dropped so the next call signs a new one. */
+function bearerCalls(tokens: TokenCache): <T>(call: (token: string) => Promise<T>) => Promise<T> {
+    return async (call) => {
         try {
             return await call(await tokens.get());
         } catch (e) {
@@ -40,6 +37,15 @@ export function bearerJobClient(server: string, caData: string | undefined, toke
             throw e;
         }
     };
+}
+
+/**
+ * A JobClient for any API server that takes bearer tokens: one request per Job, one keep-alive
+ * connection per container; a refused token is dropped so the next attempt signs a new one.
+ */
+export function bearerJobClient(server: string, caData: string | undefined, tokens: TokenCache): JobClient {
+    const api = jobsApi(server, caData);
+    const withToken = bearerCalls(tokens);
     return {
         server,
         async createJob(job: V1Job) {
@@ -82,16 +88,37 @@ export function eksJobClient(cluster: EksClusterAccess, tokens: TokenCache = eks
  */
 export function bearerSecretReader(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string, ttlMs = 5 * 60_000): () => Promise<string> {
     const api = jobsApi(server, caData);
+    const withToken = bearerCalls(tokens);
     let cached: { value: string; at: number } | undefined;
     return async () => {
         if (cached && Date.now() - cached.at < ttlMs) return cached.value;
-        try {
-            cached = { value: await api.secretValue(namespace, name, key, await tokens.get()), at: Date.now() };
-        } catch (e) {
-            if ((e as KubernetesError).status === 401) tokens.invalidate();
-            throw e;
-        }
+        cached = { value: await withToken((t) => api.secretValue(namespace, name, key, t)), at: Date.now() };
         return cached.value;
+    };
+}
+
+/** Annotations on the agent token Secret that say where its value came from, and when. */
+export const TOKEN_SOURCE_ANNOTATIONS = {
+    source: "scaledkite.io/token-source",
+    version: "scaledkite.io/token-version",
+    syncedAt: "scaledkite.io/token-synced-at",
+} as const;
+
+/** The token sync's target: one key of one Secret, read and merge-patched with a bearer token. */
+export function bearerTokenTarget(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string): TokenTarget {
+    const api = jobsApi(server, caData);
+    const withToken = bearerCalls(tokens);
+    return {
+        where: `${namespace}/${name}`,
+        read: () => withToken(async (t) => (await api.readSecret(namespace, name, t)).data[key]),
+        write: (value, from) => withToken((t) => api.patchSecret(namespace, name, {
+            data: { [key]: value },
+            annotations: {
+                [TOKEN_SOURCE_ANNOTATIONS.source]: from.arn,
+                [TOKEN_SOURCE_ANNOTATIONS.version]: from.versionId ?? "",
+                [TOKEN_SOURCE_ANNOTATIONS.syncedAt]: new Date().toISOString(),
+            },
+        }, t)),
     };
 }
 

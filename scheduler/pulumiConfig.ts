@@ -8,7 +8,8 @@ import { CONFIG_KEYS, parseStackConfig, SECRET_KEYS, StackConfig } from "./confi
 import { isConfigError } from "./errors";
 
 export interface StackSecrets {
-    agentToken: pulumi.Output<string>;
+    /** Absent when the token comes from Secrets Manager (scaledkite:agentTokenSecretArn). */
+    agentToken?: pulumi.Output<string>;
     env?: pulumi.Output<Record<string, string>>;
     gitCredentials?: pulumi.Output<string>;
     gitSshKey?: pulumi.Output<string>;
@@ -61,7 +62,7 @@ export function readStackConfig(cfg: pulumi.Config): { config: StackConfig; secr
     return {
         config,
         secrets: {
-            agentToken: cfg.requireSecret("agentToken"),
+            agentToken: cfg.getSecret("agentToken"),
             env: envText === undefined ? undefined : envText.apply((t) => parseSecretEnv(t)),
             gitCredentials: cfg.getSecret("gitCredentials"),
             gitSshKey: cfg.getSecret("gitSshKey"),

@@ -246,12 +246,12 @@ export function createSchedulerFunction(
 }
 
 /** A closure-serialized Lambda on Node 24 with a given role and log group (no broad default policies). */
-export function createClosureFunction(
+export function createClosureFunction<R = void>(
     name: string,
-    args: { role: pulumi.Input<string>; logGroup: aws.cloudwatch.LogGroup; memoryMb: number; timeoutSeconds: number; description: string; callbackFactory: aws.lambda.CallbackFactory<unknown, void> },
+    args: { role: pulumi.Input<string>; logGroup: aws.cloudwatch.LogGroup; memoryMb: number; timeoutSeconds: number; description: string; callbackFactory: aws.lambda.CallbackFactory<unknown, R> },
     opts: pulumi.CustomResourceOptions,
-): aws.lambda.CallbackFunction<unknown, void> {
-    return new aws.lambda.CallbackFunction<unknown, void>(`${name}-fn`, {
+): aws.lambda.CallbackFunction<unknown, R> {
+    return new aws.lambda.CallbackFunction<unknown, R>(`${name}-fn`, {
         runtime: aws.lambda.Runtime.NodeJS24dX,
         role: args.role,
         memorySize: args.memoryMb,

@@ -13,6 +13,8 @@ function problems(overrides: Record<string, unknown>): string[] {
     return [];
 }
 
+const SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:buildkite/agent-token-AbC123";
+
 describe("stack configuration", () => {
     it("applies the documented defaults", () => {
         const c = parseStackConfig(rawConfig());
@@ -55,7 +57,7 @@ describe("stack configuration", () => {
         ["missing cluster", { cluster: undefined }, /scaledkite:cluster is required.*pulumi config set scaledkite:cluster/],
         ["cluster with spaces", { cluster: "my cluster" }, /scaledkite:cluster "my cluster" is not an EKS cluster name/],
         ["missing event bus", { eventBusName: "" }, /scaledkite:eventBusName is required/],
-        ["missing agent token", { agentToken: undefined }, /scaledkite:agentToken is required.*--secret/],
+        ["missing agent token", { agentToken: undefined }, /scaledkite:agentToken is required.*--secret.*or its AWS Secrets Manager secret/],
         ["role ARN that is not one", { roleArn: "my-role" }, /scaledkite:roleArn "my-role" is not an IAM role ARN/],
         ["namespace with capitals", { namespace: "BuildKite" }, /scaledkite:namespace "BuildKite" is not a DNS-1123 label/],
         ["job prefix too long", { jobPrefix: "a".repeat(MAX_JOB_PREFIX_LENGTH + 1) }, /a Job name would pass 63; use at most 27/],
@@ -104,6 +106,11 @@ describe("stack configuration", () => {
         ["a Stacks API endpoint over plain http", { agentEndpoint: "http://agent.example.com/v3" }, /agentEndpoint "http:\/\/agent.example.com\/v3" must be an https URL/],
         ["a pending timeout under a minute", { podPendingTimeout: 5 }, /podPendingTimeout must be a whole number from 60/],
         ["a stack key with spaces", { stackKey: "my stack" }, /stackKey "my stack" is not a usable stack key/],
+        ["an agent token secret ARN that is not one", { agentToken: undefined, agentTokenSecretArn: "buildkite/agent-token" }, /agentTokenSecretArn "buildkite\/agent-token" is not a Secrets Manager secret ARN.*describe-secret/],
+        ["both an agent token and its secret ARN", { agentTokenSecretArn: SECRET_ARN }, /agentToken and scaledkite:agentTokenSecretArn are both set: keep one/],
+        ["a secret JSON key without the ARN", { agentTokenSecretKey: "token" }, /agentTokenSecretKey is set without scaledkite:agentTokenSecretArn/],
+        ["a token sync interval without the ARN", { tokenSyncInterval: 5 }, /tokenSyncInterval is set without scaledkite:agentTokenSecretArn/],
+        ["a token sync interval over an hour", { agentToken: undefined, agentTokenSecretArn: SECRET_ARN, tokenSyncInterval: 90 }, /tokenSyncInterval must be a whole number from 1 to 60/],
         ["a pod spec patch that is not an object", { podSpecPatch: "[1]" }, /podSpecPatch must be an object/],
     ];
     for (const [name, overrides, message] of bad) {
@@ -113,6 +120,12 @@ describe("stack configuration", () => {
             for (const m of p) assert.ok(!m.includes("\n"), "one line each");
         });
     }
+
+    it("takes the agent token from Secrets Manager instead of config", () => {
+        const c = parseStackConfig(rawConfig({ agentToken: undefined, agentTokenSecretArn: SECRET_ARN, agentTokenSecretKey: "token" }));
+        assert.deepStrictEqual(c.agentToken, { kind: "secretsManager", arn: SECRET_ARN, jsonKey: "token", intervalMinutes: 5 });
+        assert.deepStrictEqual(parseStackConfig(rawConfig()).agentToken, { kind: "config" });
+    });
 
     it("reports every problem at once", () => {
         assert.strictEqual(problems({ cluster: undefined, namespace: "X", dind: "maybe" }).length, 3);

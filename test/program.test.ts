@@ -220,6 +220,53 @@ describe("Pulumi program", function () {
         });
     });
 
+    describe("with the agent token in Secrets Manager", () => {
+        const ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/buildkite-agent-token-AbC123";
+        let r: ProgramRun;
+        before(async () => {
+            const config: Record<string, string> = { ...baseConfig(), "scaledkite:agentTokenSecretArn": ARN, "scaledkite:agentTokenSecretKey": "token" };
+            delete config["scaledkite:agentToken"];
+            r = await runProgram(config);
+        });
+
+        it("creates the agent token Secret with no value, so the token never enters Pulumi", () => {
+            const secret = r.named("kubernetes:core/v1:Secret", "workers-agent-token");
+            assert.strictEqual(secret.inputs.stringData, undefined);
+            assert.strictEqual(secret.inputs.data, undefined);
+            assert.strictEqual(secret.inputs.metadata.annotations["scaledkite.io/token-source"], ARN);
+            assert.strictEqual(r.outputs.agentTokenSource, ARN);
+        });
+
+        it("gives the sync its own identity, which may only read and update that Secret", () => {
+            const role = r.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-token-sync").inputs;
+            assert.deepStrictEqual(role.rules, [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "patch"], resourceNames: ["scaledkite-agent-token"] }]);
+            const binding = r.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-token-sync").inputs;
+            assert.deepStrictEqual(binding.subjects.map((s: { name: string }) => s.name), ["scaledkite:token-sync"]);
+            assert.deepStrictEqual(r.named("aws:eks/accessEntry:AccessEntry", "token-sync-access").inputs.kubernetesGroups, ["scaledkite:token-sync"]);
+            const policy = statements(r.named("aws:iam/rolePolicy:RolePolicy", "token-sync-policy").inputs.policy);
+            assert.deepStrictEqual(policy.map((s) => s.Action).flat().sort(), ["kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue"]);
+            for (const st of policy) assert.ok(st.Resource !== "*", `wildcard resource in ${st.Sid}`);
+        });
+
+        it("syncs during pulumi up, on the secret's change events, and on a schedule", () => {
+            const now = r.one("aws:lambda/invocation:Invocation").inputs;
+            assert.deepStrictEqual(JSON.parse(now.input), { source: "scaledkite.deploy" });
+            assert.strictEqual(now.triggers.secretArn, ARN);
+            const changed = JSON.parse(r.named("aws:cloudwatch/eventRule:EventRule", "token-sync-secret-changed").inputs.eventPattern);
+            assert.deepStrictEqual(changed.source, ["aws.secretsmanager"]);
+            assert.ok(changed.detail.eventName.includes("RotationSucceeded") && changed.detail.eventName.includes("PutSecretValue"));
+            assert.strictEqual(r.named("aws:cloudwatch/eventRule:EventRule", "token-sync-schedule").inputs.scheduleExpression, "rate(5 minutes)");
+            assert.strictEqual(r.named("aws:lambda/function:Function", "token-sync-fn").inputs.runtime, "nodejs24.x");
+            assert.ok(r.named("aws:cloudwatch/metricAlarm:MetricAlarm", "token-sync-errors"));
+        });
+
+        it("captures the ARN and key in the sync's code, and no secret", async () => {
+            const code = await lambdaCode(r, "token-sync-fn");
+            assert.ok(code.includes(ARN) && code.includes('"token"'));
+            assert.ok(!code.includes("bk-agent-token-SECRET-VALUE"));
+        });
+    });
+
     describe("bad configuration", () => {
         const cases: [string, Record<string, string>, string[], RegExp][] = [
             ["a missing cluster", { "scaledkite:cluster": "" }, [], /scaledkite:cluster is required/],

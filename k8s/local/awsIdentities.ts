@@ -5,6 +5,8 @@
  * EKS access entry does). So the Lambda code authenticates locally exactly as it does in AWS.
  */
 import * as fs from "fs";
+import { Hash } from "@smithy/hash-node";
+import { SignatureV4 } from "@smithy/signature-v4";
 import { AwsCredentials, signEksToken, TokenCache, TOKEN_PREFIX } from "../../scheduler/eksToken";
 import { bearerJobClient, JobClient } from "../../scheduler/kube";
 
@@ -34,6 +36,14 @@ export const SWEEPER_IDENTITY: LocalIdentity = {
     groups: ["scaledkite:sweeper"],
 };
 
+/** The token sync's identity: its access entry puts it in the token-sync group. */
+export const TOKEN_SYNC_IDENTITY: LocalIdentity = {
+    accessKeyId: "AKIALOCALTOKENSYNC01",
+    secretAccessKey: "local-token-sync-secret-key-not-a-real-one",
+    username: "arn:aws:sts::000000000000:assumed-role/scaledkite-token-sync/lambda",
+    groups: ["scaledkite:token-sync"],
+};
+
 /** An identity with no access entry groups: authenticated, allowed nothing. */
 export const STRANGER_IDENTITY: LocalIdentity = {
     accessKeyId: "AKIALOCALSTRANGER001",
@@ -42,7 +52,7 @@ export const STRANGER_IDENTITY: LocalIdentity = {
     groups: [],
 };
 
-export const LOCAL_IDENTITIES: LocalIdentity[] = [SCHEDULER_IDENTITY, SWEEPER_IDENTITY, STRANGER_IDENTITY];
+export const LOCAL_IDENTITIES: LocalIdentity[] = [SCHEDULER_IDENTITY, SWEEPER_IDENTITY, TOKEN_SYNC_IDENTITY, STRANGER_IDENTITY];
 
 /** How long the API server accepts a token after its X-Amz-Date (as EKS does). */
 const TOKEN_VALIDITY_MS = 15 * 60 * 1000;
@@ -79,6 +89,47 @@ export async function verifyEksToken(token: string, identities: LocalIdentity[],
     const expected = await signEksToken(cluster, region, { ...identity, sessionToken: q.get("X-Amz-Security-Token") ?? undefined }, date);
     if (expected.token !== token) return { ok: false, reason: "signature does not match (wrong key or another cluster's token)" };
     return { ok: true, identity };
+}
+
+/** A request as a local AWS service stand-in received it. */
+export interface ReceivedRequest {
+    method: string;
+    /** Path and query as sent. */
+    url: string;
+    headers: Record<string, string | string[] | undefined>;
+    body: string;
+}
+
+/**
+ * Verifies a request signed with SigV4 in its Authorization header, as an AWS service does: the
+ * credential's key must be known, the date fresh, and the signature equal to the one made again
+ * from the signed headers with that key. Returns the identity, or why the request proves none.
+ */
+export async function verifySigV4Request(req: ReceivedRequest, identities: LocalIdentity[], now = new Date()):
+    Promise<{ ok: true; identity: LocalIdentity; service: string; region: string } | { ok: false; reason: string }> {
+    const auth = String(req.headers.authorization ?? "");
+    const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/.exec(auth);
+    if (!m) return { ok: false, reason: "missing or malformed SigV4 Authorization header" };
+    const [, accessKeyId, , region, service, signedHeaderList, signature] = m;
+    const identity = identities.find((i) => i.accessKeyId === accessKeyId);
+    if (!identity) return { ok: false, reason: `unknown access key ${accessKeyId}` };
+    const date = parseAmzDate(String(req.headers["x-amz-date"] ?? ""));
+    if (!date) return { ok: false, reason: "no X-Amz-Date" };
+    if (Math.abs(now.getTime() - date.getTime()) > 5 * 60_000) return { ok: false, reason: "signature expired (X-Amz-Date more than 5 minutes off)" };
+    const signed = signedHeaderList.split(";");
+    for (const required of ["host", "x-amz-date"]) if (!signed.includes(required)) return { ok: false, reason: `${required} is not signed` };
+    const headers: Record<string, string> = {};
+    for (const h of signed) headers[h] = String(req.headers[h] ?? "");
+    const url = new URL(req.url, `http://${headers.host}`);
+    const query: Record<string, string> = {};
+    url.searchParams.forEach((v, k) => (query[k] = v));
+    // A session token is either signed (as the SDKs do) or sent beside the signature (as curl does).
+    const sessionToken = signed.includes("x-amz-security-token") ? headers["x-amz-security-token"] : undefined;
+    const signer = new SignatureV4({ service, region, credentials: { ...identity, sessionToken }, sha256: Hash.bind(null, "sha256") });
+    const again = await signer.sign({ method: req.method, protocol: "http:", hostname: url.hostname, path: url.pathname, query, headers, body: req.body }, { signingDate: date });
+    const expected = /Signature=([0-9a-f]{64})/.exec(String(again.headers.authorization))?.[1];
+    if (expected !== signature) return { ok: false, reason: "the request signature does not match (wrong secret key, or the request was changed)" };
+    return { ok: true, identity, service, region };
 }
 
 /** The TokenReview answer kube-apiserver expects from an authentication webhook. */

@@ -48,10 +48,13 @@ export interface DeployedStack {
     config: Record<string, string>;
 }
 
-/** Program config for the local cluster, as full keys. */
+/** Program config for the local cluster, as full keys (an `extra` value of null removes the key). */
 export function localStackConfig(namespace: string, extra: Record<string, unknown> = {}): Record<string, string> {
     const config: Record<string, string> = { ...baseConfig(), "scaledkite:cluster": LOCAL_CLUSTER_NAME, "scaledkite:namespace": namespace };
-    for (const [k, v] of Object.entries(extra)) config[`scaledkite:${k}`] = typeof v === "string" ? v : JSON.stringify(v);
+    for (const [k, v] of Object.entries(extra)) {
+        if (v === null) delete config[`scaledkite:${k}`];
+        else config[`scaledkite:${k}`] = typeof v === "string" ? v : JSON.stringify(v);
+    }
     return config;
 }
 

@@ -33,8 +33,8 @@ process.stdin.on("end", async () => {
     const t = process.hrtime.bigint();
     const context = { awsRequestId: "local-" + (i++), functionName: "scaledkite-scheduler", getRemainingTimeInMillis: () => 30000 };
     try {
-      await handler(event, context);
-      console.log("RESULT " + JSON.stringify({ ok: true, ms: Number(process.hrtime.bigint() - t) / 1e6, loadedMs }));
+      const value = await handler(event, context);
+      console.log("RESULT " + JSON.stringify({ ok: true, value, ms: Number(process.hrtime.bigint() - t) / 1e6, loadedMs }));
     } catch (e) {
       console.log("RESULT " + JSON.stringify({ ok: false, error: String(e && e.message), retryable: !!(e && e.retryable), ms: Number(process.hrtime.bigint() - t) / 1e6, loadedMs }));
     }
@@ -44,6 +44,8 @@ process.stdin.on("end", async () => {
 
 export interface Invocation {
     ok: boolean;
+    /** What the handler returned. */
+    value?: any;
     error?: string;
     retryable?: boolean;
     ms: number;

@@ -1,0 +1,132 @@
+/**
+ * AWS Secrets Manager, the one call the token sync makes: GetSecretValue of the current version,
+ * signed with SigV4 from the function's own credentials. Global `fetch` and the signer the EKS token
+ * already loads, so the Lambda gains no SDK (the AWS SDK would add megabytes and a slower cold start
+ * for one request).
+ *
+ * The endpoint is the region's, or `AWS_ENDPOINT_URL_SECRETS_MANAGER` (the AWS SDKs' variable for a
+ * service endpoint), which the tests point at a local stand-in.
+ */
+import { Hash } from "@smithy/hash-node";
+import { SignatureV4 } from "@smithy/signature-v4";
+import { AwsCredentials } from "./eksToken";
+
+/** A failure reading the secret; `retryable` says whether a later attempt may get past it. */
+export interface SecretsManagerError extends Error {
+    kind: "secrets-manager";
+    retryable: boolean;
+    code?: string;
+}
+
+function secretsError(message: string, retryable: boolean, code?: string): SecretsManagerError {
+    return Object.assign(new Error(message), { name: "SecretsManagerError", kind: "secrets-manager" as const, retryable, code });
+}
+
+/** The parts of a Secrets Manager ARN: arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 chars>. */
+export interface SecretArn {
+    partition: string;
+    region: string;
+    account: string;
+    /** The secret's name (without the 6-character suffix Secrets Manager adds). */
+    name: string;
+}
+
+export const SECRET_ARN = /^arn:(aws[a-z-]*):secretsmanager:([a-z0-9-]+):(\d{12}):secret:(.+)-[A-Za-z0-9]{6}$/;
+
+/** Parses a full secret ARN; undefined when it is not one. Pure. */
+export function parseSecretArn(arn: string): SecretArn | undefined {
+    const m = SECRET_ARN.exec(arn);
+    return m ? { partition: m[1], region: m[2], account: m[3], name: m[4] } : undefined;
+}
+
+/** The regional Secrets Manager endpoint, or the override in the environment. */
+export function secretsManagerEndpoint(region: string, env: NodeJS.ProcessEnv = process.env): string {
+    const override = env.AWS_ENDPOINT_URL_SECRETS_MANAGER || env.AWS_ENDPOINT_URL;
+    if (override) return override.replace(/\/$/, "");
+    return region.startsWith("cn-") ? `https://secretsmanager.${region}.amazonaws.com.cn` : `https://secretsmanager.${region}.amazonaws.com`;
+}
+
+/**
+ * Turns a Secrets Manager error answer into one line naming the problem and the fix. Pure, so it is
+ * tested as a table. Throttling and server errors are worth retrying; the rest need a change first.
+ */
+export function classifySecretsManagerFailure(status: number, type: string | undefined, message: string | undefined, arn: string): SecretsManagerError {
+    const code = (type ?? "").split("#").pop() || undefined;
+    const what = `reading ${arn} from Secrets Manager`;
+    const detail = message ? ` (${message.split("\n")[0]})` : "";
+    switch (code) {
+        case "ResourceNotFoundException":
+            return secretsError(`${what}: no such secret, or it has no current value${detail}; check scaledkite:agentTokenSecretArn`, false, code);
+        case "AccessDeniedException":
+            return secretsError(`${what}: access denied${detail}; pulumi up grants the token sync role secretsmanager:GetSecretValue on this ARN, so check the secret's resource policy`, false, code);
+        case "DecryptionFailure":
+            return secretsError(`${what}: the secret's KMS key refused to decrypt${detail}; allow the token sync role kms:Decrypt in the key policy`, false, code);
+        case "InvalidRequestException":
+            return secretsError(`${what}: the secret cannot be read now${detail}; it may be scheduled for deletion: restore it or point scaledkite:agentTokenSecretArn at another`, false, code);
+        case "UnrecognizedClientException":
+        case "InvalidSignatureException":
+        case "IncompleteSignature":
+        case "ExpiredTokenException":
+            return secretsError(`${what}: the request's credentials were refused (${code}); will retry with fresh credentials`, true, code);
+        case "ThrottlingException":
+        case "InternalServiceError":
+            return secretsError(`${what}: Secrets Manager answered ${code}; will retry`, true, code);
+    }
+    const retryable = status === 429 || status >= 500;
+    return secretsError(`${what}: Secrets Manager answered ${status}${code ? ` ${code}` : ""}${detail}${retryable ? "; will retry" : ""}`, retryable, code);
+}
+
+/** The current value of a secret, and its version id. */
+export interface SecretVersion {
+    value: string;
+    versionId?: string;
+}
+
+/** Reads the current version of one secret. */
+export type SecretReader = () => Promise<SecretVersion>;
+
+/**
+ * A reader of the current value of the secret `arn` (its SecretString). `credentials` is called per
+ * read, so rotated Lambda credentials are picked up.
+ */
+export function secretsManagerReader(arn: string, credentials: () => AwsCredentials, opts: { endpoint?: string; timeoutMs?: number } = {}): SecretReader {
+    const parsed = parseSecretArn(arn);
+    if (!parsed) throw secretsError(`${JSON.stringify(arn)} is not a Secrets Manager secret ARN; set scaledkite:agentTokenSecretArn to the secret's full ARN`, false);
+    const endpoint = new URL(opts.endpoint ?? secretsManagerEndpoint(parsed.region));
+    const body = JSON.stringify({ SecretId: arn });
+    return async () => {
+        const signer = new SignatureV4({ service: "secretsmanager", region: parsed.region, credentials: credentials(), sha256: Hash.bind(null, "sha256") });
+        const signed = await signer.sign({
+            method: "POST",
+            protocol: endpoint.protocol,
+            hostname: endpoint.hostname,
+            port: endpoint.port ? Number(endpoint.port) : undefined,
+            path: endpoint.pathname,
+            headers: {
+                host: endpoint.host,
+                "content-type": "application/x-amz-json-1.1",
+                "x-amz-target": "secretsmanager.GetSecretValue",
+            },
+            body,
+        });
+        let res: Response;
+        try {
+            res = await fetch(endpoint, { method: "POST", headers: signed.headers as Record<string, string>, body, signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000) });
+        } catch (e) {
+            const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+            throw secretsError(`reading ${arn} from Secrets Manager: cannot reach ${endpoint.origin} (${cause?.code ?? (e as Error).name}); will retry`, true);
+        }
+        const text = await res.text();
+        let answer: { SecretString?: string; VersionId?: string; __type?: string; message?: string; Message?: string } = {};
+        try {
+            answer = JSON.parse(text || "{}");
+        } catch {
+            answer = { message: text.slice(0, 200) };
+        }
+        if (!res.ok) throw classifySecretsManagerFailure(res.status, answer.__type ?? res.headers.get("x-amzn-errortype") ?? undefined, answer.message ?? answer.Message, arn);
+        if (typeof answer.SecretString !== "string") {
+            throw secretsError(`reading ${arn} from Secrets Manager: the secret holds binary data, not text; store the agent token as a secret string`, false);
+        }
+        return { value: answer.SecretString, versionId: answer.VersionId };
+    };
+}

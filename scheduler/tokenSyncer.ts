@@ -1,0 +1,128 @@
+/**
+ * The token sync's AWS side (when `scaledkite:agentTokenSecretArn` is set): a closure-serialized
+ * Lambda with its own role (its logs, GetSecretValue on that one secret, and KMS decryption through
+ * Secrets Manager for that secret only) and its own EKS access entry (group scaledkite:token-sync,
+ * which may read and update the agent token Secret and nothing else). It runs once during
+ * `pulumi up`, on the secret's change events, and on a schedule.
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { credentialsFromEnv } from "./eksToken";
+import { bearerTokenTarget, eksTokens } from "./kube";
+import { createAlarms, createClosureFunction, createLambdaRole } from "./scheduler";
+import { parseSecretArn, secretsManagerReader } from "./secretsManager";
+import { AGENT_TOKEN_KEY, SECRET_NAMES } from "./settings";
+import { scheduleExpression } from "./sweeper";
+import { createTokenSync, DEPLOY_TRIGGER, SECRET_CHANGE_EVENTS, TokenSyncResult } from "./tokenSync";
+
+/** Arguments of TokenSyncer. */
+export interface TokenSyncerArgs {
+    /** The Secrets Manager secret that holds the agent token. */
+    secretArn: string;
+    /** The field of a JSON secret that holds the token (absent: the whole string). */
+    jsonKey?: string;
+    /** Minutes between scheduled syncs (the safety net for a change whose event never came). */
+    intervalMinutes: number;
+    /** The workers' namespace, where the agent token Secret is. */
+    namespace: string;
+    cluster: { name: string; region: pulumi.Input<string>; endpoint: pulumi.Input<string>; caData: pulumi.Input<string> };
+    /** Kubernetes groups of the sync's identity. */
+    kubernetesGroups: string[];
+    /** The agent token Secret's uid: a new Secret gets a new sync during pulumi up. */
+    targetUid?: pulumi.Input<string>;
+    logRetentionDays: number;
+    alarmTopicArn?: string;
+}
+
+/**
+ * The rule's pattern: Secrets Manager calls and service events that may change a secret's current
+ * value. Events of other secrets in the account also match (CloudTrail names a secret by ARN, partial
+ * ARN or name); the function ignores them. Pure.
+ */
+export function secretChangePattern(): Record<string, unknown> {
+    return {
+        source: ["aws.secretsmanager"],
+        "detail-type": ["AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"],
+        detail: { eventSource: ["secretsmanager.amazonaws.com"], eventName: SECRET_CHANGE_EVENTS },
+    };
+}
+
+/** The sync role's only permissions. Pure. */
+export function tokenSyncPolicy(logGroupArn: string, secretArn: string): object {
+    const arn = parseSecretArn(secretArn);
+    const region = arn?.region ?? "*";
+    return {
+        Version: "2012-10-17",
+        Statement: [
+            { Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${logGroupArn}:*` },
+            { Sid: "ReadAgentToken", Effect: "Allow", Action: ["secretsmanager:GetSecretValue"], Resource: secretArn },
+            {
+                // A customer-managed key: decrypt through Secrets Manager, for this secret only.
+                Sid: "DecryptAgentToken", Effect: "Allow", Action: ["kms:Decrypt"], Resource: `arn:${arn?.partition ?? "aws"}:kms:${region}:${arn?.account ?? "*"}:key/*`,
+                Condition: { StringEquals: { "kms:ViaService": `secretsmanager.${region}.amazonaws.com`, "kms:EncryptionContext:SecretARN": secretArn } },
+            },
+        ],
+    };
+}
+
+export class TokenSyncer extends pulumi.ComponentResource {
+    readonly functionName: pulumi.Output<string>;
+    /** What the sync during pulumi up did (e.g. {"outcome":"updated",...}); never the token. */
+    readonly deploySync: pulumi.Output<string>;
+
+    constructor(name: string, args: TokenSyncerArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("scaledkite:scheduler:TokenSyncer", name, {}, opts);
+        const parent = { parent: this };
+        const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/scaledkite/${pulumi.getStack()}/${name}`, retentionInDays: args.logRetentionDays }, parent);
+        const role = createLambdaRole(name, "Scaledkite token sync Lambda: reads the agent token secret; Kubernetes access comes from its EKS access entry",
+            logGroup.arn.apply((l) => tokenSyncPolicy(l, args.secretArn)), parent);
+        const access = new aws.eks.AccessEntry(`${name}-access`, { clusterName: args.cluster.name, principalArn: role.arn, kubernetesGroups: args.kubernetesGroups, type: "STANDARD" }, parent);
+        const fn = createTokenSyncFunction(name, args, role.arn, logGroup, parent);
+
+        const onChange = new aws.cloudwatch.EventRule(`${name}-secret-changed`, {
+            description: `Scaledkite: sync the agent token when ${args.secretArn} changes`,
+            eventPattern: JSON.stringify(secretChangePattern()),
+        }, parent);
+        const schedule = new aws.cloudwatch.EventRule(`${name}-schedule`, {
+            description: `Scaledkite: sync the agent token from ${args.secretArn} (${scheduleExpression(args.intervalMinutes)})`,
+            scheduleExpression: scheduleExpression(args.intervalMinutes),
+        }, parent);
+        for (const [rule, suffix] of [[onChange, "secret-changed"], [schedule, "schedule"]] as const) {
+            new aws.lambda.Permission(`${name}-${suffix}-invoke`, { action: "lambda:InvokeFunction", function: fn.name, principal: "events.amazonaws.com", sourceArn: rule.arn }, parent);
+            new aws.cloudwatch.EventTarget(`${name}-${suffix}-target`, { rule: rule.name, arn: fn.arn, retryPolicy: { maximumRetryAttempts: 10, maximumEventAgeInSeconds: 3600 } }, parent);
+        }
+        createAlarms(name, { functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn }, parent);
+
+        // Fill the Secret now, so the first worker after pulumi up already has the token. A failure
+        // fails pulumi up with the sync's one-line reason.
+        const deploy = new aws.lambda.Invocation(`${name}-now`, {
+            functionName: fn.name,
+            input: JSON.stringify(DEPLOY_TRIGGER),
+            triggers: { secretArn: args.secretArn, jsonKey: args.jsonKey ?? "", target: pulumi.output(args.targetUid ?? "") },
+        }, { ...parent, dependsOn: [access] });
+
+        this.functionName = fn.name;
+        this.deploySync = deploy.result;
+        this.registerOutputs({ functionName: this.functionName, deploySync: this.deploySync });
+    }
+}
+
+/** The sync Lambda: clients built once per container, one sync per invocation. */
+export function createTokenSyncFunction(
+    name: string, args: TokenSyncerArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
+): aws.lambda.CallbackFunction<unknown, TokenSyncResult> {
+    const { secretArn, jsonKey, namespace } = args;
+    const clusterName = args.cluster.name;
+    const clusterEndpoint = pulumi.output(args.cluster.endpoint);
+    const caData = pulumi.output(args.cluster.caData);
+    const region = pulumi.output(args.cluster.region);
+    return createClosureFunction<TokenSyncResult>(name, {
+        role, logGroup, memoryMb: 128, timeoutSeconds: 60,
+        description: "Scaledkite: keeps the agent token Secret equal to its Secrets Manager secret",
+        callbackFactory: () => {
+            const cluster = { name: clusterName, region: region.get(), endpoint: clusterEndpoint.get(), caData: caData.get() };
+            const target = bearerTokenTarget(cluster.endpoint, cluster.caData, eksTokens(cluster), namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
+            return createTokenSync(secretArn, secretsManagerReader(secretArn, () => credentialsFromEnv()), target, { jsonKey });
+        },
+    }, opts);
+}
