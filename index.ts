@@ -8,6 +8,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { createClusterProvider, readCluster } from "./k8s/cluster";
+import { WorkerEcrAccess } from "./k8s/ecr";
 import { createFargateProfiles } from "./k8s/fargate";
 import { SWEEPER_GROUP, TOKEN_SYNC_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
@@ -34,6 +35,16 @@ const workers = new WorkerNamespace("workers", {
     caps: config.caps,
     schedulerGroup: SCHEDULER_GROUP,
     sweeperGroup: config.sweep.intervalMinutes > 0 ? SWEEPER_GROUP : undefined,
+    provider,
+});
+
+// ECR: the workers' IAM role, bound to their service account, and the login hook.
+const ecr = config.ecr && new WorkerEcrAccess("ecr", {
+    clusterName: config.cluster,
+    oidcIssuer: cluster.oidcIssuer,
+    namespace: workers.namespace,
+    registries: config.ecr.registries,
+    identity: config.ecr.identity,
     provider,
 });
 
@@ -65,7 +76,7 @@ const scheduler = new Scheduler("scheduler", {
     roleArn: config.roleArn,
     alarmTopicArn: config.alarmTopicArn,
     lambda: config.lambda,
-}, { dependsOn: [workers] });
+}, { dependsOn: ecr ? [workers, ecr] : [workers] });
 
 const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     settings: schedulerSettings(config),
@@ -90,6 +101,7 @@ export const cancelRuleArn = scheduler.cancelRuleArn;
 export const deadLetterQueueUrl = scheduler.deadLetterQueueUrl;
 export const logGroupName = scheduler.logGroupName;
 export const sweepFunctionName = sweeper?.functionName ?? "sweep off";
+export const workerRoleArn = ecr?.roleArn ?? "no ECR registries";
 export const agentTokenSource = config.agentToken.kind === "secretsManager" ? config.agentToken.arn : "pulumi config (secret)";
 export const tokenSyncFunctionName = tokenSync?.functionName ?? "no sync (token from pulumi config)";
 export const watchWorkers = pulumi.interpolate`kubectl get jobs,pods -n ${workers.namespace} -l app.kubernetes.io/managed-by=scaledkite`;

@@ -11,6 +11,8 @@ export interface ExistingCluster {
     caData: pulumi.Output<string>;
     /** The cluster's authentication mode: access entries need API or API_AND_CONFIG_MAP. */
     authenticationMode: pulumi.Output<string>;
+    /** The cluster's OIDC issuer URL (IRSA roles trust it); empty when it has none. */
+    oidcIssuer: pulumi.Output<string>;
 }
 
 /**
@@ -26,6 +28,7 @@ export function readCluster(name: string, opts?: pulumi.InvokeOptions): Existing
         endpoint: c.endpoint,
         caData: c.certificateAuthorities.apply((cas) => cas[0]?.data ?? ""),
         authenticationMode: c.accessConfigs.apply((a) => a[0]?.authenticationMode ?? "CONFIG_MAP"),
+        oidcIssuer: c.identities.apply((ids) => ids?.[0]?.oidcs?.[0]?.issuer ?? ""),
     };
 }
 

@@ -59,9 +59,27 @@ export type AgentTokenSource =
     | { kind: "config" }
     | { kind: "secretsManager"; arn: string; jsonKey?: string; intervalMinutes: number };
 
+/** One ECR registry the workers log in to. */
+export interface EcrRegistry {
+    /** The registry host, <account>.dkr.ecr.<region>.amazonaws.com. */
+    registry: string;
+    partition: string;
+    account: string;
+    region: string;
+    /** Push as well as pull. */
+    push: boolean;
+    /** Repository name patterns the role may use ("*": all). */
+    repositories: string[];
+}
+
+/** How the workers' IAM role reaches their pods. */
+export type WorkerIdentity = "podIdentity" | "irsa";
+
 /** The validated stack configuration. */
 export interface StackConfig {
     agentToken: AgentTokenSource;
+    /** ECR registries and how the workers' role is bound to their service account (absent: no ECR). */
+    ecr?: { registries: EcrRegistry[]; identity: WorkerIdentity };
     cluster: string;
     eventBusName: string;
     roleArn?: string;
@@ -70,7 +88,7 @@ export interface StackConfig {
     defaults: WorkerSettings;
     /** Queue name -> that queue's settings, merged over `defaults`. */
     queues: Record<string, WorkerSettings>;
-    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean };
+    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean; ecr: boolean };
     /** Agent hooks (file name -> script), mounted from a ConfigMap at the agent's hooks path. */
     hooks: Record<string, string>;
     /** known_hosts for git over SSH. */
@@ -107,7 +125,7 @@ const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
 
 export const CONFIG_KEYS: readonly string[] = [
     "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "agentTokenSecretArn", "agentTokenSecretKey",
-    "tokenSyncInterval", "env", "gitCredentials",
+    "tokenSyncInterval", "ecrRegistries", "workerIdentity", "env", "gitCredentials",
     "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
     "sweepInterval", "stackKey", "agentEndpoint", "podPendingTimeout", "startFailureGrace",
     "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
@@ -471,6 +489,12 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
             }
         }
     }
+    const ecr = readEcr(raw, p);
+    if (ecr?.identity === "podIdentity") {
+        for (const name of fargateQueues) {
+            p.add(`queues.${name}.fargate`, `cannot use EKS Pod Identity for ECR: Fargate pods do not get it; set scaledkite:workerIdentity irsa (the cluster needs an IAM OIDC provider)`);
+        }
+    }
     const alarmTopicArn = asString(raw.alarmTopicArn, "alarmTopicArn", p);
     if (alarmTopicArn && !/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/.test(alarmTopicArn)) {
         p.add("alarmTopicArn", `${JSON.stringify(alarmTopicArn)} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)`);
@@ -508,7 +532,8 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         jobPrefix,
         defaults,
         queues,
-        secrets: { env: isSet(raw.env), gitCredentials: isSet(raw.gitCredentials), gitSsh: isSet(raw.gitSshKey), hooks: Object.keys(hooks).length > 0 },
+        secrets: { env: isSet(raw.env), gitCredentials: isSet(raw.gitCredentials), gitSsh: isSet(raw.gitSshKey), hooks: Object.keys(hooks).length > 0, ecr: ecr !== undefined },
+        ecr,
         hooks,
         gitKnownHosts,
         fargateSubnetIds,
@@ -517,6 +542,51 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         sweep,
         lambda,
     };
+}
+
+export const ECR_REGISTRY = /^(\d{12})\.dkr\.ecr(-fips)?\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$/;
+const REPOSITORY_PATTERN = /^[a-z0-9*]([a-z0-9._/*-]{0,254})$/;
+
+/** ECR registries (a list of hosts, or of {registry, push, repositories}) and the worker identity. */
+function readEcr(raw: Raw, p: Problems): StackConfig["ecr"] {
+    const identityRaw = asString(raw.workerIdentity, "workerIdentity", p);
+    if (identityRaw !== undefined && identityRaw !== "podIdentity" && identityRaw !== "irsa") {
+        p.add("workerIdentity", `must be podIdentity (EKS Pod Identity, the default) or irsa (IAM roles for service accounts), got ${JSON.stringify(identityRaw)}`);
+    }
+    const identity: WorkerIdentity = identityRaw === "irsa" ? "irsa" : "podIdentity";
+    const v = structured(raw.ecrRegistries, "ecrRegistries", p);
+    if (v === undefined || v === null || v === "") {
+        if (identityRaw !== undefined) p.add("workerIdentity", `is set without scaledkite:ecrRegistries: it only applies to the workers' ECR role`);
+        return undefined;
+    }
+    const example = `e.g. ["123456789012.dkr.ecr.us-east-1.amazonaws.com", {"registry": "210987654321.dkr.ecr.eu-west-1.amazonaws.com", "push": true, "repositories": ["ci/*"]}]`;
+    if (!Array.isArray(v) || v.length === 0) {
+        p.add("ecrRegistries", `must be a non-empty list of registries, ${example}`);
+        return undefined;
+    }
+    const registries: EcrRegistry[] = [];
+    v.forEach((entry, i) => {
+        const key = `ecrRegistries[${i}]`;
+        const e = typeof entry === "string" ? { registry: entry } : entry;
+        if (typeof e !== "object" || e === null || Array.isArray(e)) {
+            p.add(key, `must be a registry host or {"registry": ..., "push": true|false, "repositories": [...]}`);
+            return;
+        }
+        for (const k of Object.keys(e)) if (!["registry", "push", "repositories"].includes(k)) p.add(`${key}.${k}`, `is not a registry setting: use registry, push, repositories`);
+        const host = asString((e as Raw).registry, `${key}.registry`, p);
+        const m = host === undefined ? null : ECR_REGISTRY.exec(host);
+        if (!m) {
+            p.add(`${key}.registry`, `${JSON.stringify(host ?? null)} is not an ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com)`);
+            return;
+        }
+        if (registries.some((r) => r.registry === host)) p.add(`${key}.registry`, `${host} is listed twice`);
+        const push = asBoolean((e as Raw).push, `${key}.push`, p) ?? false;
+        const repositories = asStringList((e as Raw).repositories, `${key}.repositories`, p,
+            (r) => REPOSITORY_PATTERN.test(r) ? undefined : `has ${JSON.stringify(r)}, not a repository name or pattern (e.g. ci/*)`) ?? ["*"];
+        if (repositories.length === 0) p.add(`${key}.repositories`, `is empty: leave it out to allow every repository, or name some (e.g. ["ci/*"])`);
+        registries.push({ registry: host!, partition: m[4] ? "aws-cn" : "aws", account: m[1], region: m[3], push, repositories });
+    });
+    return { registries, identity };
 }
 
 /** The agent token's source: exactly one of agentToken (secret config) and agentTokenSecretArn. */

@@ -9,7 +9,8 @@
 import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { jobUrl, ScheduledJob } from "./event";
 import {
-    AGENT_TOKEN_KEY, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SchedulerSettings, SECRET_NAMES, WorkerSettings,
+    AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SchedulerSettings, SECRET_NAMES,
+    WORKER_SERVICE_ACCOUNT, WorkerSettings,
 } from "./settings";
 import { strategicMerge } from "./strategicMerge";
 
@@ -21,6 +22,8 @@ const BUILD_PATH = "/buildkite/builds";
 const SECRETS_PATH = "/buildkite/secrets";
 const SSH_PATH = "/buildkite/ssh";
 const HOOKS_PATH = "/buildkite/hooks";
+/** Scaledkite's own agent hooks (the ECR login), beside the user's: the agent runs both. */
+export const SCALEDKITE_HOOKS_PATH = "/buildkite/scaledkite-hooks";
 
 /** Annotations that keep node autoscalers from evicting a running build. */
 export const DO_NOT_DISRUPT = {
@@ -83,6 +86,7 @@ function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: Sche
         });
     }
     if (settings.secrets.hooks) env.push({ name: "BUILDKITE_HOOKS_PATH", value: HOOKS_PATH });
+    if (settings.secrets.ecr) env.push({ name: "BUILDKITE_ADDITIONAL_HOOKS_PATHS", value: SCALEDKITE_HOOKS_PATH });
     for (const [name, value] of Object.entries(worker.env)) env.push({ name, value });
     return env;
 }
@@ -105,12 +109,14 @@ function dindSidecar(worker: WorkerSettings): V1Container {
     };
 }
 
-function podSpec(worker: WorkerSettings, agent: V1Container, volumes: V1Volume[]): V1PodSpec {
+function podSpec(settings: SchedulerSettings, worker: WorkerSettings, agent: V1Container, volumes: V1Volume[]): V1PodSpec {
+    // With ECR, the workers' own service account carries their IAM role (a queue may name another).
+    const serviceAccountName = worker.serviceAccountName ?? (settings.secrets.ecr ? WORKER_SERVICE_ACCOUNT : undefined);
     const spec: V1PodSpec = {
         restartPolicy: "Never",
         automountServiceAccountToken: false,
         terminationGracePeriodSeconds: worker.terminationGracePeriodSeconds,
-        ...(worker.serviceAccountName ? { serviceAccountName: worker.serviceAccountName } : {}),
+        ...(serviceAccountName ? { serviceAccountName } : {}),
         ...(Object.keys(worker.nodeSelector).length ? { nodeSelector: worker.nodeSelector } : {}),
         ...(worker.tolerations.length ? { tolerations: worker.tolerations } : {}),
         ...(worker.affinity ? { affinity: worker.affinity as V1PodSpec["affinity"] } : {}),
@@ -173,6 +179,10 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
         volumes.push({ name: "hooks", configMap: { name: HOOKS_CONFIGMAP, defaultMode: 0o755 } });
         agentMounts.push({ name: "hooks", mountPath: HOOKS_PATH, readOnly: true });
     }
+    if (settings.secrets.ecr) {
+        volumes.push({ name: "scaledkite-hooks", configMap: { name: ECR_HOOKS_CONFIGMAP, defaultMode: 0o755 } });
+        agentMounts.push({ name: "scaledkite-hooks", mountPath: SCALEDKITE_HOOKS_PATH, readOnly: true });
+    }
     const envFrom = [...(settings.secrets.env ? [{ secretRef: { name: SECRET_NAMES.env } }] : []), ...worker.envFrom];
 
     const agent: V1Container = {
@@ -204,7 +214,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             },
             template: {
                 metadata: { labels, annotations: podAnnotations },
-                spec: podSpec(worker, agent, volumes),
+                spec: podSpec(settings, worker, agent, volumes),
             },
         },
     };

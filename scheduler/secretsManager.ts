@@ -66,6 +66,7 @@ export function classifySecretsManagerFailure(status: number, type: string | und
         case "UnrecognizedClientException":
         case "InvalidSignatureException":
         case "IncompleteSignature":
+            return secretsError(`${what}: the request's credentials were refused (${code}); check the token sync function's role`, false, code);
         case "ExpiredTokenException":
             return secretsError(`${what}: the request's credentials were refused (${code}); will retry with fresh credentials`, true, code);
         case "ThrottlingException":

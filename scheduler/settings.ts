@@ -71,6 +71,9 @@ export const SECRET_NAMES = {
 
 /** The ConfigMap that holds the agent hooks (`scaledkite:hooks`). */
 export const HOOKS_CONFIGMAP = "scaledkite-hooks";
+/** The ConfigMap with the ECR login hook and registry list, and the workers' service account. */
+export const ECR_HOOKS_CONFIGMAP = "scaledkite-ecr-login";
+export const WORKER_SERVICE_ACCOUNT = "scaledkite-worker";
 /** Keys inside the git SSH Secret. */
 export const GIT_SSH_KEY = "id_ssh";
 export const GIT_KNOWN_HOSTS_KEY = "known_hosts";
@@ -88,6 +91,9 @@ export interface SchedulerSettings {
     jobPrefix: string;
     /** Served queues, each with its settings already merged over the stack-wide defaults. */
     queues: Record<string, WorkerSettings>;
-    /** Which optional Secrets (and the hooks ConfigMap) exist, so workers only reference what is there. */
-    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean };
+    /**
+     * Which optional Secrets and ConfigMaps exist, so workers only reference what is there; `ecr`: the
+     * ECR login hook and the workers' service account (bound to their IAM role).
+     */
+    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean; ecr: boolean };
 }

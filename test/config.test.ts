@@ -13,6 +13,7 @@ function problems(overrides: Record<string, unknown>): string[] {
     return [];
 }
 
+const ECR = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
 const SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:buildkite/agent-token-AbC123";
 
 describe("stack configuration", () => {
@@ -23,7 +24,7 @@ describe("stack configuration", () => {
         assert.deepStrictEqual(Object.keys(c.queues), ["dynamic"]);
         assert.deepStrictEqual(c.queues.dynamic, WORKER_DEFAULTS);
         assert.match(c.defaults.image, /^buildkite\/agent:\d+\.\d+\.\d+$/, "a pinned tag of the stock image");
-        assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false, gitSsh: false, hooks: false });
+        assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false, gitSsh: false, hooks: false, ecr: false });
         assert.deepStrictEqual(c.lambda, { memoryMb: 128, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400 });
     });
 
@@ -44,7 +45,7 @@ describe("stack configuration", () => {
 
     it("notes which optional secrets are set, without their values", () => {
         const c = parseStackConfig(rawConfig({ env: "<secret>", gitCredentials: "<secret>", gitSshKey: "<secret>", gitKnownHosts: "github.com ssh-ed25519 AAAA", hooks: { environment: "echo hi" } }));
-        assert.deepStrictEqual(c.secrets, { env: true, gitCredentials: true, gitSsh: true, hooks: true });
+        assert.deepStrictEqual(c.secrets, { env: true, gitCredentials: true, gitSsh: true, hooks: true, ecr: false });
         assert.deepStrictEqual(c.hooks, { environment: "echo hi" });
     });
 
@@ -111,6 +112,15 @@ describe("stack configuration", () => {
         ["a secret JSON key without the ARN", { agentTokenSecretKey: "token" }, /agentTokenSecretKey is set without scaledkite:agentTokenSecretArn/],
         ["a token sync interval without the ARN", { tokenSyncInterval: 5 }, /tokenSyncInterval is set without scaledkite:agentTokenSecretArn/],
         ["a token sync interval over an hour", { agentToken: undefined, agentTokenSecretArn: SECRET_ARN, tokenSyncInterval: 90 }, /tokenSyncInterval must be a whole number from 1 to 60/],
+        ["an ECR registry that is not an ECR host", { ecrRegistries: ["ghcr.io"] }, /ecrRegistries\[0\].registry "ghcr.io" is not an ECR registry host/],
+        ["ECR registries that are not a list", { ecrRegistries: { a: 1 } }, /ecrRegistries must be a non-empty list of registries, e.g./],
+        ["an ECR registry listed twice", { ecrRegistries: [ECR, { registry: ECR, push: true }] }, /ecrRegistries\[1\].registry .* is listed twice/],
+        ["an ECR registry with an unknown field", { ecrRegistries: [{ registry: ECR, pull: true }] }, /ecrRegistries\[0\].pull is not a registry setting/],
+        ["an ECR repository pattern with capitals", { ecrRegistries: [{ registry: ECR, repositories: ["CI/*"] }] }, /has "CI\/\*", not a repository name/],
+        ["push that is not a boolean", { ecrRegistries: [{ registry: ECR, push: "yes" }] }, /ecrRegistries\[0\].push must be true or false/],
+        ["an unknown worker identity", { ecrRegistries: [ECR], workerIdentity: "keys" }, /workerIdentity must be podIdentity .* or irsa/],
+        ["a worker identity without registries", { workerIdentity: "irsa" }, /workerIdentity is set without scaledkite:ecrRegistries/],
+        ["Pod Identity with a Fargate queue", { ecrRegistries: [ECR], fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true, dind: false } } }, /queues.small.fargate cannot use EKS Pod Identity for ECR.*workerIdentity irsa/],
         ["a pod spec patch that is not an object", { podSpecPatch: "[1]" }, /podSpecPatch must be an object/],
     ];
     for (const [name, overrides, message] of bad) {
@@ -125,6 +135,19 @@ describe("stack configuration", () => {
         const c = parseStackConfig(rawConfig({ agentToken: undefined, agentTokenSecretArn: SECRET_ARN, agentTokenSecretKey: "token" }));
         assert.deepStrictEqual(c.agentToken, { kind: "secretsManager", arn: SECRET_ARN, jsonKey: "token", intervalMinutes: 5 });
         assert.deepStrictEqual(parseStackConfig(rawConfig()).agentToken, { kind: "config" });
+    });
+
+    it("reads ECR registries given as hosts or as objects", () => {
+        const c = parseStackConfig(rawConfig({ ecrRegistries: [ECR, { registry: "444455556666.dkr.ecr.cn-north-1.amazonaws.com.cn", push: true, repositories: ["ci/*"] }], workerIdentity: "irsa" }));
+        assert.deepStrictEqual(c.ecr, {
+            identity: "irsa",
+            registries: [
+                { registry: ECR, partition: "aws", account: "111122223333", region: "us-east-1", push: false, repositories: ["*"] },
+                { registry: "444455556666.dkr.ecr.cn-north-1.amazonaws.com.cn", partition: "aws-cn", account: "444455556666", region: "cn-north-1", push: true, repositories: ["ci/*"] },
+            ],
+        });
+        assert.strictEqual(c.secrets.ecr, true);
+        assert.strictEqual(parseStackConfig(rawConfig({ ecrRegistries: [ECR], fargateSubnetIds: ["subnet-0abc"], workerIdentity: "irsa", queues: { small: { fargate: true, dind: false } } })).ecr!.identity, "irsa");
     });
 
     it("reports every problem at once", () => {

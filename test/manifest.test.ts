@@ -160,6 +160,25 @@ describe("buildJobManifest", () => {
             },
         },
         {
+            name: "with ECR registries, workers use the service account bound to their role and run the login hook beside the user's hooks",
+            config: { ecrRegistries: ["111122223333.dkr.ecr.us-east-1.amazonaws.com"], hooks: { environment: "echo hi" } },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                assert.strictEqual(p.serviceAccountName, "scaledkite-worker");
+                assert.strictEqual(p.automountServiceAccountToken, false, "no Kubernetes API token in the pod");
+                const e = env(p.containers[0]);
+                assert.strictEqual(e.BUILDKITE_HOOKS_PATH, "/buildkite/hooks");
+                assert.strictEqual(e.BUILDKITE_ADDITIONAL_HOOKS_PATHS, "/buildkite/scaledkite-hooks");
+                assert.deepStrictEqual(p.volumes!.find((v) => v.name === "scaledkite-hooks")!.configMap, { name: "scaledkite-ecr-login", defaultMode: 0o755 });
+                assert.ok(p.containers[0].volumeMounts!.some((v) => v.mountPath === "/buildkite/scaledkite-hooks" && v.readOnly));
+            },
+        },
+        {
+            name: "a queue's own service account wins over the workers' one",
+            config: { ecrRegistries: ["111122223333.dkr.ecr.us-east-1.amazonaws.com"], queues: { dynamic: { serviceAccountName: "builder" } } },
+            check: (m) => assert.strictEqual(m.spec!.template.spec!.serviceAccountName, "builder"),
+        },
+        {
             name: "a pod spec patch for anything else, applied last",
             config: { podSpecPatch: { priorityClassName: "ci", containers: [{ name: "agent", workingDir: "/work" }], automountServiceAccountToken: null } },
             check: (m) => {

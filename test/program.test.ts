@@ -103,7 +103,9 @@ describe("Pulumi program", function () {
         for (const p of policies) {
             for (const s of statements(p.inputs.policy)) {
                 for (const action of [s.Action].flat()) assert.ok(!action.includes("*"), `wildcard action ${action}`);
-                for (const resource of [s.Resource].flat()) assert.ok(resource !== "*", `wildcard resource in ${p.name}`);
+                // ecr:GetAuthorizationToken is the one action AWS grants on "*" only.
+                const tokenOnly = [s.Action].flat().join() === "ecr:GetAuthorizationToken";
+                for (const resource of [s.Resource].flat()) assert.ok(resource !== "*" || tokenOnly, `wildcard resource in ${p.name}`);
             }
         }
         const role = statements(run.named("aws:iam/rolePolicy:RolePolicy", "scheduler-policy").inputs.policy);
@@ -217,6 +219,46 @@ describe("Pulumi program", function () {
             assert.strictEqual(r.one("aws:lambda/function:Function").inputs.role, "arn:aws:iam::123456789012:role/ci-scheduler");
             assert.strictEqual(r.one("aws:eks/accessEntry:AccessEntry").inputs.principalArn, "arn:aws:iam::123456789012:role/ci-scheduler");
             assert.strictEqual(r.outputs.sweepFunctionName, "sweep off");
+        });
+    });
+
+    describe("with ECR registries", () => {
+        const registries = [
+            "111122223333.dkr.ecr.us-east-1.amazonaws.com",
+            { registry: "444455556666.dkr.ecr.eu-west-1.amazonaws.com", push: true, repositories: ["ci/*", "cache"] },
+        ];
+        it("gives the workers a role that may pull, and push only where configured, bound by EKS Pod Identity", async () => {
+            const r = await runProgram({ ...baseConfig(), "scaledkite:ecrRegistries": JSON.stringify(registries) });
+            const trust = statements(r.named("aws:iam/role:Role", "ecr-workers").inputs.assumeRolePolicy);
+            assert.deepStrictEqual(trust[0].Principal, { Service: "pods.eks.amazonaws.com" });
+            const policy = statements(r.named("aws:iam/rolePolicy:RolePolicy", "ecr-workers").inputs.policy);
+            assert.deepStrictEqual(policy.map((s) => [s.Sid, s.Resource]), [
+                ["EcrLogin", "*"],
+                ["Pull0", ["arn:aws:ecr:us-east-1:111122223333:repository/*"]],
+                ["PullPush1", ["arn:aws:ecr:eu-west-1:444455556666:repository/ci/*", "arn:aws:ecr:eu-west-1:444455556666:repository/cache"]],
+            ]);
+            assert.ok(!policy[1].Action.includes("ecr:PutImage") && policy[2].Action.includes("ecr:PutImage"));
+            const association = r.one("aws:eks/podIdentityAssociation:PodIdentityAssociation").inputs;
+            assert.deepStrictEqual([association.clusterName, association.namespace, association.serviceAccount], ["ci-cluster", "buildkite", "scaledkite-worker"]);
+            const sa = r.named("kubernetes:core/v1:ServiceAccount", "ecr-workers").inputs;
+            assert.deepStrictEqual([sa.metadata.name, sa.automountServiceAccountToken, sa.metadata.annotations], ["scaledkite-worker", false, undefined]);
+            const hooks = r.named("kubernetes:core/v1:ConfigMap", "ecr-login").inputs;
+            assert.strictEqual(hooks.metadata.name, "scaledkite-ecr-login");
+            assert.deepStrictEqual(Object.keys(hooks.data).sort(), ["ecr-login", "ecr-registries", "environment"]);
+            assert.strictEqual(hooks.data["ecr-registries"], "111122223333.dkr.ecr.us-east-1.amazonaws.com\n444455556666.dkr.ecr.eu-west-1.amazonaws.com\n");
+            assert.match(hooks.data.environment, /\/buildkite\/scaledkite-hooks\/ecr-login"$/m);
+            assert.match(String(r.outputs.workerRoleArn), /ecr-workers/);
+        });
+
+        it("binds the role with IRSA instead when asked: trust in the cluster's OIDC issuer for the one service account", async () => {
+            const r = await runProgram({ ...baseConfig(), "scaledkite:ecrRegistries": JSON.stringify(registries), "scaledkite:workerIdentity": "irsa" });
+            assert.strictEqual(r.ofType("aws:eks/podIdentityAssociation:PodIdentityAssociation").length, 0);
+            const [trust] = statements(r.named("aws:iam/role:Role", "ecr-workers").inputs.assumeRolePolicy);
+            const issuer = "oidc.eks.us-east-1.amazonaws.com/id/ABCDEF0123456789";
+            assert.strictEqual(trust.Principal.Federated, `arn:aws:iam::123456789012:oidc-provider/${issuer}`);
+            assert.deepStrictEqual(trust.Condition.StringEquals, { [`${issuer}:sub`]: "system:serviceaccount:buildkite:scaledkite-worker", [`${issuer}:aud`]: "sts.amazonaws.com" });
+            const sa = r.named("kubernetes:core/v1:ServiceAccount", "ecr-workers").inputs;
+            assert.match(sa.metadata.annotations["eks.amazonaws.com/role-arn"], /ecr-workers/);
         });
     });
 

@@ -31,6 +31,7 @@ export const MOCK_CLUSTER = {
     caData: Buffer.from("-----BEGIN CERTIFICATE-----\nMOCK\n-----END CERTIFICATE-----\n").toString("base64"),
     region: "us-east-1",
     account: "123456789012",
+    oidcIssuer: "https://oidc.eks.us-east-1.amazonaws.com/id/ABCDEF0123456789",
 };
 
 /** A complete, valid configuration; tests override keys of it. */
@@ -81,6 +82,7 @@ export async function runProgram(config: Record<string, string>, secretKeys: str
                         endpoint: mockCluster.endpoint,
                         certificateAuthorities: [{ data: mockCluster.caData }],
                         accessConfigs: [{ authenticationMode: "API_AND_CONFIG_MAP" }],
+                        identities: [{ oidcs: [{ issuer: MOCK_CLUSTER.oidcIssuer }] }],
                     };
                 case "aws:index/getCallerIdentity:getCallerIdentity":
                     return { accountId: MOCK_CLUSTER.account, arn: `arn:aws:iam::${MOCK_CLUSTER.account}:user/test`, userId: "test" };

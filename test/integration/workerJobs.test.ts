@@ -68,6 +68,8 @@ describe("worker Jobs on a real API server", function () {
         before(async function () {
             stack = await deployStack(state, "shapes", {
                 queues, fargateSubnetIds: ["subnet-0abc"], ttlSecondsAfterFinished: 3, jobPrefix: "bk-",
+                // IRSA, since Pod Identity does not reach Fargate pods.
+                ecrRegistries: ["111122223333.dkr.ecr.us-east-1.amazonaws.com", { registry: "444455556666.dkr.ecr.eu-west-1.amazonaws.com", push: true }], workerIdentity: "irsa",
                 hooks: { environment: "#!/bin/sh\nexport FROM_HOOK=1\n" },
                 gitSshKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nlocal\n-----END OPENSSH PRIVATE KEY-----",
                 gitKnownHosts: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
@@ -82,7 +84,9 @@ describe("worker Jobs on a real API server", function () {
                 const stored = await runToCompletion(state, stack, anEvent().queue(queue).build(), "bk-", (queues[queue] as { dind?: boolean }).dind !== false && !(queues[queue] as { fargate?: boolean }).fargate);
                 const pod = stored.spec!.template.spec!;
                 if (queue === "fargate-small") assert.strictEqual(stored.spec!.template.metadata!.labels!["scaledkite.io/fargate-queue"], "fargate-small");
-                if (queue === "with-identity") assert.strictEqual(pod.serviceAccountName, "builder");
+                // The program's worker service account exists (the API server refuses pods of a missing one).
+                assert.strictEqual(pod.serviceAccountName, queue === "with-identity" ? "builder" : "scaledkite-worker");
+                assert.ok(pod.volumes!.some((v) => v.configMap?.name === "scaledkite-ecr-login"), "the ECR login hook is mounted");
                 if (queue === "patched") assert.deepStrictEqual(JSON.parse(JSON.stringify(pod.hostAliases)), [{ ip: "127.0.0.1", hostnames: ["cache.local"] }]);
                 assert.ok(pod.volumes!.some((v) => v.name === "hooks") && pod.volumes!.some((v) => v.name === "ssh"));
             });
