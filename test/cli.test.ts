@@ -41,6 +41,11 @@ describe("command line", () => {
             assert.strictEqual(job.kind, "Job");
             assert.strictEqual(job.metadata.name, "buildkite-agent-9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
             assert.deepStrictEqual(job.metadata.labels.team, "platform", "the dev stack's labels");
+            const pod = job.spec.template.spec;
+            assert.strictEqual(pod.serviceAccountName, "scaledkite-worker", "the dev stack's ECR registries: the workers' service account");
+            const env = Object.fromEntries(pod.containers[0].env.map((e: { name: string; value?: string }) => [e.name, e.value]));
+            assert.strictEqual(env.BUILDKITE_ADDITIONAL_HOOKS_PATHS, "/buildkite/scaledkite-hooks", "and the ECR login hook");
+            assert.strictEqual(env.BUILDKITE_HOOKS_PATH, "/buildkite/hooks", "the dev stack's own hooks");
         });
 
         it("reads the event from standard input with --event -", async () => {
