@@ -11,28 +11,11 @@
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import * as fs from "fs";
-import * as path from "path";
 import type { EcrRegistry, WorkerIdentity } from "../scheduler/config";
-import { SCALEDKITE_HOOKS_PATH } from "../scheduler/manifest";
 import { ECR_HOOKS_CONFIGMAP, WORKER_SERVICE_ACCOUNT } from "../scheduler/settings";
+import { ecrHookFiles } from "./ecrLogin";
 
-/** The login script, as the hook runs it. */
-export const ECR_LOGIN_SCRIPT = path.join(__dirname, "ecr-login.sh");
-
-/** The ConfigMap's files: the environment hook, the script it runs, and the registry list. Pure but for reading the script. */
-export function ecrHookFiles(registries: EcrRegistry[]): Record<string, string> {
-    return {
-        environment: [
-            "#!/bin/bash",
-            "# Scaledkite: log docker in to the ECR registries of scaledkite:ecrRegistries (see ecr-login).",
-            `SCALEDKITE_SERVICE_ACCOUNT="${WORKER_SERVICE_ACCOUNT}" "${SCALEDKITE_HOOKS_PATH}/ecr-login"`,
-            "",
-        ].join("\n"),
-        "ecr-login": fs.readFileSync(ECR_LOGIN_SCRIPT, "utf8"),
-        "ecr-registries": registries.map((r) => r.registry).join("\n") + "\n",
-    };
-}
+export { ECR_LOGIN_SCRIPT } from "./ecrLogin";
 
 const PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
 const PUSH = ["ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"];

@@ -10,6 +10,13 @@
 // Pulumi's closure serialization turns classes into functions, and an Error subclass made that way
 // loses its message inside the Lambda.
 
+/** An error of an outside service (`kind`) that says whether retrying may help. */
+export type ClassifiedError<K extends string, X extends object = object> = Error & { kind: K; retryable: boolean } & X;
+
+export function classifiedError<K extends string, X extends object = object>(kind: K, name: string, message: string, retryable: boolean, extra?: X): ClassifiedError<K, X> {
+    return Object.assign(new Error(message), { name, kind, retryable }, extra) as ClassifiedError<K, X>;
+}
+
 /** An event that is not a well-formed Buildkite job event: never retried. */
 export interface InvalidEventError extends Error {
     kind: "invalid-event";

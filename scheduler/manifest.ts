@@ -86,7 +86,13 @@ function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: Sche
         });
     }
     if (settings.secrets.hooks) env.push({ name: "BUILDKITE_HOOKS_PATH", value: HOOKS_PATH });
-    if (settings.secrets.ecr) env.push({ name: "BUILDKITE_ADDITIONAL_HOOKS_PATHS", value: SCALEDKITE_HOOKS_PATH });
+    if (settings.secrets.ecr) {
+        env.push(
+            { name: "BUILDKITE_ADDITIONAL_HOOKS_PATHS", value: SCALEDKITE_HOOKS_PATH },
+            // The login's messages name the service account that should carry the role.
+            { name: "SCALEDKITE_SERVICE_ACCOUNT", valueFrom: { fieldRef: { fieldPath: "spec.serviceAccountName" } } },
+        );
+    }
     for (const [name, value] of Object.entries(worker.env)) env.push({ name, value });
     return env;
 }

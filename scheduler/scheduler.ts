@@ -7,7 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { LambdaConfig } from "./config";
 import { JOB_FINISHED, JOB_SCHEDULED } from "./event";
 import { createEventHandler } from "./handler";
-import { eksJobClient } from "./kube";
+import { eksJobClient, EksClusterAccess } from "./kube";
 import { DEFAULT_QUEUE } from "./queue";
 import { SchedulerSettings } from "./settings";
 
@@ -16,12 +16,7 @@ export interface SchedulerArgs {
     /** What the Lambda needs to build Jobs (no secrets). */
     settings: SchedulerSettings;
     /** The existing cluster: name, region, endpoint and CA, read at deploy time. */
-    cluster: {
-        name: string;
-        region: pulumi.Input<string>;
-        endpoint: pulumi.Input<string>;
-        caData: pulumi.Input<string>;
-    };
+    cluster: ClusterInputs;
     /** The Buildkite partner event bus. */
     eventBusName: string;
     /** Kubernetes groups the Lambda's role is mapped to by the EKS access entry. */
@@ -205,6 +200,24 @@ export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<str
         pulumi.all([logGroupArn, dlqArn]).apply(([l, q]) => schedulerPolicy(l, q)), opts);
 }
 
+/**
+ * What a cluster-facing Lambda of its own needs besides its code: a log group with retention, a role
+ * with one inline policy (made from the log group's ARN), and the EKS access entry that puts the role
+ * in its Kubernetes groups.
+ */
+export function createLambdaIdentity(
+    name: string,
+    args: { description: string; policy: (logGroupArn: string) => object; clusterName: string; kubernetesGroups: string[]; logRetentionDays: number },
+    opts: pulumi.CustomResourceOptions,
+): { logGroup: aws.cloudwatch.LogGroup; role: aws.iam.Role; access: aws.eks.AccessEntry } {
+    const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/scaledkite/${pulumi.getStack()}/${name}`, retentionInDays: args.logRetentionDays }, opts);
+    const role = createLambdaRole(name, args.description, logGroup.arn.apply(args.policy), opts);
+    const access = new aws.eks.AccessEntry(`${name}-access`, {
+        clusterName: args.clusterName, principalArn: role.arn, kubernetesGroups: args.kubernetesGroups, type: "STANDARD",
+    }, opts);
+    return { logGroup, role, access };
+}
+
 /** A role only Lambda can assume, with one inline policy and no managed policies. */
 export function createLambdaRole(name: string, description: string, policy: pulumi.Output<object>, opts: pulumi.CustomResourceOptions): aws.iam.Role {
     const role = new aws.iam.Role(`${name}-role`, {
@@ -227,22 +240,37 @@ export function createSchedulerFunction(
     name: string, args: SchedulerArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
 ): aws.lambda.CallbackFunction<unknown, void> {
     const settings = args.settings;
-    const clusterName = args.cluster.name;
-    const endpoint = pulumi.output(args.cluster.endpoint);
-    const caData = pulumi.output(args.cluster.caData);
-    const region = pulumi.output(args.cluster.region);
+    const cluster = clusterAtRuntime(args.cluster);
     return createClosureFunction(name, {
         role, logGroup, memoryMb: args.lambda.memoryMb, timeoutSeconds: args.lambda.timeoutSeconds,
         description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
         callbackFactory: () => {
-            const handle = createEventHandler(settings, eksJobClient({
-                name: clusterName, region: region.get(), endpoint: endpoint.get(), caData: caData.get(),
-            }));
+            const handle = createEventHandler(settings, eksJobClient(cluster()));
             return async (event: unknown) => {
                 await handle(event);
             };
         },
     }, opts);
+}
+
+/** The existing cluster as the stack reads it: name, and outputs for region, endpoint and CA. */
+export interface ClusterInputs {
+    name: string;
+    region: pulumi.Input<string>;
+    endpoint: pulumi.Input<string>;
+    caData: pulumi.Input<string>;
+}
+
+/**
+ * For a Lambda's callback factory: returns a function that gives the cluster's access details as plain
+ * values inside the Lambda (Pulumi serializes the outputs' values into the closure).
+ */
+export function clusterAtRuntime(cluster: ClusterInputs): () => EksClusterAccess {
+    const name = cluster.name;
+    const region = pulumi.output(cluster.region);
+    const endpoint = pulumi.output(cluster.endpoint);
+    const caData = pulumi.output(cluster.caData);
+    return () => ({ name, region: region.get(), endpoint: endpoint.get(), caData: caData.get() });
 }
 
 /** A closure-serialized Lambda on Node 24 with a given role and log group (no broad default policies). */

@@ -10,16 +10,13 @@
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { AwsCredentials } from "./eksToken";
+import { classifiedError, ClassifiedError } from "./errors";
 
 /** A failure reading the secret; `retryable` says whether a later attempt may get past it. */
-export interface SecretsManagerError extends Error {
-    kind: "secrets-manager";
-    retryable: boolean;
-    code?: string;
-}
+export type SecretsManagerError = ClassifiedError<"secrets-manager", { code?: string }>;
 
 function secretsError(message: string, retryable: boolean, code?: string): SecretsManagerError {
-    return Object.assign(new Error(message), { name: "SecretsManagerError", kind: "secrets-manager" as const, retryable, code });
+    return classifiedError("secrets-manager", "SecretsManagerError", message, retryable, { code });
 }
 
 /** The parts of a Secrets Manager ARN: arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 chars>. */

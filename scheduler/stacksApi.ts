@@ -6,6 +6,8 @@
  * network failures are errors worth retrying (the next sweep does); 401/403/404 are not.
  */
 
+import { classifiedError, ClassifiedError } from "./errors";
+
 export const DEFAULT_AGENT_ENDPOINT = "https://agent.buildkite.com/v3";
 
 /** A scheduled job as the Stacks API lists it. */
@@ -19,14 +21,10 @@ export interface StacksJob {
     step?: { key?: string; label?: string };
 }
 
-export interface StacksApiError extends Error {
-    kind: "stacks-api";
-    retryable: boolean;
-    status?: number;
-}
+export type StacksApiError = ClassifiedError<"stacks-api", { status?: number }>;
 
 function stacksError(message: string, retryable: boolean, status?: number): StacksApiError {
-    return Object.assign(new Error(message), { name: "StacksApiError", kind: "stacks-api" as const, retryable, status });
+    return classifiedError("stacks-api", "StacksApiError", message, retryable, { status });
 }
 
 export interface StacksApi {

@@ -6,7 +6,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { bearerSecretReader, eksJobClient, eksTokens } from "./kube";
-import { createAlarms, createClosureFunction, createLambdaRole } from "./scheduler";
+import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./scheduler";
 import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "./settings";
 import { stacksApi } from "./stacksApi";
 import { createSweeper } from "./sweep";
@@ -14,7 +14,7 @@ import { createSweeper } from "./sweep";
 /** Arguments of Sweeper. */
 export interface SweeperArgs {
     settings: SchedulerSettings;
-    cluster: { name: string; region: pulumi.Input<string>; endpoint: pulumi.Input<string>; caData: pulumi.Input<string> };
+    cluster: ClusterInputs;
     /** Minutes between sweeps. */
     intervalMinutes: number;
     /** The stack key the sweep registers with Buildkite's Stacks API. */
@@ -43,13 +43,14 @@ export class Sweeper extends pulumi.ComponentResource {
     constructor(name: string, args: SweeperArgs, opts?: pulumi.ComponentResourceOptions) {
         super("scaledkite:scheduler:Sweeper", name, {}, opts);
         const parent = { parent: this };
-        const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/scaledkite/${pulumi.getStack()}/${name}`, retentionInDays: args.logRetentionDays }, parent);
-        const role = createLambdaRole(name, "Scaledkite sweep Lambda: writes its logs; Kubernetes access comes from its EKS access entry",
-            logGroup.arn.apply((l) => ({
+        const { logGroup, role } = createLambdaIdentity(name, {
+            description: "Scaledkite sweep Lambda: writes its logs; Kubernetes access comes from its EKS access entry",
+            policy: (l) => ({
                 Version: "2012-10-17",
                 Statement: [{ Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${l}:*` }],
-            })), parent);
-        new aws.eks.AccessEntry(`${name}-access`, { clusterName: args.cluster.name, principalArn: role.arn, kubernetesGroups: args.kubernetesGroups, type: "STANDARD" }, parent);
+            }),
+            clusterName: args.cluster.name, kubernetesGroups: args.kubernetesGroups, logRetentionDays: args.logRetentionDays,
+        }, parent);
 
         const fn = createSweepFunction(name, args, role.arn, logGroup, parent);
         const schedule = new aws.cloudwatch.EventRule(`${name}-schedule`, {
@@ -72,15 +73,12 @@ export function createSweepFunction(
 ): aws.lambda.CallbackFunction<unknown, void> {
     const { settings, stackKey, endpoint } = args;
     const stuck = { pendingTimeoutMs: args.podPendingTimeoutSeconds * 1000, startFailureGraceMs: args.startFailureGraceSeconds * 1000 };
-    const clusterName = args.cluster.name;
-    const clusterEndpoint = pulumi.output(args.cluster.endpoint);
-    const caData = pulumi.output(args.cluster.caData);
-    const region = pulumi.output(args.cluster.region);
+    const clusterAccess = clusterAtRuntime(args.cluster);
     return createClosureFunction(name, {
         role, logGroup, memoryMb: 128, timeoutSeconds: Math.max(args.timeoutSeconds, 60),
         description: "Scaledkite: schedules Buildkite jobs whose events were lost",
         callbackFactory: () => {
-            const cluster = { name: clusterName, region: region.get(), endpoint: clusterEndpoint.get(), caData: caData.get() };
+            const cluster = clusterAccess();
             const tokens = eksTokens(cluster);
             const agentToken = bearerSecretReader(cluster.endpoint, cluster.caData, tokens, settings.namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
             const sweep = createSweeper(settings, stacksApi(agentToken, { endpoint }), eksJobClient(cluster, tokens), stackKey, undefined, stuck);

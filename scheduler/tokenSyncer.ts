@@ -9,7 +9,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { credentialsFromEnv } from "./eksToken";
 import { bearerTokenTarget, eksTokens } from "./kube";
-import { createAlarms, createClosureFunction, createLambdaRole } from "./scheduler";
+import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./scheduler";
 import { parseSecretArn, secretsManagerReader } from "./secretsManager";
 import { AGENT_TOKEN_KEY, SECRET_NAMES } from "./settings";
 import { scheduleExpression } from "./sweeper";
@@ -25,7 +25,7 @@ export interface TokenSyncerArgs {
     intervalMinutes: number;
     /** The workers' namespace, where the agent token Secret is. */
     namespace: string;
-    cluster: { name: string; region: pulumi.Input<string>; endpoint: pulumi.Input<string>; caData: pulumi.Input<string> };
+    cluster: ClusterInputs;
     /** Kubernetes groups of the sync's identity. */
     kubernetesGroups: string[];
     /** The agent token Secret's uid: a new Secret gets a new sync during pulumi up. */
@@ -73,10 +73,11 @@ export class TokenSyncer extends pulumi.ComponentResource {
     constructor(name: string, args: TokenSyncerArgs, opts?: pulumi.ComponentResourceOptions) {
         super("scaledkite:scheduler:TokenSyncer", name, {}, opts);
         const parent = { parent: this };
-        const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/scaledkite/${pulumi.getStack()}/${name}`, retentionInDays: args.logRetentionDays }, parent);
-        const role = createLambdaRole(name, "Scaledkite token sync Lambda: reads the agent token secret; Kubernetes access comes from its EKS access entry",
-            logGroup.arn.apply((l) => tokenSyncPolicy(l, args.secretArn)), parent);
-        const access = new aws.eks.AccessEntry(`${name}-access`, { clusterName: args.cluster.name, principalArn: role.arn, kubernetesGroups: args.kubernetesGroups, type: "STANDARD" }, parent);
+        const { logGroup, role, access } = createLambdaIdentity(name, {
+            description: "Scaledkite token sync Lambda: reads the agent token secret; Kubernetes access comes from its EKS access entry",
+            policy: (l) => tokenSyncPolicy(l, args.secretArn),
+            clusterName: args.cluster.name, kubernetesGroups: args.kubernetesGroups, logRetentionDays: args.logRetentionDays,
+        }, parent);
         const fn = createTokenSyncFunction(name, args, role.arn, logGroup, parent);
 
         const onChange = new aws.cloudwatch.EventRule(`${name}-secret-changed`, {
@@ -112,15 +113,12 @@ export function createTokenSyncFunction(
     name: string, args: TokenSyncerArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
 ): aws.lambda.CallbackFunction<unknown, TokenSyncResult> {
     const { secretArn, jsonKey, namespace } = args;
-    const clusterName = args.cluster.name;
-    const clusterEndpoint = pulumi.output(args.cluster.endpoint);
-    const caData = pulumi.output(args.cluster.caData);
-    const region = pulumi.output(args.cluster.region);
+    const clusterAccess = clusterAtRuntime(args.cluster);
     return createClosureFunction<TokenSyncResult>(name, {
         role, logGroup, memoryMb: 128, timeoutSeconds: 60,
         description: "Scaledkite: keeps the agent token Secret equal to its Secrets Manager secret",
         callbackFactory: () => {
-            const cluster = { name: clusterName, region: region.get(), endpoint: clusterEndpoint.get(), caData: caData.get() };
+            const cluster = clusterAccess();
             const target = bearerTokenTarget(cluster.endpoint, cluster.caData, eksTokens(cluster), namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
             return createTokenSync(secretArn, secretsManagerReader(secretArn, () => credentialsFromEnv()), target, { jsonKey });
         },

@@ -8,7 +8,7 @@ import { spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ECR_LOGIN_SCRIPT } from "../k8s/ecr";
+import { ECR_LOGIN_SCRIPT } from "../k8s/ecrLogin";
 import { startWorkerAws, WorkerAwsStandIn } from "./helpers/workerAwsStandIn";
 
 const US = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
@@ -39,7 +39,7 @@ describe("the ECR login hook (bash, curl and jq, against AWS stand-ins)", () => 
             env: {
                 PATH: process.env.PATH, HOME: dir, DOCKER_CONFIG: path.join(dir, "docker"),
                 SCALEDKITE_ECR_REGISTRIES_FILE: path.join(dir, "ecr-registries"),
-                AWS_ENDPOINT_URL_ECR: `${aws.url}/ecr`, AWS_ENDPOINT_URL_STS: `${aws.url}/sts`,
+                AWS_ENDPOINT_URL_ECR: `${aws.url}/ecr`, AWS_ENDPOINT_URL_STS: `${aws.url}/sts`, SCALEDKITE_SERVICE_ACCOUNT: "builder",
                 ...identity,
             },
             stdio: ["ignore", "pipe", "pipe"],
@@ -116,7 +116,7 @@ describe("the ECR login hook (bash, curl and jq, against AWS stand-ins)", () => 
     it("skips the login, with a warning, in a pod that has no AWS identity", async () => {
         const r = await login([US], {});
         assert.strictEqual(r.status, 0);
-        assert.match(r.stderr, /no AWS identity in this pod .*so no ECR login; give the queue the scaledkite-worker service account/);
+        assert.match(r.stderr, /no AWS identity in this pod \(service account builder\), so no ECR login; give the queue the scaledkite-worker service account/);
         assert.deepStrictEqual(r.auths, {});
     });
 });

@@ -12,7 +12,8 @@ import * as path from "path";
 import { readStackFile } from "../../scheduler/cli";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
 import { createEventHandler, Decision } from "../../scheduler/handler";
-import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../../scheduler/settings";
+import { AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES, WORKER_SERVICE_ACCOUNT } from "../../scheduler/settings";
+import { ecrHookFiles } from "../ecrLogin";
 import { schedulerRbac } from "../rbac";
 import { localJobClient } from "./awsIdentities";
 import { down, PROJECT_ROOT, up } from "./cluster";
@@ -65,9 +66,13 @@ async function main(): Promise<void> {
             secret(SECRET_NAMES.env, { GITHUB_TOKEN: "demo" }),
             secret(SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: "https://demo:demo@github.com" }),
             ...(Object.keys(config.hooks).length ? [{ apiVersion: "v1", kind: "ConfigMap", metadata: { name: HOOKS_CONFIGMAP, namespace: ns }, data: config.hooks }] : []),
+            ...(config.ecr ? [
+                { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: WORKER_SERVICE_ACCOUNT, namespace: ns }, automountServiceAccountToken: false },
+                { apiVersion: "v1", kind: "ConfigMap", metadata: { name: ECR_HOOKS_CONFIGMAP, namespace: ns }, data: ecrHookFiles(config.ecr.registries) },
+            ] : []),
             ...schedulerRbac(ns),
         ]);
-        say(`   namespace, 3 Secrets, the hooks ConfigMap, Role and RoleBinding for group scaledkite:scheduler`);
+        say(`   namespace, 3 Secrets, the hooks ConfigMap, ${config.ecr ? "the workers' service account and ECR login hook, " : ""}Role and RoleBinding for group scaledkite:scheduler`);
 
         const sample = JSON.parse(fs.readFileSync(SAMPLE, "utf8"));
         const events: [string, unknown][] = [
