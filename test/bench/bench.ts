@@ -9,13 +9,14 @@ import { spawn, execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { LOCAL_REGION, localJobClient, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { LOCAL_REGION, localJobClient, SCHEDULER_IDENTITY, TOKEN_SYNC_IDENTITY } from "../../k8s/local/awsIdentities";
 import { ClusterState, down, status, up } from "../../k8s/local/cluster";
 import { createEventHandler, decide } from "../../scheduler/handler";
 import { anEvent } from "../helpers/builders";
 import { deleteNamespace, deployStack } from "../helpers/deploy";
 import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";
 import { lambdaArchive, lambdaCode, PROJECT_ROOT } from "../helpers/pulumiProgram";
+import { startSecretsManager, storedSecret } from "../helpers/secretsManagerStandIn";
 
 const args = process.argv.slice(2);
 const json = args.includes("--json");
@@ -133,10 +134,10 @@ function lambdaEnv(): Record<string, string> {
 }
 
 /** The zipped size of what Pulumi uploads: __index.js plus the node_modules folders it packages. */
-async function packageBytes(run: Parameters<typeof lambdaArchive>[0]): Promise<{ bytes: number; packages: number }> {
-    const archive = await lambdaArchive(run);
+async function packageBytes(run: Parameters<typeof lambdaArchive>[0], fn = "scheduler-fn"): Promise<{ bytes: number; packages: number }> {
+    const archive = await lambdaArchive(run, fn);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "scaledkite-zip-"));
-    fs.writeFileSync(path.join(dir, "__index.js"), await lambdaCode(run));
+    fs.writeFileSync(path.join(dir, "__index.js"), await lambdaCode(run, fn));
     const paths = Object.keys(archive).filter((p) => p !== "__index.js");
     for (const p of paths) {
         fs.mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
@@ -146,6 +147,35 @@ async function packageBytes(run: Parameters<typeof lambdaArchive>[0]): Promise<{
     const bytes = fs.statSync(path.join(dir, "lambda.zip")).size;
     fs.rmSync(dir, { recursive: true, force: true });
     return { bytes, packages: paths.length };
+}
+
+/** The token sync Lambda (agentTokenSecretArn): its package, and a cold start that reads the secret and writes the Secret. */
+async function tokenSyncFigures(state: ClusterState, namespaces: string[]): Promise<Record<string, number>> {
+    const arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:bench/agent-token-AbC123";
+    const sm = await startSecretsManager([TOKEN_SYNC_IDENTITY]);
+    sm.secrets.set(arn, storedSecret("bkua_bench", [TOKEN_SYNC_IDENTITY]));
+    const stack = await deployStack(state, `bench-${process.pid}-token-sync`, { agentToken: null, agentTokenSecretArn: arn });
+    namespaces.push(stack.namespace);
+    try {
+        const pkg = await packageBytes(stack.run, "token-sync-fn");
+        const dir = writeLambdaPackage(await lambdaCode(stack.run, "token-sync-fn"));
+        const env = {
+            AWS_ACCESS_KEY_ID: TOKEN_SYNC_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: TOKEN_SYNC_IDENTITY.secretAccessKey,
+            AWS_REGION: LOCAL_REGION, AWS_ENDPOINT_URL_SECRETS_MANAGER: sm.endpoint,
+        };
+        const cold: number[] = [];
+        for (let i = 0; i < RUNS * 5; i++) {
+            sm.put(arn, `bkua_bench_${i}`);
+            const t = process.hrtime.bigint();
+            const r = await invokeLambda(dir, [{ source: "scaledkite.deploy" }], env);
+            if (!r.results[0]?.ok || r.results[0].value?.outcome !== "updated") throw new Error(`token sync failed: ${JSON.stringify(r.results[0])}`);
+            cold.push(ms(t));
+        }
+        fs.rmSync(dir, { recursive: true, force: true });
+        return { token_sync_cold_ms: round(median(cold)), token_sync_package_bytes: pkg.bytes, token_sync_package_node_modules: pkg.packages };
+    } finally {
+        await sm.close();
+    }
 }
 
 async function main(): Promise<void> {
@@ -196,6 +226,10 @@ async function main(): Promise<void> {
         figures.package_bytes = pkg.bytes;
         figures.package_node_modules = pkg.packages;
         fs.rmSync(dir, { recursive: true, force: true });
+
+        progress(`token sync: ${RUNS * 5} fresh processes, one sync each`);
+        const sync = await tokenSyncFigures(state, namespaces);
+        Object.assign(figures, sync);
 
         if (json) {
             console.log(JSON.stringify(figures));
