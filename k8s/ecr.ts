@@ -40,7 +40,7 @@ export function ecrPolicy(registries: EcrRegistry[]): object {
 }
 
 /** Who may assume the workers' role: EKS Pod Identity in this account, or the cluster's OIDC issuer for one service account. Pure. */
-export function workerTrustPolicy(identity: WorkerIdentity, account: string, namespace: string, oidcIssuer?: string): object {
+export function workerTrustPolicy(identity: WorkerIdentity, account: string, namespace: string, oidcIssuer?: string, partition = "aws"): object {
     if (identity === "podIdentity") {
         return {
             Version: "2012-10-17",
@@ -55,7 +55,7 @@ export function workerTrustPolicy(identity: WorkerIdentity, account: string, nam
     return {
         Version: "2012-10-17",
         Statement: [{
-            Effect: "Allow", Principal: { Federated: `arn:aws:iam::${account}:oidc-provider/${issuer}` }, Action: "sts:AssumeRoleWithWebIdentity",
+            Effect: "Allow", Principal: { Federated: `arn:${partition}:iam::${account}:oidc-provider/${issuer}` }, Action: "sts:AssumeRoleWithWebIdentity",
             Condition: { StringEquals: { [`${issuer}:sub`]: `system:serviceaccount:${namespace}:${WORKER_SERVICE_ACCOUNT}`, [`${issuer}:aud`]: "sts.amazonaws.com" } },
         }],
     };
@@ -81,11 +81,12 @@ export class WorkerEcrAccess extends pulumi.ComponentResource {
         const parent = { parent: this };
         const inCluster = { parent: this, provider: args.provider };
         const account = aws.getCallerIdentityOutput({}, parent).accountId;
+        const partition = aws.getPartitionOutput({}, parent).partition;
 
         const role = new aws.iam.Role(`${name}-workers`, {
             description: "Scaledkite workers: pull from (and push to) the ECR registries of scaledkite:ecrRegistries",
-            assumeRolePolicy: pulumi.all([account, args.namespace, args.oidcIssuer]).apply(([a, ns, issuer]) =>
-                JSON.stringify(workerTrustPolicy(args.identity, a, ns, issuer))),
+            assumeRolePolicy: pulumi.all([account, args.namespace, args.oidcIssuer, partition]).apply(([a, ns, issuer, p]) =>
+                JSON.stringify(workerTrustPolicy(args.identity, a, ns, issuer, p || "aws"))),
         }, parent);
         new aws.iam.RolePolicy(`${name}-workers`, { role: role.id, policy: JSON.stringify(ecrPolicy(args.registries)) }, parent);
 

@@ -127,7 +127,7 @@ describe("Pulumi program", function () {
     });
 
     it("outputs what a user needs next", () => {
-        for (const key of ["namespace", "queues", "functionName", "sweepFunctionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers"]) {
+        for (const key of ["namespace", "queues", "functionName", "sweepFunctionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers", "workerRoleArn", "agentTokenSource", "tokenSyncFunctionName"]) {
             assert.ok(run.outputs[key] !== undefined, `output ${key}`);
         }
         assert.deepStrictEqual(run.outputs.queues, ["dynamic", "docker-free"]);

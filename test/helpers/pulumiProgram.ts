@@ -86,6 +86,8 @@ export async function runProgram(config: Record<string, string>, secretKeys: str
                     };
                 case "aws:index/getCallerIdentity:getCallerIdentity":
                     return { accountId: MOCK_CLUSTER.account, arn: `arn:aws:iam::${MOCK_CLUSTER.account}:user/test`, userId: "test" };
+                case "aws:index/getPartition:getPartition":
+                    return { partition: "aws", dnsSuffix: "amazonaws.com", id: "aws" };
                 case "aws:index/getRegion:getRegion":
                     return { name: mockCluster.region, region: mockCluster.region, id: mockCluster.region };
                 default:
