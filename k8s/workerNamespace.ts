@@ -123,8 +123,11 @@ export function createSecret(
 }
 
 /**
- * A Secret whose value the token sync writes: Pulumi creates it with no data and never diffs its data,
- * so the value stays out of Pulumi state and a `pulumi up` never overwrites a synced token.
+ * A Secret whose value the token sync writes: Pulumi creates it with no data and never sets any, so
+ * the value stays out of Pulumi's inputs and a `pulumi up` never overwrites a synced token (with
+ * server-side apply, Pulumi's field manager owns no data field; the sync's owns `data.token`). A stack
+ * that moves from `agentToken` to the ARN drops the config token here, and the sync during the same
+ * `pulumi up` writes the secret's.
  */
 export function createSyncedSecret(resourceName: string, namespace: pulumi.Input<string>, secretName: string, sourceArn: string, opts: pulumi.CustomResourceOptions): k8s.core.v1.Secret {
     return new k8s.core.v1.Secret(resourceName, {
@@ -134,7 +137,7 @@ export function createSyncedSecret(resourceName: string, namespace: pulumi.Input
             annotations: { [TOKEN_SOURCE_ANNOTATIONS.source]: sourceArn },
         },
         type: "Opaque",
-    }, { ...opts, additionalSecretOutputs: ["data", "stringData"], ignoreChanges: ["data", "stringData"] });
+    }, { ...opts, additionalSecretOutputs: ["data", "stringData"] });
 }
 
 /** The scheduler's Role and its binding to the scheduler's group (the manifests of rbac.ts). */
