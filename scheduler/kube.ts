@@ -82,11 +82,11 @@ export function eksJobClient(cluster: EksClusterAccess, tokens: TokenCache = eks
 }
 
 /**
- * Reads a Secret's value with a bearer token, cached for `ttlMs` so a rotated value is picked up
- * within that time. (The sweep reads the agent token this way: it never passes through Pulumi state
- * into the Lambda.)
+ * Reads a Secret's value with a bearer token, cached for `ttlMs` (default: under a minute, so each
+ * sweep of a warm container reads it once, and a rotated token is used from the next sweep on).
+ * The sweep reads the agent token this way: it never passes through Pulumi state into the Lambda.
  */
-export function bearerSecretReader(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string, ttlMs = 5 * 60_000): () => Promise<string> {
+export function bearerSecretReader(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string, ttlMs = 50_000): () => Promise<string> {
     const api = jobsApi(server, caData);
     const withToken = bearerCalls(tokens);
     let cached: { value: string; at: number } | undefined;
