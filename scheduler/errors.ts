@@ -143,3 +143,13 @@ export function classifyNetworkFailure(err: unknown, what: string, server?: stri
 export function isRetryable(err: unknown): boolean {
     return typeof err === "object" && err !== null && (err as { retryable?: unknown }).retryable === true;
 }
+
+/**
+ * The error a Lambda throws, with its stack cut to the one-line message: Lambda reports a thrown
+ * error's stack (in the log, and to `pulumi up` through an Invocation), and the message already says
+ * what failed and what to do.
+ */
+export function oneLine<E extends Error>(e: E): E {
+    e.stack = `${e.name}: ${e.message.split("\n")[0]}`;
+    return e;
+}

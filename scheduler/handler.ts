@@ -9,7 +9,7 @@
  * keeps it after that.
  */
 import type { JobClient } from "./kube";
-import { isRetryable } from "./errors";
+import { isRetryable, oneLine } from "./errors";
 import { JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "./event";
 import { buildJobManifest, jobName } from "./manifest";
 import { matchQueue } from "./queue";
@@ -115,7 +115,7 @@ export function createEventHandler(settings: SchedulerSettings, jobs: JobClient,
             emit({ outcome: "failed", reason: (e as Error).message, jobUuid: d.jobUuid, queue: d.queue, job, retryable, ms: elapsed() });
             // Thrown either way: a retryable failure is retried; a permanent one still lands in the DLQ
             // with its reason, so no job is lost silently.
-            throw e;
+            throw e instanceof Error ? oneLine(e) : e;
         }
     };
 }

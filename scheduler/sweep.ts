@@ -8,6 +8,7 @@
  * through the Stacks API and their Job deleted; and workers still waiting for a job that is already
  * done (cancelled before it started): their Job is deleted.
  */
+import { oneLine } from "./errors";
 import { JOB_SCHEDULED } from "./event";
 import { createEventHandler, Decision, Logger } from "./handler";
 import type { JobClient } from "./kube";
@@ -139,7 +140,7 @@ export function createSweeper(
         if (workerError) failures.push(`workers: ${workerError}`);
         if (failures.length) {
             // The next sweep tries again; the error makes the failure visible (log line, error alarm).
-            throw new Error(`sweep: ${failures.join("; ")}`);
+            throw oneLine(new Error(`sweep: ${failures.join("; ")}`));
         }
         return { queues: report, workers };
     };

@@ -11,6 +11,7 @@
  * Pure decisions (which trigger is this, what is the token in the secret) and one sync function
  * over two small interfaces: where the value comes from and where it goes.
  */
+import { oneLine } from "./errors";
 import { parseSecretArn, SecretReader } from "./secretsManager";
 
 /** Secrets Manager API calls and service events after which the current value may be new. */
@@ -143,7 +144,7 @@ export function createTokenSync(arn: string, read: SecretReader, target: TokenTa
                     continue;
                 }
                 line({ outcome: "failed", trigger: verdict.trigger, error: message, retryable, attempts: attempt, ms: Date.now() - started });
-                throw Object.assign(new Error(message), { retryable });
+                throw oneLine(Object.assign(new Error(message), { retryable }));
             }
         }
     };
