@@ -24,8 +24,8 @@ export interface JobsApi {
     listPods(namespace: string, labelSelector: string, token: string): Promise<V1Pod[]>;
     /** Reads one key of a Secret (the sweep's agent token). Throws KubernetesError. */
     secretValue(namespace: string, name: string, key: string, token: string): Promise<string>;
-    /** A Secret's data (decoded) and annotations (the token sync compares before it writes). Throws KubernetesError. */
-    readSecret(namespace: string, name: string, token: string): Promise<{ data: Record<string, string>; annotations: Record<string, string> }>;
+    /** A Secret's data, decoded (the token sync compares before it writes). Throws KubernetesError. */
+    readSecret(namespace: string, name: string, token: string): Promise<{ data: Record<string, string> }>;
     /** Merge-patches a Secret's data (plain values, encoded here) and annotations. Throws KubernetesError. */
     patchSecret(namespace: string, name: string, patch: { data: Record<string, string>; annotations?: Record<string, string> }, token: string): Promise<void>;
     readonly server: string;
@@ -89,9 +89,8 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
 
     async function readSecret(namespace: string, name: string, token: string) {
         const { body } = await call("GET", secretPath(namespace, name), "", token, `reading Secret ${namespace}/${name}`, (status) => status === 200);
-        const secret = body as { data?: Record<string, string>; metadata?: { annotations?: Record<string, string> } };
-        const data = Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
-        return { data, annotations: secret.metadata?.annotations ?? {} };
+        const secret = body as { data?: Record<string, string> };
+        return { data: Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()])) };
     }
 
     return {
