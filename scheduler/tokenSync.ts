@@ -11,7 +11,7 @@
  * Pure decisions (which trigger is this, what is the token in the secret) and one sync function
  * over two small interfaces: where the value comes from and where it goes.
  */
-import { oneLine } from "./errors";
+import { classifiedError, ClassifiedError, oneLine } from "./errors";
 import { parseSecretArn, SecretReader } from "./secretsManager";
 
 /** Secrets Manager API calls and service events after which the current value may be new. */
@@ -50,8 +50,8 @@ export function namesSecret(id: string, arn: string): boolean {
 }
 
 /** A problem with the secret's value: it needs a change, so retrying alone will not help. */
-export function tokenValueError(message: string): Error & { retryable: false } {
-    return Object.assign(new Error(message), { name: "TokenValueError", retryable: false as const });
+export function tokenValueError(message: string): ClassifiedError<"token-value"> {
+    return classifiedError("token-value", "TokenValueError", message, false);
 }
 
 /**
