@@ -92,8 +92,9 @@ export function secretsManagerReader(arn: string, credentials: () => AwsCredenti
     if (!parsed) throw secretsError(`${JSON.stringify(arn)} is not a Secrets Manager secret ARN; set scaledkite:agentTokenSecretArn to the secret's full ARN`, false);
     const endpoint = new URL(opts.endpoint ?? secretsManagerEndpoint(parsed.region));
     const body = JSON.stringify({ SecretId: arn });
+    // One signer per container; it asks for the credentials at each signing.
+    const signer = new SignatureV4({ service: "secretsmanager", region: parsed.region, credentials: async () => credentials(), sha256: Hash.bind(null, "sha256") });
     return async () => {
-        const signer = new SignatureV4({ service: "secretsmanager", region: parsed.region, credentials: credentials(), sha256: Hash.bind(null, "sha256") });
         const signed = await signer.sign({
             method: "POST",
             protocol: endpoint.protocol,
