@@ -361,7 +361,8 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     set("activeDeadlineSeconds", asInteger(raw.activeDeadlineSeconds, k("activeDeadlineSeconds"), p, 60, 7 * 24 * 3600));
     set("ttlSecondsAfterFinished", asInteger(raw.ttlSecondsAfterFinished, k("ttlSecondsAfterFinished"), p, 0, 7 * 24 * 3600));
     set("backoffLimit", asInteger(raw.backoffLimit, k("backoffLimit"), p, 0, 6));
-    set("terminationGracePeriodSeconds", asInteger(raw.terminationGracePeriodSeconds, k("terminationGracePeriodSeconds"), p, 0, 3600));
+    // Under 10 s the agent cannot cancel the job and upload its last logs before the kubelet's SIGKILL.
+    set("terminationGracePeriodSeconds", asInteger(raw.terminationGracePeriodSeconds, k("terminationGracePeriodSeconds"), p, 10, 3600));
     set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
     set("labels", asStringMap(raw.labels, k("labels"), p, checkLabel));
     set("annotations", asStringMap(raw.annotations, k("annotations"), p, checkAnnotation));

@@ -2,11 +2,15 @@
  * The worker Job: one pure function from (settings, job) to the Kubernetes manifest.
  *
  * The pod runs the stock buildkite-agent image with `start` and BUILDKITE_AGENT_ACQUIRE_JOB, so the
- * agent runs exactly that one Buildkite job and exits. Docker-in-docker is a native sidecar (an init
- * container with restartPolicy Always): Kubernetes stops it once the agent exits, so the pod completes
- * with no hook or kubectl. Only the sidecar is privileged; the agent container is not.
+ * agent runs exactly that one Buildkite job and exits; a small launcher (agentLauncher.ts) in front
+ * of the image's entrypoint cancels the job when the pod is stopped and fails the pod when the agent
+ * exits without running the job. Docker-in-docker is a native sidecar (an init container with
+ * restartPolicy Always): Kubernetes stops it once the agent exits, so the pod completes with no hook
+ * or kubectl. dockerd listens only on a unix socket in a volume the two containers share: no TCP
+ * port. Only the sidecar is privileged; the agent container is not.
  */
 import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import { AGENT_EXIT_NOT_RUN, agentGracePeriods, LAUNCHER_PATH, LAUNCHER_SCRIPT, readOnlyCredentialHelper } from "./agentLauncher";
 import { jobUrl, ScheduledJob } from "./event";
 import {
     AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SchedulerSettings, SECRET_NAMES,
@@ -30,7 +34,9 @@ export const DO_NOT_DISRUPT = {
     "karpenter.sh/do-not-disrupt": "true",
     "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
 } as const;
-const DOCKER_PORT = 2375;
+/** dockerd's socket, in a volume shared by the dind sidecar and the agent container. */
+const DOCKER_SOCKET_DIR = "/var/run/dind";
+export const DOCKER_HOST = `unix://${DOCKER_SOCKET_DIR}/docker.sock`;
 
 /** Labels that find a worker from its Buildkite job (and back). */
 export const LABELS = {
@@ -69,14 +75,15 @@ function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: Sche
         { name: "BUILDKITE_AGENT_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
         { name: "BUILDKITE_BUILD_PATH", value: BUILD_PATH },
         { name: "BUILDKITE_AGENT_DISCONNECT_AFTER_JOB", value: "true" },
+        ...gracePeriodEnv(worker),
     ];
-    if (worker.dind) env.push({ name: "DOCKER_HOST", value: `tcp://localhost:${DOCKER_PORT}` });
+    if (worker.dind) env.push({ name: "DOCKER_HOST", value: DOCKER_HOST });
     if (settings.secrets.gitCredentials) {
         // git reads this helper through its environment config: no hook and no custom image.
         env.push(
             { name: "GIT_CONFIG_COUNT", value: "1" },
             { name: "GIT_CONFIG_KEY_0", value: "credential.helper" },
-            { name: "GIT_CONFIG_VALUE_0", value: `store --file=${SECRETS_PATH}/${GIT_CREDENTIALS_KEY}` },
+            { name: "GIT_CONFIG_VALUE_0", value: readOnlyCredentialHelper(`${SECRETS_PATH}/${GIT_CREDENTIALS_KEY}`) },
         );
     }
     if (settings.secrets.gitSsh) {
@@ -97,6 +104,15 @@ function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: Sche
     return env;
 }
 
+/** The agent cancels its job within the pod's termination grace (see agentLauncher.ts). */
+function gracePeriodEnv(worker: WorkerSettings): V1EnvVar[] {
+    const { cancelSeconds, signalSeconds } = agentGracePeriods(worker.terminationGracePeriodSeconds);
+    return [
+        { name: "BUILDKITE_CANCEL_GRACE_PERIOD", value: String(cancelSeconds) },
+        { name: "BUILDKITE_SIGNAL_GRACE_PERIOD_SECONDS", value: String(signalSeconds) },
+    ];
+}
+
 function dindSidecar(worker: WorkerSettings): V1Container {
     return {
         name: DIND_CONTAINER,
@@ -104,13 +120,20 @@ function dindSidecar(worker: WorkerSettings): V1Container {
         restartPolicy: "Always",
         // dockerd needs privileges; it is the only privileged container in the pod.
         securityContext: { privileged: true },
-        env: [{ name: "DOCKER_TLS_CERTDIR", value: "" }],
-        args: ["--host=tcp://127.0.0.1:2375", "--tls=false"],
-        startupProbe: { tcpSocket: { port: DOCKER_PORT }, periodSeconds: 1, failureThreshold: 120 },
+        // Arguments that start with `dockerd` pass through the docker:dind entrypoint unchanged;
+        // a first argument starting with "-" would make it add its defaults, among them
+        // --host=tcp://0.0.0.0:2375 (docker-library/docker, dockerd-entrypoint.sh).
+        args: ["dockerd", `--host=${DOCKER_HOST}`],
+        // Ready when the daemon answers on its socket, not merely when a file exists.
+        startupProbe: {
+            exec: { command: ["docker", `--host=${DOCKER_HOST}`, "version", "--format", "{{.Server.Version}}"] },
+            periodSeconds: 1, timeoutSeconds: 5, failureThreshold: 120,
+        },
         resources: worker.resources.dind,
         volumeMounts: [
             { name: "build", mountPath: BUILD_PATH },
             { name: "docker", mountPath: "/var/lib/docker" },
+            { name: "docker-socket", mountPath: DOCKER_SOCKET_DIR },
         ],
     };
 }
@@ -170,9 +193,12 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
     };
     const podAnnotations = { ...annotations, ...DO_NOT_DISRUPT };
 
-    const volumes: V1Volume[] = [{ name: "build", emptyDir: {} }];
-    const agentMounts: V1VolumeMount[] = [{ name: "build", mountPath: BUILD_PATH }];
-    if (worker.dind) volumes.push({ name: "docker", emptyDir: {} });
+    const volumes: V1Volume[] = [{ name: "build", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }];
+    const agentMounts: V1VolumeMount[] = [{ name: "build", mountPath: BUILD_PATH }, { name: "scaledkite", mountPath: LAUNCHER_PATH }];
+    if (worker.dind) {
+        volumes.push({ name: "docker", emptyDir: {} }, { name: "docker-socket", emptyDir: {} });
+        agentMounts.push({ name: "docker-socket", mountPath: DOCKER_SOCKET_DIR });
+    }
     if (settings.secrets.gitCredentials) {
         volumes.push({ name: "secrets", secret: { secretName: SECRET_NAMES.gitCredentials, defaultMode: 0o400 } });
         agentMounts.push({ name: "secrets", mountPath: SECRETS_PATH, readOnly: true });
@@ -194,6 +220,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
     const agent: V1Container = {
         name: AGENT_CONTAINER,
         image: worker.image,
+        command: ["/bin/sh", "-c", LAUNCHER_SCRIPT, "scaledkite-agent"],
         args: ["start"],
         env: agentEnv(settings, worker, job, tags),
         ...(envFrom.length ? { envFrom } : {}),
@@ -214,6 +241,9 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
                 rules: [
                     // The job was taken or cancelled: another pod would fail the same way.
                     { action: "FailJob", onExitCodes: { containerName: AGENT_CONTAINER, operator: "In", values: [AGENT_EXIT_CANNOT_ACQUIRE] } },
+                    // The agent could not acquire the job and exited without running it (locked too
+                    // long, API unreachable): a new worker may, so count it against backoffLimit.
+                    { action: "Count", onExitCodes: { containerName: AGENT_CONTAINER, operator: "In", values: [AGENT_EXIT_NOT_RUN] } },
                     // A node drained or preempted before the job ran: retry without counting it.
                     { action: "Ignore", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] },
                 ],

@@ -3,9 +3,13 @@
  *
  * A pod that cannot pull its image or build its container config fails to start for good after a
  * short grace period; a pod still Pending past the pending timeout (no node fits, no capacity) is
- * given up on. Either way the sweep fails the Buildkite job with this reason and deletes the Job.
+ * given up on. A job whose workers all exited without running it (notRunReason) is given up on once
+ * the Job controller has. Either way the sweep fails the Buildkite job with the reason and deletes
+ * the Job.
  */
 import type { V1Pod } from "@kubernetes/client-node";
+import { AGENT_EXIT_NOT_RUN } from "./agentLauncher";
+import { AGENT_CONTAINER } from "./manifest";
 
 export interface StuckOptions {
     /** How long a pod may stay Pending (unschedulable, no capacity). */
@@ -40,4 +44,20 @@ export function stuckReason(pod: V1Pod, now: Date, opts: StuckOptions): string |
         return `the worker pod was still Pending after ${minutes} min`;
     }
     return undefined;
+}
+
+/**
+ * Why a job's workers will not run it any more, when each of them exited with AGENT_EXIT_NOT_RUN
+ * (the agent could not acquire the job: locked for too long, the API unreachable) and the Job
+ * controller has used up its retries (`backoffLimit` + 1 pods); undefined otherwise. `pods` are one
+ * Job's pods. Pure.
+ */
+export function notRunReason(pods: V1Pod[], backoffLimit: number): string | undefined {
+    const live = pods.filter((p) => !p.metadata?.deletionTimestamp);
+    if (live.some((p) => p.status?.phase === "Pending" || p.status?.phase === "Running")) return undefined;
+    const notRun = live.filter((p) => p.status?.phase === "Failed" &&
+        (p.status.containerStatuses ?? []).some((c) => c.name === AGENT_CONTAINER && c.state?.terminated?.exitCode === AGENT_EXIT_NOT_RUN));
+    if (notRun.length === 0 || notRun.length < backoffLimit + 1) return undefined;
+    const last = notRun[notRun.length - 1].metadata?.name ?? "?";
+    return `the worker's agent exited ${notRun.length} time(s) without running the job (it could not acquire it; the agent container's log of pod ${last} says why)`;
 }

@@ -8,12 +8,13 @@
  * through the Stacks API and their Job deleted; and workers still waiting for a job that is already
  * done (cancelled before it started): their Job is deleted.
  */
+import type { V1Pod } from "@kubernetes/client-node";
 import { oneLine } from "./errors";
 import { JOB_SCHEDULED } from "./event";
 import { createEventHandler, Decision, Logger } from "./handler";
 import type { JobClient } from "./kube";
 import { LABELS } from "./manifest";
-import { stuckReason, StuckOptions } from "./stuck";
+import { notRunReason, stuckReason, StuckOptions } from "./stuck";
 import { SchedulerSettings } from "./settings";
 import type { StacksApi, StacksJob } from "./stacksApi";
 
@@ -74,21 +75,36 @@ export function createSweeper(
         const result: WorkerSweep = { failed: [], cancelled: [] };
         if (!jobs.listWorkerPods) return result;
         const now = new Date();
-        const pending = (await jobs.listWorkerPods(settings.namespace)).filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
+        const all = await jobs.listWorkerPods(settings.namespace);
+        const pending = all.filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
         const waiting: { uuid: string; jobName: string }[] = [];
+        const giveUp = async (uuid: string, jobName: string, reason: string) => {
+            await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`).catch((e) => log(JSON.stringify({ msg: "scaledkite.sweep", jobUuid: uuid, warning: `could not fail the job in Buildkite: ${(e as Error).message}` })));
+            await jobs.deleteJob(settings.namespace, jobName);
+            result.failed.push({ jobUuid: uuid, reason });
+            log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
+        };
         for (const pod of pending) {
-            const uuid = pod.metadata?.labels?.[LABELS.jobUuid];
-            const jobName = pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"];
+            const { uuid, jobName } = workerOf(pod);
             if (!uuid || !jobName) continue;
             const reason = stuckReason(pod, now, stuck);
             if (!reason) {
                 waiting.push({ uuid, jobName });
                 continue;
             }
-            await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`).catch((e) => log(JSON.stringify({ msg: "scaledkite.sweep", jobUuid: uuid, warning: `could not fail the job in Buildkite: ${(e as Error).message}` })));
-            await jobs.deleteJob(settings.namespace, jobName);
-            result.failed.push({ jobUuid: uuid, reason });
-            log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
+            await giveUp(uuid, jobName, reason);
+        }
+        // Workers whose agents could not acquire their job, as many times as the Job allows.
+        const byJob = new Map<string, V1Pod[]>();
+        for (const pod of all) {
+            const { jobName } = workerOf(pod);
+            if (jobName) byJob.set(jobName, [...(byJob.get(jobName) ?? []), pod]);
+        }
+        for (const [jobName, pods] of byJob) {
+            const uuid = workerOf(pods[0]).uuid;
+            const queue = settings.queues[pods[0].metadata?.annotations?.["scaledkite.io/queue"] ?? ""];
+            const reason = uuid && queue ? notRunReason(pods, queue.backoffLimit) : undefined;
+            if (uuid && reason) await giveUp(uuid, jobName, reason);
         }
         if (waiting.length) {
             const states = await stacks.jobStates(stackKey, waiting.map((w) => w.uuid));
@@ -100,6 +116,10 @@ export function createSweeper(
             }
         }
         return result;
+    }
+
+    function workerOf(pod: V1Pod): { uuid?: string; jobName?: string } {
+        return { uuid: pod.metadata?.labels?.[LABELS.jobUuid], jobName: pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"] };
     }
 
     return async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {

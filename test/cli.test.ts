@@ -2,6 +2,7 @@
  * The command line: render, schedule and token, with their exit codes and one-line errors.
  */
 import * as assert from "assert";
+import { STAND_IN_LABEL } from "../k8s/local/podRunner";
 import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
@@ -124,7 +125,11 @@ describe("command line", () => {
 
         it("creates the Job, then reports it exists, with the npm command and real exit codes", function () {
             this.timeout(60_000);
-            const config = tempFile("config:\n  scaledkite:cluster: local\n  scaledkite:eventBusName: b\n  scaledkite:namespace: default\n  scaledkite:jobPrefix: cli-\n", "Pulumi.cli.yaml");
+            // Its worker goes to the stand-in node: nothing here runs it, and it must not hold the real node's CPU.
+            const config = tempFile([
+                "config:", "  scaledkite:cluster: local", "  scaledkite:eventBusName: b", "  scaledkite:namespace: default", "  scaledkite:jobPrefix: cli-",
+                `  scaledkite:nodeSelector: {${STAND_IN_LABEL}: "true"}`, `  scaledkite:tolerations: [{key: ${STAND_IN_LABEL}, operator: Exists, effect: NoSchedule}]`, "",
+            ].join("\n"), "Pulumi.cli.yaml");
             const event = tempFile(JSON.stringify(anEvent().build()));
             const npm = (args: string[]) => spawnSync("npm", ["run", "--silent", "scaledkite", "--", ...args], { cwd: PROJECT_ROOT, encoding: "utf8" });
             const first = npm(["schedule", "--event", event, "--kubeconfig", kubeconfig, "--config", config]);

@@ -74,6 +74,7 @@ describe("stack configuration", () => {
         ["deadline too short", { activeDeadlineSeconds: 5 }, /activeDeadlineSeconds must be a whole number from 60/],
         ["ttl negative", { ttlSecondsAfterFinished: -1 }, /ttlSecondsAfterFinished must be a whole number/],
         ["backoff a fraction", { backoffLimit: 1.5 }, /backoffLimit must be a whole number/],
+        ["termination grace too short to cancel a job", { terminationGracePeriodSeconds: 5 }, /terminationGracePeriodSeconds must be a whole number from 10 to 3600, got 5/],
         ["resources for an unknown container", { resources: { sidecar: {} } }, /resources.sidecar is not a container of the worker/],
         ["resources with a bad quantity", { resources: { agent: { requests: { cpu: "lots" } } } }, /"lots", not a Kubernetes quantity/],
         ["resources with an unknown part", { resources: { agent: { minimum: {} } } }, /resources.agent.minimum is not a resources key/],

@@ -1,6 +1,7 @@
 import * as assert from "assert";
 import { parseJobEvent } from "../scheduler/event";
-import { AGENT_EXIT_CANNOT_ACQUIRE, buildJobManifest, jobName, labelValue } from "../scheduler/manifest";
+import { AGENT_EXIT_NOT_RUN, LAUNCHER_SCRIPT } from "../scheduler/agentLauncher";
+import { AGENT_EXIT_CANNOT_ACQUIRE, buildJobManifest, DOCKER_HOST, jobName, labelValue } from "../scheduler/manifest";
 import { matchQueue } from "../scheduler/queue";
 import { SchedulerSettings } from "../scheduler/settings";
 import { anEvent, sampleEvent, settingsFor } from "./helpers/builders";
@@ -29,6 +30,7 @@ describe("buildJobManifest", () => {
 
     it("runs the stock agent for exactly this job, with the token from its Secret", () => {
         assert.strictEqual(agent.image, settings.queues.dynamic.image);
+        assert.deepStrictEqual(agent.command, ["/bin/sh", "-c", LAUNCHER_SCRIPT, "scaledkite-agent"], "the launcher runs the image's entrypoint");
         assert.deepStrictEqual(agent.args, ["start"]);
         const e = env(agent);
         assert.strictEqual(e.BUILDKITE_AGENT_ACQUIRE_JOB, "9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
@@ -52,12 +54,29 @@ describe("buildJobManifest", () => {
         const dind = pod.initContainers![0];
         assert.strictEqual(dind.restartPolicy, "Always");
         assert.strictEqual(dind.securityContext!.privileged, true);
-        assert.ok(dind.startupProbe, "a startup probe holds the agent back until dockerd listens");
-        assert.strictEqual(env(agent).DOCKER_HOST, "tcp://localhost:2375");
+        assert.deepStrictEqual(dind.startupProbe!.exec!.command!.slice(0, 3), ["docker", `--host=${DOCKER_HOST}`, "version"],
+            "a startup probe holds the agent back until dockerd answers");
+        assert.strictEqual(env(agent).DOCKER_HOST, DOCKER_HOST);
+        assert.match(DOCKER_HOST, /^unix:\/\//);
         assert.strictEqual(agent.securityContext!.privileged, false);
         assert.strictEqual(agent.securityContext!.allowPrivilegeEscalation, false);
-        const shared = (c: any) => c.volumeMounts.find((m: any) => m.name === "build").mountPath;
-        assert.strictEqual(shared(dind), shared(agent), "the build directory is shared");
+        const shared = (c: any, name: string) => c.volumeMounts.find((m: any) => m.name === name).mountPath;
+        assert.strictEqual(shared(dind, "build"), shared(agent, "build"), "the build directory is shared");
+        assert.strictEqual(shared(dind, "docker-socket"), shared(agent, "docker-socket"), "so is dockerd's socket");
+        assert.ok(DOCKER_HOST.startsWith(`unix://${shared(agent, "docker-socket")}/`));
+    });
+
+    it("passes dind arguments that start with dockerd, so the entrypoint adds no TCP listener", () => {
+        const dind = pod.initContainers![0];
+        assert.deepStrictEqual(dind.args, ["dockerd", `--host=${DOCKER_HOST}`]);
+        assert.ok(!JSON.stringify(pod).includes("tcp://"), "no TCP listener anywhere in the pod");
+        assert.strictEqual(dind.ports, undefined);
+    });
+
+    it("ties the agent's cancel and signal grace periods to the pod's termination grace", () => {
+        assert.strictEqual(pod.terminationGracePeriodSeconds, 60);
+        assert.strictEqual(env(agent).BUILDKITE_CANCEL_GRACE_PERIOD, "55");
+        assert.strictEqual(env(agent).BUILDKITE_SIGNAL_GRACE_PERIOD_SECONDS, "50");
     });
 
     it("never restarts a pod, fails fast when the job cannot be acquired, and cleans up", () => {
@@ -66,7 +85,10 @@ describe("buildJobManifest", () => {
         assert.strictEqual(job.spec!.backoffLimit, 1);
         assert.strictEqual(job.spec!.activeDeadlineSeconds, 3 * 3600);
         assert.strictEqual(job.spec!.ttlSecondsAfterFinished, 600);
-        assert.deepStrictEqual(job.spec!.podFailurePolicy!.rules[0].onExitCodes!.values, [AGENT_EXIT_CANNOT_ACQUIRE]);
+        const rules = job.spec!.podFailurePolicy!.rules;
+        assert.deepStrictEqual([rules[0].action, rules[0].onExitCodes!.values], ["FailJob", [AGENT_EXIT_CANNOT_ACQUIRE]]);
+        assert.deepStrictEqual([rules[1].action, rules[1].onExitCodes!.values], ["Count", [AGENT_EXIT_NOT_RUN]],
+            "a worker whose agent ran nothing fails and is retried");
     });
 
     const variants: { name: string; config: Record<string, unknown>; check: (m: ReturnType<typeof manifestFor>) => void }[] = [
@@ -101,7 +123,9 @@ describe("buildJobManifest", () => {
             check: (m) => {
                 const a = m.spec!.template.spec!.containers[0];
                 assert.deepStrictEqual(a.envFrom, [{ secretRef: { name: "scaledkite-env" } }]);
-                assert.strictEqual(env(a).GIT_CONFIG_VALUE_0, "store --file=/buildkite/secrets/git-credentials");
+                assert.strictEqual(env(a).GIT_CONFIG_KEY_0, "credential.helper");
+                assert.match(env(a).GIT_CONFIG_VALUE_0, /^!f\(\) \{ if \[ "\$1" = get \]; then git credential-store --file=\/buildkite\/secrets\/git-credentials get; fi; \}; f$/,
+                    "only `get` reaches credential-store: the read-only file is never written");
                 assert.deepStrictEqual(m.spec!.template.spec!.volumes!.find((v) => v.name === "secrets")!.secret!.secretName, "scaledkite-git-credentials");
             },
         },

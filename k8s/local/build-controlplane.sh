@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds the three control-plane binaries the local cluster runs (etcd, kube-apiserver,
-# kube-controller-manager) from source through the Go module proxy, once per version, into
-# the user's cache directory. Prints the directory that holds them.
+# Builds the Kubernetes binaries the local cluster runs from source through the Go module proxy,
+# once per version, into the user's cache directory, and prints the directory that holds them:
+# the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), the real
+# node's kubelet, and a kubectl of the same version. Only the binaries the cache lacks are built.
 #
 #   KUBERNETES_VERSION  pinned below; EKS supports it and it has native sidecars (stable since 1.33)
-#   KUBEBUILDER_ASSETS  a directory that already holds the three binaries: used as is, nothing built
+#   KUBEBUILDER_ASSETS  a directory that already holds all the binaries: used as is, nothing built
 set -euo pipefail
 
 K8S_VERSION="${KUBERNETES_VERSION:-1.34.4}"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/scaledkite/controlplane"
 out="$cache_root/v$K8S_VERSION"
-bins=(etcd kube-apiserver kube-controller-manager)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 have_all() { for b in "${bins[@]}"; do [ -x "$1/$b" ] || return 1; done; }
 
@@ -27,6 +29,9 @@ patch="${K8S_VERSION##*.}"
 staging_version="v0.$minor.$patch"
 work="$cache_root/build-v$K8S_VERSION"
 mkdir -p "$work/kube" "$work/etcd" "$out.partial"
+# keep what an earlier build of this version made
+for b in "${bins[@]}"; do [ -x "$out/$b" ] && [ ! -x "$out.partial/$b" ] && cp "$out/$b" "$out.partial/$b"; done
+missing=(); for b in "${kube_bins[@]}"; do [ -x "$out.partial/$b" ] || missing+=("k8s.io/kubernetes/cmd/$b"); done
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 start=$(date +%s)
 
@@ -52,15 +57,20 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
 ldflags="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags="$ldflags -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
-(cd "$work/kube" && go mod tidy >/dev/null 2>&1 || true
- go build -trimpath -ldflags "$ldflags" -o "$out.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
- go build -trimpath -ldflags "$ldflags" -o "$out.partial/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager)
+# one go build for all of them, so shared packages compile once
+if [ ${#missing[@]} -gt 0 ]; then
+  (cd "$work/kube" && { go mod tidy >/dev/null 2>&1 || true; }
+   go build -trimpath -ldflags "$ldflags" -o "$out.partial/" "${missing[@]}")
+fi
 
 # --- etcd: its own module (its go.mod has relative replaces, so require it and build its root package).
 cat > "$work/etcd/go.mod" <<GOMOD
@@ -77,8 +87,10 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 GO
-(cd "$work/etcd" && go mod tidy >/dev/null 2>&1 || true
- go build -trimpath -ldflags "-s -w" -o "$out.partial/etcd" go.etcd.io/etcd/server/v3)
+if [ ! -x "$out.partial/etcd" ]; then
+  (cd "$work/etcd" && { go mod tidy >/dev/null 2>&1 || true; }
+   go build -trimpath -ldflags "-s -w" -o "$out.partial/etcd" go.etcd.io/etcd/server/v3)
+fi
 
 rm -rf "$out" && mv "$out.partial" "$out"
 echo "built ${bins[*]} (Kubernetes v$K8S_VERSION, etcd $etcd_version) in $(( $(date +%s) - start ))s" >&2

@@ -1,13 +1,21 @@
 /**
- * A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager
- * (built once from source by build-controlplane.sh, cached by version), plus the node agent (pod
- * runner and EKS-token webhook). State lives in `.local-cluster/` of the project (git-ignored).
+ * A real Kubernetes cluster on this machine: etcd, kube-apiserver, kube-controller-manager and
+ * kube-scheduler on loopback, a real node (containerd + kubelet, see node.ts) whose pods live on a
+ * bridge of their own, and the node agent process (EKS-token webhook, and the stand-in pod runner's
+ * node for tests that need more pods than 2 cores can run). Binaries are built once from source by
+ * build-controlplane.sh and images by build-images.sh, both cached. State lives in `.local-cluster/`
+ * of the project (git-ignored).
+ *
+ * SCALEDKITE_LOCAL_NODE=off starts no real node (only the stand-in pod runner's).
  */
 import { execFileSync, spawn } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
+import {
+    claimNode, containerdArgs, containerdReady, importImages, nodeOwner, kubeletArgs, missingNodePrerequisites, NO_PULL_PROXY, NODE_NAME, setUpNetwork, stopNode, writeNodeConfig,
+} from "./node";
 
 export const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
 export const STATE_DIR = process.env.SCALEDKITE_LOCAL_DIR ?? path.join(PROJECT_ROOT, ".local-cluster");
@@ -15,11 +23,21 @@ export const KUBECONFIG = path.join(STATE_DIR, "kubeconfig");
 const STATE_FILE = path.join(STATE_DIR, "state.json");
 const ADMIN_TOKEN_FILE = path.join(STATE_DIR, "admin-token");
 
-/** The controllers the local cluster runs: what a worker Job's life needs, and quota. */
+/**
+ * The controllers the local cluster runs: what a worker Job's life needs, quota, and what a node
+ * needs (node-lifecycle lifts the kubelet's not-ready taint; pods' projected token volumes wait for
+ * the kube-root-ca.crt ConfigMap the publisher makes).
+ */
 export const CONTROLLERS = [
     "job-controller", "ttl-after-finished-controller", "garbage-collector-controller", "serviceaccount-controller",
     "namespace-controller", "resourcequota-controller", "pod-garbage-collector-controller",
+    "node-lifecycle-controller", "taint-eviction-controller", "root-ca-certificate-publisher-controller",
 ];
+
+/** Whether `up` starts the real node (containerd + kubelet). */
+export function realNodeWanted(): boolean {
+    return process.env.SCALEDKITE_LOCAL_NODE !== "off";
+}
 
 interface ProcessInfo { name: string; pid: number; log: string }
 export interface ClusterState {
@@ -29,9 +47,12 @@ export interface ClusterState {
     processes: ProcessInfo[];
     binDir: string;
     startedAt: string;
+    /** The real node's name, when one runs. */
+    node?: string;
 }
 
-function alive(pid: number): boolean {
+/** True when process `pid` runs. */
+export function alive(pid: number): boolean {
     try {
         process.kill(pid, 0);
         return true;
@@ -45,6 +66,16 @@ export function readState(): ClusterState | undefined {
         return JSON.parse(fs.readFileSync(STATE_FILE, "utf8"));
     } catch {
         return undefined;
+    }
+}
+
+/** True when some process of the cluster whose state lives in `stateDir` still runs. */
+function clusterRuns(stateDir: string): boolean {
+    try {
+        const state = JSON.parse(fs.readFileSync(path.join(stateDir, "state.json"), "utf8")) as ClusterState;
+        return state.processes.some((p) => alive(p.pid));
+    } catch {
+        return false;
     }
 }
 
@@ -67,12 +98,21 @@ async function freePort(): Promise<number> {
     });
 }
 
+function buildCached(script: string): string {
+    const out = execFileSync("bash", [path.join(__dirname, script)], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+    return out.trim().split("\n").pop()!;
+}
+
 /** Builds the binaries if the cache lacks them (minutes, once per version); returns their directory. */
 export function ensureBinaries(log: (s: string) => void): string {
-    const script = path.join(__dirname, "build-controlplane.sh");
-    log("control plane binaries: checking the cache (a first build takes a while)");
-    const out = execFileSync("bash", [script], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-    return out.trim().split("\n").pop()!;
+    log("Kubernetes binaries: checking the cache (a first build takes a while)");
+    return buildCached("build-controlplane.sh");
+}
+
+/** Builds the node's images if the cache lacks them (minutes, once per recipe); returns their directory. */
+export function ensureImages(log: (s: string) => void): string {
+    log("node images: checking the cache (a first build takes a while)");
+    return buildCached("build-images.sh");
 }
 
 function startProcess(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = process.env): ProcessInfo {
@@ -112,6 +152,29 @@ async function httpsOk(url: string, token: string, ca: string): Promise<boolean>
     });
 }
 
+/** True when the node is Ready and without the not-ready taint (so pods can be scheduled on it). */
+async function nodeReady(server: string, token: string, ca: string, name: string): Promise<boolean> {
+    const https = await import("https");
+    return new Promise((resolve) => {
+        const req = https.get(`${server}/api/v1/nodes/${name}`, { headers: { authorization: `Bearer ${token}` }, ca, timeout: 2000 }, (res) => {
+            const chunks: Buffer[] = [];
+            res.on("data", (c: Buffer) => chunks.push(c));
+            res.on("end", () => {
+                try {
+                    const node = JSON.parse(Buffer.concat(chunks).toString());
+                    const ready = (node.status?.conditions ?? []).some((c: { type: string; status: string }) => c.type === "Ready" && c.status === "True");
+                    const tainted = (node.spec?.taints ?? []).some((t: { key: string }) => t.key.startsWith("node.kubernetes.io/"));
+                    resolve(res.statusCode === 200 && ready && !tainted);
+                } catch {
+                    resolve(false);
+                }
+            });
+        });
+        req.on("error", () => resolve(false));
+        req.on("timeout", () => { req.destroy(); resolve(false); });
+    });
+}
+
 function writeKubeconfig(server: string, caFile: string, token: string): void {
     const ca = fs.readFileSync(caFile).toString("base64");
     const kubeconfig = [
@@ -145,7 +208,17 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
         return current.state!;
     }
     if (current.state) await down(() => {});
+    const withNode = realNodeWanted();
+    if (withNode) {
+        const missing = missingNodePrerequisites();
+        if (missing) throw new Error(`${missing}, or set SCALEDKITE_LOCAL_NODE=off for a cluster without a real node`);
+        const owner = nodeOwner();
+        if (owner && owner !== STATE_DIR && clusterRuns(owner)) {
+            throw new Error(`the real node belongs to the local cluster in ${owner}: use that cluster, stop it (SCALEDKITE_LOCAL_DIR=${owner} npm run local-cluster -- down), or set SCALEDKITE_LOCAL_NODE=off`);
+        }
+    }
     const binDir = ensureBinaries(log);
+    const imagesDir = withNode ? ensureImages(log) : undefined;
     fs.rmSync(STATE_DIR, { recursive: true, force: true });
     fs.mkdirSync(path.join(STATE_DIR, "logs"), { recursive: true });
     fs.mkdirSync(path.join(STATE_DIR, "pki"), { recursive: true });
@@ -197,6 +270,8 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
             `--service-account-key-file=${path.join(certDir, "sa.pub")}`, `--service-account-signing-key-file=${path.join(certDir, "sa.key")}`,
             "--service-cluster-ip-range=10.96.0.0/16", "--enable-priority-and-fairness=false",
             "--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
+            // logs and exec reach the kubelet on its bridge address (its host name resolves nowhere)
+            "--kubelet-preferred-address-types=InternalIP",
         ]));
         const server = `https://127.0.0.1:${apiPort}`;
         const caFile = path.join(certDir, "apiserver.crt");
@@ -210,9 +285,30 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
             "--kube-api-qps=500", "--kube-api-burst=1000",
         ]));
 
-        const state: ClusterState = { server, caFile, kubeconfig: KUBECONFIG, processes, binDir, startedAt: new Date().toISOString() };
+        record(startProcess("kube-scheduler", path.join(binDir, "kube-scheduler"), [
+            `--kubeconfig=${KUBECONFIG}`, "--leader-elect=false", "--secure-port=0", "--kube-api-qps=500", "--kube-api-burst=1000",
+        ]));
+
+        if (imagesDir) {
+            stopNode(); // what an earlier run that was killed may have left
+            claimNode(STATE_DIR);
+            const paths = writeNodeConfig(STATE_DIR, KUBECONFIG);
+            setUpNetwork();
+            const sbinPath = { ...process.env, PATH: `${process.env.PATH ?? ""}:/usr/local/sbin:/usr/sbin:/sbin` };
+            // containerd pulls through a proxy that is not there: an image the node lacks fails to pull at
+            // once (ErrImagePull, as for a registry that cannot be reached) and no lookup leaves the machine.
+            record(startProcess("containerd", "containerd", containerdArgs(paths), { ...sbinPath, ...NO_PULL_PROXY }));
+            await waitFor("containerd", async () => containerdReady(), 30_000, processes);
+            importImages(imagesDir, log);
+            record(startProcess("kubelet", path.join(binDir, "kubelet"), kubeletArgs(paths), sbinPath));
+        }
+
+        const state: ClusterState = {
+            server, caFile, kubeconfig: KUBECONFIG, processes, binDir, startedAt: new Date().toISOString(), ...(imagesDir ? { node: NODE_NAME } : {}),
+        };
         fs.writeFileSync(STATE_FILE, JSON.stringify(state, null, 2));
         await waitFor("the node agent", async () => fs.readFileSync(path.join(STATE_DIR, "logs", "node-agent.log"), "utf8").includes("node agent ready"), 60_000, processes);
+        if (imagesDir) await waitFor(`node ${NODE_NAME} Ready`, async () => nodeReady(server, adminToken, fs.readFileSync(caFile, "utf8"), NODE_NAME), 120_000, processes);
         log(`local cluster up at ${server}`);
         return state;
     } catch (e) {
@@ -240,6 +336,8 @@ export async function down(log: (s: string) => void = console.error): Promise<vo
             try { process.kill(-p.pid, "SIGKILL"); } catch { try { process.kill(p.pid, "SIGKILL"); } catch { /* gone */ } }
         }
     }
+    // The node is this cluster's to take down only if it still owns it.
+    if ((state.node || state.processes.some((p) => p.name === "containerd")) && nodeOwner() === STATE_DIR) stopNode();
     fs.rmSync(STATE_DIR, { recursive: true, force: true });
     log("local cluster stopped");
 }

@@ -1,22 +1,24 @@
 /**
- * npm run demo: Scaledkite end to end on this machine, no AWS account needed.
+ * npm run demo: Scaledkite end to end on this machine, no AWS account and no Buildkite account needed.
  *
- * Brings the local control plane up, creates what the `dev` stack's Kubernetes side needs there
- * (namespace, Secrets with placeholder values, the scheduler's Role and binding), pushes the
- * documented sample events through the Lambda's code path (EKS token -> API server -> RBAC), shows
- * each decision and the worker Jobs running to completion, then brings everything down.
+ * Uses the local cluster that runs, or brings one up (and then down again: it never stops a cluster
+ * it did not start, and Ctrl-C stops what it started). Creates what the `dev` stack's Kubernetes side
+ * needs there (namespace, Secrets with placeholder values, the scheduler's Role and binding), pushes
+ * the documented sample events through the Lambda's code path (EKS token -> API server -> RBAC),
+ * and shows each decision; then the worker pods run on the real node: the real buildkite-agent
+ * acquires each job from a local stand-in for Buildkite's agent API and runs it (the sample job
+ * builds and runs an image through the dind sidecar), and the demo prints the jobs' logs.
  */
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
 import * as path from "path";
-import { readStackFile } from "../../scheduler/cli";
-import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
+import { schedulerSettings } from "../../scheduler/config";
 import { createEventHandler, Decision } from "../../scheduler/handler";
-import { AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES, WORKER_SERVICE_ACCOUNT } from "../../scheduler/settings";
-import { ecrHookFiles } from "../ecrLogin";
-import { schedulerRbac } from "../rbac";
+import { AgentApiStandIn } from "./agentApiStandIn";
 import { localJobClient } from "./awsIdentities";
-import { down, PROJECT_ROOT, up } from "./cluster";
+import { ClusterState, down, PROJECT_ROOT, status, up } from "./cluster";
+import { LOCAL_IMAGES, POD_GATEWAY_IP } from "./node";
+import { applyStack, loadStack } from "./stack";
 
 const SAMPLE = path.join(PROJECT_ROOT, "test", "fixtures", "job-scheduled.json");
 const say = (s = "") => console.log(s);
@@ -30,54 +32,66 @@ function withJob(event: any, uuid: string, rules: string[], label: string): any 
     return e;
 }
 
-async function createAll(kc: K8s.KubeConfig, objects: object[]): Promise<void> {
-    const k8s: typeof K8s = require("@kubernetes/client-node");
-    const client = k8s.KubernetesObjectApi.makeApiClient(kc);
-    for (const obj of objects) {
-        try {
-            await client.create(obj as K8s.KubernetesObject);
-        } catch (e) {
-            if ((e as { code?: number }).code !== 409) throw e;
-        }
-    }
-}
-
 function describeDecision(d: Decision): string {
     const what = d.job ? ` ${d.job}` : d.jobUuid ? ` job ${d.jobUuid}` : "";
     return `${d.outcome.padEnd(8)}${what} (${d.reason}; ${d.ms} ms)`;
 }
 
-async function main(): Promise<void> {
-    say("1. Local control plane (etcd, kube-apiserver, kube-controller-manager, pod runner)");
-    const state = await up((s) => say(`   ${s}`));
-    try {
-        const k8s: typeof K8s = require("@kubernetes/client-node");
-        const kc = new k8s.KubeConfig();
-        kc.loadFromFile(state.kubeconfig);
+/** The commands the demo's jobs run: the sample job builds and runs an image through dind. */
+const DOCKER_JOB = [
+    "set -eu", "mkdir -p ctx && cd ctx", "cp \"$(command -v buildkite-agent)\" hello",
+    "printf 'FROM scratch\\nCOPY hello /hello\\nENTRYPOINT [\"/hello\"]\\n' > Dockerfile",
+    "echo '--- building an image in the dind sidecar'", "docker build -q -t demo-hello .",
+    "echo '--- running it'", "docker run --rm demo-hello --version",
+].join("\n");
+const PLAIN_JOB = "echo \"hello from $BUILDKITE_AGENT_NAME on queue docker-free\"; uname -sm";
 
-        const config = parseStackConfig(readStackFile(path.join(PROJECT_ROOT, "Pulumi.dev.yaml")), { requireSecrets: false });
-        const settings = schedulerSettings({ ...config, secrets: { ...config.secrets, env: true, gitCredentials: true } });
-        const ns = settings.namespace;
+let cleanup: (() => Promise<void>) | undefined;
+
+async function main(): Promise<void> {
+    const running = status().running;
+    say(running ? "1. The local cluster that runs (left running afterwards)" : "1. A local cluster (control plane, kube-scheduler, a real kubelet node)");
+    // Ctrl-C while the cluster comes up still takes it down.
+    if (!running) cleanup = () => down((s) => say(`   ${s}`));
+    const state: ClusterState = running ? status().state! : await up((s) => say(`   ${s}`));
+    const k8s: typeof K8s = require("@kubernetes/client-node");
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(state.kubeconfig);
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    const config = loadStack("dev");
+    const ns = config.namespace;
+    const nsExisted = await core.readNamespace({ name: ns }).then(() => true, () => false);
+    const api = state.node ? await new AgentApiStandIn().start(POD_GATEWAY_IP) : undefined;
+    let cleaned = false;
+    cleanup = async () => {
+        if (cleaned) return;
+        cleaned = true;
+        await api?.stop();
+        if (process.env.SCALEDKITE_DEMO_KEEP === "1") return;
+        if (!running) await down((s) => say(`   ${s}`));
+        else if (!nsExisted) {
+            await core.deleteNamespace({ name: ns }).catch(() => {});
+            say(`   deleted namespace ${ns}; the cluster keeps running`);
+        }
+    };
+    try {
+        // The dev stack as it is, but with the images this machine has (no registry is reachable).
+        const queues = Object.fromEntries(Object.entries(config.queues).map(([q, w]) => [q, { ...w, image: LOCAL_IMAGES.agent, dindImage: LOCAL_IMAGES.dind }]));
+        const settings = schedulerSettings({ ...config, queues, secrets: { ...config.secrets, env: true, gitCredentials: true } });
         say(`\n2. The dev stack's Kubernetes side in namespace "${ns}" (placeholder secret values)`);
-        const secret = (name: string, data: Record<string, string>) => ({ apiVersion: "v1", kind: "Secret", metadata: { name, namespace: ns }, stringData: data });
-        await createAll(kc, [
-            { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } },
-            secret(SECRET_NAMES.agentToken, { [AGENT_TOKEN_KEY]: "demo-agent-token" }),
-            secret(SECRET_NAMES.env, { GITHUB_TOKEN: "demo" }),
-            secret(SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: "https://demo:demo@github.com" }),
-            ...(Object.keys(config.hooks).length ? [{ apiVersion: "v1", kind: "ConfigMap", metadata: { name: HOOKS_CONFIGMAP, namespace: ns }, data: config.hooks }] : []),
-            ...(config.ecr ? [
-                { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: WORKER_SERVICE_ACCOUNT, namespace: ns }, automountServiceAccountToken: false },
-                { apiVersion: "v1", kind: "ConfigMap", metadata: { name: ECR_HOOKS_CONFIGMAP, namespace: ns }, data: ecrHookFiles(config.ecr.registries) },
-            ] : []),
-            ...schedulerRbac(ns),
-        ]);
+        await applyStack(kc, config, {
+            agentToken: api?.registrationToken, gitCredentials: "https://demo:demo@github.com",
+            env: { GITHUB_TOKEN: "demo", ...(api ? { BUILDKITE_AGENT_ENDPOINT: api.endpoint } : {}) },
+        });
         say(`   namespace, 3 Secrets, the hooks ConfigMap, ${config.ecr ? "the workers' service account and ECR login hook, " : ""}Role and RoleBinding for group scaledkite:scheduler`);
 
         const sample = JSON.parse(fs.readFileSync(SAMPLE, "utf8"));
+        const plainUuid = "0b7d5c1e-6a0f-4c1e-9a53-3f2b8d1c7e42";
+        api?.addJob(sample.detail.job.uuid, { queue: "dynamic", command: DOCKER_JOB });
+        api?.addJob(plainUuid, { queue: "docker-free", command: PLAIN_JOB });
         const events: [string, unknown][] = [
             ["the documented sample (queue=dynamic)", sample],
-            ["a job for the docker-free queue", withJob(sample, "0b7d5c1e-6a0f-4c1e-9a53-3f2b8d1c7e42", ["queue=docker-free", "os=linux"], ":lint: Lint")],
+            ["a job for the docker-free queue", withJob(sample, plainUuid, ["queue=docker-free", "os=linux"], ":lint: Lint")],
             ["the sample again (a duplicate delivery)", sample],
             ["a job for queue=gpu (not served here)", withJob(sample, "5f0e4a8b-2c3d-4e6f-8a9b-0c1d2e3f4a5b", ["queue=gpu"], ":gpu: Train")],
             ["a malformed event", { "detail-type": "Job Scheduled", detail: { job: { uuid: "not-a-uuid" } } }],
@@ -96,11 +110,10 @@ async function main(): Promise<void> {
             }
         }
 
-        say(`\n4. Worker Jobs running to completion`);
+        say(`\n4. Worker pods on the ${state.node ? "real node: the real buildkite-agent runs each job" : "stand-in node (no real node runs)"}`);
         const batch = kc.makeApiClient(k8s.BatchV1Api);
-        const core = kc.makeApiClient(k8s.CoreV1Api);
         const seen = new Map<string, string>();
-        const deadline = Date.now() + 60_000;
+        const deadline = Date.now() + 180_000;
         while (Date.now() < deadline) {
             let done = 0;
             for (const name of created) {
@@ -118,12 +131,28 @@ async function main(): Promise<void> {
             if (done === created.length) break;
             await new Promise((r) => setTimeout(r, 250));
         }
+        if (api) {
+            say(`\n5. What Buildkite (the agent API stand-in) received`);
+            for (const job of api.jobs.values()) {
+                say(`   job ${job.id} (queue ${job.queue}): ${job.state}, exit status ${job.exitStatus ?? "none"}`);
+                for (const line of api.text(job.id).split("\n").filter((l) => l.trim() !== "").slice(-12)) {
+                    say(`     | ${line}`);
+                }
+            }
+        }
         say(`\n   To look around yourself: SCALEDKITE_DEMO_KEEP=1 npm run demo, then`);
-        say(`   kubectl --kubeconfig ${state.kubeconfig} get jobs,pods -n ${ns}`);
+        say(`   npm run kubectl -- get jobs,pods -n ${ns}; npm run kubectl -- logs -n ${ns} <pod> -c agent`);
     } finally {
-        say(`\n5. Down`);
-        if (process.env.SCALEDKITE_DEMO_KEEP !== "1") await down((s) => say(`   ${s}`));
+        say(`\n6. Clean up`);
+        await cleanup();
     }
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+        say(`\n${signal}: stopping what the demo started`);
+        void (cleanup ?? (async () => {}))().finally(() => process.exit(130));
+    });
 }
 
 main().catch((e) => {

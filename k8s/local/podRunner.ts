@@ -1,19 +1,30 @@
 /**
- * The local cluster's stand-in for a scheduler and a kubelet: it binds each new pod to the one local
- * node and moves it Pending -> Running -> Succeeded (or Failed), honouring native sidecars (they run
- * beside the main containers and are stopped once those exit), and finishes deletions the way a
- * kubelet confirms them. It runs no container.
+ * The local cluster's stand-in for a kubelet, for tests that need more pods than 2 cores can run
+ * (the 1,000-event burst, quota tests; DEVELOPERS.md lists them). It registers node
+ * `scaledkite-local-node`, tainted and labelled `local.scaledkite.io/stand-in=true` so that only
+ * pods that ask for it (STAND_IN_SCHEDULING) are scheduled there by kube-scheduler, keeps posting
+ * its status, and moves the pods bound to it Pending -> Running -> Succeeded (or Failed), honouring
+ * native sidecars (they run beside the main containers and are stopped once those exit), and
+ * finishes deletions the way a kubelet confirms them. It runs no container: every other pod runs
+ * on the real node.
  *
  * Tests steer a pod through its annotations (the stack's `annotations` setting puts them on workers):
  *   local.scaledkite.io/exit-code    exit code of the main containers (default 0)
  *   local.scaledkite.io/run-seconds  how long the main containers "run" (default 1)
- * and through what a real cluster would refuse: an image whose tag is `does-not-exist` never pulls
- * (ErrImagePull), and a nodeSelector on `local.scaledkite.io/unschedulable` matches no node.
+ * and an image whose tag is `does-not-exist` never pulls (ErrImagePull). A nodeSelector on
+ * `local.scaledkite.io/unschedulable` matches no node, so kube-scheduler reports it Unschedulable.
  */
 import type * as K8s from "@kubernetes/client-node";
 import type { V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 
 export const LOCAL_NODE = "scaledkite-local-node";
+/** The stand-in node's label and taint. */
+export const STAND_IN_LABEL = "local.scaledkite.io/stand-in";
+/** Worker scheduling (stack config keys) that puts pods on the stand-in node. */
+export const STAND_IN_SCHEDULING = {
+    nodeSelector: { [STAND_IN_LABEL]: "true" },
+    tolerations: [{ key: STAND_IN_LABEL, operator: "Exists", effect: "NoSchedule" }],
+};
 export const ANNOTATION_EXIT_CODE = "local.scaledkite.io/exit-code";
 export const ANNOTATION_RUN_SECONDS = "local.scaledkite.io/run-seconds";
 export const UNSCHEDULABLE_LABEL = "local.scaledkite.io/unschedulable";
@@ -30,7 +41,7 @@ function now(): Date {
 }
 
 /** The next status a pod moves to, given where it is. Pure, so it is easy to reason about. */
-export function nextStatus(pod: V1Pod, outcome: "start" | "finish" | "image-missing" | "unschedulable"): V1Pod["status"] {
+export function nextStatus(pod: V1Pod, outcome: "start" | "finish" | "image-missing"): V1Pod["status"] {
     const spec = pod.spec!;
     const status = { ...(pod.status ?? {}) };
     const started = status.startTime ?? now();
@@ -48,12 +59,6 @@ export function nextStatus(pod: V1Pod, outcome: "start" | "finish" | "image-miss
     });
 
     switch (outcome) {
-        case "unschedulable":
-            return {
-                phase: "Pending",
-                conditions: [condition("PodScheduled", false, "Unschedulable",
-                    `0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes are available.`)],
-            };
         case "image-missing": {
             const waiting = (name: string, image: string): V1ContainerStatus => ({
                 name, image, imageID: "", ready: false, started: false, restartCount: 0,
@@ -94,10 +99,6 @@ function isTerminal(pod: V1Pod): boolean {
     return pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed";
 }
 
-function unschedulable(pod: V1Pod): boolean {
-    return Object.keys(pod.spec?.nodeSelector ?? {}).includes(UNSCHEDULABLE_LABEL);
-}
-
 function imageMissing(pod: V1Pod): boolean {
     return [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].some((c) => c.image?.endsWith(MISSING_IMAGE_TAG));
 }
@@ -111,14 +112,45 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
     let stopped = false;
 
     try {
-        await core.createNode({ body: { metadata: { name: LOCAL_NODE, labels: { "kubernetes.io/hostname": LOCAL_NODE, "kubernetes.io/os": "linux" } } } });
+        await core.createNode({
+            body: {
+                metadata: { name: LOCAL_NODE, labels: { "kubernetes.io/hostname": LOCAL_NODE, "kubernetes.io/os": "linux", [STAND_IN_LABEL]: "true" } },
+                spec: { taints: [{ key: STAND_IN_LABEL, value: "true", effect: "NoSchedule" }] },
+            },
+        });
     } catch (e) {
         if ((e as { code?: number }).code !== 409) throw e;
     }
+    // Ready, with room for thousands of pods; the Ready condition's heartbeat is posted every 10 s
+    // (node-lifecycle marks a node unreachable after 50 s without one).
+    const capacity = { cpu: "1000", memory: "4000Gi", pods: "10000", "ephemeral-storage": "1000Gi" };
+    const postStatus = async () => {
+        for (let attempt = 0; ; attempt++) {
+            const node = await core.readNodeStatus({ name: LOCAL_NODE });
+            const ready = node.status?.conditions?.find((c) => c.type === "Ready" && c.status === "True");
+            node.status = {
+                ...node.status, capacity, allocatable: capacity,
+                conditions: [{
+                    type: "Ready", status: "True", reason: "StandIn", message: "the stand-in pod runner",
+                    lastHeartbeatTime: now(), lastTransitionTime: ready?.lastTransitionTime ?? now(),
+                }],
+                addresses: [{ type: "Hostname", address: LOCAL_NODE }],
+            };
+            try {
+                await core.replaceNodeStatus({ name: LOCAL_NODE, body: node });
+                return;
+            } catch (e) {
+                // node-lifecycle writes the node too: read again on a conflict
+                if ((e as { code?: number }).code !== 409 || attempt > 20) throw e;
+            }
+        }
+    };
+    await postStatus();
+    const heartbeat = setInterval(() => { void postStatus().catch((e) => log(`node status: ${(e as Error).message.split("\n")[0]}`)); }, 10_000);
 
     const key = (pod: V1Pod) => `${pod.metadata!.namespace}/${pod.metadata!.name}`;
 
-    async function setStatus(pod: V1Pod, step: "start" | "finish" | "image-missing" | "unschedulable"): Promise<void> {
+    async function setStatus(pod: V1Pod, step: "start" | "finish" | "image-missing"): Promise<void> {
         for (let attempt = 0; attempt < 5; attempt++) {
             try {
                 const fresh = attempt === 0 ? pod : await core.readNamespacedPodStatus({ name: pod.metadata!.name!, namespace: pod.metadata!.namespace! });
@@ -147,6 +179,8 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
             handled.delete(uid);
             return;
         }
+        // The real node's kubelet runs every other pod.
+        if (pod.spec?.nodeName !== LOCAL_NODE) return;
         if (pod.metadata?.deletionTimestamp) {
             // A kubelet confirms a graceful deletion once the containers have stopped.
             if (handled.get(uid) === "deleting") return;
@@ -158,27 +192,6 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
             return;
         }
         if (isTerminal(pod)) return;
-        if (!pod.spec?.nodeName) {
-            if (unschedulable(pod)) {
-                if (handled.get(uid) !== "unschedulable") {
-                    handled.set(uid, "unschedulable");
-                    await setStatus(pod, "unschedulable");
-                }
-                return;
-            }
-            if (handled.get(uid) === "binding") return;
-            handled.set(uid, "binding");
-            try {
-                await core.createNamespacedPodBinding({
-                    name: pod.metadata!.name!, namespace: pod.metadata!.namespace!,
-                    body: { metadata: { name: pod.metadata!.name! }, target: { apiVersion: "v1", kind: "Node", name: LOCAL_NODE } },
-                });
-            } catch (e) {
-                handled.delete(uid);
-                log(`${key(pod)}: binding failed: ${(e as Error).message.split("\n")[0]}`);
-            }
-            return;
-        }
         if (handled.get(uid) === "started" || handled.get(uid) === "image-missing") return;
         if (imageMissing(pod)) {
             handled.set(uid, "image-missing");
@@ -211,6 +224,7 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
     return {
         stop() {
             stopped = true;
+            clearInterval(heartbeat);
             current?.abort();
             for (const t of timers.values()) clearTimeout(t);
         },

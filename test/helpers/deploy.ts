@@ -10,6 +10,8 @@ import { JobClient } from "../../scheduler/kube";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
 import { SchedulerSettings } from "../../scheduler/settings";
 import { ClusterState } from "../../k8s/local/cluster";
+import { LOCAL_IMAGES } from "../../k8s/local/node";
+import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";
 import { adminConfig, k8sClient } from "./localCluster";
 import { baseConfig, DeclaredResource, runProgram, ProgramRun } from "./pulumiProgram";
 
@@ -58,9 +60,28 @@ export function localStackConfig(namespace: string, extra: Record<string, unknow
     return config;
 }
 
+/**
+ * Where a stack's workers run: "real", the real node (real containers: the images must be the local
+ * ones, LOCAL_WORKER_IMAGES), or "stand-in", the pod runner's node (no container runs; for tests that
+ * need more pods than 2 cores can run, or node pools this machine has not: DEVELOPERS.md lists them).
+ */
+export type WorkerNode = "real" | "stand-in";
+
+/** Stack config that points workers at the local node's images. */
+export const LOCAL_WORKER_IMAGES = { image: LOCAL_IMAGES.agent, dindImage: LOCAL_IMAGES.dind };
+
+/** `extra` with the stand-in node's nodeSelector and toleration added to the stack-wide ones. */
+export function onStandInNode(extra: Record<string, unknown>): Record<string, unknown> {
+    return {
+        ...extra,
+        nodeSelector: { ...STAND_IN_SCHEDULING.nodeSelector, ...(extra.nodeSelector as object | undefined) },
+        tolerations: [...STAND_IN_SCHEDULING.tolerations, ...((extra.tolerations as object[] | undefined) ?? [])],
+    };
+}
+
 /** Runs the program for `namespace` and applies its Kubernetes side to the local cluster. */
-export async function deployStack(state: ClusterState, namespace: string, extra: Record<string, unknown> = {}): Promise<DeployedStack> {
-    const config = localStackConfig(namespace, extra);
+export async function deployStack(state: ClusterState, namespace: string, extra: Record<string, unknown> = {}, node: WorkerNode = "stand-in"): Promise<DeployedStack> {
+    const config = localStackConfig(namespace, node === "stand-in" ? onStandInNode(extra) : extra);
     const run = await runProgram(config, undefined, {
         endpoint: state.server,
         caData: fs.readFileSync(state.caFile).toString("base64"),

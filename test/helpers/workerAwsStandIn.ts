@@ -1,5 +1,6 @@
 /**
- * Local stand-ins for the AWS endpoints a worker pod's ECR login talks to, on one loopback server:
+ * Local stand-ins for the AWS endpoints a worker pod's ECR login talks to, on one server (loopback,
+ * or the pods' bridge address for a hook that runs in a real pod):
  * - the EKS Pod Identity agent (GET /v1/credentials, with the pod's token in Authorization);
  * - STS AssumeRoleWithWebIdentity for IRSA (POST /sts/, answers in XML as STS does);
  * - ECR GetAuthorizationToken (POST /ecr/, JSON 1.1), which verifies the SigV4 signature and the
@@ -33,7 +34,7 @@ export interface WorkerAwsStandIn {
     close(): Promise<void>;
 }
 
-export async function startWorkerAws(): Promise<WorkerAwsStandIn> {
+export async function startWorkerAws(host = "127.0.0.1"): Promise<WorkerAwsStandIn> {
     const requests: string[] = [];
     const allowedAccounts = new Set<string>();
     const podIdentityToken = "pod-identity-token-for-the-pod";
@@ -106,8 +107,8 @@ export async function startWorkerAws(): Promise<WorkerAwsStandIn> {
             send(404, "text/plain", "not here");
         });
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    const url = `http://${host}:${(server.address() as AddressInfo).port}`;
     return {
         url, podIdentityToken, webIdentityToken, roleArn, allowedAccounts, requests, password,
         close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),

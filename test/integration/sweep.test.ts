@@ -9,7 +9,7 @@ import { createEventHandler } from "../../scheduler/handler";
 import { stacksApi, StacksJob } from "../../scheduler/stacksApi";
 import { createSweeper, eventFromStacksJob } from "../../scheduler/sweep";
 import { newUuid } from "../helpers/builders";
-import { creatorAs, deleteNamespace, deployStack, DeployedStack } from "../helpers/deploy";
+import { creatorAs, deleteNamespace, deployStack, DeployedStack, WorkerNode } from "../helpers/deploy";
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
 import { StandIn, startStacksApi } from "../helpers/stacksApiStandIn";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
@@ -37,11 +37,11 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         if (state) for (const ns of namespaces) await deleteNamespace(state, ns);
     });
 
-    async function stack(name: string, extra: Record<string, unknown> = {}): Promise<DeployedStack> {
+    async function stack(name: string, extra: Record<string, unknown> = {}, node: WorkerNode = "stand-in"): Promise<DeployedStack> {
         namespaces.push(name);
         api.scheduled.clear();
         api.paused.clear();
-        return deployStack(state, name, { queues: { dynamic: {}, other: {} }, ...extra });
+        return deployStack(state, name, { queues: { dynamic: {}, other: {} }, ...extra }, node);
     }
     async function jobUuids(namespace: string): Promise<string[]> {
         const list = await adminConfig(state).makeApiClient(k8sClient().BatchV1Api).listNamespacedJob({ namespace });
@@ -175,30 +175,31 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         const sweeper = (s: DeployedStack, lines: string[]) =>
             createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", (l) => lines.push(l), quick);
 
+        // On the real node: the kubelet's own ErrImagePull and kube-scheduler's own Unschedulable.
         it("fails the Buildkite job of a worker whose image does not exist, with the image in the reason, and deletes it", async () => {
-            const s = await stack("sweep-image", { queues: { dynamic: { image: "buildkite/agent:does-not-exist", dind: false }, other: {} } });
+            const s = await stack("sweep-image", { queues: { dynamic: { image: "buildkite/agent:does-not-exist", dind: false }, other: {} } }, "real");
             const uuid = await schedule(s, "dynamic");
-            await podWaiting(s.namespace, uuid, (p) => p.status?.containerStatuses?.[0]?.state?.waiting?.reason === "ErrImagePull");
+            await podWaiting(s.namespace, uuid, (p) => /^(ErrImagePull|ImagePullBackOff)$/.test(p.status?.containerStatuses?.[0]?.state?.waiting?.reason ?? ""));
             const lines: string[] = [];
             const { workers } = await sweeper(s, lines)();
             assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
-            assert.match(api.finished.get(uuid)!, /^Scaledkite: the worker could not start: ErrImagePull for container agent \(image "buildkite\/agent:does-not-exist"\)/);
+            assert.match(api.finished.get(uuid)!, /^Scaledkite: the worker could not start: (ErrImagePull|ImagePullBackOff) for container agent \(image "buildkite\/agent:does-not-exist"\): .*docker.io\/buildkite\/agent:does-not-exist/);
             assert.deepStrictEqual(await jobUuids(s.namespace), []);
             assert.ok(lines.some((l) => /"outcome":"unrunnable"/.test(l)));
         });
 
         it("fails the Buildkite job of a worker that cannot be scheduled, with the scheduler's message, and deletes it", async () => {
-            const s = await stack("sweep-unschedulable", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const s = await stack("sweep-unschedulable", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } }, "real");
             const uuid = await schedule(s, "dynamic");
             await podWaiting(s.namespace, uuid, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));
             const { workers } = await sweeper(s, [])();
             assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
-            assert.match(api.finished.get(uuid)!, /could not be scheduled for 0 min: 0\/1 nodes are available: 1 node\(s\) didn't match Pod's node affinity\/selector/);
+            assert.match(api.finished.get(uuid)!, /could not be scheduled for 0 min: 0\/2 nodes are available: 1 node\(s\) didn't match Pod's node affinity\/selector, 1 node\(s\) had untolerated taint/);
             assert.deepStrictEqual(await jobUuids(s.namespace), []);
         });
 
         it("deletes the waiting worker of a job cancelled before it started, and fails nothing", async () => {
-            const s = await stack("sweep-cancelled", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const s = await stack("sweep-cancelled", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } }, "real");
             const uuid = await schedule(s, "dynamic");
             const kept = await schedule(s, "dynamic");
             await podWaiting(s.namespace, uuid, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));

@@ -1,0 +1,3 @@
+module scaledkite.local/pause
+
+go 1.24

@@ -1,0 +1,64 @@
+/**
+ * What a stack's `pulumi up` creates in the cluster, for the local cluster: its namespace, the
+ * Secrets workers read (placeholder values, unless given), the hooks ConfigMaps, the workers'
+ * service account, and the scheduler's Role and RoleBinding. Used by `npm run local-cluster -- up
+ * --stack NAME` and by the demo. Creating twice leaves what exists as it is; `replaceSecrets`
+ * updates the Secrets' values.
+ */
+import type * as K8s from "@kubernetes/client-node";
+import * as fs from "fs";
+import * as path from "path";
+import { readStackFile } from "../../scheduler/cli";
+import { parseStackConfig, StackConfig } from "../../scheduler/config";
+import { AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES, WORKER_SERVICE_ACCOUNT } from "../../scheduler/settings";
+import { ecrHookFiles } from "../ecrLogin";
+import { schedulerRbac } from "../rbac";
+import { PROJECT_ROOT } from "./cluster";
+
+/** The stack file `Pulumi.<name>.yaml` of the project, parsed and checked (secrets may be unset). */
+export function loadStack(name: string): StackConfig {
+    const file = path.join(PROJECT_ROOT, `Pulumi.${name}.yaml`);
+    if (!fs.existsSync(file)) throw new Error(`no stack file ${path.relative(PROJECT_ROOT, file)}: name a stack of this project (e.g. --stack dev)`);
+    return parseStackConfig(readStackFile(file), { requireSecrets: false });
+}
+
+export interface SecretValues {
+    agentToken?: string;
+    env?: Record<string, string>;
+    gitCredentials?: string;
+}
+
+/** The stack's Kubernetes objects, with placeholder Secret values where none are given. */
+export function stackObjects(config: StackConfig, values: SecretValues = {}): object[] {
+    const ns = config.namespace;
+    const secret = (name: string, data: Record<string, string>) => ({ apiVersion: "v1", kind: "Secret", metadata: { name, namespace: ns }, stringData: data });
+    return [
+        { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } },
+        secret(SECRET_NAMES.agentToken, { [AGENT_TOKEN_KEY]: values.agentToken ?? "local-placeholder-agent-token" }),
+        secret(SECRET_NAMES.env, values.env ?? { EXAMPLE: "local-placeholder" }),
+        secret(SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: values.gitCredentials ?? "https://local:placeholder@git.example.invalid" }),
+        ...(Object.keys(config.hooks).length ? [{ apiVersion: "v1", kind: "ConfigMap", metadata: { name: HOOKS_CONFIGMAP, namespace: ns }, data: config.hooks }] : []),
+        ...(config.ecr ? [
+            { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: WORKER_SERVICE_ACCOUNT, namespace: ns }, automountServiceAccountToken: false },
+            { apiVersion: "v1", kind: "ConfigMap", metadata: { name: ECR_HOOKS_CONFIGMAP, namespace: ns }, data: ecrHookFiles(config.ecr.registries) },
+        ] : []),
+        ...schedulerRbac(ns),
+    ];
+}
+
+/** Creates the stack's objects; what exists is kept, except Secrets, whose values are replaced. */
+export async function applyStack(kc: K8s.KubeConfig, config: StackConfig, values: SecretValues = {}): Promise<string[]> {
+    const k8s: typeof K8s = require("@kubernetes/client-node");
+    const client = k8s.KubernetesObjectApi.makeApiClient(kc);
+    const made: string[] = [];
+    for (const obj of stackObjects(config, values) as K8s.KubernetesObject[]) {
+        try {
+            await client.create(obj);
+            made.push(`${obj.kind} ${obj.metadata?.name}`);
+        } catch (e) {
+            if ((e as { code?: number }).code !== 409) throw new Error(`creating ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n")[0]}`);
+            if (obj.kind === "Secret") await client.replace(obj);
+        }
+    }
+    return made;
+}

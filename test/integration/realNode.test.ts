@@ -1,0 +1,315 @@
+/**
+ * Real Buildkite jobs end to end on the real node: the scheduler's handler creates the worker Job on
+ * the real API server, kube-scheduler places it on the kubelet node, containerd runs the local agent
+ * and dind images, and the real buildkite-agent (v3.138.3, built from Go modules) registers with the
+ * agent API stand-in, acquires its job, runs it and reports it.
+ */
+import * as assert from "assert";
+import type { V1Job, V1Pod } from "@kubernetes/client-node";
+import { ClusterState } from "../../k8s/local/cluster";
+import { POD_GATEWAY_IP } from "../../k8s/local/node";
+import { AGENT_EXIT_NOT_RUN } from "../../scheduler/agentLauncher";
+import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { createEventHandler } from "../../scheduler/handler";
+import { stacksApi } from "../../scheduler/stacksApi";
+import { createSweeper } from "../../scheduler/sweep";
+import { startStacksApi } from "../helpers/stacksApiStandIn";
+import { AGENT_EXIT_CANNOT_ACQUIRE, DOCKER_HOST } from "../../scheduler/manifest";
+import { AgentApiStandIn, StandInJob } from "../../k8s/local/agentApiStandIn";
+import { anEvent, newUuid } from "../helpers/builders";
+import { startGitHttpServer } from "../helpers/gitHttpServer";
+import { startWorkerAws, WORKER_ROLE } from "../helpers/workerAwsStandIn";
+import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
+import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
+
+const QUEUE = "dynamic";
+const GRACE_SECONDS = 20;
+/** Namespaces of their own per run: a namespace still terminating after the last run refuses new objects. */
+const RUN = Math.random().toString(36).slice(2, 7);
+
+describe("real Buildkite jobs on the real node (agent API stand-in)", function () {
+    let state: ClusterState;
+    let api: AgentApiStandIn;
+    let stack: DeployedStack;
+    const namespaces: string[] = [];
+
+    before(async function () {
+        state = await localCluster(this);
+        if (!state.node) {
+            if (process.env.SCALEDKITE_INTEGRATION === "required") throw new Error("the local cluster runs no real node (SCALEDKITE_LOCAL_NODE=off?)");
+            this.skip();
+        }
+        api = await new AgentApiStandIn().start(POD_GATEWAY_IP);
+        stack = await newStack("real-jobs");
+    });
+    after(async function () {
+        this.timeout(60_000);
+        await api?.stop();
+        if (state) for (const ns of namespaces) await deleteNamespace(state, ns);
+    });
+
+    async function newStack(name: string, extra: Record<string, unknown> = {}): Promise<DeployedStack> {
+        const namespace = `${name}-${RUN}`;
+        namespaces.push(namespace);
+        return deployStack(state, namespace, {
+            ...LOCAL_WORKER_IMAGES, agentToken: api.registrationToken, env: { BUILDKITE_AGENT_ENDPOINT: api.endpoint },
+            terminationGracePeriodSeconds: GRACE_SECONDS, ttlSecondsAfterFinished: 600, backoffLimit: 0,
+            // small requests, so a few workers fit the 2-core node at once
+            resources: { agent: { requests: { cpu: "100m", memory: "128Mi" } }, dind: { requests: { cpu: "100m", memory: "256Mi" } } }, ...extra,
+        }, "real");
+    }
+
+    const kube = () => {
+        const kc = adminConfig(state);
+        return { batch: kc.makeApiClient(k8sClient().BatchV1Api), core: kc.makeApiClient(k8sClient().CoreV1Api) };
+    };
+
+    /** Schedules job `uuid` through the handler, as an EventBridge event would. Returns the Job's name. */
+    async function schedule(s: DeployedStack, uuid: string): Promise<string> {
+        const logs: string[] = [];
+        const decision = await createEventHandler(s.settings, creatorAs(state), (l) => logs.push(l))(anEvent().uuid(uuid).queue(QUEUE).build());
+        assert.strictEqual(decision.outcome, "created", logs.join("\n"));
+        return decision.job!.split("/")[1]; // "<namespace>/<name>"
+    }
+
+    async function jobCondition(s: DeployedStack, name: string, timeoutMs = 120_000): Promise<{ type: string; reason?: string; job: V1Job }> {
+        return eventually(`Job ${name} to complete or fail`, async () => {
+            const job = await kube().batch.readNamespacedJob({ name, namespace: s.namespace });
+            const c = job.status?.conditions?.find((x) => (x.type === "Complete" || x.type === "Failed") && x.status === "True");
+            return c ? { type: c.type, reason: c.reason, job } : undefined;
+        }, timeoutMs);
+    }
+
+    async function podsOf(s: DeployedStack, name: string): Promise<V1Pod[]> {
+        return (await kube().core.listNamespacedPod({ namespace: s.namespace, labelSelector: `job-name=${name}` })).items;
+    }
+
+    async function finished(uuid: string, timeoutMs = 120_000): Promise<StandInJob> {
+        try {
+            return await eventually(`job ${uuid} to be finished in Buildkite`, async () => {
+                const j = api.jobs.get(uuid)!;
+                return j.state === "finished" || j.state === "canceled" ? j : undefined;
+            }, timeoutMs);
+        } catch (e) {
+            const j = api.jobs.get(uuid);
+            throw new Error(`${(e as Error).message}; the job is ${j?.state}, its log: ${api.log(uuid).slice(0, 2500)} … ${api.log(uuid).slice(-500)}`);
+        }
+    }
+
+    /** The agent that ran `job` has disconnected (it does so right after finishing the job). */
+    async function disconnected(job: StandInJob): Promise<boolean> {
+        return eventually(`the agent of job ${job.id} to disconnect`, async () => (api.agents.find((a) => a.id === job.acquiredBy)?.disconnected ? true : undefined), 15_000);
+    }
+
+    it("builds a FROM scratch image through the dind sidecar and runs it; the log and exit 0 reach Buildkite", async function () {
+        this.timeout(240_000);
+        const uuid = newUuid();
+        api.addJob(uuid, {
+            queue: QUEUE,
+            command: [
+                "set -eu", "echo \"DOCKER_HOST=$DOCKER_HOST\"", "mkdir -p ctx && cd ctx",
+                "cp \"$(command -v buildkite-agent)\" hello",
+                "printf 'FROM scratch\\nCOPY hello /hello\\nENTRYPOINT [\"/hello\"]\\n' > Dockerfile",
+                "docker build -q -t scaledkite-hello .", "docker run --rm scaledkite-hello --version",
+            ].join("\n"),
+        });
+        const name = await schedule(stack, uuid);
+        const job = await finished(uuid, 200_000);
+        const log = api.log(uuid);
+        assert.strictEqual(job.exitStatus, "0", log);
+        assert.match(log, new RegExp(`DOCKER_HOST=${DOCKER_HOST.replace(/\//g, "\\/")}`));
+        assert.match(log, /buildkite-agent version 3\.138\.3/, "the image built in dind ran and printed");
+        assert.ok(await disconnected(job), "the agent disconnected after its one job");
+        const done = await jobCondition(stack, name);
+        assert.strictEqual(done.type, "Complete");
+        const pods = await podsOf(stack, name);
+        assert.strictEqual(pods.length, 1);
+        const dind = pods[0].status!.initContainerStatuses!.find((c) => c.name === "dind")!;
+        assert.ok(dind.state?.terminated, "the kubelet stopped the dind sidecar once the agent exited");
+        assert.strictEqual(dind.restartCount, 0, "dockerd never crashed");
+    });
+
+    it("reports a failing command's exit status; the worker completes and is not retried", async function () {
+        this.timeout(180_000);
+        const uuid = newUuid();
+        api.addJob(uuid, { queue: QUEUE, command: "echo about to fail; exit 3" });
+        const name = await schedule(stack, uuid);
+        const job = await finished(uuid);
+        assert.strictEqual(job.exitStatus, "3");
+        assert.match(api.log(uuid), /about to fail/);
+        assert.strictEqual((await jobCondition(stack, name)).type, "Complete");
+        assert.strictEqual((await podsOf(stack, name)).length, 1);
+    });
+
+    /** A command that says it started, then works until stopped, and says its last words on SIGTERM. */
+    const longCommand = "trap 'echo last words before stopping; exit 143' TERM; echo started; i=0; while [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done";
+
+    it("a job cancelled in Buildkite mid-run: the agent cancels it, its last log lines arrive, the pod completes", async function () {
+        this.timeout(180_000);
+        const uuid = newUuid();
+        api.addJob(uuid, { queue: QUEUE, command: longCommand });
+        const name = await schedule(stack, uuid);
+        await eventually("the command to start", async () => (/started/.test(api.log(uuid)) ? true : undefined), 150_000);
+        api.cancel(uuid);
+        const job = await finished(uuid, 60_000);
+        assert.strictEqual(job.state, "canceled");
+        assert.match(api.log(uuid), /last words before stopping/);
+        assert.strictEqual(job.signalReason, "cancel");
+        assert.strictEqual((await jobCondition(stack, name)).type, "Complete");
+    });
+
+    it("the worker Job deleted mid-run (Job Finished path): the job is reported finished within the grace period, never lost", async function () {
+        this.timeout(180_000);
+        const uuid = newUuid();
+        api.addJob(uuid, { queue: QUEUE, command: longCommand });
+        const name = await schedule(stack, uuid);
+        await eventually("the command to start", async () => (/started/.test(api.log(uuid)) ? true : undefined), 150_000);
+        const deletedAt = Date.now();
+        await kube().batch.deleteNamespacedJob({ name, namespace: stack.namespace, propagationPolicy: "Background" });
+        const job = await finished(uuid, (GRACE_SECONDS + 10) * 1000);
+        assert.ok(job.times.finished! - deletedAt < GRACE_SECONDS * 1000, `finished ${job.times.finished! - deletedAt} ms after the delete`);
+        assert.match(api.log(uuid), /last words before stopping/, "the last log lines were uploaded");
+        assert.ok(job.signalReason, `the agent says why it stopped the job (${job.signalReason})`);
+        assert.ok(await disconnected(job), "the agent disconnected: Buildkite does not see it as lost");
+    });
+
+    it("activeDeadlineSeconds reached mid-run: the job is reported finished with its last logs, the Job fails as DeadlineExceeded", async function () {
+        this.timeout(240_000);
+        const s = await newStack("real-deadline", { activeDeadlineSeconds: 60 });
+        const uuid = newUuid();
+        api.addJob(uuid, { queue: QUEUE, command: longCommand.replace("600", "3000") });
+        const name = await schedule(s, uuid);
+        const job = await finished(uuid, (60 + GRACE_SECONDS + 60) * 1000);
+        assert.match(api.log(uuid), /last words before stopping/);
+        assert.ok(job.signalReason, `the agent says why it stopped the job (${job.signalReason})`);
+        assert.ok(await disconnected(job));
+        const failed = await jobCondition(s, name);
+        assert.deepStrictEqual([failed.type, failed.reason], ["Failed", "DeadlineExceeded"]);
+    });
+
+    it("an acquisition Buildkite rejects (job already taken): exit 27, the Job fails at once, no second pod", async function () {
+        this.timeout(180_000);
+        const uuid = newUuid();
+        const taken = api.addJob(uuid, { queue: QUEUE, command: "echo never" });
+        taken.state = "running";
+        taken.acquiredBy = "another-agent";
+        const s = await newStack("real-rejected", { backoffLimit: 2 });
+        const name = await schedule(s, uuid);
+        const failed = await jobCondition(s, name, 150_000);
+        assert.strictEqual(failed.type, "Failed");
+        assert.strictEqual(failed.reason, "PodFailurePolicy");
+        const pods = await podsOf(s, name);
+        assert.strictEqual(pods.length, 1, "backoffLimit 2, yet no retry");
+        const agent = pods[0].status!.containerStatuses!.find((c) => c.name === "agent")!;
+        assert.strictEqual(agent.state!.terminated!.exitCode, AGENT_EXIT_CANNOT_ACQUIRE);
+        assert.strictEqual(api.jobs.get(uuid)!.rejectedAcquisitions, 1);
+    });
+
+    it("an acquisition that fails without 27 (the agent exits 0): the pod fails, and the job gets a new worker", async function () {
+        this.timeout(240_000);
+        // Unknown to the API (404): v3.138.3 logs "Failed to acquire and run job" and exits 0.
+        const uuid = newUuid();
+        const s = await newStack("real-not-run", { backoffLimit: 1 });
+        const name = await schedule(s, uuid);
+        const failed = await jobCondition(s, name, 200_000);
+        assert.strictEqual(failed.type, "Failed");
+        assert.strictEqual(failed.reason, "BackoffLimitExceeded");
+        const pods = await podsOf(s, name);
+        assert.strictEqual(pods.length, 2, "a second worker tried");
+        for (const pod of pods) {
+            assert.strictEqual(pod.status!.containerStatuses!.find((c) => c.name === "agent")!.state!.terminated!.exitCode, AGENT_EXIT_NOT_RUN);
+        }
+        // Then the sweep gives up on it: failed in Buildkite with the reason, its worker deleted.
+        const stacks = await startStacksApi();
+        try {
+            const sweep = createSweeper(s.settings, stacksApi(() => stacks.token, { endpoint: stacks.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", () => {});
+            const { workers } = await sweep();
+            assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
+            assert.match(stacks.finished.get(uuid)!, /^Scaledkite: the worker's agent exited 2 time\(s\) without running the job \(it could not acquire it/);
+            await eventually("the worker Job to be deleted", async () => kube().batch.readNamespacedJob({ name, namespace: s.namespace }).then(() => undefined, () => true));
+        } finally {
+            await stacks.close();
+        }
+    });
+
+    it("checks out a private repository over HTTP with the credentials Secret, and git prints no fatal: line", async function () {
+        this.timeout(180_000);
+        const server = await startGitHttpServer(POD_GATEWAY_IP, "bot", "s3cret-token", { "README.md": "private repository content\n" });
+        try {
+            const s = await newStack("real-git", { gitCredentials: `http://bot:s3cret-token@${new URL(server.url).host}` });
+            const uuid = newUuid();
+            api.addJob(uuid, { queue: QUEUE, repo: server.url, command: "cat README.md; git --no-pager log --format=%s -1" });
+            await schedule(s, uuid);
+            const job = await finished(uuid);
+            const log = api.log(uuid);
+            assert.strictEqual(job.exitStatus, "0", log);
+            assert.match(log, /private repository content/);
+            assert.match(api.text(uuid), /^initial$/m);
+            assert.doesNotMatch(log, /fatal:/, "the read-only credentials file is never written");
+            assert.ok(server.refused >= 1, "the server asked for credentials, and the helper answered");
+        } finally {
+            await server.close();
+        }
+    });
+
+    it("runs the hooks ConfigMap's hooks, and the ECR login hook leaves a docker config that the real docker CLI uses", async function () {
+        this.timeout(180_000);
+        const aws = await startWorkerAws(POD_GATEWAY_IP);
+        aws.allowedAccounts.add("111122223333");
+        const registry = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
+        try {
+            const s = await newStack("real-hooks", {
+                hooks: { environment: "#!/bin/sh\necho \"user hook ran\"\nexport FROM_USER_HOOK=yes\n" },
+                ecrRegistries: [registry],
+                // The role's temporary credentials as environment (the hook's third identity source):
+                // Pod Identity and IRSA are tested against the same stand-ins in test/ecrLogin.test.ts.
+                env: {
+                    BUILDKITE_AGENT_ENDPOINT: api.endpoint, AWS_ENDPOINT_URL_ECR: `${aws.url}/ecr`, AWS_REGION: "us-east-1",
+                    AWS_ACCESS_KEY_ID: WORKER_ROLE.accessKeyId, AWS_SECRET_ACCESS_KEY: WORKER_ROLE.secretAccessKey, AWS_SESSION_TOKEN: WORKER_ROLE.sessionToken,
+                },
+            });
+            const uuid = newUuid();
+            api.addJob(uuid, { queue: QUEUE, command: `echo "FROM_USER_HOOK=$FROM_USER_HOOK"; docker logout ${registry}` });
+            await schedule(s, uuid);
+            const job = await finished(uuid);
+            const text = api.text(uuid);
+            assert.strictEqual(job.exitStatus, "0", text);
+            assert.match(text, /^user hook ran$/m);
+            assert.match(text, /^FROM_USER_HOOK=yes$/m, "the user's environment hook changed the job's environment");
+            assert.match(text, new RegExp(`docker is logged in to ${registry.replace(/\./g, "\\.")}`));
+            // `docker logout` removes only what the CLI found in its config: the hook's login.
+            assert.match(text, new RegExp(`^Removing login credentials for ${registry.replace(/\./g, "\\.")}$`, "m"));
+            assert.ok(aws.requests.some((r) => r.startsWith("POST /ecr/ us-east-1 111122223333")), aws.requests.join("\n"));
+        } finally {
+            await aws.close();
+        }
+    });
+
+    it("the stock dind arguments this pod used before (first argument starting with -) crash-loop dockerd", async function () {
+        this.timeout(120_000);
+        // What docker:dind's entrypoint makes of ["--host=tcp://127.0.0.1:2375", "--tls=false"]: it adds
+        // --host=tcp://0.0.0.0:2375, and dockerd fails on the second listener of the same port.
+        const { core } = kube();
+        const ns = namespaces[0];
+        const name = "old-dind-args";
+        await core.createNamespacedPod({
+            namespace: ns, body: {
+                metadata: { name },
+                spec: {
+                    restartPolicy: "Never", automountServiceAccountToken: false,
+                    containers: [{
+                        name: "dind", image: LOCAL_WORKER_IMAGES.dindImage, securityContext: { privileged: true },
+                        env: [{ name: "DOCKER_TLS_CERTDIR", value: "" }], args: ["--host=tcp://127.0.0.1:2375", "--tls=false"],
+                    }],
+                },
+            },
+        });
+        const pod = await eventually("dockerd to exit", async () => {
+            const p = await core.readNamespacedPod({ name, namespace: ns });
+            return p.status?.phase === "Failed" ? p : undefined;
+        }, 100_000);
+        assert.notStrictEqual(pod.status!.containerStatuses![0].state!.terminated!.exitCode, 0);
+        const log = await core.readNamespacedPodLog({ name, namespace: ns, container: "dind" });
+        assert.match(log, /address already in use/);
+    });
+});
