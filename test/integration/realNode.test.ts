@@ -18,6 +18,7 @@ import { AGENT_EXIT_CANNOT_ACQUIRE, DOCKER_HOST } from "../../scheduler/manifest
 import { AgentApiStandIn, StandInJob } from "../../k8s/local/agentApiStandIn";
 import { anEvent, newUuid } from "../helpers/builders";
 import { startGitHttpServer } from "../helpers/gitHttpServer";
+import { startGitSshServer } from "../helpers/gitSshServer";
 import { startWorkerAws, WORKER_ROLE } from "../helpers/workerAwsStandIn";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
@@ -247,6 +248,29 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
             assert.match(api.text(uuid), /^initial$/m);
             assert.doesNotMatch(log, /fatal:/, "the read-only credentials file is never written");
             assert.ok(server.refused >= 1, "the server asked for credentials, and the helper answered");
+        } finally {
+            await server.close();
+        }
+    });
+
+    it("checks out a private repository over SSH with the deploy key and strict known_hosts; a wrong host key is refused", async function () {
+        this.timeout(240_000);
+        const server = await startGitSshServer(POD_GATEWAY_IP, { "README.md": "over ssh\n" });
+        try {
+            const run = async (name: string, knownHosts: string) => {
+                const s = await newStack(name, { gitSshKey: server.clientKey, gitKnownHosts: knownHosts });
+                const uuid = newUuid();
+                api.addJob(uuid, { queue: QUEUE, repo: server.url, command: "cat README.md" });
+                await schedule(s, uuid);
+                return { job: await finished(uuid), text: api.text(uuid) };
+            };
+            const good = await run("real-ssh", server.knownHosts);
+            assert.strictEqual(good.job.exitStatus, "0", good.text);
+            assert.match(good.text, /^over ssh$/m);
+            assert.doesNotMatch(good.text, /fatal:/);
+            const spoofed = await run("real-ssh-spoofed", server.wrongKnownHosts);
+            assert.notStrictEqual(spoofed.job.exitStatus, "0", "a host whose key is not the known one is refused");
+            assert.match(spoofed.text, /REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
         } finally {
             await server.close();
         }
