@@ -1,13 +1,19 @@
 /**
  * Every variant of the worker Job the scheduler can produce, against the real API server: accepted,
- * given its pod by the Job controller, run to completion, and removed by its TTL.
+ * given its pod by the Job controller, run to completion, and removed by its TTL. The dind x secrets
+ * x scheduling variants run on the real node, where the real agent runs a job from the agent API
+ * stand-in in each; the per-queue shapes (2 CPUs, arm64, Fargate, other service accounts) fit no node
+ * of this machine and run on the stand-in node.
  */
 import * as assert from "assert";
 import type { V1Job } from "@kubernetes/client-node";
 import { ClusterState } from "../../k8s/local/cluster";
 import { createEventHandler } from "../../scheduler/handler";
+import { AgentApiStandIn } from "../../k8s/local/agentApiStandIn";
+import { POD_GATEWAY_IP } from "../../k8s/local/node";
+import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";
 import { anEvent } from "../helpers/builders";
-import { creatorAs, deleteNamespace, deployStack, DeployedStack } from "../helpers/deploy";
+import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 
 interface Variant { name: string; config: Record<string, unknown> }
@@ -39,26 +45,44 @@ for (const dind of [true, false]) {
 
 describe("worker Jobs on a real API server", function () {
     let state: ClusterState;
+    let api: AgentApiStandIn | undefined;
     const stacks: DeployedStack[] = [];
     before(async function () {
         state = await localCluster(this);
-        for (const [i, v] of variants.entries()) stacks.push(await deployStack(state, `variant-${i}`, v.config));
+        if (state.node) api = await new AgentApiStandIn().start(POD_GATEWAY_IP);
+        for (const [i, v] of variants.entries()) {
+            const real = api ? {
+                ...LOCAL_WORKER_IMAGES, agentToken: api.registrationToken,
+                env: { ...(v.config.env as object | undefined), BUILDKITE_AGENT_ENDPOINT: api.endpoint },
+            } : {};
+            stacks.push(await deployStack(state, `variant-${i}`, { ...v.config, ...real }, api ? "real" : "stand-in"));
+        }
     });
     after(async function () {
         this.timeout(60_000);
+        await api?.stop();
         if (state) for (const s of stacks) await deleteNamespace(state, s.namespace);
     });
 
     variants.forEach((variant, i) => {
         it(variant.name, async function () {
-            this.timeout(120_000);
-            await runToCompletion(state, stacks[i], anEvent().build(), "bk-", Boolean(variant.config.dind));
+            this.timeout(180_000);
+            const event = anEvent().build();
+            const uuid = event.detail.job.uuid;
+            api?.addJob(uuid, { queue: "dynamic", command: variant.config.dind ? "docker version --format 'docker {{.Server.Version}}'" : "echo no docker here" });
+            await runToCompletion(state, stacks[i], event, "bk-", Boolean(variant.config.dind));
+            if (api) {
+                const job = api.jobs.get(uuid)!;
+                assert.strictEqual(job.exitStatus, "0", api.text(uuid));
+                assert.match(api.text(uuid), variant.config.dind ? /^docker 20\.10\.24/m : /^no docker here$/m);
+            }
         });
     });
 
     describe("per-queue worker shapes", () => {
         const queues: Record<string, unknown> = {
-            "fargate-small": { fargate: true, dind: false },
+            // Fargate picks its own node, so no nodeSelector; the patch takes it to the stand-in node here.
+            "fargate-small": { fargate: true, dind: false, nodeSelector: {}, tolerations: [], podSpecPatch: { nodeSelector: STAND_IN_SCHEDULING.nodeSelector, tolerations: STAND_IN_SCHEDULING.tolerations } },
             "arm-affinity": { affinity: { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 1, preference: { matchExpressions: [{ key: "kubernetes.io/arch", operator: "In", values: ["arm64"] }] } }] } } },
             "with-identity": { serviceAccountName: "builder", envFrom: [{ configMapRef: { name: "build-env" } }, { secretRef: { name: "npm-token" } }], env: { NODE_ENV: "test" } },
             "patched": { dind: false, podSpecPatch: { dnsPolicy: "Default", containers: [{ name: "agent", workingDir: "/workspace" }], hostAliases: [{ ip: "127.0.0.1", hostnames: ["cache.local"] }] } },
