@@ -3,7 +3,8 @@
  * real job's log from the real node, and leaves that cluster running with its own namespace removed.
  */
 import * as assert from "assert";
-import { spawnSync } from "child_process";
+import { spawn, spawnSync } from "child_process";
+import * as path from "path";
 import { ClusterState, status } from "../../k8s/local/cluster";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
@@ -29,6 +30,21 @@ describe("npm run demo", function () {
             assert.match(r.stdout, /\| hello from buildkite-agent-0b7d5c1e/);
         }
         assert.doesNotMatch(r.stdout, /local cluster stopped/);
+        assert.ok(status().running, "the suite's cluster still runs");
+        const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+        await eventually("the demo's namespace to go", async () => core.readNamespace({ name: "buildkite" }).then(() => undefined, () => true), 60_000);
+    });
+
+    it("Ctrl-C stops what the demo started (its namespace), not the cluster it did not start", async function () {
+        this.timeout(120_000);
+        const child = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", path.join(PROJECT_ROOT, "k8s", "local", "demo.ts")], { cwd: PROJECT_ROOT, env: process.env });
+        let out = "";
+        child.stdout.on("data", (d) => (out += d));
+        const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+        await eventually("the demo to reach its events", async () => (/^3\. Events/m.test(out) ? true : undefined), 90_000);
+        child.kill("SIGINT");
+        assert.strictEqual(await exited, 130, out);
+        assert.match(out, /SIGINT: stopping what the demo started/);
         assert.ok(status().running, "the suite's cluster still runs");
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
         await eventually("the demo's namespace to go", async () => core.readNamespace({ name: "buildkite" }).then(() => undefined, () => true), 60_000);

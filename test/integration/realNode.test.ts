@@ -5,6 +5,7 @@
  * agent API stand-in, acquires its job, runs it and reports it.
  */
 import * as assert from "assert";
+import { spawnSync } from "child_process";
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { ClusterState } from "../../k8s/local/cluster";
 import { POD_GATEWAY_IP } from "../../k8s/local/node";
@@ -22,6 +23,7 @@ import { startGitSshServer } from "../helpers/gitSshServer";
 import { startWorkerAws, WORKER_ROLE } from "../helpers/workerAwsStandIn";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
+import { PROJECT_ROOT } from "../helpers/pulumiProgram";
 
 const QUEUE = "dynamic";
 const GRACE_SECONDS = 20;
@@ -128,6 +130,10 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         const dind = pods[0].status!.initContainerStatuses!.find((c) => c.name === "dind")!;
         assert.ok(dind.state?.terminated, "the kubelet stopped the dind sidecar once the agent exited");
         assert.strictEqual(dind.restartCount, 0, "dockerd never crashed");
+        // The kubelet serves the containers' logs: `npm run kubectl -- logs` works on this node.
+        const logs = spawnSync("npm", ["run", "--silent", "kubectl", "--", "logs", "-n", stack.namespace, pods[0].metadata!.name!, "-c", "agent"], { cwd: PROJECT_ROOT, encoding: "utf8" });
+        assert.strictEqual(logs.status, 0, logs.stderr);
+        assert.match(logs.stdout, /Successfully registered agent/);
     });
 
     it("reports a failing command's exit status; the worker completes and is not retried", async function () {
