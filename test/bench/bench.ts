@@ -154,7 +154,7 @@ async function tokenSyncFigures(state: ClusterState, namespaces: string[]): Prom
     const arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:bench/agent-token-AbC123";
     const sm = await startSecretsManager([TOKEN_SYNC_IDENTITY]);
     sm.secrets.set(arn, storedSecret("bkua_bench", [TOKEN_SYNC_IDENTITY]));
-    const stack = await deployStack(state, `bench-${process.pid}-token-sync`, { agentToken: null, agentTokenSecretArn: arn });
+    const stack = await deployStack(state, `bench-${process.pid}-token-sync`, { agentToken: null, agentTokenSecretArn: arn }, "stand-in");
     namespaces.push(stack.namespace);
     try {
         const pkg = await packageBytes(stack.run, "token-sync-fn");
@@ -184,7 +184,7 @@ async function main(): Promise<void> {
     const namespaces: string[] = [];
     try {
         const figures: Record<string, number | string> = { node: process.version, runs: RUNS, cold_runs: RUNS * 5 };
-        const stack = await deployStack(state, `bench-${process.pid}-warm`, { dind: false });
+        const stack = await deployStack(state, `bench-${process.pid}-warm`, { dind: false }, "stand-in");
         namespaces.push(stack.namespace);
         const pkg = await packageBytes(stack.run);
         // Each phase starts on a quiet cluster: the cold starts first, before any worker pods run.
@@ -215,7 +215,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < RUNS; i++) {
             const ns = `bench-${process.pid}-burst-${i}`;
             namespaces.push(ns);
-            const s = await deployStack(state, ns, { dind: false, ttlSecondsAfterFinished: 3600, annotations: { "local.scaledkite.io/run-seconds": "3600" } });
+            const s = await deployStack(state, ns, { dind: false, ttlSecondsAfterFinished: 3600, annotations: { "local.scaledkite.io/run-seconds": "3600" } }, "stand-in");
             bursts.push(await burst(state, writeLambdaPackage(await lambdaCode(s.run)), ns));
             await deleteNamespace(state, ns);
         }

@@ -79,9 +79,16 @@ export function onStandInNode(extra: Record<string, unknown>): Record<string, un
     };
 }
 
-/** Runs the program for `namespace` and applies its Kubernetes side to the local cluster. */
-export async function deployStack(state: ClusterState, namespace: string, extra: Record<string, unknown> = {}, node: WorkerNode = "stand-in"): Promise<DeployedStack> {
-    const config = localStackConfig(namespace, node === "stand-in" ? onStandInNode(extra) : extra);
+/** Requests small enough that several workers fit the 2-core real node at once (unless a test sets its own). */
+export const SMALL_WORKERS = { resources: { agent: { requests: { cpu: "10m", memory: "64Mi" } }, dind: { requests: { cpu: "10m", memory: "64Mi" } } } };
+
+/**
+ * Runs the program for `namespace` and applies its Kubernetes side to the local cluster. Workers go
+ * to the real node unless `node` says otherwise (without a real node, to the stand-in node).
+ */
+export async function deployStack(state: ClusterState, namespace: string, extra: Record<string, unknown> = {}, node: WorkerNode = "real"): Promise<DeployedStack> {
+    const where = state.node ? node : "stand-in";
+    const config = localStackConfig(namespace, where === "stand-in" ? onStandInNode(extra) : { ...SMALL_WORKERS, ...extra });
     const run = await runProgram(config, undefined, {
         endpoint: state.server,
         caData: fs.readFileSync(state.caFile).toString("base64"),

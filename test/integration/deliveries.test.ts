@@ -40,7 +40,7 @@ describe("event deliveries on a real API server", function () {
         // scaledkite:maxConcurrentJobs becomes the namespace's ResourceQuota (applied from the program's declaration).
         const stack = await deployStack(state, "quota-workers", {
             ttlSecondsAfterFinished: 0, annotations: { [ANNOTATION_RUN_SECONDS]: "3" }, maxConcurrentJobs: 1,
-        });
+        }, "stand-in");
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
         // The quota controller fills in status.hard before admission enforces it.
         for (let i = 0; i < 100; i++) {

@@ -37,7 +37,7 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         if (state) for (const ns of namespaces) await deleteNamespace(state, ns);
     });
 
-    async function stack(name: string, extra: Record<string, unknown> = {}, node: WorkerNode = "stand-in"): Promise<DeployedStack> {
+    async function stack(name: string, extra: Record<string, unknown> = {}, node: WorkerNode = "real"): Promise<DeployedStack> {
         namespaces.push(name);
         api.scheduled.clear();
         api.paused.clear();
@@ -177,7 +177,7 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
 
         // On the real node: the kubelet's own ErrImagePull and kube-scheduler's own Unschedulable.
         it("fails the Buildkite job of a worker whose image does not exist, with the image in the reason, and deletes it", async () => {
-            const s = await stack("sweep-image", { queues: { dynamic: { image: "buildkite/agent:does-not-exist", dind: false }, other: {} } }, "real");
+            const s = await stack("sweep-image", { queues: { dynamic: { image: "buildkite/agent:does-not-exist", dind: false }, other: {} } });
             const uuid = await schedule(s, "dynamic");
             await podWaiting(s.namespace, uuid, (p) => /^(ErrImagePull|ImagePullBackOff)$/.test(p.status?.containerStatuses?.[0]?.state?.waiting?.reason ?? ""));
             const lines: string[] = [];
@@ -189,7 +189,7 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         });
 
         it("fails the Buildkite job of a worker that cannot be scheduled, with the scheduler's message, and deletes it", async () => {
-            const s = await stack("sweep-unschedulable", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } }, "real");
+            const s = await stack("sweep-unschedulable", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
             const uuid = await schedule(s, "dynamic");
             await podWaiting(s.namespace, uuid, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));
             const { workers } = await sweeper(s, [])();
@@ -199,7 +199,7 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         });
 
         it("deletes the waiting worker of a job cancelled before it started, and fails nothing", async () => {
-            const s = await stack("sweep-cancelled", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } }, "real");
+            const s = await stack("sweep-cancelled", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
             const uuid = await schedule(s, "dynamic");
             const kept = await schedule(s, "dynamic");
             await podWaiting(s.namespace, uuid, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));

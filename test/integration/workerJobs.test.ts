@@ -97,7 +97,7 @@ describe("worker Jobs on a real API server", function () {
                 hooks: { environment: "#!/bin/sh\nexport FROM_HOOK=1\n" },
                 gitSshKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nlocal\n-----END OPENSSH PRIVATE KEY-----",
                 gitKnownHosts: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
-            });
+            }, "stand-in");
             const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
             await core.createNamespacedServiceAccount({ namespace: "shapes", body: { metadata: { name: "builder" } } }).catch(() => {});
             stacks.push(stack);
