@@ -87,11 +87,12 @@ export function status(): { running: boolean; state?: ClusterState; processes: {
     return { running: processes.length > 0 && processes.every((p) => p.alive), state, processes };
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port nothing listens on, on `host`. */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
     return new Promise((resolve, reject) => {
         const s = net.createServer();
         s.once("error", reject);
-        s.listen(0, "127.0.0.1", () => {
+        s.listen(0, host, () => {
             const port = (s.address() as net.AddressInfo).port;
             s.close(() => resolve(port));
         });

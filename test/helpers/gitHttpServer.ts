@@ -22,16 +22,23 @@ function git(args: string[], cwd: string): void {
     if (r.status !== 0) throw new Error(`git ${args.join(" ")}: ${r.stderr}`);
 }
 
-/** Serves a bare repository `app.git` whose main branch holds `files`, on `host`. */
-export async function startGitHttpServer(host: string, user: string, password: string, files: Record<string, string>): Promise<GitHttpServer> {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "git-http-"));
+/** Makes `root/app.git`, a bare repository whose main branch holds `files` in one commit "initial". Returns its path. */
+export function bareRepository(root: string, files: Record<string, string>): string {
     const work = path.join(root, "work");
     fs.mkdirSync(work);
     git(["init", "-q", "-b", "main"], work);
     for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(work, name), content);
     git(["add", "."], work);
     git(["commit", "-q", "-m", "initial"], work);
-    git(["clone", "-q", "--bare", work, path.join(root, "app.git")], root);
+    const repo = path.join(root, "app.git");
+    git(["clone", "-q", "--bare", work, repo], root);
+    return repo;
+}
+
+/** Serves a bare repository `app.git` whose main branch holds `files`, on `host`. */
+export async function startGitHttpServer(host: string, user: string, password: string, files: Record<string, string>): Promise<GitHttpServer> {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "git-http-"));
+    bareRepository(root, files);
     const expected = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
     const state = { refused: 0 };
 

@@ -8,6 +8,8 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
+import { freePort } from "../../k8s/local/cluster";
+import { bareRepository } from "./gitHttpServer";
 
 export interface GitSshServer {
     /** The repository's ssh:// URL. */
@@ -21,33 +23,16 @@ export interface GitSshServer {
     close(): Promise<void>;
 }
 
-function run(cmd: string, args: string[], cwd?: string): string {
-    const r = spawnSync(cmd, args, { cwd, encoding: "utf8", env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" } });
+function run(cmd: string, args: string[]): void {
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-}
-
-async function freePort(host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-        const s = net.createServer().once("error", reject).listen(0, host, () => {
-            const port = (s.address() as net.AddressInfo).port;
-            s.close(() => resolve(port));
-        });
-    });
 }
 
 /** Serves a bare repository whose main branch holds `files` over SSH on `host`. */
 export async function startGitSshServer(host: string, files: Record<string, string>): Promise<GitSshServer> {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "git-ssh-"));
     fs.chmodSync(root, 0o700);
-    const work = path.join(root, "work");
-    fs.mkdirSync(work);
-    run("git", ["init", "-q", "-b", "main"], work);
-    for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(work, name), content);
-    run("git", ["add", "."], work);
-    run("git", ["commit", "-q", "-m", "initial"], work);
-    const repo = path.join(root, "app.git");
-    run("git", ["clone", "-q", "--bare", work, repo], root);
+    const repo = bareRepository(root, files);
 
     const key = (name: string) => {
         run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path.join(root, name)]);

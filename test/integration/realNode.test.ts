@@ -83,6 +83,8 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         }, timeoutMs);
     }
 
+    const agentExitCode = (pod: V1Pod) => pod.status?.containerStatuses?.find((c) => c.name === "agent")?.state?.terminated?.exitCode;
+
     async function podsOf(s: DeployedStack, name: string): Promise<V1Pod[]> {
         return (await kube().core.listNamespacedPod({ namespace: s.namespace, labelSelector: `job-name=${name}` })).items;
     }
@@ -207,8 +209,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.strictEqual(failed.reason, "PodFailurePolicy");
         const pods = await podsOf(s, name);
         assert.strictEqual(pods.length, 1, "backoffLimit 2, yet no retry");
-        const agent = pods[0].status!.containerStatuses!.find((c) => c.name === "agent")!;
-        assert.strictEqual(agent.state!.terminated!.exitCode, AGENT_EXIT_CANNOT_ACQUIRE);
+        assert.strictEqual(agentExitCode(pods[0]), AGENT_EXIT_CANNOT_ACQUIRE);
         assert.strictEqual(api.jobs.get(uuid)!.rejectedAcquisitions, 1);
     });
 
@@ -223,9 +224,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.strictEqual(failed.reason, "BackoffLimitExceeded");
         const pods = await podsOf(s, name);
         assert.strictEqual(pods.length, 2, "a second worker tried");
-        for (const pod of pods) {
-            assert.strictEqual(pod.status!.containerStatuses!.find((c) => c.name === "agent")!.state!.terminated!.exitCode, AGENT_EXIT_NOT_RUN);
-        }
+        assert.deepStrictEqual(pods.map(agentExitCode), [AGENT_EXIT_NOT_RUN, AGENT_EXIT_NOT_RUN]);
         // Then the sweep gives up on it: failed in Buildkite with the reason, its worker deleted.
         const stacks = await startStacksApi();
         try {
