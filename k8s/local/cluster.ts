@@ -141,39 +141,32 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
     throw new Error(`timed out waiting for ${what}`);
 }
 
-async function httpsOk(url: string, token: string, ca: string): Promise<boolean> {
+/** GET `url` as the admin: its status and body, or undefined when nothing answers within 2 s. */
+async function adminGet(url: string, token: string, ca: string): Promise<{ status: number; body: string } | undefined> {
     const https = await import("https");
     return new Promise((resolve) => {
         const req = https.get(url, { headers: { authorization: `Bearer ${token}` }, ca, timeout: 2000 }, (res) => {
-            res.resume();
-            resolve(res.statusCode === 200);
+            const chunks: Buffer[] = [];
+            res.on("data", (c: Buffer) => chunks.push(c));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
         });
-        req.on("error", () => resolve(false));
-        req.on("timeout", () => { req.destroy(); resolve(false); });
+        req.on("error", () => resolve(undefined));
+        req.on("timeout", () => { req.destroy(); resolve(undefined); });
     });
+}
+
+async function httpsOk(url: string, token: string, ca: string): Promise<boolean> {
+    return (await adminGet(url, token, ca))?.status === 200;
 }
 
 /** True when the node is Ready and without the not-ready taint (so pods can be scheduled on it). */
 async function nodeReady(server: string, token: string, ca: string, name: string): Promise<boolean> {
-    const https = await import("https");
-    return new Promise((resolve) => {
-        const req = https.get(`${server}/api/v1/nodes/${name}`, { headers: { authorization: `Bearer ${token}` }, ca, timeout: 2000 }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on("data", (c: Buffer) => chunks.push(c));
-            res.on("end", () => {
-                try {
-                    const node = JSON.parse(Buffer.concat(chunks).toString());
-                    const ready = (node.status?.conditions ?? []).some((c: { type: string; status: string }) => c.type === "Ready" && c.status === "True");
-                    const tainted = (node.spec?.taints ?? []).some((t: { key: string }) => t.key.startsWith("node.kubernetes.io/"));
-                    resolve(res.statusCode === 200 && ready && !tainted);
-                } catch {
-                    resolve(false);
-                }
-            });
-        });
-        req.on("error", () => resolve(false));
-        req.on("timeout", () => { req.destroy(); resolve(false); });
-    });
+    const answer = await adminGet(`${server}/api/v1/nodes/${name}`, token, ca);
+    if (answer?.status !== 200) return false;
+    const node = JSON.parse(answer.body);
+    const ready = (node.status?.conditions ?? []).some((c: { type: string; status: string }) => c.type === "Ready" && c.status === "True");
+    const tainted = (node.spec?.taints ?? []).some((t: { key: string }) => t.key.startsWith("node.kubernetes.io/"));
+    return ready && !tainted;
 }
 
 function writeKubeconfig(server: string, caFile: string, token: string): void {
