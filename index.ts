@@ -12,6 +12,8 @@ import { WorkerEcrAccess } from "./k8s/ecr";
 import { createFargateProfiles } from "./k8s/fargate";
 import { SWEEPER_GROUP, TOKEN_SYNC_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
+import { podSecurityLabels, workerShape } from "./k8s/workerPolicy";
+import { WORKER_SERVICE_ACCOUNT } from "./scheduler/settings";
 import { readStackConfig } from "./scheduler/pulumiConfig";
 import { schedulerSettings } from "./scheduler/config";
 import { Scheduler } from "./scheduler/scheduler";
@@ -35,6 +37,8 @@ const workers = new WorkerNamespace("workers", {
     caps: config.caps,
     schedulerGroup: SCHEDULER_GROUP,
     sweeperGroup: config.sweep.intervalMinutes > 0 ? SWEEPER_GROUP : undefined,
+    workerShape: workerShape(config.queues, config.ecr ? WORKER_SERVICE_ACCOUNT : undefined),
+    podSecurity: podSecurityLabels(config.queues),
     provider,
 });
 
@@ -65,6 +69,7 @@ const tokenSync = config.agentToken.kind === "secretsManager" ? new TokenSyncer(
     kubernetesGroups: [TOKEN_SYNC_GROUP],
     targetUid: workers.agentTokenSecretUid,
     logRetentionDays: config.lambda.logRetentionDays,
+    network: config.lambda.network,
     alarmTopicArn: config.alarmTopicArn,
 }, { dependsOn: [workers] }) : undefined;
 
@@ -89,6 +94,8 @@ const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     kubernetesGroups: [SWEEPER_GROUP],
     logRetentionDays: config.lambda.logRetentionDays,
     timeoutSeconds: config.lambda.timeoutSeconds,
+    reservedConcurrency: config.lambda.sweepConcurrency,
+    network: config.lambda.network,
     alarmTopicArn: config.alarmTopicArn,
 }, { dependsOn: tokenSync ? [workers, tokenSync] : [workers] }) : undefined;
 

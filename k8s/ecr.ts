@@ -39,14 +39,25 @@ export function ecrPolicy(registries: EcrRegistry[]): object {
     };
 }
 
-/** Who may assume the workers' role: EKS Pod Identity in this account, or the cluster's OIDC issuer for one service account. Pure. */
-export function workerTrustPolicy(identity: WorkerIdentity, account: string, namespace: string, oidcIssuer?: string, partition = "aws"): object {
+/**
+ * Who may assume the workers' role: EKS Pod Identity for the one service account of this cluster and
+ * namespace (the session tags Pod Identity sets: without them any Pod Identity association in the
+ * account could assume it), or the cluster's OIDC issuer for that service account. Pure.
+ */
+export function workerTrustPolicy(identity: WorkerIdentity, account: string, namespace: string, oidcIssuer?: string, partition = "aws", clusterName = ""): object {
     if (identity === "podIdentity") {
         return {
             Version: "2012-10-17",
             Statement: [{
                 Effect: "Allow", Principal: { Service: "pods.eks.amazonaws.com" }, Action: ["sts:AssumeRole", "sts:TagSession"],
-                Condition: { StringEquals: { "aws:SourceAccount": account } },
+                Condition: {
+                    StringEquals: {
+                        "aws:SourceAccount": account,
+                        "aws:RequestTag/eks-cluster-name": clusterName,
+                        "aws:RequestTag/kubernetes-namespace": namespace,
+                        "aws:RequestTag/kubernetes-service-account": WORKER_SERVICE_ACCOUNT,
+                    },
+                },
             }],
         };
     }
@@ -86,7 +97,7 @@ export class WorkerEcrAccess extends pulumi.ComponentResource {
         const role = new aws.iam.Role(`${name}-workers`, {
             description: "Scaledkite workers: pull from (and push to) the ECR registries of scaledkite:ecrRegistries",
             assumeRolePolicy: pulumi.all([account, args.namespace, args.oidcIssuer, partition]).apply(([a, ns, issuer, p]) =>
-                JSON.stringify(workerTrustPolicy(args.identity, a, ns, issuer, p || "aws"))),
+                JSON.stringify(workerTrustPolicy(args.identity, a, ns, issuer, p || "aws", args.clusterName))),
         }, parent);
         new aws.iam.RolePolicy(`${name}-workers`, { role: role.id, policy: JSON.stringify(ecrPolicy(args.registries)) }, parent);
 

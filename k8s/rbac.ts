@@ -25,13 +25,15 @@ export const SWEEPER_GROUP = "scaledkite:sweeper";
 export const SWEEPER_ROLE = "scaledkite-sweeper";
 
 /**
- * Worker Jobs as the scheduler has them, the pods to find workers that will never run, and the agent
+ * Worker Jobs as the scheduler has them, the pods and their events to find workers that will never run, and the agent
  * token Secret (by name) to call the Stacks API.
  */
 export function sweeperRules(agentTokenSecret: string): PolicyRule[] {
     return [
         { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
         { apiGroups: [""], resources: ["pods"], verbs: ["list"] },
+        // When a worker's container first failed to start (the kubelet's events), so a passing failure is not fatal.
+        { apiGroups: [""], resources: ["events"], verbs: ["list"] },
         { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: [agentTokenSecret] },
     ];
 }

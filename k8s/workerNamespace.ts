@@ -4,6 +4,7 @@ import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY,
 import type { SpendCaps } from "../scheduler/config";
 import { TOKEN_SOURCE_ANNOTATIONS } from "../scheduler/kube";
 import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac, tokenSyncRbac } from "./rbac";
+import { workerJobPolicy, WorkerShape } from "./workerPolicy";
 
 export { SCHEDULER_GROUP };
 
@@ -30,6 +31,13 @@ export interface WorkerNamespaceArgs {
     schedulerGroup?: string;
     /** The sweep's group, when the sweep runs: it may also read the agent token Secret. */
     sweeperGroup?: string;
+    /**
+     * The images and service accounts of the stack's workers: with it, a ValidatingAdmissionPolicy
+     * lets the Lambdas' groups create only worker Jobs of Scaledkite's shape (workerPolicy.ts).
+     */
+    workerShape?: WorkerShape;
+    /** Pod Security Admission labels for the namespace (podSecurityLabels). */
+    podSecurity?: Record<string, string>;
     /** The provider for the target cluster. */
     provider: k8s.Provider;
 }
@@ -50,7 +58,7 @@ export class WorkerNamespace extends pulumi.ComponentResource {
         const parent = { parent: this, provider: args.provider };
 
         const ns = new k8s.core.v1.Namespace(`${name}-namespace`, {
-            metadata: { name: args.namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite" } },
+            metadata: { name: args.namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite", ...args.podSecurity } },
         }, parent);
         const namespace = ns.metadata.name;
         const inNs = { ...parent, dependsOn: [ns] };
@@ -89,6 +97,12 @@ export class WorkerNamespace extends pulumi.ComponentResource {
 
         const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
         if (args.sweeperGroup) createRbac(`${name}-sweeper`, sweeperRbac(args.namespace, SECRET_NAMES.agentToken, args.sweeperGroup), inNs);
+        if (args.workerShape) {
+            const groups = [args.schedulerGroup ?? SCHEDULER_GROUP, ...(args.sweeperGroup ? [args.sweeperGroup] : [])];
+            const [policy, binding] = workerJobPolicy(args.namespace, groups, args.workerShape);
+            const vap = new k8s.admissionregistration.v1.ValidatingAdmissionPolicy(`${name}-job-shape`, policy as k8s.admissionregistration.v1.ValidatingAdmissionPolicyArgs, parent);
+            new k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(`${name}-job-shape`, binding as k8s.admissionregistration.v1.ValidatingAdmissionPolicyBindingArgs, { ...parent, dependsOn: [vap] });
+        }
 
         this.namespace = namespace;
         this.secretNames = pulumi.all(secrets.map((s) => s.metadata.name));

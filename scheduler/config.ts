@@ -24,7 +24,9 @@ export const WORKER_DEFAULTS: WorkerSettings = {
     dind: true,
     dindImage: DEFAULT_DIND_IMAGE,
     resources: {
-        agent: { requests: { cpu: "500m", memory: "1Gi" } },
+        // The agent only coordinates: the build runs in the command container.
+        agent: { requests: { cpu: "100m", memory: "128Mi" } },
+        command: { requests: { cpu: "500m", memory: "1Gi" } },
         dind: { requests: { cpu: "500m", memory: "1Gi" } },
     },
     nodeSelector: {},
@@ -41,10 +43,25 @@ export const WORKER_DEFAULTS: WorkerSettings = {
     fargate: false,
 };
 
+/** Where the Lambdas run in a VPC (to reach a private EKS endpoint): both lists, or neither. */
+export interface LambdaNetwork {
+    subnetIds: string[];
+    securityGroupIds: string[];
+}
+
+/** The shortest Lambda timeout: one whole Kubernetes call (jobsApi's REQUEST_TIMEOUT_MS, 10 s) and time to log and return. */
+export const MIN_LAMBDA_TIMEOUT_SECONDS = 12;
+
 /** Settings of the scheduler Lambda and its event delivery. */
 export interface LambdaConfig {
     memoryMb: number;
     timeoutSeconds: number;
+    /** Reserved concurrency of the scheduler Lambda (undefined: the account's unreserved pool). */
+    schedulerConcurrency?: number;
+    /** Reserved concurrency of the sweep Lambda: 1, so sweeps never overlap. */
+    sweepConcurrency: number;
+    /** Subnets and security groups of every Lambda (undefined: outside any VPC). */
+    network?: LambdaNetwork;
     logRetentionDays: number;
     /** EventBridge retry policy: attempts and age before an undeliverable event goes to the DLQ. */
     retryAttempts: number;
@@ -129,6 +146,7 @@ export const CONFIG_KEYS: readonly string[] = [
     "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
     "sweepInterval", "stackKey", "agentEndpoint", "podPendingTimeout", "startFailureGrace",
     "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
+    "schedulerConcurrency", "sweepConcurrency", "lambdaSubnetIds", "lambdaSecurityGroupIds",
     ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
 ];
 
@@ -245,13 +263,13 @@ function asWorkerResources(value: unknown, key: string, p: Problems): Partial<Wo
     const v = structured(value, key, p);
     if (v === undefined || v === null) return undefined;
     if (typeof v !== "object" || Array.isArray(v)) {
-        p.add(key, `must be {agent: {requests, limits}, dind: {requests, limits}}`);
+        p.add(key, `must be {agent: {requests, limits}, command: {requests, limits}, dind: {requests, limits}}`);
         return undefined;
     }
     const out: Partial<WorkerSettings["resources"]> = {};
     for (const [container, r] of Object.entries(v as Raw)) {
-        if (container !== "agent" && container !== "dind") {
-            p.add(`${key}.${container}`, `is not a container of the worker: use agent or dind`);
+        if (container !== "agent" && container !== "command" && container !== "dind") {
+            p.add(`${key}.${container}`, `is not a container of the worker: use agent (buildkite-agent), command (the build) or dind`);
             continue;
         }
         const res = asResources(r, `${key}.${container}`, p);
@@ -363,7 +381,9 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     set("backoffLimit", asInteger(raw.backoffLimit, k("backoffLimit"), p, 0, 6));
     // Under 10 s the agent cannot cancel the job and upload its last logs before the kubelet's SIGKILL.
     set("terminationGracePeriodSeconds", asInteger(raw.terminationGracePeriodSeconds, k("terminationGracePeriodSeconds"), p, 10, 3600));
-    set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
+    set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => s.includes(",")
+        ? `has ${JSON.stringify(s)}: a tag cannot hold a "," (the agent splits its tags on commas); list each tag on its own`
+        : /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
     set("labels", asStringMap(raw.labels, k("labels"), p, checkLabel));
     set("annotations", asStringMap(raw.annotations, k("annotations"), p, checkAnnotation));
     if (prefix !== "") set("env", asStringMap(raw.env, k("env"), p, checkEnvName));
@@ -411,6 +431,19 @@ function readQueues(value: unknown, defaults: WorkerSettings, p: Problems): Reco
         };
     }
     return out;
+}
+
+/** lambdaSubnetIds and lambdaSecurityGroupIds: both or neither. */
+function readLambdaNetwork(raw: Raw, p: Problems): LambdaNetwork | undefined {
+    const subnetIds = asStringList(raw.lambdaSubnetIds, "lambdaSubnetIds", p, (id) => /^subnet-[0-9a-f]+$/.test(id) ? undefined : `has ${JSON.stringify(id)}, not a subnet id (subnet-0123abcd…)`) ?? [];
+    const securityGroupIds = asStringList(raw.lambdaSecurityGroupIds, "lambdaSecurityGroupIds", p, (id) => /^sg-[0-9a-f]+$/.test(id) ? undefined : `has ${JSON.stringify(id)}, not a security group id (sg-0123abcd…)`) ?? [];
+    if (subnetIds.length === 0 && securityGroupIds.length === 0) return undefined;
+    if (subnetIds.length === 0 || securityGroupIds.length === 0) {
+        p.add(subnetIds.length === 0 ? "lambdaSubnetIds" : "lambdaSecurityGroupIds",
+            `is needed too: a Lambda in a VPC needs both subnets and security groups (pulumi config set --path 'scaledkite:${subnetIds.length === 0 ? "lambdaSubnetIds[0]" : "lambdaSecurityGroupIds[0]"}' …)`);
+        return undefined;
+    }
+    return { subnetIds, securityGroupIds };
 }
 
 /**
@@ -482,7 +515,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     for (const [resource, cap] of [["cpu", caps.maxCpu], ["memory", caps.maxMemory]] as const) {
         if (cap === undefined) continue;
         for (const [name, q] of Object.entries(queues)) {
-            for (const container of q.dind ? (["agent", "dind"] as const) : (["agent"] as const)) {
+            for (const container of q.dind ? (["agent", "command", "dind"] as const) : (["agent", "command"] as const)) {
                 const r = q.resources[container];
                 if (!r.requests?.[resource] && !r.limits?.[resource]) {
                     p.add(`queues.${name}.resources.${container}`, `requests no ${resource}: with scaledkite:max${resource === "cpu" ? "Cpu" : "Memory"} set, every worker container must (e.g. {"requests": {"${resource}": "${resource === "cpu" ? "500m" : "1Gi"}"}})`);
@@ -506,7 +539,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         stackKey: asString(raw.stackKey, "stackKey", p),
         endpoint: asString(raw.agentEndpoint, "agentEndpoint", p) ?? DEFAULT_AGENT_ENDPOINT,
         podPendingTimeoutSeconds: asInteger(raw.podPendingTimeout, "podPendingTimeout", p, 60, 7 * 24 * 3600) ?? 600,
-        startFailureGraceSeconds: asInteger(raw.startFailureGrace, "startFailureGrace", p, 0, 3600) ?? 60,
+        startFailureGraceSeconds: asInteger(raw.startFailureGrace, "startFailureGrace", p, 0, 3600) ?? 300,
     };
     if (sweep.stackKey !== undefined && !/^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/.test(sweep.stackKey)) p.add("stackKey", `${JSON.stringify(sweep.stackKey)} is not a usable stack key (letters, digits, '-', '_', '.')`);
     if (!/^https:\/\/[^\s/]+(\/\S*)?$/.test(sweep.endpoint) && !/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?(\/\S*)?$/.test(sweep.endpoint)) {
@@ -515,7 +548,10 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
 
     const lambda: LambdaConfig = {
         memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? 128,
-        timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, 3, 900) ?? 30,
+        timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, MIN_LAMBDA_TIMEOUT_SECONDS, 900) ?? 30,
+        schedulerConcurrency: asInteger(raw.schedulerConcurrency, "schedulerConcurrency", p, 1, 10000),
+        sweepConcurrency: asInteger(raw.sweepConcurrency, "sweepConcurrency", p, 1, 10) ?? 1,
+        network: readLambdaNetwork(raw, p),
         logRetentionDays: asInteger(raw.logRetentionDays, "logRetentionDays", p, 1, 3653) ?? 14,
         retryAttempts: asInteger(raw.retryAttempts, "retryAttempts", p, 0, 185) ?? 185,
         maxEventAgeSeconds: asInteger(raw.maxEventAgeSeconds, "maxEventAgeSeconds", p, 60, 86400) ?? 86400,

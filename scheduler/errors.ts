@@ -82,6 +82,12 @@ export interface ApiStatus {
     message?: string;
 }
 
+/** The API server refused a create because the namespace's ResourceQuota (the spend cap) is full. */
+export function isQuotaFull(err: unknown): boolean {
+    return isKubernetesError(err) && err.status === 403 && err.reason === QUOTA_FULL;
+}
+const QUOTA_FULL = "QuotaFull";
+
 /**
  * Classifies an API server answer (status code and Status body) into a KubernetesError with a
  * message that names the problem and the fix. Pure, so it is tested as a table.
@@ -91,7 +97,7 @@ export function classifyApiFailure(status: number, body: ApiStatus | undefined, 
     const detail = (body?.message ?? "").split("\n")[0];
     if (status === 403 && /exceeded quota/i.test(detail)) {
         return kubernetesError(
-            `${what}: the namespace quota is full (${detail}); will retry once running workers finish`, true, status, reason);
+            `${what}: the namespace quota is full (${detail}); will retry once running workers finish`, true, status, QUOTA_FULL);
     }
     if (status === 403) {
         return kubernetesError(

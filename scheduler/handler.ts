@@ -31,6 +31,27 @@ export interface Decision {
 
 export type Logger = (line: string) => void;
 
+/**
+ * The Lambdas' logger: each line written to stdout as is. In Lambda's Text log format console.log
+ * prefixes a timestamp, request id and level, so the line would no longer be a JSON log event that a
+ * metric filter (`{ $.outcome = "invalid" }`) or Embedded Metric Format can read; stdout is not prefixed.
+ */
+export const logLine: Logger = (line) => {
+    process.stdout.write(`${line}\n`);
+};
+
+/** The longest text field a log line carries: an event's own text (labels, rules, bad values) is attacker-sized. */
+export const MAX_LOGGED_TEXT = 1000;
+
+/** A log record as one JSON line, each string field cut to MAX_LOGGED_TEXT characters (saying how much was cut). Pure. */
+export function jsonLine(record: Record<string, unknown>): string {
+    const clipped: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(record)) {
+        clipped[k] = typeof v === "string" && v.length > MAX_LOGGED_TEXT ? `${v.slice(0, MAX_LOGGED_TEXT)}… (${v.length - MAX_LOGGED_TEXT} more characters)` : v;
+    }
+    return JSON.stringify(clipped);
+}
+
 /** A handler turns one event into a Decision; it throws (after logging) what is worth retrying. */
 export type EventHandler = (event: unknown) => Promise<Decision>;
 
@@ -80,13 +101,13 @@ export function decide(settings: SchedulerSettings, event: unknown): Verdict {
 }
 
 /** Makes the handler for a stack's settings and a client for its worker Jobs. */
-export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = (l) => console.log(l)): EventHandler {
+export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = logLine): EventHandler {
     return async (event: unknown): Promise<Decision> => {
         const started = performance.now();
         const d = decide(settings, event);
         const elapsed = () => Math.round((performance.now() - started) * 10) / 10;
         const emit = (decision: Decision) => {
-            log(JSON.stringify({ msg: "scaledkite.schedule", ...decision }));
+            log(jsonLine({ msg: "scaledkite.schedule", ...decision }));
             return decision;
         };
         if (d.outcome === "ignored" || d.outcome === "invalid") return emit({ outcome: d.outcome, reason: d.reason, jobUuid: d.jobUuid, ms: elapsed() });

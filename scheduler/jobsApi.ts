@@ -9,11 +9,12 @@
  * node:https only; `npm run bench` shows the figures.
  */
 import * as https from "https";
-import type { V1Job, V1Pod } from "@kubernetes/client-node";
-import { classifyApiFailure, classifyNetworkFailure } from "./errors";
+import type { CoreV1Event, V1Job, V1Pod } from "@kubernetes/client-node";
+import { classifyApiFailure, classifyNetworkFailure, kubernetesError } from "./errors";
 
 /** How long one create may take before it counts as a (retryable) network failure. */
-const REQUEST_TIMEOUT_MS = 10_000;
+/** The longest any one API call may take, start to end (not only between bytes). */
+export const REQUEST_TIMEOUT_MS = 10_000;
 
 export interface JobsApi {
     /** Creates the Job; resolves with the HTTP status (201, or 409 when it exists). Throws KubernetesError. */
@@ -22,6 +23,8 @@ export interface JobsApi {
     remove(namespace: string, name: string, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
     /** Lists the pods matching a label selector (the sweep looks for workers that will never run). */
     listPods(namespace: string, labelSelector: string, token: string): Promise<V1Pod[]>;
+    /** The Warning events about pods with this reason (the sweep: when a container first failed to start). Throws KubernetesError. */
+    listPodWarnings(namespace: string, reason: string, token: string): Promise<CoreV1Event[]>;
     /** Reads one key of a Secret (the sweep's agent token). Throws KubernetesError. */
     secretValue(namespace: string, name: string, key: string, token: string): Promise<string>;
     /** A Secret's data, decoded (the token sync compares before it writes). Throws KubernetesError. */
@@ -34,8 +37,11 @@ export interface JobsApi {
 /**
  * A JobsApi for one API server. `caData` is the base64 PEM EKS reports (undefined: the system CAs).
  * One keep-alive agent per container: after the first event, creating a Job reuses the connection.
+ * Every call ends within REQUEST_TIMEOUT_MS, and before `deadline()` (epoch ms: the Lambda sets it
+ * from its remaining time), so a server that trickles bytes cannot hold a call until Lambda kills
+ * the function with no log line: the call fails, retryably, with a message that says so.
  */
-export function jobsApi(server: string, caData: string | undefined): JobsApi {
+export function jobsApi(server: string, caData: string | undefined, deadline: () => number = () => Infinity): JobsApi {
     const url = new URL(server);
     if (url.protocol !== "https:") throw new Error(`the cluster endpoint must be https, got ${server}`);
     const agent = new https.Agent({
@@ -49,7 +55,24 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
     type Body = { reason?: string; message?: string };
 
     function call(method: string, path: string, payload: string, token: string, what: string, ok: (status: number, body: Body) => boolean, contentType = "application/json"): Promise<{ status: number; body: Body }> {
-        return new Promise((resolve, reject) => {
+        const left = deadline() - Date.now();
+        const budget = Math.min(REQUEST_TIMEOUT_MS, left);
+        const late = () => kubernetesError(left < REQUEST_TIMEOUT_MS
+            ? `${what}: no answer from the Kubernetes API ${server} before this invocation's deadline (${Math.max(0, Math.round(left))} ms were left of the Lambda's timeout); will retry`
+            : `${what}: no complete answer from the Kubernetes API ${server} in ${REQUEST_TIMEOUT_MS} ms; will retry`, true);
+        if (budget <= 0) return Promise.reject(late());
+        return new Promise((settle, fail) => {
+            // The first outcome wins: an answer, a transport error, or the deadline.
+            let settled = false;
+            let timer: NodeJS.Timeout | undefined;
+            const once = <A extends unknown[]>(f: (...a: A) => void) => (...a: A) => {
+                if (settled) return;
+                settled = true;
+                clearTimeout(timer);
+                f(...a);
+            };
+            const resolve = once(settle);
+            const reject = once(fail);
             const req = https.request({
                 agent,
                 host: url.hostname,
@@ -63,7 +86,6 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
                     "content-length": Buffer.byteLength(payload),
                     "user-agent": "scaledkite-scheduler",
                 },
-                timeout: REQUEST_TIMEOUT_MS,
             }, (res) => {
                 const chunks: Buffer[] = [];
                 res.on("data", (c: Buffer) => chunks.push(c));
@@ -81,8 +103,11 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
                 });
                 res.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
             });
-            req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`), { code: "ETIMEDOUT" })));
             req.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
+            timer = setTimeout(() => {
+                reject(late());
+                req.destroy();
+            }, budget);
             req.end(payload);
         });
     }
@@ -93,6 +118,21 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
         return { data: Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()])) };
     }
 
+    /** Every item of a namespaced core/v1 list, page by page. */
+    async function list<T>(namespace: string, resource: string, selector: Record<string, string>, token: string, what: string): Promise<T[]> {
+        const q = new URLSearchParams({ ...selector, limit: "500" });
+        const items: T[] = [];
+        let cont: string | undefined;
+        do {
+            if (cont) q.set("continue", cont);
+            const { body } = await call("GET", `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/${resource}?${q}`, "", token, what, (status) => status === 200);
+            const page = body as { items?: T[]; metadata?: { continue?: string } };
+            items.push(...(page.items ?? []));
+            cont = page.metadata?.continue || undefined;
+        } while (cont);
+        return items;
+    }
+
     return {
         server,
         create(job: V1Job, token: string) {
@@ -100,19 +140,11 @@ export function jobsApi(server: string, caData: string | undefined): JobsApi {
             return call("POST", `${jobsPath(namespace)}`, JSON.stringify(job), token, `creating Job ${namespace}/${job.metadata!.name}`,
                 (status, body) => status === 201 || status === 200 || status === 202 || (status === 409 && body.reason === "AlreadyExists"));
         },
-        async listPods(namespace: string, labelSelector: string, token: string) {
-            const q = new URLSearchParams({ labelSelector, limit: "500" });
-            const pods: V1Pod[] = [];
-            let cont: string | undefined;
-            do {
-                if (cont) q.set("continue", cont);
-                const { body } = await call("GET", `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods?${q}`, "", token,
-                    `listing worker pods in ${namespace}`, (status) => status === 200);
-                const list = body as { items?: V1Pod[]; metadata?: { continue?: string } };
-                pods.push(...(list.items ?? []));
-                cont = list.metadata?.continue || undefined;
-            } while (cont);
-            return pods;
+        listPods(namespace: string, labelSelector: string, token: string) {
+            return list<V1Pod>(namespace, "pods", { labelSelector }, token, `listing worker pods in ${namespace}`);
+        },
+        listPodWarnings(namespace: string, reason: string, token: string) {
+            return list<CoreV1Event>(namespace, "events", { fieldSelector: `involvedObject.kind=Pod,type=Warning,reason=${reason}` }, token, `listing pod events in ${namespace}`);
         },
         async secretValue(namespace: string, name: string, key: string, token: string) {
             const value = (await readSecret(namespace, name, token)).data[key];

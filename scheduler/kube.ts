@@ -6,7 +6,7 @@
  *   `require` only when asked for, so the Lambda never loads it.
  */
 import type * as K8s from "@kubernetes/client-node";
-import type { V1Job, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Event, V1Job, V1Pod } from "@kubernetes/client-node";
 import { classifyApiFailure, classifyNetworkFailure, isKubernetesError, kubernetesError, KubernetesError } from "./errors";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
@@ -23,6 +23,8 @@ export interface JobClient {
     deleteJob(namespace: string, name: string): Promise<"deleted" | "absent">;
     /** The worker pods in a namespace (the sweep's view; optional for clients that only schedule). */
     listWorkerPods?(namespace: string): Promise<V1Pod[]>;
+    /** The kubelet's `Failed` Warning events about pods in a namespace (the sweep: when a container first failed to start). */
+    listPodFailures?(namespace: string): Promise<CoreV1Event[]>;
     /** Where the Jobs go, for messages. */
     readonly server: string;
 }
@@ -43,8 +45,8 @@ function bearerCalls(tokens: TokenCache): <T>(call: (token: string) => Promise<T
  * A JobClient for any API server that takes bearer tokens: one request per Job, one keep-alive
  * connection per container; a refused token is dropped so the next attempt signs a new one.
  */
-export function bearerJobClient(server: string, caData: string | undefined, tokens: TokenCache): JobClient {
-    const api = jobsApi(server, caData);
+export function bearerJobClient(server: string, caData: string | undefined, tokens: TokenCache, deadline?: () => number): JobClient {
+    const api = jobsApi(server, caData, deadline);
     const withToken = bearerCalls(tokens);
     return {
         server,
@@ -58,6 +60,9 @@ export function bearerJobClient(server: string, caData: string | undefined, toke
         },
         listWorkerPods(namespace: string) {
             return withToken((t) => api.listPods(namespace, WORKER_SELECTOR, t));
+        },
+        listPodFailures(namespace: string) {
+            return withToken((t) => api.listPodWarnings(namespace, "Failed", t));
         },
     };
 }
@@ -76,9 +81,27 @@ export function eksTokens(cluster: EksClusterAccess): TokenCache {
     return new TokenCache(() => signEksToken(cluster.name, cluster.region, credentialsFromEnv()));
 }
 
-/** The Lambda's JobClient. */
-export function eksJobClient(cluster: EksClusterAccess, tokens: TokenCache = eksTokens(cluster)): JobClient {
-    return bearerJobClient(cluster.endpoint, cluster.caData, tokens);
+/** The Lambda's JobClient; its calls end before `deadline()` (epoch ms, see invocationDeadline). */
+export function eksJobClient(cluster: EksClusterAccess, tokens: TokenCache = eksTokens(cluster), deadline?: () => number): JobClient {
+    return bearerJobClient(cluster.endpoint, cluster.caData, tokens, deadline);
+}
+
+/** Time kept back from the Lambda's remaining time, to log the failure and return it. */
+export const DEADLINE_MARGIN_MS = 1_500;
+
+/**
+ * The deadline of the current invocation for the Lambda's calls: `start(context)` at the beginning of
+ * each invocation sets it from `getRemainingTimeInMillis()`, less DEADLINE_MARGIN_MS.
+ */
+export function invocationDeadline(): { get: () => number; start: (context: { getRemainingTimeInMillis?: () => number } | undefined) => void } {
+    let at = Infinity;
+    return {
+        get: () => at,
+        start: (context) => {
+            const left = context?.getRemainingTimeInMillis?.();
+            at = left === undefined ? Infinity : Date.now() + left - DEADLINE_MARGIN_MS;
+        },
+    };
 }
 
 /**

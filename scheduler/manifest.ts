@@ -1,16 +1,21 @@
 /**
  * The worker Job: one pure function from (settings, job) to the Kubernetes manifest.
  *
- * The pod runs the stock buildkite-agent image with `start` and BUILDKITE_AGENT_ACQUIRE_JOB, so the
- * agent runs exactly that one Buildkite job and exits; a small launcher (agentLauncher.ts) in front
- * of the image's entrypoint cancels the job when the pod is stopped and fails the pod when the agent
- * exits without running the job. Docker-in-docker is a native sidecar (an init container with
- * restartPolicy Always): Kubernetes stops it once the agent exits, so the pod completes with no hook
- * or kubectl. dockerd listens only on a unix socket in a volume the two containers share: no TCP
- * port. Only the sidecar is privileged; the agent container is not.
+ * The pod runs the stock buildkite-agent image twice, in the agent's own Kubernetes mode
+ * (agentLauncher.ts): the `agent` container holds the registration token, runs `start` with
+ * BUILDKITE_AGENT_ACQUIRE_JOB and --kubernetes-exec, so it acquires exactly that one Buildkite job;
+ * the `command` container runs its checkout, hooks and command with only the job's own access token,
+ * received over a unix socket in a volume the two share. A small launcher in front of the agent
+ * cancels the job when the pod is stopped and fails the pod when the agent exits without running the
+ * job. Docker-in-docker is a native sidecar (an init container with restartPolicy Always):
+ * Kubernetes stops it once the other containers exit, so the pod completes with no hook or kubectl.
+ * dockerd listens only on a unix socket in a volume shared with the command container: no TCP port.
+ * Only the sidecar is privileged.
  */
 import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
-import { AGENT_EXIT_NOT_RUN, agentGracePeriods, LAUNCHER_PATH, LAUNCHER_SCRIPT, readOnlyCredentialHelper } from "./agentLauncher";
+import {
+    AGENT_EXIT_NOT_RUN, AGENT_HOOKS_PATH, agentGracePeriods, COMMAND_SCRIPT, JOB_CONTEXT_PATH, LAUNCHER_PATH, LAUNCHER_SCRIPT, readOnlyCredentialHelper,
+} from "./agentLauncher";
 import { jobUrl, ScheduledJob } from "./event";
 import {
     AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SchedulerSettings, SECRET_NAMES,
@@ -19,6 +24,8 @@ import {
 import { strategicMerge } from "./strategicMerge";
 
 export const AGENT_CONTAINER = "agent";
+/** The container that runs the job's checkout, hooks and command (without the registration token). */
+export const COMMAND_CONTAINER = "command";
 export const DIND_CONTAINER = "dind";
 /** The agent exits with this code when it cannot acquire the job (taken, cancelled): never retry it. */
 export const AGENT_EXIT_CANNOT_ACQUIRE = 27;
@@ -54,6 +61,14 @@ export function jobName(prefix: string, jobUuid: string): string {
     return `${prefix}${jobUuid.toLowerCase()}`;
 }
 
+/** The longest annotation value Scaledkite writes from a job's text (all annotations together may hold 256 KiB). */
+export const MAX_ANNOTATION_LENGTH = 1024;
+
+/** An annotation value from free text: at most MAX_ANNOTATION_LENGTH characters, so a huge branch name cannot make every create fail. */
+export function annotationValue(text: string | undefined): string | undefined {
+    return text === undefined || text.length <= MAX_ANNOTATION_LENGTH ? text : `${text.slice(0, MAX_ANNOTATION_LENGTH - 1)}…`;
+}
+
 /** A label value from free text: at most 63 characters of [A-Za-z0-9-_.], alphanumeric at both ends. */
 export function labelValue(text: string | undefined): string | undefined {
     if (text === undefined) return undefined;
@@ -67,15 +82,35 @@ function compact<T extends Record<string, string | undefined>>(obj: T): Record<s
     return out;
 }
 
+/** The agent container's environment: the token and the agent's own settings. */
 function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: ScheduledJob, tags: string[]): V1EnvVar[] {
-    const env: V1EnvVar[] = [
+    // The job's hooks: the user's ConfigMap, then Scaledkite's own (the ECR login). The agent passes
+    // these paths to the command container, where they are mounted.
+    const hookPaths = [...(settings.secrets.hooks ? [HOOKS_PATH] : []), ...(settings.secrets.ecr ? [SCALEDKITE_HOOKS_PATH] : [])];
+    return [
         { name: "BUILDKITE_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: SECRET_NAMES.agentToken, key: AGENT_TOKEN_KEY } } },
         { name: "BUILDKITE_AGENT_ACQUIRE_JOB", value: job.uuid },
         { name: "BUILDKITE_AGENT_TAGS", value: [...tags, ...worker.agentTags].join(",") },
         { name: "BUILDKITE_AGENT_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
         { name: "BUILDKITE_BUILD_PATH", value: BUILD_PATH },
         { name: "BUILDKITE_AGENT_DISCONNECT_AFTER_JOB", value: "true" },
+        // The job runs in the command container, which connects to the agent's socket.
+        { name: "BUILDKITE_KUBERNETES_EXEC", value: "true" },
+        { name: "BUILDKITE_CONTAINER_COUNT", value: "1" },
+        // Only the launcher's pre-bootstrap hook, on a volume the command container does not mount.
+        { name: "BUILDKITE_HOOKS_PATH", value: AGENT_HOOKS_PATH },
+        ...(hookPaths.length ? [{ name: "BUILDKITE_ADDITIONAL_HOOKS_PATHS", value: hookPaths.join(",") }] : []),
         ...gracePeriodEnv(worker),
+        ...plainEnv(worker),
+    ];
+}
+
+/** The command container's environment: what the checkout and the build's tools need. */
+function commandEnv(settings: SchedulerSettings, worker: WorkerSettings): V1EnvVar[] {
+    const env: V1EnvVar[] = [
+        { name: "BUILDKITE_CONTAINER_ID", value: "0" },
+        // The agent may take minutes to acquire a locked job; the wrapper stops sooner if it gives up.
+        { name: "BUILDKITE_KUBERNETES_BOOTSTRAP_CONNECTION_TIMEOUT", value: `${worker.activeDeadlineSeconds}s` },
     ];
     if (worker.dind) env.push({ name: "DOCKER_HOST", value: DOCKER_HOST });
     if (settings.secrets.gitCredentials) {
@@ -92,16 +127,14 @@ function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: Sche
             value: `ssh -i ${SSH_PATH}/${GIT_SSH_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile=${SSH_PATH}/${GIT_KNOWN_HOSTS_KEY} -o StrictHostKeyChecking=yes`,
         });
     }
-    if (settings.secrets.hooks) env.push({ name: "BUILDKITE_HOOKS_PATH", value: HOOKS_PATH });
-    if (settings.secrets.ecr) {
-        env.push(
-            { name: "BUILDKITE_ADDITIONAL_HOOKS_PATHS", value: SCALEDKITE_HOOKS_PATH },
-            // The login's messages name the service account that should carry the role.
-            { name: "SCALEDKITE_SERVICE_ACCOUNT", valueFrom: { fieldRef: { fieldPath: "spec.serviceAccountName" } } },
-        );
-    }
-    for (const [name, value] of Object.entries(worker.env)) env.push({ name, value });
-    return env;
+    // The login's messages name the service account that should carry the role.
+    if (settings.secrets.ecr) env.push({ name: "SCALEDKITE_SERVICE_ACCOUNT", valueFrom: { fieldRef: { fieldPath: "spec.serviceAccountName" } } });
+    return [...env, ...plainEnv(worker)];
+}
+
+/** The queue's plain variables: both containers (the agent reads its settings from them too). */
+function plainEnv(worker: WorkerSettings): V1EnvVar[] {
+    return Object.entries(worker.env).map(([name, value]) => ({ name, value }));
 }
 
 /** The agent cancels its job within the pod's termination grace (see agentLauncher.ts). */
@@ -138,7 +171,7 @@ function dindSidecar(worker: WorkerSettings): V1Container {
     };
 }
 
-function podSpec(settings: SchedulerSettings, worker: WorkerSettings, agent: V1Container, volumes: V1Volume[]): V1PodSpec {
+function podSpec(settings: SchedulerSettings, worker: WorkerSettings, containers: V1Container[], volumes: V1Volume[]): V1PodSpec {
     // With ECR, the workers' own service account carries their IAM role (a queue may name another).
     const serviceAccountName = worker.serviceAccountName ?? (settings.secrets.ecr ? WORKER_SERVICE_ACCOUNT : undefined);
     const spec: V1PodSpec = {
@@ -150,7 +183,7 @@ function podSpec(settings: SchedulerSettings, worker: WorkerSettings, agent: V1C
         ...(worker.tolerations.length ? { tolerations: worker.tolerations } : {}),
         ...(worker.affinity ? { affinity: worker.affinity as V1PodSpec["affinity"] } : {}),
         ...(worker.dind ? { initContainers: [dindSidecar(worker)] } : {}),
-        containers: [agent],
+        containers,
         volumes,
     };
     return worker.podSpecPatch ? strategicMerge(spec as unknown as Record<string, unknown>, worker.podSpecPatch) as unknown as V1PodSpec : spec;
@@ -181,41 +214,45 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
     const annotations = {
         ...worker.annotations,
         ...compact({
-            "buildkite.com/job-url": jobUrl(job),
-            "buildkite.com/job-label": job.label?.slice(0, 1024),
-            "buildkite.com/step-key": job.stepKey,
-            "buildkite.com/build-uuid": job.build.uuid,
-            "buildkite.com/build-branch": job.build.branch,
-            "buildkite.com/build-commit": job.build.commit,
-            "buildkite.com/pipeline-uuid": job.pipeline.uuid,
+            "buildkite.com/job-url": annotationValue(jobUrl(job)),
+            "buildkite.com/job-label": annotationValue(job.label),
+            "buildkite.com/step-key": annotationValue(job.stepKey),
+            "buildkite.com/build-uuid": annotationValue(job.build.uuid),
+            "buildkite.com/build-branch": annotationValue(job.build.branch),
+            "buildkite.com/build-commit": annotationValue(job.build.commit),
+            "buildkite.com/pipeline-uuid": annotationValue(job.pipeline.uuid),
             "scaledkite.io/queue": queue,
         }),
     };
     const podAnnotations = { ...annotations, ...DO_NOT_DISRUPT };
 
-    const volumes: V1Volume[] = [{ name: "build", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }];
-    const agentMounts: V1VolumeMount[] = [{ name: "build", mountPath: BUILD_PATH }, { name: "scaledkite", mountPath: LAUNCHER_PATH }];
+    // `workspace` (the agent's socket and env files) is shared; `scaledkite` (the agent's hooks) is the
+    // agent's own; the build directory, dockerd's socket and the git and hook files are the command's.
+    const volumes: V1Volume[] = [{ name: "workspace", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }, { name: "build", emptyDir: {} }];
+    const agentMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "scaledkite", mountPath: LAUNCHER_PATH }];
+    const commandMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "build", mountPath: BUILD_PATH }];
     if (worker.dind) {
         volumes.push({ name: "docker", emptyDir: {} }, { name: "docker-socket", emptyDir: {} });
-        agentMounts.push({ name: "docker-socket", mountPath: DOCKER_SOCKET_DIR });
+        commandMounts.push({ name: "docker-socket", mountPath: DOCKER_SOCKET_DIR });
     }
     if (settings.secrets.gitCredentials) {
         volumes.push({ name: "secrets", secret: { secretName: SECRET_NAMES.gitCredentials, defaultMode: 0o400 } });
-        agentMounts.push({ name: "secrets", mountPath: SECRETS_PATH, readOnly: true });
+        commandMounts.push({ name: "secrets", mountPath: SECRETS_PATH, readOnly: true });
     }
     if (settings.secrets.gitSsh) {
         volumes.push({ name: "ssh", secret: { secretName: SECRET_NAMES.gitSsh, defaultMode: 0o400 } });
-        agentMounts.push({ name: "ssh", mountPath: SSH_PATH, readOnly: true });
+        commandMounts.push({ name: "ssh", mountPath: SSH_PATH, readOnly: true });
     }
     if (settings.secrets.hooks) {
         volumes.push({ name: "hooks", configMap: { name: HOOKS_CONFIGMAP, defaultMode: 0o755 } });
-        agentMounts.push({ name: "hooks", mountPath: HOOKS_PATH, readOnly: true });
+        commandMounts.push({ name: "hooks", mountPath: HOOKS_PATH, readOnly: true });
     }
     if (settings.secrets.ecr) {
         volumes.push({ name: "scaledkite-hooks", configMap: { name: ECR_HOOKS_CONFIGMAP, defaultMode: 0o755 } });
-        agentMounts.push({ name: "scaledkite-hooks", mountPath: SCALEDKITE_HOOKS_PATH, readOnly: true });
+        commandMounts.push({ name: "scaledkite-hooks", mountPath: SCALEDKITE_HOOKS_PATH, readOnly: true });
     }
     const envFrom = [...(settings.secrets.env ? [{ secretRef: { name: SECRET_NAMES.env } }] : []), ...worker.envFrom];
+    const unprivileged = { privileged: false, allowPrivilegeEscalation: false };
 
     const agent: V1Container = {
         name: AGENT_CONTAINER,
@@ -224,9 +261,20 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
         args: ["start"],
         env: agentEnv(settings, worker, job, tags),
         ...(envFrom.length ? { envFrom } : {}),
-        securityContext: { privileged: false, allowPrivilegeEscalation: false },
+        securityContext: unprivileged,
         resources: worker.resources.agent,
         volumeMounts: agentMounts,
+    };
+    const command: V1Container = {
+        name: COMMAND_CONTAINER,
+        image: worker.image,
+        command: ["/bin/sh", "-c", COMMAND_SCRIPT, "scaledkite-command"],
+        env: commandEnv(settings, worker),
+        ...(envFrom.length ? { envFrom } : {}),
+        workingDir: BUILD_PATH,
+        securityContext: unprivileged,
+        resources: worker.resources.command,
+        volumeMounts: commandMounts,
     };
 
     return {
@@ -250,7 +298,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             },
             template: {
                 metadata: { labels, annotations: podAnnotations },
-                spec: podSpec(settings, worker, agent, volumes),
+                spec: podSpec(settings, worker, [agent, command], volumes),
             },
         },
     };

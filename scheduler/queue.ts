@@ -41,7 +41,13 @@ export function matchQueue(rules: readonly string[], served: readonly string[]):
     const tags = [`queue=${queue}`];
     for (const rule of rules) {
         const [key, value] = splitRule(rule);
-        if (key !== "queue" && !value.includes("*") && !tags.includes(rule)) tags.push(rule);
+        if (key === "queue" || value.includes("*") || tags.includes(rule)) continue;
+        // BUILDKITE_AGENT_TAGS is a comma-separated list: a "," would split the tag in two, and the
+        // agent, carrying neither half as the rule, could never acquire the job.
+        if (rule.includes(",")) {
+            return { matched: false, reason: `job rule ${JSON.stringify(rule)} holds a ",", which no buildkite-agent tag can carry (the agent splits tags on commas): change the step's agents rule` };
+        }
+        tags.push(rule);
     }
     return { matched: true, queue, tags };
 }

@@ -4,10 +4,10 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { LambdaConfig } from "./config";
+import type { LambdaConfig, LambdaNetwork } from "./config";
 import { JOB_FINISHED, JOB_SCHEDULED } from "./event";
 import { createEventHandler } from "./handler";
-import { eksJobClient, EksClusterAccess } from "./kube";
+import { eksJobClient, EksClusterAccess, invocationDeadline } from "./kube";
 import { DEFAULT_QUEUE } from "./queue";
 import { SchedulerSettings } from "./settings";
 
@@ -115,7 +115,7 @@ export class Scheduler extends pulumi.ComponentResource {
             name: `/scaledkite/${pulumi.getStack()}/${name}`,
             retentionInDays: args.lambda.logRetentionDays,
         }, parent);
-        const roleArn = args.roleArn ?? createSchedulerRole(name, logGroup.arn, dlq.arn, parent).arn;
+        const roleArn = args.roleArn ?? createSchedulerRole(name, logGroup.arn, dlq.arn, parent, args.lambda.network).arn;
 
         const fn = createSchedulerFunction(name, args, roleArn, logGroup, parent);
         new aws.lambda.FunctionEventInvokeConfig(`${name}-invoke`, {
@@ -174,8 +174,8 @@ export function createAlarms(
     };
     new aws.cloudwatch.LogMetricFilter(`${name}-invalid-events`, {
         logGroupName: args.logGroupName,
-        // A regex term: `"outcome":"invalid"` in the decision line (quotes are not allowed in a pattern).
-        pattern: "%outcome.:.invalid%",
+        // A JSON pattern: the decision line's own fields, exactly (the Lambda writes it as a raw JSON line).
+        pattern: '{ $.msg = "scaledkite.schedule" && $.outcome = "invalid" }',
         metricTransformation: { name: INVALID_EVENTS_METRIC, namespace: "Scaledkite", value: "1", defaultValue: "0" },
     }, opts);
     return [
@@ -195,9 +195,9 @@ export function createAlarms(
 }
 
 /** The Lambda's own role, with an inline least-privilege policy and no managed policies. */
-export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<string>, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions): aws.iam.Role {
+export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<string>, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions, network?: LambdaNetwork): aws.iam.Role {
     return createLambdaRole(name, "Scaledkite scheduler Lambda: writes its logs and DLQ; Kubernetes access comes from its EKS access entry",
-        pulumi.all([logGroupArn, dlqArn]).apply(([l, q]) => schedulerPolicy(l, q)), opts);
+        pulumi.all([logGroupArn, dlqArn]).apply(([l, q]) => schedulerPolicy(l, q)), opts, network);
 }
 
 /**
@@ -207,19 +207,33 @@ export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<str
  */
 export function createLambdaIdentity(
     name: string,
-    args: { description: string; policy: (logGroupArn: string) => object; clusterName: string; kubernetesGroups: string[]; logRetentionDays: number },
+    args: { description: string; policy: (logGroupArn: string) => object; clusterName: string; kubernetesGroups: string[]; logRetentionDays: number; network?: LambdaNetwork },
     opts: pulumi.CustomResourceOptions,
 ): { logGroup: aws.cloudwatch.LogGroup; role: aws.iam.Role; access: aws.eks.AccessEntry } {
     const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/scaledkite/${pulumi.getStack()}/${name}`, retentionInDays: args.logRetentionDays }, opts);
-    const role = createLambdaRole(name, args.description, logGroup.arn.apply(args.policy), opts);
+    const role = createLambdaRole(name, args.description, logGroup.arn.apply(args.policy), opts, args.network);
     const access = new aws.eks.AccessEntry(`${name}-access`, {
         clusterName: args.clusterName, principalArn: role.arn, kubernetesGroups: args.kubernetesGroups, type: "STANDARD",
     }, opts);
     return { logGroup, role, access };
 }
 
-/** A role only Lambda can assume, with one inline policy and no managed policies. */
-export function createLambdaRole(name: string, description: string, policy: pulumi.Output<object>, opts: pulumi.CustomResourceOptions): aws.iam.Role {
+/**
+ * What a Lambda in a VPC needs: its network interfaces in the configured subnets (the permissions of
+ * AWS's AWSLambdaVPCAccessExecutionRole, as an inline statement). Pure.
+ */
+export function vpcAccessPolicy(): object {
+    return {
+        Version: "2012-10-17",
+        Statement: [{
+            Sid: "NetworkInterfaces", Effect: "Allow", Resource: "*",
+            Action: ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"],
+        }],
+    };
+}
+
+/** A role only Lambda can assume, with one inline policy (and one for its VPC interfaces when in a VPC), no managed policies. */
+export function createLambdaRole(name: string, description: string, policy: pulumi.Output<object>, opts: pulumi.CustomResourceOptions, network?: LambdaNetwork): aws.iam.Role {
     const role = new aws.iam.Role(`${name}-role`, {
         description,
         assumeRolePolicy: JSON.stringify({
@@ -228,6 +242,7 @@ export function createLambdaRole(name: string, description: string, policy: pulu
         }),
     }, opts);
     new aws.iam.RolePolicy(`${name}-policy`, { role: role.id, policy: policy.apply((p) => JSON.stringify(p)) }, opts);
+    if (network) new aws.iam.RolePolicy(`${name}-vpc`, { role: role.id, policy: JSON.stringify(vpcAccessPolicy()) }, opts);
     return role;
 }
 
@@ -243,10 +258,13 @@ export function createSchedulerFunction(
     const cluster = clusterAtRuntime(args.cluster);
     return createClosureFunction(name, {
         role, logGroup, memoryMb: args.lambda.memoryMb, timeoutSeconds: args.lambda.timeoutSeconds,
+        reservedConcurrency: args.lambda.schedulerConcurrency, network: args.lambda.network,
         description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
         callbackFactory: () => {
-            const handle = createEventHandler(settings, eksJobClient(cluster()));
-            return async (event: unknown) => {
+            const deadline = invocationDeadline();
+            const handle = createEventHandler(settings, eksJobClient(cluster(), undefined, deadline.get));
+            return async (event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
+                deadline.start(context);
                 await handle(event);
             };
         },
@@ -276,7 +294,14 @@ export function clusterAtRuntime(cluster: ClusterInputs): () => EksClusterAccess
 /** A closure-serialized Lambda on Node 24 with a given role and log group (no broad default policies). */
 export function createClosureFunction<R = void>(
     name: string,
-    args: { role: pulumi.Input<string>; logGroup: aws.cloudwatch.LogGroup; memoryMb: number; timeoutSeconds: number; description: string; callbackFactory: aws.lambda.CallbackFactory<unknown, R> },
+    args: {
+        role: pulumi.Input<string>; logGroup: aws.cloudwatch.LogGroup; memoryMb: number; timeoutSeconds: number; description: string;
+        /** Reserved concurrency (undefined: the account's unreserved pool). */
+        reservedConcurrency?: number;
+        /** Subnets and security groups (undefined: no VPC). */
+        network?: LambdaNetwork;
+        callbackFactory: aws.lambda.CallbackFactory<unknown, R>;
+    },
     opts: pulumi.CustomResourceOptions,
 ): aws.lambda.CallbackFunction<unknown, R> {
     return new aws.lambda.CallbackFunction<unknown, R>(`${name}-fn`, {
@@ -286,6 +311,8 @@ export function createClosureFunction<R = void>(
         timeout: args.timeoutSeconds,
         description: args.description,
         loggingConfig: { logFormat: "Text", logGroup: args.logGroup.name },
+        ...(args.reservedConcurrency === undefined ? {} : { reservedConcurrentExecutions: args.reservedConcurrency }),
+        ...(args.network ? { vpcConfig: { subnetIds: args.network.subnetIds, securityGroupIds: args.network.securityGroupIds } } : {}),
         callbackFactory: args.callbackFactory,
     }, { ...opts, dependsOn: [args.logGroup] });
 }

@@ -27,8 +27,11 @@ export interface WorkerSettings {
     dind: boolean;
     /** The docker-in-docker image. */
     dindImage: string;
-    /** Resources of the agent container and of the dind sidecar. */
-    resources: { agent: ResourceSettings; dind: ResourceSettings };
+    /**
+     * Resources of the agent container (buildkite-agent, which only coordinates), the command
+     * container (the job's checkout and command: the build) and the dind sidecar.
+     */
+    resources: { agent: ResourceSettings; command: ResourceSettings; dind: ResourceSettings };
     nodeSelector: Record<string, string>;
     tolerations: Toleration[];
     /** Seconds a worker may run before Kubernetes stops it. */

@@ -9,12 +9,12 @@
  * done (cancelled before it started): their Job is deleted.
  */
 import type { V1Pod } from "@kubernetes/client-node";
-import { oneLine } from "./errors";
+import { isQuotaFull, oneLine } from "./errors";
 import { JOB_SCHEDULED } from "./event";
-import { createEventHandler, Decision, Logger } from "./handler";
+import { createEventHandler, Decision, Logger, logLine } from "./handler";
 import type { JobClient } from "./kube";
 import { LABELS } from "./manifest";
-import { notRunReason, stuckReason, StuckOptions } from "./stuck";
+import { FirstFailures, firstFailures, notRunReason, stuckReason, StuckOptions } from "./stuck";
 import { SchedulerSettings } from "./settings";
 import type { StacksApi, StacksJob } from "./stacksApi";
 
@@ -25,6 +25,8 @@ export interface QueueSweep {
     created: number;
     exists: number;
     paused: boolean;
+    /** Jobs left for a later sweep because the namespace's spend cap (ResourceQuota) is full: not an error. */
+    deferred: number;
     failed: number;
     error?: string;
 }
@@ -46,6 +48,8 @@ export function eventFromStacksJob(job: StacksJob): object {
 export interface WorkerSweep {
     failed: { jobUuid: string; reason: string }[];
     cancelled: string[];
+    /** Workers that will never run but were kept because failing their job in Buildkite did not succeed (the next sweep tries again). */
+    kept: { jobUuid: string; error: string }[];
 }
 
 /** Buildkite job states in which a waiting worker is no longer needed. */
@@ -65,21 +69,32 @@ async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promi
  * anything failed (so the sweep's error alarm fires), having done all it could.
  */
 export function createSweeper(
-    settings: SchedulerSettings, stacks: StacksApi, jobs: JobClient, stackKey: string, log: Logger = (l) => console.log(l),
-    stuck: StuckOptions = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 60_000 },
+    settings: SchedulerSettings, stacks: StacksApi, jobs: JobClient, stackKey: string, log: Logger = logLine,
+    stuck: StuckOptions = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 },
 ) {
     const handle = createEventHandler(settings, jobs, (line) => log(line.replace(/^\{/, '{"via":"sweep",')));
 
     /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
     async function sweepWorkers(): Promise<WorkerSweep> {
-        const result: WorkerSweep = { failed: [], cancelled: [] };
+        const result: WorkerSweep = { failed: [], cancelled: [], kept: [] };
         if (!jobs.listWorkerPods) return result;
         const now = new Date();
         const all = await jobs.listWorkerPods(settings.namespace);
+        const failures = await podFailures(all);
         const pending = all.filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
         const waiting: { uuid: string; jobName: string }[] = [];
         const giveUp = async (uuid: string, jobName: string, reason: string) => {
-            await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`).catch((e) => log(JSON.stringify({ msg: "scaledkite.sweep", jobUuid: uuid, warning: `could not fail the job in Buildkite: ${(e as Error).message}` })));
+            try {
+                await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`);
+            } catch (e) {
+                // The worker stays until Buildkite knows why the job failed: deleting it first would
+                // only make the next sweep create another. A job that is already done is found below.
+                const error = (e as Error).message;
+                result.kept.push({ jobUuid: uuid, error });
+                waiting.push({ uuid, jobName });
+                log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "kept", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason, warning: `could not fail the job in Buildkite, so its worker stays: ${error}` }));
+                return;
+            }
             await jobs.deleteJob(settings.namespace, jobName);
             result.failed.push({ jobUuid: uuid, reason });
             log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
@@ -87,7 +102,7 @@ export function createSweeper(
         for (const pod of pending) {
             const { uuid, jobName } = workerOf(pod);
             if (!uuid || !jobName) continue;
-            const reason = stuckReason(pod, now, stuck);
+            const reason = stuckReason(pod, now, stuck, failures);
             if (!reason) {
                 waiting.push({ uuid, jobName });
                 continue;
@@ -118,6 +133,17 @@ export function createSweeper(
         return result;
     }
 
+    /** When the workers' containers first failed to start; without the events, stuck.ts counts from scheduling. */
+    async function podFailures(pods: V1Pod[]): Promise<FirstFailures> {
+        if (!jobs.listPodFailures || !pods.some((p) => p.status?.phase === "Pending")) return new Map();
+        try {
+            return firstFailures(await jobs.listPodFailures(settings.namespace));
+        } catch (e) {
+            log(JSON.stringify({ msg: "scaledkite.sweep", warning: `could not read the worker pods' events, so start failures count from scheduling: ${(e as Error).message}` }));
+            return new Map();
+        }
+    }
+
     function workerOf(pod: V1Pod): { uuid?: string; jobName?: string } {
         return { uuid: pod.metadata?.labels?.[LABELS.jobUuid], jobName: pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"] };
     }
@@ -125,7 +151,7 @@ export function createSweeper(
     return async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {
         const report: QueueSweep[] = [];
         for (const queue of Object.keys(settings.queues)) {
-            const r: QueueSweep = { queue, listed: 0, created: 0, exists: 0, paused: false, failed: 0 };
+            const r: QueueSweep = { queue, listed: 0, created: 0, exists: 0, paused: false, deferred: 0, failed: 0 };
             report.push(r);
             try {
                 await stacks.register(stackKey, queue, { scheduler: "scaledkite" });
@@ -138,8 +164,10 @@ export function createSweeper(
                             const d: Decision = await handle(eventFromStacksJob(job));
                             if (d.outcome === "created") r.created++;
                             else if (d.outcome === "exists") r.exists++;
-                        } catch {
-                            r.failed++;
+                        } catch (e) {
+                            // A full spend cap is the cap working: the job waits for a later sweep (or its event's retry).
+                            if (isQuotaFull(e)) r.deferred++;
+                            else r.failed++;
                         }
                     });
                 }
@@ -149,7 +177,7 @@ export function createSweeper(
             }
             log(JSON.stringify({ msg: "scaledkite.sweep", ...r }));
         }
-        let workers: WorkerSweep = { failed: [], cancelled: [] };
+        let workers: WorkerSweep = { failed: [], cancelled: [], kept: [] };
         let workerError: string | undefined;
         try {
             workers = await sweepWorkers();
@@ -158,6 +186,7 @@ export function createSweeper(
         }
         const failures = report.filter((r) => r.failed > 0).map((f) => `queue ${f.queue}: ${f.error ?? `${f.failed} job(s) failed`}`);
         if (workerError) failures.push(`workers: ${workerError}`);
+        for (const k of workers.kept) failures.push(`job ${k.jobUuid}: could not fail it in Buildkite (its worker stays): ${k.error}`);
         if (failures.length) {
             // The next sweep tries again; the error makes the failure visible (log line, error alarm).
             throw oneLine(new Error(`sweep: ${failures.join("; ")}`));

@@ -3,9 +3,10 @@
  * only) and its own EKS access entry (group scaledkite:sweeper, which may also read the agent token
  * Secret that the Stacks API needs).
  */
+import type { LambdaNetwork } from "./config";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { bearerSecretReader, eksJobClient, eksTokens } from "./kube";
+import { bearerSecretReader, eksJobClient, eksTokens, invocationDeadline } from "./kube";
 import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./scheduler";
 import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "./settings";
 import { stacksApi } from "./stacksApi";
@@ -28,6 +29,9 @@ export interface SweeperArgs {
     kubernetesGroups: string[];
     logRetentionDays: number;
     timeoutSeconds: number;
+    /** Reserved concurrency: 1 keeps sweeps from overlapping. */
+    reservedConcurrency: number;
+    network?: LambdaNetwork;
     alarmTopicArn?: string;
 }
 
@@ -49,7 +53,7 @@ export class Sweeper extends pulumi.ComponentResource {
                 Version: "2012-10-17",
                 Statement: [{ Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${l}:*` }],
             }),
-            clusterName: args.cluster.name, kubernetesGroups: args.kubernetesGroups, logRetentionDays: args.logRetentionDays,
+            clusterName: args.cluster.name, kubernetesGroups: args.kubernetesGroups, logRetentionDays: args.logRetentionDays, network: args.network,
         }, parent);
 
         const fn = createSweepFunction(name, args, role.arn, logGroup, parent);
@@ -76,13 +80,16 @@ export function createSweepFunction(
     const clusterAccess = clusterAtRuntime(args.cluster);
     return createClosureFunction(name, {
         role, logGroup, memoryMb: 128, timeoutSeconds: Math.max(args.timeoutSeconds, 60),
+        reservedConcurrency: args.reservedConcurrency, network: args.network,
         description: "Scaledkite: schedules Buildkite jobs whose events were lost",
         callbackFactory: () => {
             const cluster = clusterAccess();
             const tokens = eksTokens(cluster);
             const agentToken = bearerSecretReader(cluster.endpoint, cluster.caData, tokens, settings.namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
-            const sweep = createSweeper(settings, stacksApi(agentToken, { endpoint }), eksJobClient(cluster, tokens), stackKey, undefined, stuck);
-            return async () => {
+            const deadline = invocationDeadline();
+            const sweep = createSweeper(settings, stacksApi(agentToken, { endpoint }), eksJobClient(cluster, tokens, deadline.get), stackKey, undefined, stuck);
+            return async (_event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
+                deadline.start(context);
                 await sweep();
             };
         },

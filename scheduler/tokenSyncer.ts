@@ -5,6 +5,7 @@
  * which may read and update the agent token Secret and nothing else). It runs once during
  * `pulumi up`, on the secret's change events, and on a schedule.
  */
+import type { LambdaNetwork } from "./config";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { credentialsFromEnv } from "./eksToken";
@@ -31,6 +32,7 @@ export interface TokenSyncerArgs {
     /** The agent token Secret's uid: a new Secret gets a new sync during pulumi up. */
     targetUid?: pulumi.Input<string>;
     logRetentionDays: number;
+    network?: LambdaNetwork;
     alarmTopicArn?: string;
 }
 
@@ -76,7 +78,7 @@ export class TokenSyncer extends pulumi.ComponentResource {
         const { logGroup, role, access } = createLambdaIdentity(name, {
             description: "Scaledkite token sync Lambda: reads the agent token secret; Kubernetes access comes from its EKS access entry",
             policy: (l) => tokenSyncPolicy(l, args.secretArn),
-            clusterName: args.cluster.name, kubernetesGroups: args.kubernetesGroups, logRetentionDays: args.logRetentionDays,
+            clusterName: args.cluster.name, kubernetesGroups: args.kubernetesGroups, logRetentionDays: args.logRetentionDays, network: args.network,
         }, parent);
         const fn = createTokenSyncFunction(name, args, role.arn, logGroup, parent);
 
@@ -115,7 +117,7 @@ export function createTokenSyncFunction(
     const { secretArn, jsonKey, namespace } = args;
     const clusterAccess = clusterAtRuntime(args.cluster);
     return createClosureFunction<TokenSyncResult>(name, {
-        role, logGroup, memoryMb: 128, timeoutSeconds: 60,
+        role, logGroup, memoryMb: 128, timeoutSeconds: 60, network: args.network,
         description: "Scaledkite: keeps the agent token Secret equal to its Secrets Manager secret",
         callbackFactory: () => {
             const cluster = clusterAccess();

@@ -45,8 +45,7 @@ describe("command line", () => {
             const pod = job.spec.template.spec;
             assert.strictEqual(pod.serviceAccountName, "scaledkite-worker", "the dev stack's ECR registries: the workers' service account");
             const env = Object.fromEntries(pod.containers[0].env.map((e: { name: string; value?: string }) => [e.name, e.value]));
-            assert.strictEqual(env.BUILDKITE_ADDITIONAL_HOOKS_PATHS, "/buildkite/scaledkite-hooks", "and the ECR login hook");
-            assert.strictEqual(env.BUILDKITE_HOOKS_PATH, "/buildkite/hooks", "the dev stack's own hooks");
+            assert.strictEqual(env.BUILDKITE_ADDITIONAL_HOOKS_PATHS, "/buildkite/hooks,/buildkite/scaledkite-hooks", "the dev stack's own hooks, then the ECR login hook");
         });
 
         it("reads the event from standard input with --event -", async () => {
@@ -58,7 +57,7 @@ describe("command line", () => {
             const r = await cli(["render", "--event", tempFile(JSON.stringify(anEvent().queue("docker-free").build()))]);
             const job = JSON.parse(r.out);
             assert.strictEqual(job.spec.template.spec.initContainers, undefined);
-            assert.deepStrictEqual(job.spec.template.spec.containers[0].resources, { requests: { cpu: "250m", memory: "512Mi" } });
+            assert.deepStrictEqual(job.spec.template.spec.containers[1].resources, { requests: { cpu: "250m", memory: "512Mi" } }, "the build's container");
         });
 
         const cases: [string, string[], string | undefined, number, RegExp][] = [

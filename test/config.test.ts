@@ -25,7 +25,7 @@ describe("stack configuration", () => {
         assert.deepStrictEqual(c.queues.dynamic, WORKER_DEFAULTS);
         assert.match(c.defaults.image, /^buildkite\/agent:\d+\.\d+\.\d+$/, "a pinned tag of the stock image");
         assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false, gitSsh: false, hooks: false, ecr: false });
-        assert.deepStrictEqual(c.lambda, { memoryMb: 128, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400 });
+        assert.deepStrictEqual(c.lambda, { memoryMb: 128, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400, schedulerConcurrency: undefined, sweepConcurrency: 1, network: undefined });
     });
 
     it("reads values given as strings (pulumi config) and as typed YAML alike", () => {
@@ -123,6 +123,11 @@ describe("stack configuration", () => {
         ["a worker identity without registries", { workerIdentity: "irsa" }, /workerIdentity is set without scaledkite:ecrRegistries/],
         ["Pod Identity with a Fargate queue", { ecrRegistries: [ECR], fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true, dind: false } } }, /queues.small.fargate cannot use EKS Pod Identity for ECR.*workerIdentity irsa/],
         ["a pod spec patch that is not an object", { podSpecPatch: "[1]" }, /podSpecPatch must be an object/],
+        ["a Lambda timeout shorter than one Kubernetes call", { lambdaTimeoutSeconds: 10 }, /lambdaTimeoutSeconds must be a whole number from 12 to 900/],
+        ["Lambda subnets without security groups", { lambdaSubnetIds: ["subnet-0abc1234"] }, /lambdaSecurityGroupIds is needed too: a Lambda in a VPC needs both subnets and security groups/],
+        ["a Lambda security group that is not one", { lambdaSubnetIds: ["subnet-0abc1234"], lambdaSecurityGroupIds: ["default"] }, /lambdaSecurityGroupIds has "default", not a security group id/],
+        ["an agent tag holding a comma", { agentTags: ["os=linux,arch=arm64"] }, /agentTags has "os=linux,arch=arm64": a tag cannot hold a ","/],
+        ["a sweep concurrency of zero (it would never run)", { sweepConcurrency: 0 }, /sweepConcurrency must be a whole number from 1 to 10/],
     ];
     for (const [name, overrides, message] of bad) {
         it(`rejects ${name}`, () => {

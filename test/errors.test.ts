@@ -1,5 +1,5 @@
 import * as assert from "assert";
-import { classifyApiFailure, classifyNetworkFailure, isRetryable } from "../scheduler/errors";
+import { classifyApiFailure, classifyNetworkFailure, isQuotaFull, isRetryable } from "../scheduler/errors";
 
 describe("failure classification", () => {
     const api: [number, string | undefined, string, boolean, RegExp][] = [
@@ -22,6 +22,7 @@ describe("failure classification", () => {
             assert.match(e.message, text);
             assert.match(e.message, /^creating Job ns\/x: /);
             assert.ok(!e.message.includes("\n"));
+            assert.strictEqual(isQuotaFull(e), /quota is full/.test(e.message), "only a full quota is a full quota");
         });
     }
     const net: [unknown, boolean, RegExp][] = [

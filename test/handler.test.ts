@@ -6,7 +6,7 @@
 import * as assert from "assert";
 import type { V1Job } from "@kubernetes/client-node";
 import { kubernetesError } from "../scheduler/errors";
-import { createEventHandler, decide } from "../scheduler/handler";
+import { createEventHandler, decide, jsonLine, MAX_LOGGED_TEXT } from "../scheduler/handler";
 import { JobClient } from "../scheduler/kube";
 import { anEvent, settingsFor } from "./helpers/builders";
 
@@ -71,5 +71,34 @@ describe("createEventHandler", () => {
         const d = await handle(anEvent().detailType("Job Finished").build());
         assert.strictEqual(d.outcome, "ignored");
         assert.match(d.reason, /had no worker/);
+    });
+});
+
+describe("the Lambdas' log lines", () => {
+    it("are written to stdout as raw JSON lines (console.log would get Lambda's text prefix, which no JSON metric filter reads)", async () => {
+        const written: string[] = [];
+        const write = process.stdout.write.bind(process.stdout);
+        const log = console.log;
+        (process.stdout as { write: unknown }).write = (chunk: string) => { written.push(String(chunk)); return true; };
+        console.log = () => { throw new Error("console.log was used"); };
+        try {
+            await createEventHandler(settingsFor(), scripted({}))(anEvent().queue("gpu").build());
+        } finally {
+            (process.stdout as { write: unknown }).write = write;
+            console.log = log;
+        }
+        assert.strictEqual(written.length, 1);
+        assert.ok(written[0].endsWith("\n") && !written[0].slice(0, -1).includes("\n"), "one line");
+        assert.deepStrictEqual([JSON.parse(written[0]).msg, JSON.parse(written[0]).outcome], ["scaledkite.schedule", "ignored"]);
+    });
+
+    it("cut an event's attacker-sized text, saying how much was cut", async () => {
+        const lines: string[] = [];
+        const rule = `queue=${"q".repeat(200_000)}`;
+        await createEventHandler(settingsFor(), scripted({}), (l) => lines.push(l))(anEvent().rules([rule]).build());
+        assert.ok(lines[0].length < MAX_LOGGED_TEXT + 300, `${lines[0].length} characters`);
+        const reason: string = JSON.parse(lines[0]).reason;
+        assert.match(reason, /^job targets queue=q+… \(\d+ more characters\)$/);
+        assert.strictEqual(jsonLine({ a: "short", n: 3 }), '{"a":"short","n":3}');
     });
 });

@@ -1,7 +1,7 @@
 import * as assert from "assert";
 import { parseJobEvent } from "../scheduler/event";
-import { AGENT_EXIT_NOT_RUN, LAUNCHER_SCRIPT } from "../scheduler/agentLauncher";
-import { AGENT_EXIT_CANNOT_ACQUIRE, buildJobManifest, DOCKER_HOST, jobName, labelValue } from "../scheduler/manifest";
+import { AGENT_EXIT_NOT_RUN, AGENT_HOOKS_PATH, COMMAND_SCRIPT, LAUNCHER_SCRIPT } from "../scheduler/agentLauncher";
+import { AGENT_EXIT_CANNOT_ACQUIRE, buildJobManifest, DOCKER_HOST, jobName, labelValue, MAX_ANNOTATION_LENGTH } from "../scheduler/manifest";
 import { matchQueue } from "../scheduler/queue";
 import { SchedulerSettings } from "../scheduler/settings";
 import { anEvent, sampleEvent, settingsFor } from "./helpers/builders";
@@ -20,6 +20,8 @@ describe("buildJobManifest", () => {
     const job = manifestFor(settings);
     const pod = job.spec!.template.spec!;
     const agent = pod.containers[0];
+    const command = pod.containers[1];
+    const mountsOf = (c: any): Record<string, string> => Object.fromEntries(c.volumeMounts.map((m: any) => [m.name, m.mountPath]));
 
     it("names the Job after the Buildkite job, deterministically", () => {
         assert.strictEqual(job.metadata!.name, "buildkite-agent-9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
@@ -37,6 +39,26 @@ describe("buildJobManifest", () => {
         assert.deepStrictEqual(e.BUILDKITE_AGENT_TOKEN, { secretKeyRef: { name: "scaledkite-agent-token", key: "token" } });
         assert.strictEqual(e.BUILDKITE_AGENT_TAGS, "queue=dynamic");
         assert.ok(!JSON.stringify(job).includes("bk-agent-token"), "no token value anywhere");
+        assert.strictEqual(e.BUILDKITE_KUBERNETES_EXEC, "true", "the agent's Kubernetes mode: the job runs in the command container");
+        assert.strictEqual(e.BUILDKITE_CONTAINER_COUNT, "1");
+    });
+
+    it("runs the job in a second container that has no way to the registration token", () => {
+        assert.deepStrictEqual(pod.containers.map((c) => c.name), ["agent", "command"]);
+        assert.strictEqual(command.image, agent.image);
+        assert.deepStrictEqual(command.command, ["/bin/sh", "-c", COMMAND_SCRIPT, "scaledkite-command"]);
+        assert.strictEqual(env(command).BUILDKITE_CONTAINER_ID, "0");
+        const tokenRefs = (c: any) => JSON.stringify([c.env, c.envFrom, c.volumeMounts]).match(/scaledkite-agent-token/g);
+        assert.strictEqual(tokenRefs(command), null, "neither an env var nor a mount of the token Secret");
+        assert.strictEqual(pod.shareProcessNamespace, undefined, "the build cannot see the agent's processes");
+        // What the two share: the job context directory (the agent's socket) and nothing else.
+        const shared = Object.keys(mountsOf(agent)).filter((v) => v in mountsOf(command));
+        assert.deepStrictEqual(shared, ["workspace"]);
+        assert.strictEqual(mountsOf(agent).workspace, "/workspace");
+        assert.strictEqual(env(agent).BUILDKITE_HOOKS_PATH, AGENT_HOOKS_PATH);
+        assert.ok(AGENT_HOOKS_PATH.startsWith(mountsOf(agent).scaledkite + "/"), "the agent's hooks are on the agent's own volume");
+        assert.ok(!("scaledkite" in mountsOf(command)), "so a build cannot plant an agent hook");
+        assert.strictEqual(pod.initContainers!.some((c) => JSON.stringify(c).includes("scaledkite-agent-token")), false);
     });
 
     it("labels and annotates so a person finds the Buildkite job, build and pipeline", () => {
@@ -56,14 +78,16 @@ describe("buildJobManifest", () => {
         assert.strictEqual(dind.securityContext!.privileged, true);
         assert.deepStrictEqual(dind.startupProbe!.exec!.command!.slice(0, 3), ["docker", `--host=${DOCKER_HOST}`, "version"],
             "a startup probe holds the agent back until dockerd answers");
-        assert.strictEqual(env(agent).DOCKER_HOST, DOCKER_HOST);
+        assert.strictEqual(env(command).DOCKER_HOST, DOCKER_HOST);
+        assert.strictEqual(env(agent).DOCKER_HOST, undefined, "the agent does not use docker");
         assert.match(DOCKER_HOST, /^unix:\/\//);
-        assert.strictEqual(agent.securityContext!.privileged, false);
-        assert.strictEqual(agent.securityContext!.allowPrivilegeEscalation, false);
-        const shared = (c: any, name: string) => c.volumeMounts.find((m: any) => m.name === name).mountPath;
-        assert.strictEqual(shared(dind, "build"), shared(agent, "build"), "the build directory is shared");
-        assert.strictEqual(shared(dind, "docker-socket"), shared(agent, "docker-socket"), "so is dockerd's socket");
-        assert.ok(DOCKER_HOST.startsWith(`unix://${shared(agent, "docker-socket")}/`));
+        for (const c of [agent, command]) {
+            assert.strictEqual(c.securityContext!.privileged, false);
+            assert.strictEqual(c.securityContext!.allowPrivilegeEscalation, false);
+        }
+        assert.strictEqual(mountsOf(dind).build, mountsOf(command).build, "the build directory is shared");
+        assert.strictEqual(mountsOf(dind)["docker-socket"], mountsOf(command)["docker-socket"], "so is dockerd's socket");
+        assert.ok(DOCKER_HOST.startsWith(`unix://${mountsOf(command)["docker-socket"]}/`));
     });
 
     it("passes dind arguments that start with dockerd, so the entrypoint adds no TCP listener", () => {
@@ -98,7 +122,7 @@ describe("buildJobManifest", () => {
             check: (m) => {
                 const p = m.spec!.template.spec!;
                 assert.strictEqual(p.initContainers, undefined);
-                assert.strictEqual(env(p.containers[0]).DOCKER_HOST, undefined);
+                assert.strictEqual(env(p.containers[1]).DOCKER_HOST, undefined);
                 assert.ok(!JSON.stringify(m).includes('"privileged":true'));
             },
         },
@@ -106,13 +130,14 @@ describe("buildJobManifest", () => {
             name: "node selector, tolerations, resources, deadline and TTL from config",
             config: {
                 nodeSelector: { pool: "ci" }, tolerations: [{ key: "ci", operator: "Exists", effect: "NoSchedule" }],
-                resources: { agent: { requests: { cpu: "2" }, limits: { memory: "4Gi" } } }, activeDeadlineSeconds: 600, ttlSecondsAfterFinished: 0,
+                resources: { command: { requests: { cpu: "2" }, limits: { memory: "4Gi" } } }, activeDeadlineSeconds: 600, ttlSecondsAfterFinished: 0,
             },
             check: (m) => {
                 const p = m.spec!.template.spec!;
                 assert.deepStrictEqual(p.nodeSelector, { pool: "ci" });
                 assert.deepStrictEqual(p.tolerations, [{ key: "ci", operator: "Exists", effect: "NoSchedule" }]);
-                assert.deepStrictEqual(p.containers[0].resources, { requests: { cpu: "2" }, limits: { memory: "4Gi" } });
+                assert.deepStrictEqual(p.containers[1].resources, { requests: { cpu: "2" }, limits: { memory: "4Gi" } });
+                assert.deepStrictEqual(p.containers[0].resources, { requests: { cpu: "100m", memory: "128Mi" } }, "the agent keeps its small default");
                 assert.strictEqual(m.spec!.activeDeadlineSeconds, 600);
                 assert.strictEqual(m.spec!.ttlSecondsAfterFinished, 0);
             },
@@ -121,8 +146,10 @@ describe("buildJobManifest", () => {
             name: "env and git credentials come from their Secrets",
             config: { env: "<secret>", gitCredentials: "<secret>" },
             check: (m) => {
-                const a = m.spec!.template.spec!.containers[0];
+                const a = m.spec!.template.spec!.containers[1];
                 assert.deepStrictEqual(a.envFrom, [{ secretRef: { name: "scaledkite-env" } }]);
+                assert.deepStrictEqual(m.spec!.template.spec!.containers[0].envFrom, a.envFrom, "the agent reads its own settings (e.g. its endpoint) there too");
+                assert.strictEqual(env(m.spec!.template.spec!.containers[0]).GIT_CONFIG_KEY_0, undefined, "git runs in the command container only");
                 assert.strictEqual(env(a).GIT_CONFIG_KEY_0, "credential.helper");
                 assert.match(env(a).GIT_CONFIG_VALUE_0, /^!f\(\) \{ if \[ "\$1" = get \]; then git credential-store --file=\/buildkite\/secrets\/git-credentials get; fi; \}; f$/,
                     "only `get` reaches credential-store: the read-only file is never written");
@@ -149,17 +176,18 @@ describe("buildJobManifest", () => {
                 const p = m.spec!.template.spec!;
                 assert.strictEqual(p.volumes!.find((v) => v.name === "ssh")!.secret!.secretName, "scaledkite-git-ssh");
                 assert.strictEqual(p.volumes!.find((v) => v.name === "ssh")!.secret!.defaultMode, 0o400);
-                assert.match(env(p.containers[0]).GIT_SSH_COMMAND, /-i \/buildkite\/ssh\/id_ssh .*UserKnownHostsFile=\/buildkite\/ssh\/known_hosts -o StrictHostKeyChecking=yes/);
+                assert.ok(!p.containers[0].volumeMounts!.some((v) => v.name === "ssh"), "the agent container does not mount the key");
+                assert.match(env(p.containers[1]).GIT_SSH_COMMAND, /-i \/buildkite\/ssh\/id_ssh .*UserKnownHostsFile=\/buildkite\/ssh\/known_hosts -o StrictHostKeyChecking=yes/);
             },
         },
         {
-            name: "hooks come from their ConfigMap, executable, at the agent's hooks path",
+            name: "hooks come from their ConfigMap, executable, in the command container, where the job's hooks run",
             config: { hooks: { environment: "export A=1" } },
             check: (m) => {
                 const p = m.spec!.template.spec!;
                 assert.deepStrictEqual(p.volumes!.find((v) => v.name === "hooks")!.configMap, { name: "scaledkite-hooks", defaultMode: 0o755 });
-                assert.strictEqual(env(p.containers[0]).BUILDKITE_HOOKS_PATH, "/buildkite/hooks");
-                assert.ok(p.containers[0].volumeMounts!.some((v) => v.name === "hooks" && v.mountPath === "/buildkite/hooks"));
+                assert.strictEqual(env(p.containers[0]).BUILDKITE_ADDITIONAL_HOOKS_PATHS, "/buildkite/hooks", "the agent passes the path to the bootstrap");
+                assert.ok(p.containers[1].volumeMounts!.some((v) => v.name === "hooks" && v.mountPath === "/buildkite/hooks"));
             },
         },
         {
@@ -172,7 +200,7 @@ describe("buildJobManifest", () => {
                 const p = m.spec!.template.spec!;
                 assert.strictEqual(p.serviceAccountName, "builder");
                 assert.ok(p.affinity!.nodeAffinity);
-                assert.deepStrictEqual(p.containers[0].envFrom, [{ secretRef: { name: "scaledkite-env" } }, { configMapRef: { name: "build-env" } }]);
+                assert.deepStrictEqual(p.containers[1].envFrom, [{ secretRef: { name: "scaledkite-env" } }, { configMapRef: { name: "build-env" } }]);
             },
         },
         {
@@ -190,11 +218,10 @@ describe("buildJobManifest", () => {
                 const p = m.spec!.template.spec!;
                 assert.strictEqual(p.serviceAccountName, "scaledkite-worker");
                 assert.strictEqual(p.automountServiceAccountToken, false, "no Kubernetes API token in the pod");
-                const e = env(p.containers[0]);
-                assert.strictEqual(e.BUILDKITE_HOOKS_PATH, "/buildkite/hooks");
-                assert.strictEqual(e.BUILDKITE_ADDITIONAL_HOOKS_PATHS, "/buildkite/scaledkite-hooks");
+                assert.strictEqual(env(p.containers[0]).BUILDKITE_ADDITIONAL_HOOKS_PATHS, "/buildkite/hooks,/buildkite/scaledkite-hooks", "the user's hooks run first");
+                assert.strictEqual(env(p.containers[1]).SCALEDKITE_SERVICE_ACCOUNT!.fieldRef.fieldPath, "spec.serviceAccountName");
                 assert.deepStrictEqual(p.volumes!.find((v) => v.name === "scaledkite-hooks")!.configMap, { name: "scaledkite-ecr-login", defaultMode: 0o755 });
-                assert.ok(p.containers[0].volumeMounts!.some((v) => v.mountPath === "/buildkite/scaledkite-hooks" && v.readOnly));
+                assert.ok(p.containers[1].volumeMounts!.some((v) => v.mountPath === "/buildkite/scaledkite-hooks" && v.readOnly));
             },
         },
         {
@@ -210,6 +237,7 @@ describe("buildJobManifest", () => {
                 assert.strictEqual(p.priorityClassName, "ci");
                 assert.strictEqual(p.containers[0].workingDir, "/work");
                 assert.strictEqual(p.containers[0].image, "buildkite/agent:3.138.3", "the rest of the agent stays");
+                assert.strictEqual(p.containers[1].workingDir, "/buildkite/builds", "the command container is not touched");
                 assert.strictEqual(p.automountServiceAccountToken, undefined);
             },
         },
@@ -220,6 +248,18 @@ describe("buildJobManifest", () => {
             v.check(manifestFor(settingsFor(v.config), event));
         });
     }
+
+    it("cuts every annotation taken from the job's text, so a huge value cannot make every create fail", () => {
+        const huge = "x".repeat(300_000);
+        const m = manifestFor(settings, anEvent().uuid("9e6c3f19-4fdb-4e8e-b925-28cd7504e17f").with((e) => {
+            e.detail.build.branch = huge; e.detail.build.commit = huge; e.detail.build.uuid = huge;
+            e.detail.job.step_key = huge; e.detail.job.label = huge; e.detail.pipeline.slug = huge;
+        }).build());
+        const annotations = m.spec!.template.metadata!.annotations!;
+        for (const [k, v] of Object.entries(annotations)) assert.ok(v.length <= MAX_ANNOTATION_LENGTH, `${k}: ${v.length} characters`);
+        assert.ok(JSON.stringify(annotations).length < 256 * 1024 / 8, "far below the API server's 256 KiB for all annotations");
+        assert.strictEqual(annotations["buildkite.com/build-branch"], `${"x".repeat(MAX_ANNOTATION_LENGTH - 1)}…`);
+    });
 
     it("keeps node autoscalers from evicting a running build", () => {
         const a = job.spec!.template.metadata!.annotations!;

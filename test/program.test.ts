@@ -160,10 +160,8 @@ describe("Pulumi program", function () {
         assert.deepStrictEqual(dlq.alarmActions, [], "no topic configured");
         const filter = run.named("aws:cloudwatch/logMetricFilter:LogMetricFilter", "scheduler-invalid-events").inputs;
         assert.strictEqual(filter.logGroupName, "/scaledkite/test/scheduler");
-        const line = JSON.stringify({ msg: "scaledkite.schedule", outcome: "invalid", reason: "x" });
-        const regex = new RegExp(filter.pattern.slice(1, -1));
-        assert.ok(regex.test(line), "the pattern matches an invalid-event line");
-        assert.ok(!regex.test(JSON.stringify({ outcome: "failed", reason: "rejected by the API server as invalid" })), "and not a failure that mentions invalid");
+        // A JSON pattern on the decision line's own fields: exact, so no text inside a reason can match it.
+        assert.strictEqual(filter.pattern, '{ $.msg = "scaledkite.schedule" && $.outcome = "invalid" }');
     });
 
     it("runs the sweep every minute with its own identity, which alone may read the agent token", () => {
@@ -172,11 +170,24 @@ describe("Pulumi program", function () {
         assert.strictEqual(schedule.eventBusName, undefined, "the default bus");
         const fn = run.named("aws:lambda/function:Function", "sweep-fn").inputs;
         assert.strictEqual(fn.runtime, "nodejs24.x");
+        assert.strictEqual(fn.reservedConcurrentExecutions, 1, "sweeps never overlap");
+        assert.strictEqual(run.named("aws:lambda/function:Function", "scheduler-fn").inputs.reservedConcurrentExecutions, undefined, "the scheduler uses the unreserved pool unless told");
         assert.match(fn.role, /sweep-role/);
         assert.deepStrictEqual(run.named("aws:eks/accessEntry:AccessEntry", "sweep-access").inputs.kubernetesGroups, ["scaledkite:sweeper"]);
         const role = run.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-sweeper").inputs;
-        assert.deepStrictEqual(role.rules[2], { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["scaledkite-agent-token"] });
+        assert.deepStrictEqual(role.rules[2], { apiGroups: [""], resources: ["events"], verbs: ["list"] }, "when a worker's container first failed to start");
+        assert.deepStrictEqual(role.rules[3], { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["scaledkite-agent-token"] });
         assert.deepStrictEqual(run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-sweeper").inputs.subjects[0].name, "scaledkite:sweeper");
+    });
+
+    it("lets the Lambdas' groups create only worker Jobs of Scaledkite's shape (a ValidatingAdmissionPolicy for the namespace)", () => {
+        const policy = run.named("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy", "workers-job-shape").inputs;
+        assert.strictEqual(policy.metadata.name, "scaledkite-workers-buildkite");
+        assert.match(policy.spec.matchConditions[0].expression, /\["scaledkite:scheduler", "scaledkite:sweeper"\]/);
+        assert.ok(policy.spec.validations.some((v: { expression: string }) => v.expression.includes('["buildkite/agent:3.138.3", "docker:28.5.2-dind"]')), "the stack's images");
+        const binding = run.named("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding", "workers-job-shape").inputs;
+        assert.deepStrictEqual([binding.spec.policyName, binding.spec.validationActions, binding.spec.matchResources.namespaceSelector.matchLabels],
+            ["scaledkite-workers-buildkite", ["Deny"], { "kubernetes.io/metadata.name": "buildkite" }]);
     });
 
     describe("with spend caps and an alarm topic", () => {
@@ -209,6 +220,30 @@ describe("Pulumi program", function () {
             const attachment = r.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs;
             assert.strictEqual(attachment.policyArn, "arn:aws:iam::aws:policy/AmazonEKSFargatePodExecutionRolePolicy");
             assert.match(attachment.role, /fargate-pods/, "the managed policy is on the Fargate role, not the Lambda's");
+            const [trust] = statements(r.named("aws:iam/role:Role", "workers-fargate-pods").inputs.assumeRolePolicy);
+            assert.deepStrictEqual(trust.Condition, { ArnLike: { "aws:SourceArn": "arn:aws:eks:us-east-1:123456789012:fargateprofile/ci-cluster/*" } },
+                "only this cluster's Fargate profiles may use the role");
+        });
+    });
+
+    describe("in a VPC, with reserved concurrency", () => {
+        it("puts every Lambda in the configured subnets and security groups, lets each role manage its interfaces, and reserves what was asked", async () => {
+            const config: Record<string, string> = {
+                ...baseConfig(), "scaledkite:agentTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/bk-token-AbC123",
+                "scaledkite:lambdaSubnetIds": JSON.stringify(["subnet-0abc1234", "subnet-0def5678"]), "scaledkite:lambdaSecurityGroupIds": JSON.stringify(["sg-0123abcd"]),
+                "scaledkite:schedulerConcurrency": "50",
+            };
+            delete config["scaledkite:agentToken"];
+            const r = await runProgram(config);
+            const fns = r.ofType("aws:lambda/function:Function");
+            assert.deepStrictEqual(fns.map((f) => f.name).sort(), ["scheduler-fn", "sweep-fn", "token-sync-fn"]);
+            for (const f of fns) {
+                assert.deepStrictEqual(f.inputs.vpcConfig, { subnetIds: ["subnet-0abc1234", "subnet-0def5678"], securityGroupIds: ["sg-0123abcd"] }, f.name);
+            }
+            assert.strictEqual(r.named("aws:lambda/function:Function", "scheduler-fn").inputs.reservedConcurrentExecutions, 50);
+            const vpcPolicies = r.ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.name.endsWith("-vpc"));
+            assert.deepStrictEqual(vpcPolicies.map((p) => p.name).sort(), ["scheduler-vpc", "sweep-vpc", "token-sync-vpc"]);
+            assert.ok(statements(vpcPolicies[0].inputs.policy)[0].Action.includes("ec2:CreateNetworkInterface"));
         });
     });
 
@@ -231,6 +266,10 @@ describe("Pulumi program", function () {
             const r = await runProgram({ ...baseConfig(), "scaledkite:ecrRegistries": JSON.stringify(registries) });
             const trust = statements(r.named("aws:iam/role:Role", "ecr-workers").inputs.assumeRolePolicy);
             assert.deepStrictEqual(trust[0].Principal, { Service: "pods.eks.amazonaws.com" });
+            assert.deepStrictEqual(trust[0].Condition.StringEquals, {
+                "aws:SourceAccount": "123456789012", "aws:RequestTag/eks-cluster-name": "ci-cluster",
+                "aws:RequestTag/kubernetes-namespace": "buildkite", "aws:RequestTag/kubernetes-service-account": "scaledkite-worker",
+            }, "only the workers' service account in this cluster and namespace, not any Pod Identity association in the account");
             const policy = statements(r.named("aws:iam/rolePolicy:RolePolicy", "ecr-workers").inputs.policy);
             assert.deepStrictEqual(policy.map((s) => [s.Sid, s.Resource]), [
                 ["EcrLogin", "*"],

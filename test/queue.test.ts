@@ -15,6 +15,8 @@ describe("matchQueue", () => {
         { name: "wildcard tag rules are not copied", rules: ["queue=dynamic", "arch=*"], queue: "dynamic", tags: ["queue=dynamic"] },
         { name: "duplicate rules are copied once", rules: ["queue=dynamic", "os=linux", "os=linux"], queue: "dynamic", tags: ["queue=dynamic", "os=linux"] },
         { name: "regex characters in a queue name are literal", rules: ["queue=dyn.mic"], reason: /does not serve/ },
+        { name: "a rule whose value holds a comma (no agent tag can carry it)", rules: ["queue=dynamic", "os=linux,arm64"], reason: /job rule "os=linux,arm64" holds a ",", which no buildkite-agent tag can carry/ },
+        { name: "a comma in a wildcard rule is not copied, so it is harmless", rules: ["queue=dynamic", "os=linux,*"], queue: "dynamic", tags: ["queue=dynamic"] },
     ];
     for (const c of cases) {
         it(c.name, () => {

@@ -79,11 +79,11 @@ async function main(): Promise<void> {
         const queues = Object.fromEntries(Object.entries(config.queues).map(([q, w]) => [q, { ...w, image: LOCAL_IMAGES.agent, dindImage: LOCAL_IMAGES.dind }]));
         const settings = schedulerSettings({ ...config, queues, secrets: { ...config.secrets, env: true, gitCredentials: true } });
         say(`\n2. The dev stack's Kubernetes side in namespace "${ns}" (placeholder secret values)`);
-        await applyStack(kc, config, {
+        await applyStack(kc, { ...config, queues }, {
             agentToken: api?.registrationToken, gitCredentials: "https://demo:demo@github.com",
             env: { GITHUB_TOKEN: "demo", ...(api ? { BUILDKITE_AGENT_ENDPOINT: api.endpoint } : {}) },
         });
-        say(`   namespace, 3 Secrets, the hooks ConfigMap, ${config.ecr ? "the workers' service account and ECR login hook, " : ""}Role and RoleBinding for group scaledkite:scheduler`);
+        say(`   namespace, 3 Secrets, the hooks ConfigMap, ${config.ecr ? "the workers' service account and ECR login hook, " : ""}Role and RoleBinding for group scaledkite:scheduler, the admission policy for its Jobs' shape`);
 
         const sample = JSON.parse(fs.readFileSync(SAMPLE, "utf8"));
         const plainUuid = "0b7d5c1e-6a0f-4c1e-9a53-3f2b8d1c7e42";

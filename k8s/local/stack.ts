@@ -12,7 +12,8 @@ import { readStackFile } from "../../scheduler/cli";
 import { parseStackConfig, StackConfig } from "../../scheduler/config";
 import { AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES, WORKER_SERVICE_ACCOUNT } from "../../scheduler/settings";
 import { ecrHookFiles } from "../ecrLogin";
-import { schedulerRbac } from "../rbac";
+import { SCHEDULER_GROUP, schedulerRbac } from "../rbac";
+import { podSecurityLabels, workerJobPolicy, workerShape } from "../workerPolicy";
 import { PROJECT_ROOT } from "./cluster";
 
 /** The stack file `Pulumi.<name>.yaml` of the project, parsed and checked (secrets may be unset). */
@@ -33,7 +34,7 @@ export function stackObjects(config: StackConfig, values: SecretValues = {}): ob
     const ns = config.namespace;
     const secret = (name: string, data: Record<string, string>) => ({ apiVersion: "v1", kind: "Secret", metadata: { name, namespace: ns }, stringData: data });
     return [
-        { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } },
+        { apiVersion: "v1", kind: "Namespace", metadata: { name: ns, labels: podSecurityLabels(config.queues) } },
         secret(SECRET_NAMES.agentToken, { [AGENT_TOKEN_KEY]: values.agentToken ?? "local-placeholder-agent-token" }),
         secret(SECRET_NAMES.env, values.env ?? { EXAMPLE: "local-placeholder" }),
         secret(SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: values.gitCredentials ?? "https://local:placeholder@git.example.invalid" }),
@@ -43,22 +44,34 @@ export function stackObjects(config: StackConfig, values: SecretValues = {}): ob
             { apiVersion: "v1", kind: "ConfigMap", metadata: { name: ECR_HOOKS_CONFIGMAP, namespace: ns }, data: ecrHookFiles(config.ecr.registries) },
         ] : []),
         ...schedulerRbac(ns),
+        ...workerJobPolicy(ns, [SCHEDULER_GROUP], workerShape(config.queues, config.ecr ? WORKER_SERVICE_ACCOUNT : undefined)),
     ];
 }
 
-/** Creates the stack's objects; what exists is kept, except Secrets, whose values are replaced. */
+/**
+ * Creates the stack's objects; what exists is kept, except Secrets, whose values are replaced, and the
+ * admission policy, which follows the stack's images (it is cluster-wide, so it outlives a namespace).
+ */
 export async function applyStack(kc: K8s.KubeConfig, config: StackConfig, values: SecretValues = {}): Promise<string[]> {
     const k8s: typeof K8s = require("@kubernetes/client-node");
     const client = k8s.KubernetesObjectApi.makeApiClient(kc);
     const made: string[] = [];
+    let replacedPolicy = false;
     for (const obj of stackObjects(config, values) as K8s.KubernetesObject[]) {
         try {
             await client.create(obj);
             made.push(`${obj.kind} ${obj.metadata?.name}`);
         } catch (e) {
             if ((e as { code?: number }).code !== 409) throw new Error(`creating ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n")[0]}`);
-            if (obj.kind === "Secret") await client.replace(obj);
+            if (obj.kind === "Secret" || obj.kind?.startsWith("ValidatingAdmissionPolicy")) {
+                const existing = await client.read({ apiVersion: obj.apiVersion!, kind: obj.kind!, metadata: { name: obj.metadata!.name!, namespace: obj.metadata?.namespace } });
+                await client.replace({ ...obj, metadata: { ...obj.metadata, resourceVersion: existing.metadata?.resourceVersion } });
+                if (obj.kind !== "Secret") replacedPolicy = true;
+            }
         }
     }
+    // The API server swaps in a changed admission policy a moment later (its policy informer), so the
+    // first Jobs are not judged by the old one.
+    if (replacedPolicy) await new Promise((r) => setTimeout(r, 2_000));
     return made;
 }

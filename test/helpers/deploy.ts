@@ -80,7 +80,7 @@ export function onStandInNode(extra: Record<string, unknown>): Record<string, un
 }
 
 /** Requests small enough that several workers fit the 2-core real node at once (unless a test sets its own). */
-export const SMALL_WORKERS = { resources: { agent: { requests: { cpu: "10m", memory: "64Mi" } }, dind: { requests: { cpu: "10m", memory: "64Mi" } } } };
+export const SMALL_WORKERS = { resources: { agent: { requests: { cpu: "10m", memory: "64Mi" } }, command: { requests: { cpu: "10m", memory: "64Mi" } }, dind: { requests: { cpu: "10m", memory: "64Mi" } } } };
 
 /**
  * Runs the program for `namespace` and applies its Kubernetes side to the local cluster. Workers go
@@ -100,7 +100,9 @@ export async function deployStack(state: ClusterState, namespace: string, extra:
             await client.create(obj);
         } catch (e) {
             if ((e as { code?: number }).code !== 409) throw new Error(`applying ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n").slice(0, 3).join(" ")}`);
-            await client.replace(obj);
+            // An update of what a previous run left (cluster-wide objects outlive the test namespaces).
+            const existing = await client.read({ apiVersion: obj.apiVersion!, kind: obj.kind!, metadata: { name: obj.metadata!.name!, namespace: obj.metadata?.namespace } });
+            await client.replace({ ...obj, metadata: { ...obj.metadata, resourceVersion: existing.metadata?.resourceVersion } });
         }
     }
     const raw: Record<string, unknown> = {};

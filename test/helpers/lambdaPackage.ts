@@ -31,7 +31,8 @@ process.stdin.on("end", async () => {
   let i = 0;
   for (const event of events) {
     const t = process.hrtime.bigint();
-    const context = { awsRequestId: "local-" + (i++), functionName: "scaledkite-scheduler", getRemainingTimeInMillis: () => 30000 };
+    const timeoutMs = Number(process.env.LAMBDA_TIMEOUT_MS || 30000), invoked = Date.now();
+    const context = { awsRequestId: "local-" + (i++), functionName: "scaledkite-scheduler", getRemainingTimeInMillis: () => timeoutMs - (Date.now() - invoked) };
     try {
       const value = await handler(event, context);
       console.log("RESULT " + JSON.stringify({ ok: true, value, ms: Number(process.hrtime.bigint() - t) / 1e6, loadedMs }));

@@ -17,6 +17,8 @@ export interface StandIn {
     finished: Map<string, string>;
     /** Job states get-states answers (default "scheduled"). */
     states: Map<string, string>;
+    /** Answers the next N finish requests with 503. */
+    failFinish: number;
     /** Answers the next N requests with this status (429 carries Retry-After: 1). */
     failNext(status: number, count?: number): void;
     requests: string[];
@@ -32,7 +34,7 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
     const states = new Map<string, string>();
     const failures: number[] = [];
     const requests: string[] = [];
-    const state = { pageSize: 1000 };
+    const state = { pageSize: 1000, failFinish: 0 };
 
     const server = http.createServer((req, res) => {
         let body = "";
@@ -72,6 +74,10 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
             }
             const fin = /^\/v3\/stacks\/([^/]+)\/jobs\/([^/]+)\/finish$/.exec(url.pathname);
             if (req.method === "POST" && fin) {
+                if (state.failFinish > 0) {
+                    state.failFinish--;
+                    return send(503, { message: "Service Unavailable" });
+                }
                 const b = JSON.parse(body || "{}");
                 if (typeof b.detail === "string" && b.detail.length > 4096) return send(422, { message: "detail is too long" });
                 finished.set(fin[2], b.detail ?? "");
@@ -99,6 +105,8 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         requests,
         get pageSize() { return state.pageSize; },
         set pageSize(n: number) { state.pageSize = n; },
+        get failFinish() { return state.failFinish; },
+        set failFinish(n: number) { state.failFinish = n; },
         failNext(status, count = 1) { for (let i = 0; i < count; i++) failures.push(status); },
         close: () => new Promise<void>((r) => server.close(() => r())),
     };

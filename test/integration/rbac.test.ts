@@ -9,10 +9,10 @@ import { ClusterState } from "../../k8s/local/cluster";
 import { KubernetesError } from "../../scheduler/errors";
 import { bearerJobClient } from "../../scheduler/kube";
 import { TokenCache } from "../../scheduler/eksToken";
-import { createEventHandler } from "../../scheduler/handler";
-import { anEvent } from "../helpers/builders";
+import { createEventHandler, decide } from "../../scheduler/handler";
+import { anEvent, newUuid } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, kubeConfigAs } from "../helpers/deploy";
-import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
+import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 
 async function status(call: () => Promise<unknown>): Promise<number> {
     try {
@@ -74,6 +74,70 @@ describe("scheduler RBAC on a real API server", function () {
             assert.match(e.message, /check the scheduler's RBAC Role and EKS access entry/);
             return true;
         });
+    });
+
+    describe("the ValidatingAdmissionPolicy: only worker Jobs of Scaledkite's shape", () => {
+        /** A worker Job as the scheduler makes it, then changed by `change`. */
+        function workerJob(change: (job: any) => void): any {
+            const d = decide(stack.settings, anEvent().uuid(newUuid()).build());
+            if (d.outcome !== "schedule") throw new Error(d.reason);
+            const job = JSON.parse(JSON.stringify(d.manifest));
+            change(job);
+            return job;
+        }
+        const pod = (job: any) => job.spec.template.spec;
+        before(async () => {
+            // The API server compiles a new policy within a moment; until then it admits everything.
+            await eventually("the policy to be in force", async () =>
+                creatorAs(state).createJob(workerJob((j) => { pod(j).hostPID = true; })).then(() => undefined, () => true), 20_000);
+        });
+        const refused: [string, (job: any) => void, RegExp][] = [
+            ["a hostPath volume (the node's disk)", (j) => pod(j).volumes.push({ name: "root", hostPath: { path: "/" } }), /hostPath volumes are not allowed/],
+            ["another image", (j) => { pod(j).containers[1].image = "evil.example/root:1"; }, /image evil\.example\/root:1 is not one of the stack's worker images/],
+            ["a privileged command container", (j) => { pod(j).containers[1].securityContext = { privileged: true }; }, /only the dind sidecar may be privileged/],
+            ["a privileged init container that is not dind", (j) => { pod(j).initContainers.push({ name: "setup", image: pod(j).containers[0].image, securityContext: { privileged: true } }); }, /only the dind sidecar may be privileged/],
+            ["the host's process namespace", (j) => { pod(j).hostPID = true; }, /host namespaces \(hostNetwork, hostPID, hostIPC\) are not allowed/],
+            ["the host's network", (j) => { pod(j).hostNetwork = true; }, /host namespaces/],
+            ["another service account", (j) => { pod(j).serviceAccountName = "cluster-admin-sa"; }, /service account cluster-admin-sa is not one of the stack's \(default\)/],
+            ["no worker labels", (j) => { delete j.metadata.labels["app.kubernetes.io/managed-by"]; }, /its labels .* are missing/],
+        ];
+        for (const [what, change, message] of refused) {
+            it(`refuses ${what}, created as the scheduler's identity, with a clear message`, async () => {
+                await assert.rejects(creatorAs(state).createJob(workerJob(change)), (e: KubernetesError) => {
+                    assert.strictEqual(e.retryable, false, e.message);
+                    assert.match(e.message, /Scaledkite's scheduler may only create worker Jobs of the shape it makes/);
+                    assert.match(e.message, message);
+                    assert.ok(!e.message.includes("\n"));
+                    return true;
+                });
+            });
+        }
+
+        it("accepts the worker Job as made (every other test creates them through it), and binds only the Lambdas' groups", async () => {
+            assert.strictEqual(await creatorAs(state).createJob(workerJob(() => {})), "created");
+            // An administrator is not the scheduler: the policy does not apply to them.
+            const job = workerJob((j) => { pod(j).hostPID = true; });
+            await adminConfig(state).makeApiClient(k8sClient().BatchV1Api).createNamespacedJob({ namespace: stack.namespace, body: job });
+        });
+    });
+
+    it("Pod Security Admission: a stack without dind enforces baseline on its namespace, so even an admin's privileged pod is refused", async () => {
+        const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+        const labels = (await core.readNamespace({ name: stack.namespace })).metadata!.labels!;
+        assert.strictEqual(labels["pod-security.kubernetes.io/enforce"], "privileged", "dind (the default) needs privileged");
+        const docker = "rbac-no-dind";
+        try {
+            await deployStack(state, docker, { dind: false });
+            assert.strictEqual((await core.readNamespace({ name: docker })).metadata!.labels!["pod-security.kubernetes.io/enforce"], "baseline");
+            const err = await core.createNamespacedPod({
+                namespace: docker,
+                body: { metadata: { name: "root-on-the-node" }, spec: { containers: [{ name: "c", image: "x", securityContext: { privileged: true } }] } },
+            }).then(() => undefined, (e) => e as { code?: number; body?: string });
+            assert.strictEqual(err?.code, 403);
+            assert.match(String(err?.body), /violates PodSecurity \\"baseline:latest\\": privileged/);
+        } finally {
+            await deleteNamespace(state, docker);
+        }
     });
 
     it("refuses an identity with no access entry group", async () => {

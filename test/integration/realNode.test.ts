@@ -58,7 +58,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
             ...LOCAL_WORKER_IMAGES, agentToken: api.registrationToken, env: { BUILDKITE_AGENT_ENDPOINT: api.endpoint },
             terminationGracePeriodSeconds: GRACE_SECONDS, ttlSecondsAfterFinished: 600, backoffLimit: 0,
             // small requests, so a few workers fit the 2-core node at once
-            resources: { agent: { requests: { cpu: "100m", memory: "128Mi" } }, dind: { requests: { cpu: "100m", memory: "256Mi" } } }, ...extra,
+            resources: { agent: { requests: { cpu: "50m", memory: "64Mi" } }, command: { requests: { cpu: "100m", memory: "128Mi" } }, dind: { requests: { cpu: "100m", memory: "256Mi" } } }, ...extra,
         }, "real");
     }
 
@@ -136,6 +136,51 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         const logs = spawnSync("npm", ["run", "--silent", "kubectl", "--", "logs", "-n", stack.namespace, pods[0].metadata!.name!, "-c", "agent"], { cwd: PROJECT_ROOT, encoding: "utf8" });
         assert.strictEqual(logs.status, 0, logs.stderr);
         assert.match(logs.stdout, /Successfully registered agent/);
+    });
+
+    it("the build cannot find the registration token: not in its environment, /proc, mounted files or shared volumes; checkout, docker and meta-data work", async function () {
+        this.timeout(240_000);
+        const server = await startGitHttpServer(POD_GATEWAY_IP, "bot", "s3cret-token", { "README.md": "checked out\n" });
+        try {
+            const s = await newStack("real-token", { gitCredentials: `http://bot:s3cret-token@${new URL(server.url).host}` });
+            const token = api.registrationToken;
+            const half = Math.floor(token.length / 2);
+            const uuid = newUuid();
+            api.addJob(uuid, {
+                queue: QUEUE, repo: server.url,
+                // The token is built at run time from two halves, so the step's own text and
+                // environment never hold it; `search` reports each place that does.
+                command: [
+                    `T="${token.slice(0, half)}""${token.slice(half)}"`,
+                    "search() {",
+                    "  for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qF -- \"$1\" && echo \"FOUND in $f\"; done",
+                    "  env | grep -qF -- \"$1\" && echo 'FOUND in env'",
+                    // Every mounted and shared volume (the image's /usr cannot hold it).
+                    "  grep -rlF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr -- \"$1\" / 2>/dev/null | sed 's/^/FOUND in file /'",
+                    "}",
+                    "echo \"registration token: $(search \"$T\" | wc -l) places\"; search \"$T\"",
+                    // The same search finds the job's own access token, which the step does hold.
+                    "echo \"access token: $(search \"$BUILDKITE_AGENT_ACCESS_TOKEN\" | grep -c /proc/) places in /proc\"",
+                    "echo \"mounts: $(grep -o ' /[^ ]*' /proc/self/mounts | sort -u | tr -d '\\n')\"",
+                    "cat README.md",
+                    "printf 'FROM scratch\\nCOPY README.md /\\n' > Dockerfile && docker build -q -t token-free . >/dev/null && echo 'docker build ok'",
+                    "buildkite-agent meta-data set checked-by-step yes && echo \"meta-data: $(buildkite-agent meta-data get checked-by-step)\"",
+                ].join("\n"),
+            });
+            await schedule(s, uuid);
+            const job = await finished(uuid, 200_000);
+            const text = api.text(uuid);
+            assert.strictEqual(job.exitStatus, "0", text);
+            assert.match(text, /^registration token: 0 places$/m, text);
+            assert.doesNotMatch(text, /^FOUND in/m);
+            assert.match(text, /^access token: [1-9]\d* places in \/proc$/m, "the search works: it finds what the step holds");
+            assert.match(text, /^mounts: .*\/workspace/m, "the shared volume was searched");
+            assert.match(text, /^checked out$/m);
+            assert.match(text, /^docker build ok$/m);
+            assert.match(text, /^meta-data: yes$/m);
+        } finally {
+            await server.close();
+        }
     });
 
     it("reports a failing command's exit status; the worker completes and is not retried", async function () {

@@ -183,9 +183,56 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
             const lines: string[] = [];
             const { workers } = await sweeper(s, lines)();
             assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
-            assert.match(api.finished.get(uuid)!, /^Scaledkite: the worker could not start: (ErrImagePull|ImagePullBackOff) for container agent \(image "buildkite\/agent:does-not-exist"\): .*docker.io\/buildkite\/agent:does-not-exist/);
+            assert.match(api.finished.get(uuid)!, /^Scaledkite: the worker could not start: (ErrImagePull|ImagePullBackOff) for container agent \(image "buildkite\/agent:does-not-exist"\), failing for 0 min: .*docker.io\/buildkite\/agent:does-not-exist/);
             assert.deepStrictEqual(await jobUuids(s.namespace), []);
             assert.ok(lines.some((l) => /"outcome":"unrunnable"/.test(l)));
+        });
+
+        it("a pull failure counts from the kubelet's first Failed event: within the grace the worker stays, past it the job is failed", async () => {
+            const s = await stack("sweep-pull-grace", { queues: { dynamic: { image: "buildkite/agent:does-not-exist", dind: false }, other: {} } });
+            const uuid = await schedule(s, "dynamic");
+            await podWaiting(s.namespace, uuid, (p) => /^(ErrImagePull|ImagePullBackOff)$/.test(p.status?.containerStatuses?.[0]?.state?.waiting?.reason ?? ""));
+            const sweepWith = (graceMs: number) => createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint }), creatorAs(state, SWEEPER_IDENTITY),
+                "scaledkite-test", () => {}, { pendingTimeoutMs: 0, startFailureGraceMs: graceMs });
+            // The pod is older than the grace measured from its creation would allow, yet its failure is new.
+            await new Promise((r) => setTimeout(r, 2_000));
+            assert.deepStrictEqual((await sweepWith(60_000)()).workers.failed, [], "a failure seen for seconds is not given up on");
+            assert.deepStrictEqual(await jobUuids(s.namespace), [uuid]);
+            // The sweep's identity reads the kubelet's events (its Role allows it), so it knows when the failure began.
+            const events = await creatorAs(state, SWEEPER_IDENTITY).listPodFailures!(s.namespace);
+            assert.ok(events.some((e) => e.reason === "Failed" && /\{(agent|command)\}$/.test(e.involvedObject.fieldPath ?? "") && e.firstTimestamp), JSON.stringify(events));
+            const { workers } = await sweepWith(1_000)();
+            assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
+            assert.match(api.finished.get(uuid)!, /could not start: (ErrImagePull|ImagePullBackOff) for container (agent|command) .*, failing for 0 min/);
+        });
+
+        it("keeps a stuck worker while failing its job in Buildkite does not succeed, and fails it on the next sweep", async () => {
+            const s = await stack("sweep-keep", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const uuid = await schedule(s, "dynamic");
+            await podWaiting(s.namespace, uuid, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));
+            const lines: string[] = [];
+            // Both queues' listings answer; the finish and the job-state check do not.
+            api.scheduled.set("dynamic", []);
+            const sweep = sweeper(s, lines);
+            api.failFinish = 1;
+            await assert.rejects(sweep(), /job .*: could not fail it in Buildkite \(its worker stays\)/);
+            assert.deepStrictEqual(await jobUuids(s.namespace), [uuid], "no worker deleted before Buildkite knows why");
+            assert.ok(lines.some((l) => /"outcome":"kept"/.test(l)), lines.join("\n"));
+            assert.strictEqual(api.finished.get(uuid), undefined);
+            const { workers } = await sweep();
+            assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
+            assert.deepStrictEqual(await jobUuids(s.namespace), []);
+        });
+
+        it("a full spend cap is not an error: the jobs that fit are created, the rest wait for a later sweep", async () => {
+            const s = await stack("sweep-quota", { maxConcurrentJobs: 1, nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const jobs = [stacksJob("dynamic"), stacksJob("dynamic"), stacksJob("dynamic")];
+            api.scheduled.set("dynamic", jobs);
+            const lines: string[] = [];
+            const report = await sweeperFor(s, lines)();
+            const dynamic = report.queues.find((q) => q.queue === "dynamic")!;
+            assert.deepStrictEqual([dynamic.created, dynamic.deferred, dynamic.failed], [1, 2, 0]);
+            assert.strictEqual((await jobUuids(s.namespace)).length, 1);
         });
 
         it("fails the Buildkite job of a worker that cannot be scheduled, with the scheduler's message, and deletes it", async () => {

@@ -21,7 +21,7 @@ interface Variant { name: string; config: Record<string, unknown> }
 const scheduling = {
     nodeSelector: { "kubernetes.io/os": "linux" },
     tolerations: [{ key: "buildkite", operator: "Exists", effect: "NoSchedule" }],
-    resources: { agent: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } }, dind: { requests: { cpu: "100m" }, limits: { cpu: "2" } } },
+    resources: { command: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } }, dind: { requests: { cpu: "100m" }, limits: { cpu: "2" } } },
     agentTags: ["os=linux"], labels: { team: "platform" }, annotations: { "example.com/owner": "ci" },
     terminationGracePeriodSeconds: 30, backoffLimit: 0,
 };
@@ -86,7 +86,7 @@ describe("worker Jobs on a real API server", function () {
             "arm-affinity": { affinity: { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 1, preference: { matchExpressions: [{ key: "kubernetes.io/arch", operator: "In", values: ["arm64"] }] } }] } } },
             "with-identity": { serviceAccountName: "builder", envFrom: [{ configMapRef: { name: "build-env" } }, { secretRef: { name: "npm-token" } }], env: { NODE_ENV: "test" } },
             "patched": { dind: false, podSpecPatch: { dnsPolicy: "Default", containers: [{ name: "agent", workingDir: "/workspace" }], hostAliases: [{ ip: "127.0.0.1", hostnames: ["cache.local"] }] } },
-            "big": { resources: { agent: { requests: { cpu: "2", memory: "4Gi" }, limits: { memory: "8Gi" } } }, image: "buildkite/agent:3.138.3-ubuntu-24.04" },
+            "big": { resources: { command: { requests: { cpu: "2", memory: "4Gi" }, limits: { memory: "8Gi" } } }, image: "buildkite/agent:3.138.3-ubuntu-24.04" },
         };
         let stack: DeployedStack;
         before(async function () {
