@@ -1,10 +1,10 @@
 /**
  * Scaledkite: on-demand Buildkite workers on an existing EKS cluster.
  *
- *   Buildkite --"Job Scheduled"--> EventBridge rule --> Lambda --> one Kubernetes Job per Buildkite job
+ *   Buildkite --"Job Scheduled"--> EventBridge rule --> SQS queue --> Lambda --> one Kubernetes Job per Buildkite job
  *
  * Data flow of this program: stack config -> validated StackConfig -> the existing cluster (read once)
- * -> the workers' namespace, Secrets and RBAC (k8s/) -> the rule, DLQ and Lambda (scheduler/).
+ * -> the workers' namespace, Secrets, RBAC and admission policy (k8s/) -> the rules, event queue, DLQ and Lambdas (scheduler/).
  */
 import * as pulumi from "@pulumi/pulumi";
 import { createClusterProvider, readCluster } from "./k8s/cluster";
@@ -106,6 +106,7 @@ export const schedulerRoleArn = scheduler.roleArn;
 export const eventRuleArn = scheduler.ruleArn;
 export const cancelRuleArn = scheduler.cancelRuleArn;
 export const deadLetterQueueUrl = scheduler.deadLetterQueueUrl;
+export const eventQueueUrl = scheduler.eventQueueUrl;
 export const logGroupName = scheduler.logGroupName;
 export const sweepFunctionName = sweeper?.functionName ?? "sweep off";
 export const workerRoleArn = ecr?.roleArn ?? "no ECR registries";

@@ -549,7 +549,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const lambda: LambdaConfig = {
         memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? 128,
         timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, MIN_LAMBDA_TIMEOUT_SECONDS, 900) ?? 30,
-        schedulerConcurrency: asInteger(raw.schedulerConcurrency, "schedulerConcurrency", p, 1, 10000),
+        schedulerConcurrency: asInteger(raw.schedulerConcurrency, "schedulerConcurrency", p, 2, 1000),
         sweepConcurrency: asInteger(raw.sweepConcurrency, "sweepConcurrency", p, 1, 10) ?? 1,
         network: readLambdaNetwork(raw, p),
         logRetentionDays: asInteger(raw.logRetentionDays, "logRetentionDays", p, 1, 3653) ?? 14,

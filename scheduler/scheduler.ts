@@ -1,10 +1,12 @@
 /**
- * The AWS side: the EventBridge rule on Buildkite's partner bus, its target with retries and a
- * dead-letter queue, and the Lambda that turns each "Job Scheduled" event into one worker Job.
+ * The AWS side: the EventBridge rules on Buildkite's partner bus, the SQS queue their events wait in
+ * (retried for at least a day, then the dead-letter queue, redrivable back), and the Lambda that
+ * takes them in batches and turns each "Job Scheduled" event into one worker Job.
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import type { LambdaConfig, LambdaNetwork } from "./config";
+import { BatchResponse, handleBatch, isSqsBatch, queueRetries } from "./batch";
 import { JOB_FINISHED, JOB_SCHEDULED } from "./event";
 import { createEventHandler } from "./handler";
 import { eksJobClient, EksClusterAccess, invocationDeadline } from "./kube";
@@ -41,55 +43,49 @@ export function eventPattern(accountId: string, queues: string[], detailType: ty
     return { account: [accountId], "detail-type": [detailType], ...(Object.keys(job).length ? { detail: { job } } : {}) };
 }
 
-/** The Lambda role's only permissions: write its logs, and send failed events to its own DLQ. */
-export function schedulerPolicy(logGroupArn: string, dlqArn: string): object {
+/** The Lambda role's only permissions: write its logs, and take batches from its own event queue. */
+export function schedulerPolicy(logGroupArn: string, queueArn: string): object {
     return {
         Version: "2012-10-17",
         Statement: [
             { Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${logGroupArn}:*` },
-            { Sid: "DeadLetters", Effect: "Allow", Action: ["sqs:SendMessage"], Resource: dlqArn },
+            { Sid: "TakeEvents", Effect: "Allow", Action: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource: queueArn },
         ],
     };
 }
 
-/** Lets EventBridge (for these rules only) put undeliverable events into the DLQ. */
-export function dlqPolicy(dlqArn: string, ruleArns: string[]): object {
+/** Lets EventBridge (for these rules only) put events into a queue (the event queue, or the DLQ for undeliverable ones). */
+export function eventBridgeQueuePolicy(queueArn: string, ruleArns: string[]): object {
     return {
         Version: "2012-10-17",
         Statement: [{
-            Sid: "EventBridgeDeadLetters",
+            Sid: "EventBridgeSends",
             Effect: "Allow",
             Principal: { Service: "events.amazonaws.com" },
             Action: "sqs:SendMessage",
-            Resource: dlqArn,
+            Resource: queueArn,
             Condition: { ArnEquals: { "aws:SourceArn": ruleArns } },
         }],
     };
 }
 
 /**
- * One route from the partner bus to the Lambda: the rule (its pattern completed with the account),
- * an explicit target with a retry policy and the DLQ, and the permission for this rule to invoke.
+ * One route from the partner bus to the event queue: the rule (its pattern completed with the
+ * account) and an explicit target with a retry policy and the DLQ for events it cannot deliver.
  */
 export function createEventRoute(
     name: string, pattern: Record<string, unknown>, args: SchedulerArgs, account: pulumi.Output<string>,
-    fn: aws.lambda.Function, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions,
+    queueArn: pulumi.Output<string>, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions,
 ): aws.cloudwatch.EventRule {
     const rule = new aws.cloudwatch.EventRule(name, {
         eventBusName: args.eventBusName,
         description: `Buildkite ${(pattern["detail-type"] as string[])[0]} events for queues ${Object.keys(args.settings.queues).join(", ")} (Scaledkite)`,
         eventPattern: account.apply((a) => JSON.stringify({ ...pattern, account: [a] })),
     }, opts);
-    new aws.lambda.Permission(`${name}-invoke`, {
-        action: "lambda:InvokeFunction",
-        function: fn.name,
-        principal: "events.amazonaws.com",
-        sourceArn: rule.arn,
-    }, opts);
     new aws.cloudwatch.EventTarget(`${name}-target`, {
         rule: rule.name,
         eventBusName: args.eventBusName,
-        arn: fn.arn,
+        arn: queueArn,
         retryPolicy: { maximumRetryAttempts: args.lambda.retryAttempts, maximumEventAgeInSeconds: args.lambda.maxEventAgeSeconds },
         deadLetterConfig: { arn: dlqArn },
     }, opts);
@@ -103,6 +99,8 @@ export class Scheduler extends pulumi.ComponentResource {
     readonly ruleArn: pulumi.Output<string>;
     readonly cancelRuleArn: pulumi.Output<string>;
     readonly deadLetterQueueUrl: pulumi.Output<string>;
+    /** Where events wait to be scheduled (the DLQ redrives back to it). */
+    readonly eventQueueUrl: pulumi.Output<string>;
     readonly logGroupName: pulumi.Output<string>;
 
     constructor(name: string, args: SchedulerArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -111,19 +109,36 @@ export class Scheduler extends pulumi.ComponentResource {
         const account = aws.getCallerIdentityOutput({}, parent).accountId;
 
         const dlq = new aws.sqs.Queue(`${name}-dlq`, { messageRetentionSeconds: 14 * 24 * 3600, sqsManagedSseEnabled: true }, parent);
+        // Events wait here until they are scheduled: a failed record is delivered again after the
+        // visibility timeout, for at least a day, then it goes to the DLQ (and may be redriven back).
+        const retries = queueRetries(args.lambda.timeoutSeconds);
+        const events = new aws.sqs.Queue(`${name}-events`, {
+            visibilityTimeoutSeconds: retries.visibilityTimeoutSeconds,
+            messageRetentionSeconds: retries.messageRetentionSeconds,
+            sqsManagedSseEnabled: true,
+            redrivePolicy: dlq.arn.apply((arn) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount: retries.maxReceiveCount })),
+        }, parent);
+        new aws.sqs.RedriveAllowPolicy(`${name}-dlq-redrive`, {
+            queueUrl: dlq.url,
+            redriveAllowPolicy: events.arn.apply((arn) => JSON.stringify({ redrivePermission: "byQueue", sourceQueueArns: [arn] })),
+        }, parent);
         const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, {
             name: `/scaledkite/${pulumi.getStack()}/${name}`,
             retentionInDays: args.lambda.logRetentionDays,
         }, parent);
-        const roleArn = args.roleArn ?? createSchedulerRole(name, logGroup.arn, dlq.arn, parent, args.lambda.network).arn;
+        const role = args.roleArn === undefined ? createSchedulerRole(name, logGroup.arn, events.arn, parent, args.lambda.network) : undefined;
+        const roleArn = args.roleArn ?? role!.arn;
 
         const fn = createSchedulerFunction(name, args, roleArn, logGroup, parent);
-        new aws.lambda.FunctionEventInvokeConfig(`${name}-invoke`, {
+        new aws.lambda.EventSourceMapping(`${name}-events`, {
+            eventSourceArn: events.arn,
             functionName: fn.name,
-            maximumRetryAttempts: 2,
-            maximumEventAgeInSeconds: Math.min(args.lambda.maxEventAgeSeconds, 21600),
-            destinationConfig: { onFailure: { destination: dlq.arn } },
-        }, parent);
+            batchSize: 10,
+            // No batching window: a record is handed over as soon as it arrives.
+            maximumBatchingWindowInSeconds: 0,
+            functionResponseTypes: ["ReportBatchItemFailures"],
+            scalingConfig: { maximumConcurrency: eventSourceConcurrency(args.lambda.schedulerConcurrency) },
+        }, { ...parent, dependsOn: role ? [role] : [] });
 
         new aws.eks.AccessEntry(`${name}-access`, {
             clusterName: args.cluster.name,
@@ -133,12 +148,14 @@ export class Scheduler extends pulumi.ComponentResource {
         }, parent);
 
         const queues = Object.keys(args.settings.queues);
-        const rule = createEventRoute(`${name}-job-scheduled`, eventPattern("", queues, JOB_SCHEDULED), args, account, fn, dlq.arn, parent);
-        const cancelRule = createEventRoute(`${name}-job-cancelled`, eventPattern("", queues, JOB_FINISHED), args, account, fn, dlq.arn, parent);
-        new aws.sqs.QueuePolicy(`${name}-dlq-policy`, {
-            queueUrl: dlq.url,
-            policy: pulumi.all([dlq.arn, rule.arn, cancelRule.arn]).apply(([q, ...rules]) => JSON.stringify(dlqPolicy(q, rules))),
-        }, parent);
+        const rule = createEventRoute(`${name}-job-scheduled`, eventPattern("", queues, JOB_SCHEDULED), args, account, events.arn, dlq.arn, parent);
+        const cancelRule = createEventRoute(`${name}-job-cancelled`, eventPattern("", queues, JOB_FINISHED), args, account, events.arn, dlq.arn, parent);
+        for (const [queue, id] of [[dlq, "dlq"], [events, "events"]] as const) {
+            new aws.sqs.QueuePolicy(`${name}-${id}-policy`, {
+                queueUrl: queue.url,
+                policy: pulumi.all([queue.arn, rule.arn, cancelRule.arn]).apply(([q, ...rules]) => JSON.stringify(eventBridgeQueuePolicy(q, rules))),
+            }, parent);
+        }
 
         createAlarms(name, { dlqName: dlq.name, functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn }, parent);
 
@@ -148,6 +165,7 @@ export class Scheduler extends pulumi.ComponentResource {
         this.ruleArn = rule.arn;
         this.cancelRuleArn = cancelRule.arn;
         this.deadLetterQueueUrl = dlq.url;
+        this.eventQueueUrl = events.url;
         this.logGroupName = logGroup.name;
         this.registerOutputs({
             functionName: this.functionName, roleArn: this.roleArn, ruleArn: this.ruleArn,
@@ -195,9 +213,9 @@ export function createAlarms(
 }
 
 /** The Lambda's own role, with an inline least-privilege policy and no managed policies. */
-export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<string>, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions, network?: LambdaNetwork): aws.iam.Role {
-    return createLambdaRole(name, "Scaledkite scheduler Lambda: writes its logs and DLQ; Kubernetes access comes from its EKS access entry",
-        pulumi.all([logGroupArn, dlqArn]).apply(([l, q]) => schedulerPolicy(l, q)), opts, network);
+export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<string>, queueArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions, network?: LambdaNetwork): aws.iam.Role {
+    return createLambdaRole(name, "Scaledkite scheduler Lambda: writes its logs and takes its event queue; Kubernetes access comes from its EKS access entry",
+        pulumi.all([logGroupArn, queueArn]).apply(([l, q]) => schedulerPolicy(l, q)), opts, network);
 }
 
 /**
@@ -253,7 +271,7 @@ export function createLambdaRole(name: string, description: string, policy: pulu
  */
 export function createSchedulerFunction(
     name: string, args: SchedulerArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
-): aws.lambda.CallbackFunction<unknown, void> {
+): aws.lambda.CallbackFunction<unknown, BatchResponse | undefined> {
     const settings = args.settings;
     const cluster = clusterAtRuntime(args.cluster);
     return createClosureFunction(name, {
@@ -265,10 +283,18 @@ export function createSchedulerFunction(
             const handle = createEventHandler(settings, eksJobClient(cluster(), undefined, deadline.get));
             return async (event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
                 deadline.start(context);
+                // A batch from the event queue, or one event (the CLI, a test, a direct invoke).
+                if (isSqsBatch(event)) return handleBatch(event.Records, handle);
                 await handle(event);
+                return undefined;
             };
         },
     }, opts);
+}
+
+/** The event source mapping's maximum concurrency: the scheduler's reserved concurrency (SQS allows 2 to 1,000). Pure. */
+export function eventSourceConcurrency(reserved?: number): number {
+    return Math.min(1000, Math.max(2, reserved ?? 100));
 }
 
 /** The existing cluster as the stack reads it: name, and outputs for region, endpoint and CA. */

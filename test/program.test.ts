@@ -68,22 +68,36 @@ describe("Pulumi program", function () {
         assert.deepStrictEqual(eventPattern("1", ["default", "x"]), { account: ["1"], "detail-type": ["Job Scheduled"] });
     });
 
-    it("delivers with a retry policy and an SQS dead-letter queue, and lets only this rule invoke", () => {
+    it("delivers into an SQS queue whose records are retried for a day, then the DLQ, which redrives back to it", () => {
         const targets = run.ofType("aws:cloudwatch/eventTarget:EventTarget").filter((t) => t.inputs.eventBusName !== undefined);
         assert.strictEqual(targets.length, 2, "one per partner-bus rule");
         for (const { inputs: target } of targets) {
+            assert.match(target.arn, /scheduler-events/, "into the event queue, not straight to Lambda");
             assert.deepStrictEqual(target.retryPolicy, { maximumRetryAttempts: 185, maximumEventAgeInSeconds: 86400 });
             assert.match(target.deadLetterConfig.arn, /scheduler-dlq/);
             assert.strictEqual(target.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
         }
-        const permissions = run.ofType("aws:lambda/permission:Permission").filter((p) => p.name.startsWith("scheduler")).map((p) => p.inputs);
-        assert.deepStrictEqual(permissions.map((p) => p.principal), ["events.amazonaws.com", "events.amazonaws.com"]);
-        assert.deepStrictEqual(permissions.map((p) => p.sourceArn.split("/").pop()).sort(), ["scheduler-job-cancelled-generated", "scheduler-job-scheduled-generated"]);
-        const dlqPolicy = statements(run.one("aws:sqs/queuePolicy:QueuePolicy").inputs.policy);
-        assert.deepStrictEqual(dlqPolicy[0].Principal, { Service: "events.amazonaws.com" });
-        assert.strictEqual(dlqPolicy[0].Condition.ArnEquals["aws:SourceArn"].length, 2, "only the two rules may send");
-        const invoke = run.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs;
-        assert.match(invoke.destinationConfig.onFailure.destination, /scheduler-dlq/);
+        assert.strictEqual(run.ofType("aws:lambda/permission:Permission").filter((p) => p.name.startsWith("scheduler")).length, 0, "EventBridge no longer invokes the Lambda");
+        const queue = run.named("aws:sqs/queue:Queue", "scheduler-events").inputs;
+        const redrive = JSON.parse(queue.redrivePolicy);
+        assert.match(redrive.deadLetterTargetArn, /scheduler-dlq/);
+        assert.ok(queue.visibilityTimeoutSeconds >= 6 * 30, "above the function's timeout (AWS: six times it)");
+        assert.ok(redrive.maxReceiveCount * queue.visibilityTimeoutSeconds >= 24 * 3600, "at least a day of retries");
+        assert.ok(queue.messageRetentionSeconds > redrive.maxReceiveCount * queue.visibilityTimeoutSeconds);
+        const allow = JSON.parse(run.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy").inputs.redriveAllowPolicy);
+        assert.strictEqual(allow.redrivePermission, "byQueue");
+        assert.match(allow.sourceQueueArns[0], /scheduler-events/, "the DLQ may be redriven to the event queue");
+        for (const p of run.ofType("aws:sqs/queuePolicy:QueuePolicy")) {
+            const [s] = statements(p.inputs.policy);
+            assert.deepStrictEqual(s.Principal, { Service: "events.amazonaws.com" });
+            assert.strictEqual(s.Condition.ArnEquals["aws:SourceArn"].length, 2, "only the two rules may send");
+        }
+        const mapping = run.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs;
+        assert.match(mapping.eventSourceArn, /scheduler-events/);
+        assert.deepStrictEqual(mapping.functionResponseTypes, ["ReportBatchItemFailures"], "only a batch's failed records are retried");
+        assert.strictEqual(mapping.maximumBatchingWindowInSeconds, 0, "no waiting to fill a batch");
+        assert.deepStrictEqual(mapping.scalingConfig, { maximumConcurrency: 100 });
+        assert.strictEqual(run.ofType("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").length, 0);
     });
 
     it("runs the Lambda on nodejs24.x with its own role, a log group with retention, and no broad policies", () => {
@@ -109,7 +123,10 @@ describe("Pulumi program", function () {
             }
         }
         const role = statements(run.named("aws:iam/rolePolicy:RolePolicy", "scheduler-policy").inputs.policy);
-        assert.deepStrictEqual(role.map((s) => s.Action).flat().sort(), ["logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"]);
+        assert.deepStrictEqual(role.map((s) => s.Action).flat().sort(), [
+            "logs:CreateLogStream", "logs:PutLogEvents", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
+        ]);
+        assert.match(role[1].Resource, /scheduler-events/, "its own event queue only");
         const sweep = statements(run.named("aws:iam/rolePolicy:RolePolicy", "sweep-policy").inputs.policy);
         assert.deepStrictEqual(sweep.map((s) => s.Action).flat().sort(), ["logs:CreateLogStream", "logs:PutLogEvents"]);
     });
@@ -127,7 +144,7 @@ describe("Pulumi program", function () {
     });
 
     it("outputs what a user needs next", () => {
-        for (const key of ["namespace", "queues", "functionName", "sweepFunctionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "logGroupName", "watchWorkers", "workerRoleArn", "agentTokenSource", "tokenSyncFunctionName"]) {
+        for (const key of ["namespace", "queues", "functionName", "sweepFunctionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "eventQueueUrl", "logGroupName", "watchWorkers", "workerRoleArn", "agentTokenSource", "tokenSyncFunctionName"]) {
             assert.ok(run.outputs[key] !== undefined, `output ${key}`);
         }
         assert.deepStrictEqual(run.outputs.queues, ["dynamic", "docker-free"]);

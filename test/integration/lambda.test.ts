@@ -51,6 +51,41 @@ describe("the serialized Lambda on a real API server", function () {
         assert.strictEqual(all.items.length, 1, "the foreign and finished events made no Job");
     });
 
+    it("takes a batch from the event queue: the jobs that fit under the spend cap are created, only the over-quota records are reported failed", async function () {
+        this.timeout(60_000);
+        // maxConcurrentJobs: 2 becomes the namespace's ResourceQuota (count/jobs.batch), as pulumi up makes it.
+        const capped = await deployStack(state, "lambda-batch", { maxConcurrentJobs: 2, queues: { dynamic: {} } }, "stand-in");
+        try {
+            const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+            for (let i = 0; i < 100; i++) {
+                const q = await core.readNamespacedResourceQuota({ name: "scaledkite-spend-caps", namespace: "lambda-batch" });
+                if (q.status?.hard) break;
+                await new Promise((r) => setTimeout(r, 100));
+            }
+            const cappedDir = writeLambdaPackage(await lambdaCode(capped.run));
+            try {
+                const events = [anEvent().build(), anEvent().build(), anEvent().build(), anEvent().build()];
+                // As Lambda's SQS event source mapping hands it over: EventBridge's event is the record's body.
+                const records = [...events.map((e, i) => ({ messageId: `m${i}`, eventSource: "aws:sqs", body: JSON.stringify(e) })),
+                    { messageId: "garbage", eventSource: "aws:sqs", body: "{not an event" }];
+                const { results, logs } = await invokeLambda(cappedDir, [{ Records: records }]);
+                assert.strictEqual(results[0].ok, true, JSON.stringify(results) + logs.join("\n"));
+                const failed = results[0].value.batchItemFailures.map((f: { itemIdentifier: string }) => f.itemIdentifier).sort();
+                const decisions = logs.map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+                const created = decisions.filter((d) => d.outcome === "created").map((d) => d.jobUuid);
+                assert.strictEqual(created.length, 2, "two fit under the cap");
+                const over = events.map((e, i) => [e.detail.job.uuid, `m${i}`]).filter(([uuid]) => !created.includes(uuid)).map(([, id]) => id).sort();
+                assert.deepStrictEqual(failed, over, "exactly the over-quota records stay in the queue");
+                assert.ok(decisions.some((d) => d.outcome === "invalid"), "the garbage record is logged invalid and dropped, not retried");
+                assert.ok(decisions.filter((d) => d.outcome === "failed").every((d) => d.retryable && /quota is full/.test(d.reason)));
+            } finally {
+                fs.rmSync(cappedDir, { recursive: true, force: true });
+            }
+        } finally {
+            await deleteNamespace(state, "lambda-batch");
+        }
+    });
+
     it("throws what is worth retrying, so EventBridge and Lambda retry it", async () => {
         const { results } = await invokeLambda(dir, [anEvent().build()], { AWS_SECRET_ACCESS_KEY: "not-the-right-key" });
         assert.strictEqual(results[0].ok, false);
