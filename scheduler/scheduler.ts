@@ -8,7 +8,9 @@ import * as pulumi from "@pulumi/pulumi";
 import type { LambdaConfig, LambdaNetwork } from "./config";
 import { BatchResponse, handleBatch, isSqsBatch, queueRetries } from "./batch";
 import { JOB_FINISHED, JOB_SCHEDULED } from "./event";
-import { createEventHandler } from "./handler";
+import { credentialsFromEnv } from "./eksToken";
+import { createEventHandler, logLine } from "./handler";
+import { sqsVisibility } from "./sqs";
 import { eksJobClient, EksClusterAccess, invocationDeadline } from "./kube";
 import { DEFAULT_QUEUE } from "./queue";
 import { SchedulerSettings } from "./settings";
@@ -274,6 +276,7 @@ export function createSchedulerFunction(
 ): aws.lambda.CallbackFunction<unknown, BatchResponse | undefined> {
     const settings = args.settings;
     const cluster = clusterAtRuntime(args.cluster);
+    const retries = queueRetries(args.lambda.timeoutSeconds);
     return createClosureFunction(name, {
         role, logGroup, memoryMb: args.lambda.memoryMb, timeoutSeconds: args.lambda.timeoutSeconds,
         reservedConcurrency: args.lambda.schedulerConcurrency, network: args.lambda.network,
@@ -281,10 +284,11 @@ export function createSchedulerFunction(
         callbackFactory: () => {
             const deadline = invocationDeadline();
             const handle = createEventHandler(settings, eksJobClient(cluster(), undefined, deadline.get));
+            const retry = { setVisibility: sqsVisibility(() => credentialsFromEnv()), maxDelaySeconds: retries.visibilityTimeoutSeconds, log: logLine };
             return async (event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
                 deadline.start(context);
                 // A batch from the event queue, or one event (the CLI, a test, a direct invoke).
-                if (isSqsBatch(event)) return handleBatch(event.Records, handle);
+                if (isSqsBatch(event)) return handleBatch(event.Records, handle, retry);
                 await handle(event);
                 return undefined;
             };

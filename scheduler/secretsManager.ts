@@ -1,14 +1,11 @@
 /**
  * AWS Secrets Manager, the one call the token sync makes: GetSecretValue of the current version,
- * signed with SigV4 from the function's own credentials. Global `fetch` and the signer the EKS token
- * already loads, so the Lambda gains no SDK (the AWS SDK would add megabytes and a slower cold start
- * for one request).
+ * signed with SigV4 from the function's own credentials (awsJson.ts: no SDK).
  *
  * The endpoint is the region's, or `AWS_ENDPOINT_URL_SECRETS_MANAGER` (the AWS SDKs' variable for a
  * service endpoint), which the tests point at a local stand-in.
  */
-import { Hash } from "@smithy/hash-node";
-import { SignatureV4 } from "@smithy/signature-v4";
+import { awsJsonCaller, AwsUnreachable } from "./awsJson";
 import { AwsCredentials } from "./eksToken";
 import { classifiedError, ClassifiedError } from "./errors";
 
@@ -90,39 +87,20 @@ export type SecretReader = () => Promise<SecretVersion>;
 export function secretsManagerReader(arn: string, credentials: () => AwsCredentials, opts: { endpoint?: string; timeoutMs?: number } = {}): SecretReader {
     const parsed = parseSecretArn(arn);
     if (!parsed) throw secretsError(`${JSON.stringify(arn)} is not a Secrets Manager secret ARN; set scaledkite:agentTokenSecretArn to the secret's full ARN`, false);
-    const endpoint = new URL(opts.endpoint ?? secretsManagerEndpoint(parsed.region));
-    const body = JSON.stringify({ SecretId: arn });
-    // One signer per container; it asks for the credentials at each signing.
-    const signer = new SignatureV4({ service: "secretsmanager", region: parsed.region, credentials: async () => credentials(), sha256: Hash.bind(null, "sha256") });
+    const call = awsJsonCaller({
+        service: "secretsmanager", region: parsed.region, endpoint: opts.endpoint ?? secretsManagerEndpoint(parsed.region),
+        contentType: "application/x-amz-json-1.1", credentials,
+    });
     return async () => {
-        const signed = await signer.sign({
-            method: "POST",
-            protocol: endpoint.protocol,
-            hostname: endpoint.hostname,
-            port: endpoint.port ? Number(endpoint.port) : undefined,
-            path: endpoint.pathname,
-            headers: {
-                host: endpoint.host,
-                "content-type": "application/x-amz-json-1.1",
-                "x-amz-target": "secretsmanager.GetSecretValue",
-            },
-            body,
-        });
-        let res: Response;
+        let res;
         try {
-            res = await fetch(endpoint, { method: "POST", headers: signed.headers as Record<string, string>, body, signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000) });
+            res = await call("secretsmanager.GetSecretValue", { SecretId: arn }, opts.timeoutMs ?? 10_000);
         } catch (e) {
-            const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-            throw secretsError(`reading ${arn} from Secrets Manager: cannot reach ${endpoint.origin} (${cause?.code ?? (e as Error).name}); will retry`, true);
+            if (e instanceof AwsUnreachable) throw secretsError(`reading ${arn} from Secrets Manager: cannot reach ${e.endpoint} (${e.code}); will retry`, true);
+            throw e;
         }
-        const text = await res.text();
-        let answer: { SecretString?: string; VersionId?: string; __type?: string; message?: string; Message?: string } = {};
-        try {
-            answer = JSON.parse(text || "{}");
-        } catch {
-            answer = { message: text.slice(0, 200) };
-        }
-        if (!res.ok) throw classifySecretsManagerFailure(res.status, answer.__type ?? res.headers.get("x-amzn-errortype") ?? undefined, answer.message ?? answer.Message, arn);
+        if (!res.ok) throw classifySecretsManagerFailure(res.status, res.errorType, res.message, arn);
+        const answer = res.body as { SecretString?: unknown; VersionId?: string };
         if (typeof answer.SecretString !== "string") {
             throw secretsError(`reading ${arn} from Secrets Manager: the secret holds binary data, not text; store the agent token as a secret string`, false);
         }

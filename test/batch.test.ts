@@ -1,7 +1,10 @@
 /** Batches from the event queue: only the records worth retrying stay. Table-driven; the real API server's side is in test/integration/deliveries.test.ts. */
 import * as assert from "assert";
-import { handleBatch, isSqsBatch, queueRetries, SqsRecord } from "../scheduler/batch";
+import { SCHEDULER_IDENTITY, STRANGER_IDENTITY } from "../k8s/local/awsIdentities";
+import { handleBatch, isSqsBatch, queueRetries, retryDelaySeconds, SqsRecord } from "../scheduler/batch";
 import { kubernetesError } from "../scheduler/errors";
+import { queueUrl, sqsVisibility } from "../scheduler/sqs";
+import { startSqs } from "./helpers/sqsStandIn";
 
 const record = (messageId: string, body: unknown): SqsRecord => ({ messageId, eventSource: "aws:sqs", body: typeof body === "string" ? body : JSON.stringify(body) });
 
@@ -49,4 +52,50 @@ describe("queueRetries", () => {
             assert.ok(q.visibilityTimeoutSeconds <= 43_200, "SQS's limit");
         });
     }
+});
+
+describe("growing retry delays", () => {
+    const table: [number, number][] = [[1, 30], [2, 60], [3, 120], [5, 480], [6, 900], [50, 900]];
+    for (const [receive, seconds] of table) it(`delivery ${receive} failed: back after ${seconds} s`, () => assert.strictEqual(retryDelaySeconds(receive, 900), seconds));
+
+    const queueArn = "arn:aws:sqs:us-east-1:123456789012:scheduler-events-1a2b3c";
+    const failing = (id: string, receiveCount: number): SqsRecord => ({
+        ...record(id, { id: "full" }), eventSourceARN: queueArn, receiptHandle: `rh-${id}`, attributes: { ApproximateReceiveCount: String(receiveCount) },
+    });
+    const handle = async () => { throw kubernetesError("the namespace quota is full", true, 403); };
+
+    it("hides each failed record (signed, through the SQS stand-in) for the delay its delivery count gives", async () => {
+        const sqs = await startSqs([SCHEDULER_IDENTITY]);
+        try {
+            const setVisibility = sqsVisibility(() => SCHEDULER_IDENTITY, { AWS_ENDPOINT_URL_SQS: sqs.endpoint });
+            const logs: string[] = [];
+            const r = await handleBatch([failing("a", 1), failing("b", 4)], handle, { setVisibility, maxDelaySeconds: 900, log: (l) => logs.push(l) });
+            assert.deepStrictEqual(r.batchItemFailures.map((f) => f.itemIdentifier).sort(), ["a", "b"]);
+            assert.deepStrictEqual(sqs.changes.map((c) => [c.receiptHandle, c.seconds, c.who, c.queueUrl]).sort(), [
+                ["rh-a", 30, SCHEDULER_IDENTITY.accessKeyId, "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c"],
+                ["rh-b", 240, SCHEDULER_IDENTITY.accessKeyId, "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c"],
+            ]);
+            assert.deepStrictEqual(logs, []);
+        } finally {
+            await sqs.close();
+        }
+    });
+
+    it("still reports the record when SQS refuses the delay, and says the queue's timeout applies", async () => {
+        const sqs = await startSqs([SCHEDULER_IDENTITY]);
+        try {
+            const setVisibility = sqsVisibility(() => STRANGER_IDENTITY, { AWS_ENDPOINT_URL_SQS: sqs.endpoint });
+            const logs: string[] = [];
+            const r = await handleBatch([failing("a", 1)], handle, { setVisibility, maxDelaySeconds: 900, log: (l) => logs.push(l) });
+            assert.deepStrictEqual(r.batchItemFailures, [{ itemIdentifier: "a" }]);
+            assert.match(JSON.parse(logs[0]).warning, /could not set this record's retry delay to 30 s, so it comes back after the queue's visibility timeout: SQS answered 400 InvalidClientTokenId \(unknown access key/);
+        } finally {
+            await sqs.close();
+        }
+    });
+
+    it("turns a queue ARN into its URL", () => {
+        assert.deepStrictEqual(queueUrl(queueArn), { url: "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c", region: "us-east-1" });
+        assert.strictEqual(queueUrl("arn:aws:sns:us-east-1:123456789012:x"), undefined);
+    });
 });

@@ -11,6 +11,8 @@ import { deleteNamespace, deployStack, DeployedStack } from "../helpers/deploy";
 import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
 import { lambdaCode } from "../helpers/pulumiProgram";
+import { startSqs } from "../helpers/sqsStandIn";
+import { SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
 
 describe("the serialized Lambda on a real API server", function () {
     let state: ClusterState;
@@ -63,12 +65,15 @@ describe("the serialized Lambda on a real API server", function () {
                 await new Promise((r) => setTimeout(r, 100));
             }
             const cappedDir = writeLambdaPackage(await lambdaCode(capped.run));
+            const sqs = await startSqs([SCHEDULER_IDENTITY]);
             try {
                 const events = [anEvent().build(), anEvent().build(), anEvent().build(), anEvent().build()];
                 // As Lambda's SQS event source mapping hands it over: EventBridge's event is the record's body.
-                const records = [...events.map((e, i) => ({ messageId: `m${i}`, eventSource: "aws:sqs", body: JSON.stringify(e) })),
-                    { messageId: "garbage", eventSource: "aws:sqs", body: "{not an event" }];
-                const { results, logs } = await invokeLambda(cappedDir, [{ Records: records }]);
+                const queueArn = "arn:aws:sqs:us-east-1:000000000000:scheduler-events";
+                const records = [...events.map((e, i) => ({
+                    messageId: `m${i}`, eventSource: "aws:sqs", eventSourceARN: queueArn, receiptHandle: `rh-m${i}`, attributes: { ApproximateReceiveCount: "1" }, body: JSON.stringify(e),
+                })), { messageId: "garbage", eventSource: "aws:sqs", eventSourceARN: queueArn, receiptHandle: "rh-garbage", body: "{not an event" }];
+                const { results, logs } = await invokeLambda(cappedDir, [{ Records: records }], { AWS_ENDPOINT_URL_SQS: sqs.endpoint });
                 assert.strictEqual(results[0].ok, true, JSON.stringify(results) + logs.join("\n"));
                 const failed = results[0].value.batchItemFailures.map((f: { itemIdentifier: string }) => f.itemIdentifier).sort();
                 const decisions = logs.map((l) => JSON.parse(l.slice(l.indexOf("{"))));
@@ -78,7 +83,10 @@ describe("the serialized Lambda on a real API server", function () {
                 assert.deepStrictEqual(failed, over, "exactly the over-quota records stay in the queue");
                 assert.ok(decisions.some((d) => d.outcome === "invalid"), "the garbage record is logged invalid and dropped, not retried");
                 assert.ok(decisions.filter((d) => d.outcome === "failed").every((d) => d.retryable && /quota is full/.test(d.reason)));
+                // Each failed record comes back after the first retry delay, set with the function's own credentials.
+                assert.deepStrictEqual(sqs.changes.map((c) => [c.receiptHandle, c.seconds, c.who]).sort(), over.map((id) => [`rh-${id}`, 30, SCHEDULER_IDENTITY.accessKeyId]));
             } finally {
+                await sqs.close();
                 fs.rmSync(cappedDir, { recursive: true, force: true });
             }
         } finally {
