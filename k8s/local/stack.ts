@@ -48,6 +48,12 @@ export function stackObjects(config: StackConfig, values: SecretValues = {}): ob
     ];
 }
 
+/** Replaces an object that exists with `obj`, at the existing one's resourceVersion (some kinds refuse an update without it). */
+export async function replaceExisting(client: K8s.KubernetesObjectApi, obj: K8s.KubernetesObject): Promise<void> {
+    const existing = await client.read({ apiVersion: obj.apiVersion!, kind: obj.kind!, metadata: { name: obj.metadata!.name!, namespace: obj.metadata?.namespace } });
+    await client.replace({ ...obj, metadata: { ...obj.metadata, resourceVersion: existing.metadata?.resourceVersion } });
+}
+
 /**
  * Creates the stack's objects; what exists is kept, except Secrets, whose values are replaced, and the
  * admission policy, which follows the stack's images (it is cluster-wide, so it outlives a namespace).
@@ -64,8 +70,7 @@ export async function applyStack(kc: K8s.KubeConfig, config: StackConfig, values
         } catch (e) {
             if ((e as { code?: number }).code !== 409) throw new Error(`creating ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n")[0]}`);
             if (obj.kind === "Secret" || obj.kind?.startsWith("ValidatingAdmissionPolicy")) {
-                const existing = await client.read({ apiVersion: obj.apiVersion!, kind: obj.kind!, metadata: { name: obj.metadata!.name!, namespace: obj.metadata?.namespace } });
-                await client.replace({ ...obj, metadata: { ...obj.metadata, resourceVersion: existing.metadata?.resourceVersion } });
+                await replaceExisting(client, obj);
                 if (obj.kind !== "Secret") replacedPolicy = true;
             }
         }

@@ -12,6 +12,7 @@ import { SchedulerSettings } from "../../scheduler/settings";
 import { ClusterState } from "../../k8s/local/cluster";
 import { LOCAL_IMAGES } from "../../k8s/local/node";
 import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";
+import { replaceExisting } from "../../k8s/local/stack";
 import { adminConfig, k8sClient } from "./localCluster";
 import { baseConfig, DeclaredResource, runProgram, ProgramRun } from "./pulumiProgram";
 
@@ -101,8 +102,7 @@ export async function deployStack(state: ClusterState, namespace: string, extra:
         } catch (e) {
             if ((e as { code?: number }).code !== 409) throw new Error(`applying ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n").slice(0, 3).join(" ")}`);
             // An update of what a previous run left (cluster-wide objects outlive the test namespaces).
-            const existing = await client.read({ apiVersion: obj.apiVersion!, kind: obj.kind!, metadata: { name: obj.metadata!.name!, namespace: obj.metadata?.namespace } });
-            await client.replace({ ...obj, metadata: { ...obj.metadata, resourceVersion: existing.metadata?.resourceVersion } });
+            await replaceExisting(client, obj);
         }
     }
     const raw: Record<string, unknown> = {};
