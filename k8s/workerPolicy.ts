@@ -13,6 +13,8 @@ import { DIND_CONTAINER, LABELS } from "../scheduler/manifest";
 export interface WorkerShape {
     images: string[];
     serviceAccounts: string[];
+    /** Whether a queue runs dockerd as root (dind `privileged`); if none does, the sidecar must run as non-root. */
+    rootDind: boolean;
 }
 
 /** The images named in a pod spec patch's containers (a patch may replace an image). */
@@ -32,13 +34,14 @@ export function workerShape(queues: Record<string, WorkerSettings>, workerServic
     if (workerServiceAccount) serviceAccounts.add(workerServiceAccount);
     for (const q of Object.values(queues)) {
         images.add(q.image);
-        if (q.dind) images.add(q.dindImage);
+        if (q.dind !== "none") images.add(q.dindImage);
         for (const i of patchImages(q.podSpecPatch)) images.add(i);
         if (q.serviceAccountName) serviceAccounts.add(q.serviceAccountName);
         const patched = q.podSpecPatch?.serviceAccountName;
         if (typeof patched === "string") serviceAccounts.add(patched);
     }
-    return { images: [...images].sort(), serviceAccounts: [...serviceAccounts].sort() };
+    const rootDind = Object.values(queues).some((q) => q.dind === "privileged");
+    return { images: [...images].sort(), serviceAccounts: [...serviceAccounts].sort(), rootDind };
 }
 
 const list = (values: string[]) => `[${values.map((v) => JSON.stringify(v)).join(", ")}]`;
@@ -90,6 +93,11 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
             expression: `${pod}.containers.all(c, ${notPrivileged("c")}) && (!has(${pod}.initContainers) || ${pod}.initContainers.all(c, c.name == ${JSON.stringify(DIND_CONTAINER)} || ${notPrivileged("c")}))`,
             message: `${refused} only the ${DIND_CONTAINER} sidecar may be privileged`,
         },
+        ...(shape.rootDind ? [] : [{
+            // Every queue's dind is rootless (or off): a privileged sidecar must not run as root.
+            expression: `!has(${pod}.initContainers) || ${pod}.initContainers.all(c, ${notPrivileged("c")} || (has(c.securityContext.runAsNonRoot) && c.securityContext.runAsNonRoot && has(c.securityContext.runAsUser) && c.securityContext.runAsUser != 0))`,
+            message: `${refused} the ${DIND_CONTAINER} sidecar runs rootless on every queue, so it must run as a non-root user (runAsNonRoot, runAsUser other than 0)`,
+        }]),
     ];
     return [
         {
@@ -117,11 +125,12 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
 
 /**
  * The strictest Pod Security Standard the stack's workers meet, for the namespace's
- * `pod-security.kubernetes.io/enforce` label: "privileged" when a queue runs the privileged dind
- * sidecar, else "baseline" (the agent image runs as root, which "restricted" refuses). Pure.
+ * `pod-security.kubernetes.io/enforce` label: "privileged" when a queue runs a dind sidecar
+ * (either mode), else "baseline" (the agent image runs as root, which "restricted" refuses). Pure.
  */
 export function podSecurityLevel(queues: Record<string, WorkerSettings>): "baseline" | "privileged" {
-    return Object.values(queues).some((q) => q.dind) ? "privileged" : "baseline";
+    // Rootless dind too: stock docker:dind-rootless needs a privileged container (manifest.ts).
+    return Object.values(queues).some((q) => q.dind !== "none") ? "privileged" : "baseline";
 }
 
 /** The namespace labels that make the API server enforce that level on every pod in it. Pure. */

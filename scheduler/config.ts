@@ -10,10 +10,17 @@ import { configError } from "./errors";
 import { DEFAULT_AGENT_ENDPOINT } from "./stacksApi";
 import { DEFAULT_QUEUE } from "./queue";
 import { SECRET_ARN } from "./secretsManager";
-import { ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "./settings";
+import { DIND_MODES, DindMode, ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "./settings";
 
 export const DEFAULT_IMAGE = "buildkite/agent:3.138.3";
 export const DEFAULT_DIND_IMAGE = "docker:28.5.2-dind";
+/** The stock rootless variant at the same version: dockerd as uid 1000 inside rootlesskit. */
+export const DEFAULT_DIND_ROOTLESS_IMAGE = "docker:28.5.2-dind-rootless";
+
+/** The sidecar's image when the stack sets none: the stock image for the queue's mode. */
+export function defaultDindImage(mode: DindMode): string {
+    return mode === "rootless" ? DEFAULT_DIND_ROOTLESS_IMAGE : DEFAULT_DIND_IMAGE;
+}
 /** Job names are `<jobPrefix><job uuid>`: a DNS-1123 label of at most 63 characters. */
 export const JOB_UUID_LENGTH = 36;
 export const MAX_JOB_PREFIX_LENGTH = 63 - JOB_UUID_LENGTH;
@@ -21,7 +28,7 @@ export const MAX_JOB_PREFIX_LENGTH = 63 - JOB_UUID_LENGTH;
 /** Stack-wide worker defaults, before the stack's own values. */
 export const WORKER_DEFAULTS: WorkerSettings = {
     image: DEFAULT_IMAGE,
-    dind: true,
+    dind: "privileged",
     dindImage: DEFAULT_DIND_IMAGE,
     resources: {
         // The agent only coordinates: the build runs in the command container.
@@ -206,6 +213,16 @@ function asBoolean(value: unknown, key: string, p: Problems): boolean | undefine
     return undefined;
 }
 
+/** `dind`: a mode, or true (privileged) / false (none) as before modes existed. */
+function asDindMode(value: unknown, key: string, p: Problems): DindMode | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    if (value === true || value === "true") return "privileged";
+    if (value === false || value === "false") return "none";
+    if ((DIND_MODES as unknown[]).includes(value)) return value as DindMode;
+    p.add(key, `must be privileged, rootless or none (true and false mean privileged and none), got ${JSON.stringify(value)}`);
+    return undefined;
+}
+
 function asStringMap(value: unknown, key: string, p: Problems, check?: (k: string, v: string) => string | undefined): Record<string, string> | undefined {
     const v = structured(value, key, p);
     if (v === undefined || v === null || v === "") return undefined;
@@ -370,7 +387,7 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
         if (v !== undefined) o[name] = v;
     };
     set("image", asString(raw.image, k("image"), p));
-    set("dind", asBoolean(raw.dind, k("dind"), p));
+    set("dind", asDindMode(raw.dind, k("dind"), p));
     set("dindImage", asString(raw.dindImage, k("dindImage"), p));
     const resources = asWorkerResources(raw.resources, k("resources"), p);
     if (resources) o.resources = { ...WORKER_DEFAULTS.resources, ...resources };
@@ -399,7 +416,7 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     return o;
 }
 
-function readQueues(value: unknown, defaults: WorkerSettings, p: Problems): Record<string, WorkerSettings> {
+function readQueues(value: unknown, defaults: WorkerSettings, stackDindImage: string | undefined, p: Problems): Record<string, WorkerSettings> {
     const v = value === undefined || value === null || value === "" ? { dynamic: {} } : structured(value, "queues", p);
     if (v === undefined) return {};
     if (typeof v !== "object" || Array.isArray(v) || v === null) {
@@ -422,9 +439,13 @@ function readQueues(value: unknown, defaults: WorkerSettings, p: Problems): Reco
         const unknown = Object.keys(e as Raw).filter((k) => !(WORKER_KEYS as string[]).includes(k));
         for (const k of unknown) p.add(`queues.${name}.${k}`, `is not a queue setting; queue settings are: ${WORKER_KEYS.join(", ")}`);
         const o = workerOverrides(e as Raw, `queues.${name}.`, p);
+        const dind = o.dind ?? defaults.dind;
         out[name] = {
             ...defaults,
             ...o,
+            // The queue's own image; else the stack's, when the queue keeps the stack's mode; else the
+            // stock image of the queue's mode (a queue switched to rootless gets the rootless image).
+            dindImage: o.dindImage ?? (dind === defaults.dind ? stackDindImage : undefined) ?? defaultDindImage(dind),
             env: { ...defaults.env, ...(o.env ?? {}) },
             labels: { ...defaults.labels, ...(o.labels ?? {}) },
             annotations: { ...defaults.annotations, ...(o.annotations ?? {}) },
@@ -484,12 +505,13 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
 
     const agentToken = readAgentTokenSource(raw, opts.requireSecrets ?? true, p);
 
-    const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...workerOverrides(raw, "", p) };
-    const queues = readQueues(raw.queues, defaults, p);
+    const stackWide = workerOverrides(raw, "", p);
+    const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...stackWide };
+    const queues = readQueues(raw.queues, defaults, stackWide.dindImage, p);
     for (const [name, q] of Object.entries(queues)) {
-        if (q.dind && !q.dindImage) p.add(`queues.${name}.dindImage`, `is empty while dind is on`);
-        if (q.fargate && q.dind) {
-            p.add(`queues.${name}.dind`, `must be false on a Fargate queue: Fargate allows no privileged containers, so no docker-in-docker (pulumi config set --path 'scaledkite:queues.${name}.dind' false)`);
+        if (q.dind !== "none" && !q.dindImage) p.add(`queues.${name}.dindImage`, `is empty while dind is ${q.dind}`);
+        if (q.fargate && q.dind !== "none") {
+            p.add(`queues.${name}.dind`, `must be none on a Fargate queue: Fargate allows no privileged containers, which docker-in-docker needs, rootless too (pulumi config set --path 'scaledkite:queues.${name}.dind' none)`);
         }
         if (q.fargate && (Object.keys(q.nodeSelector).length || q.tolerations.length)) {
             p.add(`queues.${name}.fargate`, `cannot be combined with nodeSelector or tolerations: Fargate picks the node`);
@@ -515,7 +537,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     for (const [resource, cap] of [["cpu", caps.maxCpu], ["memory", caps.maxMemory]] as const) {
         if (cap === undefined) continue;
         for (const [name, q] of Object.entries(queues)) {
-            for (const container of q.dind ? (["agent", "command", "dind"] as const) : (["agent", "command"] as const)) {
+            for (const container of q.dind !== "none" ? (["agent", "command", "dind"] as const) : (["agent", "command"] as const)) {
                 const r = q.resources[container];
                 if (!r.requests?.[resource] && !r.limits?.[resource]) {
                     p.add(`queues.${name}.resources.${container}`, `requests no ${resource}: with scaledkite:max${resource === "cpu" ? "Cpu" : "Memory"} set, every worker container must (e.g. {"requests": {"${resource}": "${resource === "cpu" ? "500m" : "1Gi"}"}})`);

@@ -112,7 +112,7 @@ function commandEnv(settings: SchedulerSettings, worker: WorkerSettings): V1EnvV
         // The agent may take minutes to acquire a locked job; the wrapper stops sooner if it gives up.
         { name: "BUILDKITE_KUBERNETES_BOOTSTRAP_CONNECTION_TIMEOUT", value: `${worker.activeDeadlineSeconds}s` },
     ];
-    if (worker.dind) env.push({ name: "DOCKER_HOST", value: DOCKER_HOST });
+    if (worker.dind !== "none") env.push({ name: "DOCKER_HOST", value: DOCKER_HOST });
     if (settings.secrets.gitCredentials) {
         // git reads this helper through its environment config: no hook and no custom image.
         env.push(
@@ -146,16 +146,33 @@ function gracePeriodEnv(worker: WorkerSettings): V1EnvVar[] {
     ];
 }
 
+/** The rootless sidecar's user: `rootless`, uid and gid 1000, in the stock docker:dind-rootless image. */
+export const ROOTLESS_DIND_USER = 1000;
+/**
+ * The parent of dockerd's rootless data root ($HOME/.local/share/docker, the stock image's VOLUME).
+ * The emptyDir goes one level up: it is root's and world-writable, so dockerd (uid 1000) makes the
+ * data root itself and may chmod it; mounted at the data root, dockerd's chmod fails (measured).
+ */
+const ROOTLESS_DATA_PARENT = "/home/rootless/.local/share";
+
 function dindSidecar(worker: WorkerSettings): V1Container {
+    const rootless = worker.dind === "rootless";
     return {
         name: DIND_CONTAINER,
         image: worker.dindImage,
         restartPolicy: "Always",
-        // dockerd needs privileges; it is the only privileged container in the pod.
-        securityContext: { privileged: true },
-        // Arguments that start with `dockerd` pass through the docker:dind entrypoint unchanged;
-        // a first argument starting with "-" would make it add its defaults, among them
-        // --host=tcp://0.0.0.0:2375 (docker-library/docker, dockerd-entrypoint.sh).
+        // dockerd needs a privileged container; it is the only one in the pod. Rootless, dockerd runs
+        // as uid 1000 inside rootlesskit's user namespace: stock docker:dind-rootless still needs the
+        // privileged container (without it, runc inside cannot mount /proc for a build's containers
+        // under the runtime's masked /proc; measured on the real node, test/integration/realNode), but
+        // a build that takes over dockerd is root only in that namespace, not on the node.
+        securityContext: rootless
+            ? { privileged: true, runAsUser: ROOTLESS_DIND_USER, runAsGroup: ROOTLESS_DIND_USER, runAsNonRoot: true }
+            : { privileged: true },
+        // Arguments that start with `dockerd` pass through the docker:dind entrypoint unchanged (as
+        // uid 1000, into `rootlesskit … dockerd`); a first argument starting with "-" would make it add
+        // its defaults, among them --host=tcp://0.0.0.0:2375 (docker-library/docker, 28.5.2,
+        // dockerd-entrypoint.sh).
         args: ["dockerd", `--host=${DOCKER_HOST}`],
         // Ready when the daemon answers on its socket, not merely when a file exists.
         startupProbe: {
@@ -165,7 +182,7 @@ function dindSidecar(worker: WorkerSettings): V1Container {
         resources: worker.resources.dind,
         volumeMounts: [
             { name: "build", mountPath: BUILD_PATH },
-            { name: "docker", mountPath: "/var/lib/docker" },
+            { name: "docker", mountPath: rootless ? ROOTLESS_DATA_PARENT : "/var/lib/docker" },
             { name: "docker-socket", mountPath: DOCKER_SOCKET_DIR },
         ],
     };
@@ -182,7 +199,7 @@ function podSpec(settings: SchedulerSettings, worker: WorkerSettings, containers
         ...(Object.keys(worker.nodeSelector).length ? { nodeSelector: worker.nodeSelector } : {}),
         ...(worker.tolerations.length ? { tolerations: worker.tolerations } : {}),
         ...(worker.affinity ? { affinity: worker.affinity as V1PodSpec["affinity"] } : {}),
-        ...(worker.dind ? { initContainers: [dindSidecar(worker)] } : {}),
+        ...(worker.dind !== "none" ? { initContainers: [dindSidecar(worker)] } : {}),
         containers,
         volumes,
     };
@@ -231,7 +248,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
     const volumes: V1Volume[] = [{ name: "workspace", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }, { name: "build", emptyDir: {} }];
     const agentMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "scaledkite", mountPath: LAUNCHER_PATH }];
     const commandMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "build", mountPath: BUILD_PATH }];
-    if (worker.dind) {
+    if (worker.dind !== "none") {
         volumes.push({ name: "docker", emptyDir: {} }, { name: "docker-socket", emptyDir: {} });
         commandMounts.push({ name: "docker-socket", mountPath: DOCKER_SOCKET_DIR });
     }

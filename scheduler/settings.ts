@@ -19,13 +19,21 @@ export interface Toleration {
     tolerationSeconds?: number;
 }
 
+/** How a queue's workers run docker: see WorkerSettings.dind. */
+export type DindMode = "privileged" | "rootless" | "none";
+export const DIND_MODES: readonly DindMode[] = ["privileged", "rootless", "none"];
+
 /** How one queue's workers look. Every key can be set stack-wide and overridden per queue. */
 export interface WorkerSettings {
     /** The agent image: the stock `buildkite/agent` image works as is. */
     image: string;
-    /** Run docker-in-docker as a native sidecar so steps can use `docker`. */
-    dind: boolean;
-    /** The docker-in-docker image. */
+    /**
+     * Docker-in-docker as a native sidecar so steps can use `docker`: `privileged` (dockerd as root in
+     * a privileged container), `rootless` (dockerd as uid 1000 inside rootlesskit's user namespace)
+     * or `none`.
+     */
+    dind: DindMode;
+    /** The docker-in-docker image (by default the stock one for the mode). */
     dindImage: string;
     /**
      * Resources of the agent container (buildkite-agent, which only coordinates), the command

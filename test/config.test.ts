@@ -32,10 +32,28 @@ describe("stack configuration", () => {
         const fromStrings = parseStackConfig(rawConfig({ dind: "false", activeDeadlineSeconds: "600", queues: '{"a":{"dind":true}}', nodeSelector: '{"pool":"ci"}' }));
         const fromYaml = parseStackConfig(rawConfig({ dind: false, activeDeadlineSeconds: 600, queues: { a: { dind: true } }, nodeSelector: { pool: "ci" } }));
         assert.deepStrictEqual(fromStrings, fromYaml);
-        assert.strictEqual(fromYaml.queues.a.dind, true, "the queue overrides the default");
+        assert.strictEqual(fromYaml.queues.a.dind, "privileged", "the queue overrides the default (true: privileged)");
+        assert.strictEqual(fromYaml.defaults.dind, "none", "false: none");
         assert.strictEqual(fromYaml.queues.a.activeDeadlineSeconds, 600, "the queue inherits the stack-wide value");
         assert.deepStrictEqual(fromYaml.queues.a.nodeSelector, { pool: "ci" });
     });
+
+    const dindModes: [string, Record<string, unknown>, { dind: string; dindImage: string }][] = [
+        ["the default: privileged, the stock dind image", {}, { dind: "privileged", dindImage: "docker:28.5.2-dind" }],
+        ["rootless: the stock rootless image at the same version", { dind: "rootless" }, { dind: "rootless", dindImage: "docker:28.5.2-dind-rootless" }],
+        ["rootless on one queue only: that queue's image follows its mode", { queues: { a: { dind: "rootless" } } }, { dind: "rootless", dindImage: "docker:28.5.2-dind-rootless" }],
+        ["an image the stack sets wins over the mode's default", { dind: "rootless", dindImage: "example.com/dind:1" }, { dind: "rootless", dindImage: "example.com/dind:1" }],
+        ["a queue that switches mode gets its mode's stock image, not the stack's image for the other mode", { dindImage: "example.com/dind:1", queues: { a: { dind: "rootless" } } }, { dind: "rootless", dindImage: "docker:28.5.2-dind-rootless" }],
+        ["an image the queue sets wins", { queues: { a: { dind: "rootless", dindImage: "example.com/dind:2" } } }, { dind: "rootless", dindImage: "example.com/dind:2" }],
+        ["none", { dind: "none" }, { dind: "none", dindImage: "docker:28.5.2-dind" }],
+        ["a mode given as a string from pulumi config", { queues: '{"a":{"dind":"rootless"}}' }, { dind: "rootless", dindImage: "docker:28.5.2-dind-rootless" }],
+    ];
+    for (const [name, config, want] of dindModes) {
+        it(`dind mode: ${name}`, () => {
+            const queues = parseStackConfig(rawConfig({ queues: { a: {} }, ...config })).queues;
+            assert.deepStrictEqual({ dind: queues.a.dind, dindImage: queues.a.dindImage }, want);
+        });
+    }
 
     it("merges a queue's resources over the defaults per container", () => {
         const c = parseStackConfig(rawConfig({ queues: { big: { resources: { agent: { requests: { cpu: "4" } } } } } }));
@@ -70,7 +88,7 @@ describe("stack configuration", () => {
         ["queue with a bad name", { queues: { "bad queue": {} } }, /queues.bad queue is not a usable queue name/],
         ["queue with an unknown key", { queues: { dynamic: { imagee: "x" } } }, /scaledkite:queues.dynamic.imagee is not a queue setting/],
         ["queue entry not an object", { queues: { dynamic: "big" } }, /queues.dynamic must be an object/],
-        ["dind not a boolean", { dind: "yes" }, /scaledkite:dind must be true or false/],
+        ["dind not a mode", { dind: "yes" }, /scaledkite:dind must be privileged, rootless or none \(true and false mean privileged and none\), got "yes"/],
         ["deadline too short", { activeDeadlineSeconds: 5 }, /activeDeadlineSeconds must be a whole number from 60/],
         ["ttl negative", { ttlSecondsAfterFinished: -1 }, /ttlSecondsAfterFinished must be a whole number/],
         ["backoff a fraction", { backoffLimit: 1.5 }, /backoffLimit must be a whole number/],
@@ -90,7 +108,8 @@ describe("stack configuration", () => {
         ["lambda memory too small", { lambdaMemoryMb: 64 }, /lambdaMemoryMb must be a whole number from 128/],
         ["log retention not offered by CloudWatch", { logRetentionDays: 10 }, /logRetentionDays must be one of/],
         ["unknown key (a typo)", { namepsace: "x" }, /scaledkite:namepsace is not a Scaledkite setting/],
-        ["dind on a Fargate queue", { fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true } } }, /queues.small.dind must be false on a Fargate queue: Fargate allows no privileged containers/],
+        ["dind on a Fargate queue", { fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true } } }, /queues.small.dind must be none on a Fargate queue: Fargate allows no privileged containers/],
+        ["rootless dind on a Fargate queue", { fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true, dind: "rootless" } } }, /queues.small.dind must be none on a Fargate queue: .*rootless too.*dind' none\)/],
         ["a node selector on a Fargate queue", { fargateSubnetIds: ["subnet-0abc"], queues: { small: { fargate: true, dind: false, nodeSelector: { a: "b" } } } }, /queues.small.fargate cannot be combined with nodeSelector/],
         ["a Fargate queue without subnets", { queues: { small: { fargate: true, dind: false } } }, /fargateSubnetIds is required for Fargate queue small/],
         ["a subnet id that is not one", { fargateSubnetIds: ["vpc-1"] }, /"vpc-1", not a subnet id/],

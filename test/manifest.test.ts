@@ -117,6 +117,20 @@ describe("buildJobManifest", () => {
 
     const variants: { name: string; config: Record<string, unknown>; check: (m: ReturnType<typeof manifestFor>) => void }[] = [
         {
+            name: "rootless dind: the stock rootless image as uid 1000, its data directory's parent on an emptyDir, the same socket",
+            config: { dind: "rootless" },
+            check: (m) => {
+                const p = m.spec!.template.spec!;
+                const dind = p.initContainers![0];
+                assert.strictEqual(dind.image, "docker:28.5.2-dind-rootless");
+                assert.deepStrictEqual(dind.securityContext, { privileged: true, runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true });
+                assert.deepStrictEqual(dind.args, ["dockerd", `--host=${DOCKER_HOST}`], "the entrypoint runs it inside rootlesskit, as uid 1000");
+                assert.strictEqual(mountsOf(dind).docker, "/home/rootless/.local/share", "dockerd makes its data root itself, so it may chmod it");
+                assert.strictEqual(mountsOf(dind)["docker-socket"], mountsOf(p.containers[1])["docker-socket"]);
+                assert.strictEqual(env(p.containers[1]).DOCKER_HOST, DOCKER_HOST);
+            },
+        },
+        {
             name: "dind off: no sidecar, no DOCKER_HOST, nothing privileged",
             config: { dind: false },
             check: (m) => {

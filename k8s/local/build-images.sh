@@ -7,6 +7,10 @@
 #                                             the stock buildkite/agent image starts the agent
 #   scaledkite.local/dind:20.10.24            Debian 12's dockerd, with an entrypoint that treats its
 #                                             arguments as the stock docker:dind one does
+#   scaledkite.local/dind-rootless:20.10.24   the same dockerd, run by the same entrypoint as uid 1000
+#                                             inside rootlesskit, laid out as the stock
+#                                             docker:dind-rootless image is (user `rootless`, its
+#                                             /etc/subuid range, /run/user, the data directory)
 #   scaledkite.local/pause:1                  the pod sandbox
 # Root filesystems come from Debian's packages (mmdebstrap, with this machine's apt sources); the
 # cache key is a hash of this recipe, so editing it or the files under images/ builds anew.
@@ -18,7 +22,7 @@ AGENT_GO=go1.26.10
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/scaledkite/images"
 key=$(cat "$0" "$here"/images/*.sh "$here"/images/*/*.go "$here"/images/*/go.mod | sha256sum | cut -c1-16)
 out="$cache_root/$key"
-images=(buildkite-agent dind pause)
+images=(buildkite-agent dind dind-rootless pause)
 have_all() { for i in "${images[@]}"; do [ -s "$out/$i.tar" ] || return 1; done; }
 if have_all; then echo "$out"; exit 0; fi
 
@@ -78,6 +82,16 @@ echo "agent root filesystem after $(( $(date +%s) - start ))s" >&2
 debian "$work/dind.rootfs.tar" ca-certificates,docker.io,iptables,tini,procps \
   "install -m 0755 $here/images/dind-entrypoint.sh \"\$1\"/usr/local/bin/dockerd-entrypoint.sh"
 echo "dind root filesystem after $(( $(date +%s) - start ))s" >&2
+# As docker-library/docker's 28/dind-rootless/Dockerfile (28.5.2) sets it up: user rootless (uid
+# 1000) with subordinate ids 100000:65536 (Debian's useradd writes that range itself; a second line
+# would make the kernel refuse rootlesskit's overlapping uid_map), the data directory owned by it, and a world-writable
+# /run/user (added to the layer below: mmdebstrap leaves /run empty).
+debian "$work/dind-rootless.rootfs.tar" ca-certificates,docker.io,iptables,tini,procps,rootlesskit,slirp4netns,uidmap,iproute2 \
+  "install -m 0755 $here/images/dind-entrypoint.sh \"\$1\"/usr/local/bin/dockerd-entrypoint.sh" \
+  'chroot "$1" useradd --uid 1000 --user-group --create-home --home-dir /home/rootless --comment Rootless rootless' \
+  'grep -qx rootless:100000:65536 "$1"/etc/subuid && grep -qx rootless:100000:65536 "$1"/etc/subgid' \
+  'mkdir -p "$1"/home/rootless/.local/share/docker && chroot "$1" chown -R rootless:rootless /home/rootless/.local'
+echo "dind-rootless root filesystem after $(( $(date +%s) - start ))s" >&2
 mkdir -p "$work/pause.root" && cp "$f/pause" "$work/pause.root/pause"
 tar -C "$work/pause.root" -cf "$work/pause.rootfs.tar" .
 
@@ -91,10 +105,17 @@ images = {
                          "BUILDKITE_AGENT_CONFIG=/buildkite/buildkite-agent.cfg"]),
     "dind": ("scaledkite.local/dind:20.10.24", ["dockerd-entrypoint.sh"], [],
              ["PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"]),
+    "dind-rootless": ("scaledkite.local/dind-rootless:20.10.24", ["dockerd-entrypoint.sh"], [],
+                      ["PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin",
+                       "DOCKERD_ROOTLESS_ROOTLESSKIT_NET=slirp4netns"], "rootless"),
     "pause": ("scaledkite.local/pause:1", ["/pause"], [], []),
 }
-for name, (tag, entrypoint, cmd, env) in images.items():
+for name, (tag, entrypoint, cmd, env, *user) in images.items():
     layer = os.path.join(work, name + ".rootfs.tar")
+    if user:
+        with tarfile.open(layer, "a") as t:
+            info = tarfile.TarInfo("./run/user"); info.type = tarfile.DIRTYPE; info.mode = 0o1777
+            t.addfile(info)
     h = hashlib.sha256()
     with open(layer, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -102,7 +123,7 @@ for name, (tag, entrypoint, cmd, env) in images.items():
     diff_id = "sha256:" + h.hexdigest()
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "Env": env, "WorkingDir": "/"},
+        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "Env": env, "WorkingDir": "/", **({"User": user[0]} if user else {})},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "k8s/local/build-images.sh"}],
     }, sort_keys=True).encode()

@@ -76,7 +76,7 @@ async function main(): Promise<void> {
     };
     try {
         // The dev stack as it is, but with the images this machine has (no registry is reachable).
-        const queues = Object.fromEntries(Object.entries(config.queues).map(([q, w]) => [q, { ...w, image: LOCAL_IMAGES.agent, dindImage: LOCAL_IMAGES.dind }]));
+        const queues = Object.fromEntries(Object.entries(config.queues).map(([q, w]) => [q, { ...w, image: LOCAL_IMAGES.agent, dindImage: w.dind === "rootless" ? LOCAL_IMAGES.dindRootless : LOCAL_IMAGES.dind }]));
         const settings = schedulerSettings({ ...config, queues, secrets: { ...config.secrets, env: true, gitCredentials: true } });
         say(`\n2. The dev stack's Kubernetes side in namespace "${ns}" (placeholder secret values)`);
         await applyStack(kc, { ...config, queues }, {

@@ -31,6 +31,7 @@ const CNI_BIN_DIRS = ["/usr/lib/cni", "/opt/cni/bin"];
 export const LOCAL_IMAGES = {
     agent: "scaledkite.local/buildkite-agent:3.138.3",
     dind: "scaledkite.local/dind:20.10.24",
+    dindRootless: "scaledkite.local/dind-rootless:20.10.24",
     pause: "scaledkite.local/pause:1",
 } as const;
 /** containerd's environment: every pull goes to a proxy on a loopback port nothing listens on. */
@@ -167,6 +168,21 @@ export function setUpNetwork(): void {
     run("iptables", ["-A", FORWARD_CHAIN, "-s", POD_SUBNET, "-j", "DROP"]);
     run("iptables", ["-A", FORWARD_CHAIN, "-d", POD_SUBNET, "-j", "DROP"]);
     if (spawnSync("iptables", ["-C", "FORWARD", "-j", FORWARD_CHAIN]).status !== 0) run("iptables", ["-I", "FORWARD", "1", "-j", FORWARD_CHAIN]);
+    openTunDevice();
+}
+
+/**
+ * /dev/net/tun as a usual node has it: 0666, which systemd's udev rules (50-udev-default.rules) set.
+ * This machine has no udev and leaves it 0600, so rootless dind's slirp4netns (uid 1000) could not
+ * open it. The old mode is restored by tearDown.
+ */
+function openTunDevice(): void {
+    const tun = "/dev/net/tun";
+    let mode: number;
+    try { mode = fs.statSync(tun).mode & 0o777; } catch { return; }
+    const saved = path.join(NODE_RUN, "tun-mode.saved");
+    if (!fs.existsSync(saved)) fs.writeFileSync(saved, mode.toString(8));
+    if (mode !== 0o666) fs.chmodSync(tun, 0o666);
 }
 
 /** Imports the docker-archive tars of `imagesDir` into containerd's Kubernetes namespace. */
@@ -258,6 +274,10 @@ export function stopNode(): void {
     const saved = path.join(NODE_RUN, "ip_forward.saved");
     if (fs.existsSync(saved)) {
         try { fs.writeFileSync("/proc/sys/net/ipv4/ip_forward", fs.readFileSync(saved, "utf8").trim()); } catch { /* read-only */ }
+    }
+    const tunMode = path.join(NODE_RUN, "tun-mode.saved");
+    if (fs.existsSync(tunMode)) {
+        try { fs.chmodSync("/dev/net/tun", parseInt(fs.readFileSync(tunMode, "utf8").trim(), 8)); } catch { /* gone */ }
     }
     for (const d of [NODE_RUN, NODE_ROOT, "/var/log/pods", "/var/log/containers", OWNER_FILE]) {
         try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* a mount still busy */ }

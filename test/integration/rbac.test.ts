@@ -140,6 +140,32 @@ describe("scheduler RBAC on a real API server", function () {
         }
     });
 
+    it("a stack whose queues all run rootless dind refuses, as the scheduler, a dind sidecar that runs as root", async function () {
+        this.timeout(60_000);
+        const ns = "rbac-rootless";
+        try {
+            const rootless = await deployStack(state, ns, { dind: "rootless" });
+            const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+            assert.strictEqual((await core.readNamespace({ name: ns })).metadata!.labels!["pod-security.kubernetes.io/enforce"], "privileged",
+                "stock rootless dind still needs a privileged container");
+            const job = (asRoot: boolean) => {
+                const d = decide(rootless.settings, anEvent().uuid(newUuid()).build());
+                if (d.outcome !== "schedule") throw new Error(d.reason);
+                const j = JSON.parse(JSON.stringify(d.manifest));
+                if (asRoot) j.spec.template.spec.initContainers[0].securityContext = { privileged: true };
+                return j;
+            };
+            await eventually("the policy to be in force", async () => creatorAs(state).createJob(job(true)).then(() => undefined, () => true), 20_000);
+            await assert.rejects(creatorAs(state).createJob(job(true)), (e: KubernetesError) => {
+                assert.match(e.message, /the dind sidecar runs rootless on every queue, so it must run as a non-root user/);
+                return !e.retryable;
+            });
+            assert.strictEqual(await creatorAs(state).createJob(job(false)), "created", "the rootless sidecar as made is admitted");
+        } finally {
+            await deleteNamespace(state, ns);
+        }
+    });
+
     it("refuses an identity with no access entry group", async () => {
         const handle = createEventHandler(stack.settings, creatorAs(state, STRANGER_IDENTITY), () => {});
         await assert.rejects(handle(anEvent().build()), (e: KubernetesError) => e.status === 403 && !e.retryable);

@@ -8,7 +8,7 @@ import * as assert from "assert";
 import { spawnSync } from "child_process";
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { ClusterState } from "../../k8s/local/cluster";
-import { POD_GATEWAY_IP } from "../../k8s/local/node";
+import { LOCAL_IMAGES, POD_GATEWAY_IP } from "../../k8s/local/node";
 import { AGENT_EXIT_NOT_RUN } from "../../scheduler/agentLauncher";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { createEventHandler } from "../../scheduler/handler";
@@ -138,6 +138,37 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.match(logs.stdout, /Successfully registered agent/);
     });
 
+
+    it("rootless dind: the build's containers are root only in dockerd's user namespace (uid 1000 on the node); privileged: root", async function () {
+        this.timeout(300_000);
+        const rootless = await newStack("rootless-dind", { dind: "rootless", dindImage: LOCAL_IMAGES.dindRootless });
+        const command = [
+            "set -eu",
+            // An image of touch and cat (the agent image's, with their libraries): FROM scratch needs no registry.
+            "tar -chf tools.tar /usr/bin/touch /usr/bin/cat /lib/x86_64-linux-gnu/libc.so.6 /lib64/ld-linux-x86-64.so.2 2>/dev/null",
+            "docker import tools.tar scaledkite-tools >/dev/null",
+            "echo \"uid_map:$(docker run --rm scaledkite-tools /usr/bin/cat /proc/self/uid_map | head -1 | tr -s ' ')\"",
+            "if docker run --rm -v /:/host scaledkite-tools /usr/bin/touch /host/usr/owned-by-the-build 2>/dev/null; then echo \"root-owned /usr of the sidecar: written\"; else echo \"root-owned /usr of the sidecar: refused\"; fi",
+        ].join("\n");
+        const run = async (s: DeployedStack) => {
+            const uuid = newUuid();
+            api.addJob(uuid, { queue: QUEUE, command });
+            const name = await schedule(s, uuid);
+            const job = await finished(uuid, 200_000);
+            assert.strictEqual(job.exitStatus, "0", api.log(uuid));
+            assert.strictEqual((await jobCondition(s, name)).type, "Complete");
+            const dind = (await podsOf(s, name))[0].status!.initContainerStatuses!.find((c) => c.name === "dind")!;
+            assert.strictEqual(dind.restartCount, 0, "dockerd never crashed");
+            return api.log(uuid);
+        };
+        const [rootlessLog, privilegedLog] = await Promise.all([run(rootless), run(stack)]);
+        // Root (0) in the build's container is uid 1000 one namespace up: the sidecar's unprivileged user.
+        assert.match(rootlessLog, /uid_map: 0 1000 1\b/, rootlessLog);
+        assert.match(rootlessLog, /root-owned \/usr of the sidecar: refused/, "a container that mounts dockerd's root cannot write what real root owns");
+        // The same step with privileged dind is real root: the contrast the rootless mode buys.
+        assert.match(privilegedLog, /uid_map: 0 0 4294967295\b/, privilegedLog);
+        assert.match(privilegedLog, /root-owned \/usr of the sidecar: written/);
+    });
     it("the build cannot find the registration token: not in its environment, /proc, mounted files or shared volumes; checkout, docker and meta-data work", async function () {
         this.timeout(240_000);
         const server = await startGitHttpServer(POD_GATEWAY_IP, "bot", "s3cret-token", { "README.md": "checked out\n" });
