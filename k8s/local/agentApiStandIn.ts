@@ -12,6 +12,11 @@
  *   PUT  /jobs/:id/start, /finish; POST /jobs/:id/chunks (gzip), /header_times; GET /jobs/:id (state,
  *                               "canceling" after cancel(): the agent polls it and cancels the job)
  *   POST /jobs/:id/data/{set,set-batch,get,exists,keys}, /builds/:id/data/…   meta-data
+ *   POST /jobs/:id/artifacts    a batch → artifact ids and a form-upload template (Buildkite-hosted
+ *                               storage: the agent's BKUploader, internal/artifact/bk_uploader.go);
+ *                               POST /artifact-uploads takes the form (the batch's signature field,
+ *                               the key with ${artifact:path} filled in, the file last); PUT
+ *                               /jobs/:id/artifacts records each artifact's final state
  *
  * Job-scoped calls accept the acquiring agent's access token or the job's own token (the one the
  * job's commands get as BUILDKITE_AGENT_ACCESS_TOKEN); anything else gets 401, as Buildkite answers.
@@ -39,6 +44,18 @@ export interface StandInJob {
     signalReason?: string;
     times: { created: number; acquired?: number; started?: number; finished?: number };
     headerTimes: Record<string, string>;
+    /** Artifacts by id: what the agent declared, what was uploaded, and the state it reported. */
+    artifacts: Map<string, StandInArtifact>;
+}
+
+export interface StandInArtifact {
+    path: string;
+    sha256: string;
+    size: number;
+    /** The uploaded bytes (undefined until the form upload arrives). */
+    content?: Buffer;
+    /** "new" until the agent reports "finished" or "error". */
+    state: string;
 }
 
 export interface StandInAgent {
@@ -68,6 +85,8 @@ export class AgentApiStandIn {
     readonly metaData = new Map<string, Record<string, string>>();
     readonly requests: { method: string; path: string; status: number; at: number }[] = [];
     private readonly lockedFor = new Map<string, number>();
+    /** Pending form uploads: the signature a batch's template carries → its job and artifacts by path. */
+    private readonly uploadSignatures = new Map<string, { job: StandInJob; byPath: Map<string, StandInArtifact> }>();
     private server?: http.Server;
     endpoint = "";
 
@@ -108,7 +127,7 @@ export class AgentApiStandIn {
                 ...spec.env,
             },
             state: "scheduled", token: `bkaj_${crypto.randomBytes(12).toString("hex")}`,
-            acquireAttempts: 0, rejectedAcquisitions: 0, chunks: new Map(), times: { created: Date.now() }, headerTimes: {},
+            acquireAttempts: 0, rejectedAcquisitions: 0, chunks: new Map(), times: { created: Date.now() }, headerTimes: {}, artifacts: new Map(),
         };
         this.jobs.set(id, job);
         if (spec.lockedFor) this.lockedFor.set(id, spec.lockedFor);
@@ -152,6 +171,7 @@ export class AgentApiStandIn {
             try {
                 const raw = Buffer.concat(chunks);
                 const auth = /^Token (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+                if (req.method === "POST" && url.pathname === "/artifact-uploads") return this.artifactUpload(raw, req.headers["content-type"] ?? "", reply);
                 const route = url.pathname.replace(/^\/v3\//, "");
                 const json = () => (raw.length && req.headers["content-encoding"] !== "gzip" ? JSON.parse(raw.toString()) : {});
                 this.route(req.method ?? "GET", route, auth, json, raw, url, reply);
@@ -262,10 +282,54 @@ export class AgentApiStandIn {
                 job.times.finished = Date.now();
                 return reply(200, {});
             }
+            case "POST artifacts": {
+                // The agent sends the batch, then uploads each file with the template (batch_creator.go).
+                const batch = json() as { artifacts?: { path?: string; sha256sum?: string; file_size?: number }[] };
+                const signature = crypto.randomBytes(16).toString("hex");
+                const byPath = new Map<string, StandInArtifact>();
+                const ids = (batch.artifacts ?? []).map((a) => {
+                    const id = crypto.randomUUID();
+                    const artifact: StandInArtifact = { path: String(a.path), sha256: String(a.sha256sum ?? ""), size: Number(a.file_size ?? 0), state: "new" };
+                    job.artifacts.set(id, artifact);
+                    byPath.set(artifact.path, artifact);
+                    return id;
+                });
+                this.uploadSignatures.set(signature, { job, byPath });
+                return reply(201, {
+                    id: crypto.randomUUID(), artifact_ids: ids,
+                    upload_instructions: {
+                        action: { url: this.endpoint, method: "POST", path: "/artifact-uploads", file_input: "file" },
+                        data: { key: "${artifact:path}", signature },
+                    },
+                });
+            }
+            case "PUT artifacts": {
+                const states = (json() as { artifacts?: { id?: string; state?: string }[] }).artifacts ?? [];
+                for (const { id, state } of states) {
+                    const artifact = job.artifacts.get(String(id));
+                    if (!artifact) return reply(404, { message: `No artifact ${id}` });
+                    artifact.state = String(state);
+                }
+                return reply(200, {});
+            }
             default:
                 if (rest.startsWith("data/")) return this.metaDataRoute(job.buildId, rest, json, reply);
                 return reply(404, { message: `stand-in has no route for ${method} jobs/:id/${rest}` });
         }
+    }
+
+    /** The form upload: refused without a batch's signature or for a path the batch did not declare. */
+    private artifactUpload(raw: Buffer, contentType: string, reply: (status: number, body?: unknown) => void): void {
+        void (async () => {
+            const form = await new Response(new Uint8Array(raw), { headers: { "content-type": contentType } }).formData();
+            const pending = this.uploadSignatures.get(String(form.get("signature")));
+            if (!pending) return reply(403, { message: "Invalid upload signature" });
+            const artifact = pending.byPath.get(String(form.get("key")));
+            const file = form.get("file");
+            if (!artifact || !(file instanceof Blob)) return reply(400, { message: `No such artifact in the batch, or no file (key ${form.get("key")})` });
+            artifact.content = Buffer.from(await file.arrayBuffer());
+            return reply(201, {});
+        })().catch((e) => reply(400, { message: `bad form upload: ${(e as Error).message}` }));
     }
 
     private metaDataRoute(buildId: string, rest: string, json: () => Record<string, unknown>, reply: (status: number, body?: unknown) => void): void {

@@ -5,6 +5,7 @@
  * agent API stand-in, acquires its job, runs it and reports it.
  */
 import * as assert from "assert";
+import * as crypto from "crypto";
 import { spawnSync } from "child_process";
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { ClusterState } from "../../k8s/local/cluster";
@@ -169,7 +170,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.match(privilegedLog, /uid_map: 0 0 4294967295\b/, privilegedLog);
         assert.match(privilegedLog, /root-owned \/usr of the sidecar: written/);
     });
-    it("the build cannot find the registration token: not in its environment, /proc, mounted files or shared volumes; checkout, docker and meta-data work", async function () {
+    it("the build cannot find the registration token: not in its environment, /proc, mounted files or shared volumes; checkout, docker, meta-data and artifact upload work", async function () {
         this.timeout(240_000);
         const server = await startGitHttpServer(POD_GATEWAY_IP, "bot", "s3cret-token", { "README.md": "checked out\n" });
         try {
@@ -196,6 +197,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
                     "cat README.md",
                     "printf 'FROM scratch\\nCOPY README.md /\\n' > Dockerfile && docker build -q -t token-free . >/dev/null && echo 'docker build ok'",
                     "buildkite-agent meta-data set checked-by-step yes && echo \"meta-data: $(buildkite-agent meta-data get checked-by-step)\"",
+                    "mkdir -p out && echo \"built by $BUILDKITE_JOB_ID\" > out/report.txt && buildkite-agent artifact upload 'out/*.txt' && echo 'artifact upload ok'",
                 ].join("\n"),
             });
             await schedule(s, uuid);
@@ -209,6 +211,11 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
             assert.match(text, /^checked out$/m);
             assert.match(text, /^docker build ok$/m);
             assert.match(text, /^meta-data: yes$/m);
+            assert.match(text, /^artifact upload ok$/m);
+            const artifacts = [...job.artifacts.values()];
+            assert.deepStrictEqual(artifacts.map((a) => [a.path, a.state, a.content?.toString()]), [["out/report.txt", "finished", `built by ${uuid}\n`]],
+                "the file reached the storage and the agent reported it finished");
+            assert.strictEqual(crypto.createHash("sha256").update(artifacts[0].content!).digest("hex"), artifacts[0].sha256);
         } finally {
             await server.close();
         }
