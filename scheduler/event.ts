@@ -14,6 +14,8 @@ export interface ScheduledJob {
     label?: string;
     stepKey?: string;
     agentQueryRules: string[];
+    /** When the job became runnable (ISO 8601): detail.job.runnable_at, else the event's time; for the latency metrics only. */
+    runnableAt?: string;
     /** When an agent started the job (Job Finished events); absent: it never ran. */
     startedAt?: string;
     /** Why the job finished, e.g. "cancel" (Job Finished events). */
@@ -111,6 +113,7 @@ export function parseJobEvent(raw: unknown): JobEvent {
             label: optionalString(job, "label", "detail.job"),
             stepKey: optionalString(job, "step_key", "detail.job"),
             agentQueryRules: rules as string[],
+            runnableAt: isoTime(job.runnable_at) ?? isoTime(event.time),
             startedAt: optionalString(job, "started_at", "detail.job"),
             signalReason: optionalString(job, "signal_reason", "detail.job"),
             build: {
@@ -130,6 +133,16 @@ export function parseJobEvent(raw: unknown): JobEvent {
             },
         },
     };
+}
+
+/**
+ * A timestamp as ISO 8601, from Buildkite's "2019-08-11 06:01:14 UTC" or an ISO string; undefined for
+ * anything else. A bad timestamp never makes an event invalid: it only feeds a metric. Pure.
+ */
+export function isoTime(value: unknown): string | undefined {
+    if (typeof value !== "string") return undefined;
+    const t = Date.parse(value.replace(/^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d+)?) UTC$/, "$1T$2Z"));
+    return Number.isNaN(t) ? undefined : new Date(t).toISOString();
 }
 
 /** The Buildkite web address of a job, when the event says enough to build it. */

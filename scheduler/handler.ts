@@ -13,6 +13,7 @@ import { isRetryable, oneLine } from "./errors";
 import { JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "./event";
 import { buildJobManifest, jobName } from "./manifest";
 import { matchQueue } from "./queue";
+import { METRICS, msSince, NO_QUEUE, withMetrics } from "./metrics";
 import { SchedulerSettings } from "./settings";
 
 export type Outcome = "created" | "exists" | "cancelled" | "ignored" | "invalid" | "failed";
@@ -27,6 +28,8 @@ export interface Decision {
     job?: string;
     retryable?: boolean;
     ms: number;
+    /** For a created worker: milliseconds from the job becoming runnable to its Job created. */
+    delayMs?: number;
 }
 
 export type Logger = (line: string) => void;
@@ -59,7 +62,7 @@ export type EventHandler = (event: unknown) => Promise<Decision>;
 export type Verdict =
     | { outcome: "ignored"; reason: string; jobUuid?: string }
     | { outcome: "invalid"; reason: string; jobUuid?: string }
-    | { outcome: "schedule"; reason: string; jobUuid: string; queue: string; manifest: ReturnType<typeof buildJobManifest> }
+    | { outcome: "schedule"; reason: string; jobUuid: string; queue: string; manifest: ReturnType<typeof buildJobManifest>; runnableAt?: string }
     | { outcome: "cancel"; reason: string; jobUuid: string; queue: string; name: string };
 
 /** The decision for an event before any I/O: ignore it, reject it, make this manifest, or cancel. Pure. */
@@ -97,17 +100,33 @@ export function decide(settings: SchedulerSettings, event: unknown): Verdict {
         jobUuid: job.uuid,
         queue: match.queue,
         manifest: buildJobManifest(settings, job, match.queue, match.tags),
+        runnableAt: job.runnableAt,
     };
 }
 
-/** Makes the handler for a stack's settings and a client for its worker Jobs. */
-export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = logLine): EventHandler {
+/**
+ * The log line of a decision, with its metrics (Embedded Metric Format): one Events count by queue and
+ * outcome, and the schedule delay of a created worker. Pure.
+ */
+export function decisionLine(namespace: string, decision: Decision, now: number): string {
+    const record = { msg: "scaledkite.schedule", ...decision };
+    return jsonLine(withMetrics(record, { Namespace: namespace, Queue: decision.queue ?? NO_QUEUE, Outcome: decision.outcome }, [
+        { name: METRICS.events, unit: "Count", value: 1 },
+        ...(decision.delayMs === undefined ? [] : [{ name: METRICS.scheduleDelay, unit: "Milliseconds" as const, value: decision.delayMs }]),
+    ], now));
+}
+
+/**
+ * Makes the handler for a stack's settings and a client for its worker Jobs. The sweep's handler
+ * (`via: "sweep"`) marks its lines so, and they carry no metrics: the sweep counts what it did itself.
+ */
+export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = logLine, via?: "sweep"): EventHandler {
     return async (event: unknown): Promise<Decision> => {
         const started = performance.now();
         const d = decide(settings, event);
         const elapsed = () => Math.round((performance.now() - started) * 10) / 10;
         const emit = (decision: Decision) => {
-            log(jsonLine({ msg: "scaledkite.schedule", ...decision }));
+            log(via ? jsonLine({ via, msg: "scaledkite.schedule", ...decision }) : decisionLine(settings.namespace, decision, Date.now()));
             return decision;
         };
         if (d.outcome === "ignored" || d.outcome === "invalid") return emit({ outcome: d.outcome, reason: d.reason, jobUuid: d.jobUuid, ms: elapsed() });
@@ -130,6 +149,7 @@ export function createEventHandler(settings: SchedulerSettings, jobs: JobClient,
                 queue: d.queue,
                 job,
                 ms: elapsed(),
+                ...(result === "created" && msSince(d.runnableAt, Date.now()) !== undefined ? { delayMs: msSince(d.runnableAt, Date.now()) } : {}),
             });
         } catch (e) {
             const retryable = isRetryable(e);

@@ -56,6 +56,9 @@ export const LABELS = {
     organization: "buildkite.com/organization-slug",
 } as const;
 
+/** The annotation that carries when the job became runnable (ISO 8601). */
+export const RUNNABLE_AT_ANNOTATION = "scaledkite.io/runnable-at";
+
 /** The Job name for a Buildkite job: deterministic, so a second event for the job collides. */
 export function jobName(prefix: string, jobUuid: string): string {
     return `${prefix}${jobUuid.toLowerCase()}`;
@@ -239,6 +242,8 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             "buildkite.com/build-commit": annotationValue(job.build.commit),
             "buildkite.com/pipeline-uuid": annotationValue(job.pipeline.uuid),
             "scaledkite.io/queue": queue,
+            // When the job became runnable: the sweep measures start latency from it.
+            [RUNNABLE_AT_ANNOTATION]: job.runnableAt,
         }),
     };
     const podAnnotations = { ...annotations, ...DO_NOT_DISRUPT };

@@ -16,6 +16,8 @@ import type { JobClient } from "./kube";
 import { LABELS } from "./manifest";
 import { FirstFailures, firstFailures, notRunReason, stuckReason, StuckOptions } from "./stuck";
 import { SchedulerSettings } from "./settings";
+import { Metric, METRICS, withMetrics } from "./metrics";
+import { workerStats } from "./workerStats";
 import type { StacksApi, StacksJob } from "./stacksApi";
 
 /** What one sweep did for one queue. */
@@ -37,7 +39,7 @@ export function eventFromStacksJob(job: StacksJob): object {
         "detail-type": JOB_SCHEDULED,
         id: `sweep-${job.id}`,
         detail: {
-            job: { uuid: job.id, type: "script", agent_query_rules: job.agent_query_rules ?? [], label: job.step?.label, step_key: job.step?.key },
+            job: { uuid: job.id, type: "script", agent_query_rules: job.agent_query_rules ?? [], label: job.step?.label, step_key: job.step?.key, runnable_at: job.scheduled_at },
             build: { uuid: job.build?.uuid, number: job.build?.number, branch: job.build?.branch, commit: job.build?.commit },
             pipeline: { uuid: job.pipeline?.uuid, slug: job.pipeline?.slug },
         },
@@ -46,8 +48,10 @@ export function eventFromStacksJob(job: StacksJob): object {
 
 /** What one sweep did about workers that will never run or are no longer needed. */
 export interface WorkerSweep {
-    failed: { jobUuid: string; reason: string }[];
+    failed: { jobUuid: string; reason: string; queue?: string }[];
     cancelled: string[];
+    /** The queue of each cancelled worker, by job uuid (for the metrics). */
+    cancelledQueues?: Record<string, string>;
     /** Workers that will never run but were kept because failing their job in Buildkite did not succeed (the next sweep tries again). */
     kept: { jobUuid: string; error: string }[];
 }
@@ -70,16 +74,21 @@ async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promi
  */
 export function createSweeper(
     settings: SchedulerSettings, stacks: StacksApi, jobs: JobClient, stackKey: string, log: Logger = logLine,
-    stuck: StuckOptions = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 },
+    stuck: StuckOptions & { intervalMs?: number } = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 },
 ) {
-    const handle = createEventHandler(settings, jobs, (line) => log(line.replace(/^\{/, '{"via":"sweep",')));
+    /** Each worker start is measured by the one sweep whose interval it falls in. */
+    const intervalMs = stuck.intervalMs ?? 60_000;
+    const metric = (name: string, value: number | number[], unit: Metric["unit"] = "Count"): Metric => ({ name, unit, value });
+    const handle = createEventHandler(settings, jobs, log, "sweep");
 
     /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
     async function sweepWorkers(): Promise<WorkerSweep> {
-        const result: WorkerSweep = { failed: [], cancelled: [], kept: [] };
+        const result: WorkerSweep = { failed: [], cancelled: [], kept: [], cancelledQueues: {} };
         if (!jobs.listWorkerPods) return result;
         const now = new Date();
         const all = await jobs.listWorkerPods(settings.namespace);
+        const queueOf = new Map(all.map((p) => [workerOf(p).uuid, p.metadata?.annotations?.["scaledkite.io/queue"]]));
+        logWorkerMetrics(all, now);
         const failures = await podFailures(all);
         const pending = all.filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
         const waiting: { uuid: string; jobName: string }[] = [];
@@ -96,7 +105,7 @@ export function createSweeper(
                 return;
             }
             await jobs.deleteJob(settings.namespace, jobName);
-            result.failed.push({ jobUuid: uuid, reason });
+            result.failed.push({ jobUuid: uuid, reason, queue: queueOf.get(uuid) });
             log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
         };
         for (const pod of pending) {
@@ -127,10 +136,23 @@ export function createSweeper(
                 if (!DONE_STATES.includes(states[uuid] ?? "")) continue;
                 await jobs.deleteJob(settings.namespace, jobName);
                 result.cancelled.push(uuid);
+                const queue = queueOf.get(uuid);
+                if (queue) result.cancelledQueues![uuid] = queue;
                 log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "cancelled", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed` }));
             }
         }
         return result;
+    }
+
+    /** One line per served queue: running and pending workers, and the start latency of those that started in the last interval. */
+    function logWorkerMetrics(pods: V1Pod[], now: Date): void {
+        const stats = workerStats(pods, now, intervalMs);
+        for (const queue of Object.keys(settings.queues)) {
+            const q = stats.get(queue) ?? { running: 0, pending: 0, startLatencyMs: [] };
+            log(JSON.stringify(withMetrics({ msg: "scaledkite.workers", queue, running: q.running, pending: q.pending, started: q.startLatencyMs.length }, { Namespace: settings.namespace, Queue: queue }, [
+                metric(METRICS.runningWorkers, q.running), metric(METRICS.pendingWorkers, q.pending), metric(METRICS.startLatency, q.startLatencyMs, "Milliseconds"),
+            ], now.getTime())));
+        }
     }
 
     /** When the workers' containers first failed to start; without the events, stuck.ts counts from scheduling. */
@@ -175,7 +197,9 @@ export function createSweeper(
                 r.failed++;
                 r.error = (e as Error).message;
             }
-            log(JSON.stringify({ msg: "scaledkite.sweep", ...r }));
+            log(JSON.stringify(withMetrics({ msg: "scaledkite.sweep", ...r }, { Namespace: settings.namespace, Queue: queue }, [
+                metric(METRICS.sweepCreated, r.created), metric(METRICS.sweepDeferred, r.deferred), metric(METRICS.sweepFailed, r.failed),
+            ], Date.now())));
         }
         let workers: WorkerSweep = { failed: [], cancelled: [], kept: [] };
         let workerError: string | undefined;
@@ -183,6 +207,14 @@ export function createSweeper(
             workers = await sweepWorkers();
         } catch (e) {
             workerError = (e as Error).message;
+        }
+        // What the sweep did to workers, per queue (zero included, so the dashboard's lines are continuous).
+        for (const queue of Object.keys(settings.queues)) {
+            const failedStuck = workers.failed.filter((f) => f.queue === queue).length;
+            const deletedCancelled = Object.values(workers.cancelledQueues ?? {}).filter((q) => q === queue).length;
+            log(JSON.stringify(withMetrics({ msg: "scaledkite.sweep.workers", queue, failedStuck, deletedCancelled }, { Namespace: settings.namespace, Queue: queue }, [
+                metric(METRICS.failedStuck, failedStuck), metric(METRICS.deletedCancelled, deletedCancelled),
+            ], Date.now())));
         }
         const failures = report.filter((r) => r.failed > 0).map((f) => `queue ${f.queue}: ${f.error ?? `${f.failed} job(s) failed`}`);
         if (workerError) failures.push(`workers: ${workerError}`);

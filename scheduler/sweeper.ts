@@ -76,7 +76,7 @@ export function createSweepFunction(
     name: string, args: SweeperArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
 ): aws.lambda.CallbackFunction<unknown, void> {
     const { settings, stackKey, endpoint } = args;
-    const stuck = { pendingTimeoutMs: args.podPendingTimeoutSeconds * 1000, startFailureGraceMs: args.startFailureGraceSeconds * 1000 };
+    const stuck = { pendingTimeoutMs: args.podPendingTimeoutSeconds * 1000, startFailureGraceMs: args.startFailureGraceSeconds * 1000, intervalMs: args.intervalMinutes * 60_000 };
     const clusterAccess = clusterAtRuntime(args.cluster);
     return createClosureFunction(name, {
         role, logGroup, memoryMb: 128, timeoutSeconds: Math.max(args.timeoutSeconds, 60),

@@ -50,8 +50,9 @@ describe("createEventHandler", () => {
         await createEventHandler(settings, scripted({}), (l) => lines.push(l))(anEvent().uuid("9e6c3f19-4fdb-4e8e-b925-28cd7504e17f").build());
         assert.strictEqual(lines.length, 1);
         const line = JSON.parse(lines[0]);
-        assert.deepStrictEqual(Object.keys(line).sort(), ["job", "jobUuid", "ms", "msg", "outcome", "queue", "reason"]);
+        assert.deepStrictEqual(Object.keys(line).sort(), ["Events", "Namespace", "Outcome", "Queue", "ScheduleDelay", "_aws", "delayMs", "job", "jobUuid", "ms", "msg", "outcome", "queue", "reason"]);
         assert.strictEqual(line.job, "buildkite/buildkite-agent-9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
+        assert.deepStrictEqual([line.Namespace, line.Queue, line.Outcome, line.Events], ["buildkite", "dynamic", "created", 1], "its metrics (test/metrics.test.ts)");
     });
 
     it("throws a retryable failure after logging it, and returns the rest", async () => {
@@ -96,7 +97,7 @@ describe("the Lambdas' log lines", () => {
         const lines: string[] = [];
         const rule = `queue=${"q".repeat(200_000)}`;
         await createEventHandler(settingsFor(), scripted({}), (l) => lines.push(l))(anEvent().rules([rule]).build());
-        assert.ok(lines[0].length < MAX_LOGGED_TEXT + 300, `${lines[0].length} characters`);
+        assert.ok(lines[0].length < MAX_LOGGED_TEXT + 600, `${lines[0].length} characters (the text, the fields and the metrics directive)`);
         const reason: string = JSON.parse(lines[0]).reason;
         assert.match(reason, /^job targets queue=q+… \(\d+ more characters\)$/);
         assert.strictEqual(jsonLine({ a: "short", n: 3 }), '{"a":"short","n":3}');

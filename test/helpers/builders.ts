@@ -27,6 +27,8 @@ export class EventBuilder {
     queue(q: string): this { return this.rules([`queue=${q}`]); }
     type(t: unknown): this { this.e.detail.job.type = t; return this; }
     detailType(t: unknown): this { this.e["detail-type"] = t; return this; }
+    /** When the job became runnable, in Buildkite's format ("2026-11-28 10:00:00 UTC") or any other. */
+    runnableAt(t: unknown): this { this.e.detail.job.runnable_at = t; return this; }
     with(mutate: (e: any) => void): this { mutate(this.e); return this; }
     build(): any { return JSON.parse(JSON.stringify(this.e)); }
 }

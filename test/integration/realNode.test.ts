@@ -25,6 +25,7 @@ import { startWorkerAws, WORKER_ROLE } from "../helpers/workerAwsStandIn";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
+import { parseEmf } from "../helpers/emf";
 
 const QUEUE = "dynamic";
 const GRACE_SECONDS = 20;
@@ -71,7 +72,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
     /** Schedules job `uuid` through the handler, as an EventBridge event would. Returns the Job's name. */
     async function schedule(s: DeployedStack, uuid: string): Promise<string> {
         const logs: string[] = [];
-        const decision = await createEventHandler(s.settings, creatorAs(state), (l) => logs.push(l))(anEvent().uuid(uuid).queue(QUEUE).build());
+        const decision = await createEventHandler(s.settings, creatorAs(state), (l) => logs.push(l))(anEvent().uuid(uuid).queue(QUEUE).runnableAt(new Date().toISOString()).build());
         assert.strictEqual(decision.outcome, "created", logs.join("\n"));
         return decision.job!.split("/")[1]; // "<namespace>/<name>"
     }
@@ -133,6 +134,18 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         const dind = pods[0].status!.initContainerStatuses!.find((c) => c.name === "dind")!;
         assert.ok(dind.state?.terminated, "the kubelet stopped the dind sidecar once the agent exited");
         assert.strictEqual(dind.restartCount, 0, "dockerd never crashed");
+        // The next sweep measures the worker's start latency: from the job becoming runnable (the event)
+        // to its agent container running, as the kubelet reported it.
+        const stacks = await startStacksApi();
+        try {
+            const lines: string[] = [];
+            await createSweeper(stack.settings, stacksApi(() => stacks.token, { endpoint: stacks.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", (l) => lines.push(l))();
+            const { metrics } = parseEmf(lines.find((l) => l.includes('"msg":"scaledkite.workers"') && l.includes(`"queue":"${QUEUE}"`))!);
+            const latencies = metrics.StartLatency.value as number[];
+            assert.ok(latencies.length >= 1 && latencies.every((ms) => ms > 0 && ms < 200_000), `start latencies ${latencies}`);
+        } finally {
+            await stacks.close();
+        }
         // The kubelet serves the containers' logs: `npm run kubectl -- logs` works on this node.
         const logs = spawnSync("npm", ["run", "--silent", "kubectl", "--", "logs", "-n", stack.namespace, pods[0].metadata!.name!, "-c", "agent"], { cwd: PROJECT_ROOT, encoding: "utf8" });
         assert.strictEqual(logs.status, 0, logs.stderr);
@@ -311,9 +324,12 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         // Then the sweep gives up on it: failed in Buildkite with the reason, its worker deleted.
         const stacks = await startStacksApi();
         try {
-            const sweep = createSweeper(s.settings, stacksApi(() => stacks.token, { endpoint: stacks.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", () => {});
+            const lines: string[] = [];
+            const sweep = createSweeper(s.settings, stacksApi(() => stacks.token, { endpoint: stacks.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", (l) => lines.push(l));
             const { workers } = await sweep();
             assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
+            const stuck = parseEmf(lines.find((l) => l.includes('"msg":"scaledkite.sweep.workers"') && l.includes(`"queue":"${QUEUE}"`))!);
+            assert.deepStrictEqual(stuck.metrics.FailedStuck, { unit: "Count", value: 1 }, "the metric counts the worker it gave up on");
             assert.match(stacks.finished.get(uuid)!, /^Scaledkite: the worker's agent exited 2 time\(s\) without running the job \(it could not acquire it/);
             await eventually("the worker Job to be deleted", async () => kube().batch.readNamespacedJob({ name, namespace: s.namespace }).then(() => undefined, () => true));
         } finally {

@@ -4,6 +4,7 @@
  * handled.
  */
 import * as assert from "assert";
+import { parseEmf } from "../helpers/emf";
 import { ClusterState } from "../../k8s/local/cluster";
 import { createEventHandler } from "../../scheduler/handler";
 import { stacksApi, StacksJob } from "../../scheduler/stacksApi";
@@ -64,6 +65,13 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         assert.deepStrictEqual(await jobUuids(s.namespace), [delivered, ...lost].map((j) => j.id).sort());
         assert.ok(api.registered.has("scaledkite-test/dynamic") && api.registered.has("scaledkite-test/other"), "the stack is registered per queue");
         assert.ok(lines.some((l) => l.startsWith('{"via":"sweep","msg":"scaledkite.schedule","outcome":"created"')));
+        // Its metrics: what it created per queue, and the workers it saw (test/metrics.test.ts reads EMF as CloudWatch does).
+        const metricsOf = (msg: string, queue: string) => parseEmf(lines.find((l) => JSON.parse(l).msg === msg && JSON.parse(l).queue === queue)!);
+        assert.deepStrictEqual(metricsOf("scaledkite.sweep", "dynamic").metrics.SweepCreated, { unit: "Count", value: 2 });
+        assert.deepStrictEqual(metricsOf("scaledkite.sweep", "other").dimensions, { Namespace: s.namespace, Queue: "other" });
+        const workers = metricsOf("scaledkite.workers", "dynamic").metrics;
+        assert.strictEqual((workers.RunningWorkers.value as number) + (workers.PendingWorkers.value as number), 3, "the three workers of queue dynamic, running or pending");
+        assert.deepStrictEqual(metricsOf("scaledkite.sweep.workers", "dynamic").metrics.FailedStuck, { unit: "Count", value: 0 });
         assert.deepStrictEqual((await sweeperFor(s)()).queues.map((r) => r.created), [0, 0], "a second sweep creates nothing");
     });
 
