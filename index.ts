@@ -4,7 +4,8 @@
  *   Buildkite --"Job Scheduled"--> EventBridge rule --> SQS queue --> Lambda --> one Kubernetes Job per Buildkite job
  *
  * Data flow of this program: stack config -> validated StackConfig -> the existing cluster (read once)
- * -> the workers' namespace, Secrets, RBAC and admission policy (k8s/) -> the rules, event queue, DLQ and Lambdas (scheduler/).
+ * -> the workers' namespace, Secrets, RBAC and admission policy (k8s/) -> the rules, event queue, DLQ and Lambdas (scheduler/)
+ * -> the dashboard of their metrics.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { createClusterProvider, readCluster } from "./k8s/cluster";
@@ -16,6 +17,7 @@ import { podSecurityLabels, workerShape } from "./k8s/workerPolicy";
 import { WORKER_SERVICE_ACCOUNT } from "./scheduler/settings";
 import { readStackConfig } from "./scheduler/pulumiConfig";
 import { schedulerSettings } from "./scheduler/config";
+import { createDashboard } from "./scheduler/dashboard";
 import { Scheduler } from "./scheduler/scheduler";
 import { Sweeper } from "./scheduler/sweeper";
 import { TokenSyncer } from "./scheduler/tokenSyncer";
@@ -99,6 +101,16 @@ const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     alarmTopicArn: config.alarmTopicArn,
 }, { dependsOn: tokenSync ? [workers, tokenSync] : [workers] }) : undefined;
 
+// What it did and how long users waited: one dashboard per stack.
+const dashboard = createDashboard("dashboard", {
+    namespace: workers.namespace,
+    queues: Object.keys(config.queues),
+    schedulerFunction: scheduler.functionName,
+    sweepFunction: sweeper?.functionName,
+    deadLetterQueue: scheduler.deadLetterQueueName,
+    eventQueue: scheduler.eventQueueName,
+});
+
 export const namespace = workers.namespace;
 export const queues = Object.keys(config.queues);
 export const functionName = scheduler.functionName;
@@ -108,6 +120,7 @@ export const cancelRuleArn = scheduler.cancelRuleArn;
 export const deadLetterQueueUrl = scheduler.deadLetterQueueUrl;
 export const eventQueueUrl = scheduler.eventQueueUrl;
 export const logGroupName = scheduler.logGroupName;
+export const dashboardName = dashboard.dashboardName;
 export const sweepFunctionName = sweeper?.functionName ?? "sweep off";
 export const workerRoleArn = ecr?.roleArn ?? "no ECR registries";
 export const agentTokenSource = config.agentToken.kind === "secretsManager" ? config.agentToken.arn : "pulumi config (secret)";

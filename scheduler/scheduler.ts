@@ -104,6 +104,9 @@ export class Scheduler extends pulumi.ComponentResource {
     /** Where events wait to be scheduled (the DLQ redrives back to it). */
     readonly eventQueueUrl: pulumi.Output<string>;
     readonly logGroupName: pulumi.Output<string>;
+    /** The queues' names, for the dashboard's SQS metrics. */
+    readonly deadLetterQueueName: pulumi.Output<string>;
+    readonly eventQueueName: pulumi.Output<string>;
 
     constructor(name: string, args: SchedulerArgs, opts?: pulumi.ComponentResourceOptions) {
         super("scaledkite:scheduler:Scheduler", name, {}, opts);
@@ -169,6 +172,8 @@ export class Scheduler extends pulumi.ComponentResource {
         this.deadLetterQueueUrl = dlq.url;
         this.eventQueueUrl = events.url;
         this.logGroupName = logGroup.name;
+        this.deadLetterQueueName = dlq.name;
+        this.eventQueueName = events.name;
         this.registerOutputs({
             functionName: this.functionName, roleArn: this.roleArn, ruleArn: this.ruleArn,
             deadLetterQueueUrl: this.deadLetterQueueUrl, logGroupName: this.logGroupName,

@@ -181,6 +181,33 @@ describe("Pulumi program", function () {
         assert.strictEqual(filter.pattern, '{ $.msg = "scaledkite.schedule" && $.outcome = "invalid" }');
     });
 
+    it("creates a dashboard named after the stack: start latency and schedule delay per queue, outcomes, queues, Lambdas, sweep and workers", () => {
+        const dashboard = run.one("aws:cloudwatch/dashboard:Dashboard").inputs;
+        assert.strictEqual(dashboard.dashboardName, "scaledkite-test");
+        assert.strictEqual(run.outputs.dashboardName, "scaledkite-test", "a stack output");
+        const widgets: { properties: { title: string; region: string; metrics: unknown[][] } }[] = JSON.parse(dashboard.dashboardBody).widgets;
+        const byTitle = (prefix: string) => widgets.find((w) => w.properties.title.startsWith(prefix))!.properties;
+        assert.deepStrictEqual(widgets.map((w) => w.properties.title.replace(/[:(].*/, "").trim()), [
+            "Start latency", "Schedule delay", "Events by outcome", "Event queue and dead-letter queue", "Lambda errors, throttles and duration", "Sweep actions", "Workers running and pending",
+        ]);
+        assert.ok(widgets.every((w) => w.properties.region === "us-east-1"));
+        // p50, p90 and p99 for each queue, on the metric the sweep's log lines carry (test/metrics.test.ts).
+        const latency = byTitle("Start latency").metrics;
+        assert.deepStrictEqual(latency.map((m) => [m[1], m[5], (m[6] as { stat: string }).stat]), [
+            ["StartLatency", "dynamic", "p50"], ["StartLatency", "dynamic", "p90"], ["StartLatency", "dynamic", "p99"],
+            ["StartLatency", "docker-free", "p50"], ["StartLatency", "docker-free", "p90"], ["StartLatency", "docker-free", "p99"],
+        ]);
+        assert.deepStrictEqual(latency[0].slice(0, 4), ["Scaledkite", "StartLatency", "Namespace", "buildkite"]);
+        assert.ok(byTitle("Schedule delay").metrics.every((m) => m.includes("Outcome") && m.includes("created")), "delay of created workers");
+        assert.strictEqual(byTitle("Events by outcome").metrics.length, 3 * 6, "each outcome for each queue and for events of no queue");
+        const sqs = byTitle("Event queue").metrics;
+        assert.ok(sqs.some((m) => m[1] === "ApproximateNumberOfMessagesVisible" && /scheduler-dlq/.test(String(m[3]))), "DLQ depth");
+        assert.ok(sqs.some((m) => /scheduler-events/.test(String(m[3]))), "the event queue");
+        const fns = byTitle("Lambda errors").metrics.map((m) => String(m[3]));
+        assert.ok(fns.some((f) => /scheduler/.test(f)) && fns.some((f) => /sweep/.test(f)), "both Lambdas");
+        assert.strictEqual(byTitle("Workers running").metrics.length, 2 * 2);
+    });
+
     it("runs the sweep every minute with its own identity, which alone may read the agent token", () => {
         const schedule = run.named("aws:cloudwatch/eventRule:EventRule", "sweep-schedule").inputs;
         assert.strictEqual(schedule.scheduleExpression, "rate(1 minute)");
