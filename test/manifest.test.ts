@@ -76,8 +76,10 @@ describe("buildJobManifest", () => {
         const dind = pod.initContainers![0];
         assert.strictEqual(dind.restartPolicy, "Always");
         assert.strictEqual(dind.securityContext!.privileged, true);
-        assert.deepStrictEqual(dind.startupProbe!.exec!.command!.slice(0, 3), ["docker", `--host=${DOCKER_HOST}`, "version"],
-            "a startup probe holds the agent back until dockerd answers");
+        const ready = dind.lifecycle!.postStart!.exec!.command!;
+        assert.deepStrictEqual(ready.slice(0, 2), ["sh", "-c"]);
+        assert.ok(ready[2].includes(`docker --host=${DOCKER_HOST} version`), "a postStart hook holds the agent back until dockerd answers");
+        assert.strictEqual(dind.startupProbe, undefined, "no startup probe: it would add up to a probe period (1 s) to every start");
         assert.strictEqual(env(command).DOCKER_HOST, DOCKER_HOST);
         assert.strictEqual(env(agent).DOCKER_HOST, undefined, "the agent does not use docker");
         assert.match(DOCKER_HOST, /^unix:\/\//);

@@ -1,9 +1,12 @@
 /**
- * npm run bench [-- --json] [--runs N]: how fast an event becomes a worker Job, against the local
- * control plane (started for the run if `npm run local-cluster -- up` has not started one).
+ * npm run -s bench [-- --json] [--runs N] [--jobs N] [--only PHASE]: how fast an event becomes a
+ * worker Job, and (on the real node) a running job, against the local control plane (started for the
+ * run if `npm run local-cluster -- up` has not started one).
  *
  * A benchmark, not a test: it prints figures and asserts nothing. Each figure is the median of
- * several runs (--runs, default 3; cold starts 5 times that).
+ * several runs (--runs, default 3; cold starts 5 times that); the end-to-end phase runs --jobs jobs
+ * (default 20). With --json, stdout holds only the JSON object; progress (a line per phase) goes to
+ * stderr either way. Phases: cold, warm, burst, token-sync, end-to-end.
  */
 import { spawn, execFileSync } from "child_process";
 import * as fs from "fs";
@@ -17,15 +20,22 @@ import { deleteNamespace, deployStack } from "../helpers/deploy";
 import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";
 import { lambdaArchive, lambdaCode, PROJECT_ROOT } from "../helpers/pulumiProgram";
 import { startSecretsManager, storedSecret } from "../helpers/secretsManagerStandIn";
+import { endToEnd, endToEndFigures } from "./endToEnd";
 
 const args = process.argv.slice(2);
 const json = args.includes("--json");
 const runsArg = args.indexOf("--runs");
 const RUNS = runsArg >= 0 ? Number(args[runsArg + 1]) : 3;
+const jobsArg = args.indexOf("--jobs");
+const E2E_JOBS = jobsArg >= 0 ? Number(args[jobsArg + 1]) : 20;
+const onlyArg = args.indexOf("--only");
+const ONLY = onlyArg >= 0 ? args[onlyArg + 1] : undefined;
+const PHASES = ["cold", "warm", "burst", "token-sync", "end-to-end"];
+const runs = (phase: string) => ONLY === undefined || ONLY === phase;
 const WARM_EVENTS = 100;
 const BURST_JOBS = 1000;
 const BURST_CONCURRENCY = 50;
-const progress = (s: string) => { if (!json) process.stderr.write(s + "\n"); };
+const progress = (s: string) => { process.stderr.write(s + "\n"); };
 
 const median = (xs: number[]) => {
     const s = [...xs].sort((a, b) => a - b);
@@ -179,6 +189,7 @@ async function tokenSyncFigures(state: ClusterState, namespaces: string[]): Prom
 }
 
 async function main(): Promise<void> {
+    if (ONLY !== undefined && !PHASES.includes(ONLY)) throw new Error(`--only ${ONLY} is not a phase: use one of ${PHASES.join(", ")}`);
     const startedHere = !status().running;
     const state = await up(progress);
     const namespaces: string[] = [];
@@ -190,46 +201,67 @@ async function main(): Promise<void> {
         // Each phase starts on a quiet cluster: the cold starts first, before any worker pods run.
         const dir = writeLambdaPackage(await lambdaCode(stack.run));
 
-        progress(`cold start: ${RUNS * 5} fresh processes each way`);
-        const cold: number[] = [];
-        const baseline: number[] = [];
-        for (let i = 0; i < RUNS * 5; i++) {
-            cold.push(await coldStart(dir, true));
-            baseline.push(await coldStart(dir, false));
+        if (runs("cold")) {
+            progress(`cold start: ${RUNS * 5} fresh processes each way`);
+            const cold: number[] = [];
+            const baseline: number[] = [];
+            for (let i = 0; i < RUNS * 5; i++) {
+                cold.push(await coldStart(dir, true));
+                baseline.push(await coldStart(dir, false));
+            }
+            figures.cold_start_ms = round(median(cold));
+            figures.node_baseline_ms = round(median(baseline));
+            figures.cold_overhead_ms = round(Number(figures.cold_start_ms) - Number(figures.node_baseline_ms));
         }
-        figures.cold_start_ms = round(median(cold));
-        figures.node_baseline_ms = round(median(baseline));
-        figures.cold_overhead_ms = round(Number(figures.cold_start_ms) - Number(figures.node_baseline_ms));
 
-        progress(`warm: ${RUNS} runs of ${WARM_EVENTS} events`);
-        const warmRuns = [];
-        for (let i = 0; i < RUNS; i++) warmRuns.push(await warm(state, stack.settings));
-        figures.warm_p50_ms = round(median(warmRuns.map((r) => r.p50)), 2);
-        figures.warm_p99_ms = round(median(warmRuns.map((r) => r.p99)), 2);
-        figures.bare_create_p50_ms = round(median(warmRuns.map((r) => r.bare)), 2);
-        figures.bare_create_p99_ms = round(median(warmRuns.map((r) => r.bareP99)), 2);
-        figures.warm_overhead_ratio = round(Number(figures.warm_p50_ms) / Number(figures.bare_create_p50_ms), 3);
-
-        progress(`burst: ${RUNS} runs of ${BURST_JOBS} events, ${BURST_CONCURRENCY} in flight`);
-        const bursts = [];
-        for (let i = 0; i < RUNS; i++) {
-            const ns = `bench-${process.pid}-burst-${i}`;
-            namespaces.push(ns);
-            const s = await deployStack(state, ns, { dind: false, ttlSecondsAfterFinished: 3600, annotations: { "local.scaledkite.io/run-seconds": "3600" } }, "stand-in");
-            bursts.push(await burst(state, writeLambdaPackage(await lambdaCode(s.run)), ns));
-            await deleteNamespace(state, ns);
+        if (runs("warm")) {
+            progress(`warm: ${RUNS} runs of ${WARM_EVENTS} events`);
+            const warmRuns = [];
+            for (let i = 0; i < RUNS; i++) warmRuns.push(await warm(state, stack.settings));
+            figures.warm_p50_ms = round(median(warmRuns.map((r) => r.p50)), 2);
+            figures.warm_p99_ms = round(median(warmRuns.map((r) => r.p99)), 2);
+            figures.bare_create_p50_ms = round(median(warmRuns.map((r) => r.bare)), 2);
+            figures.bare_create_p99_ms = round(median(warmRuns.map((r) => r.bareP99)), 2);
+            figures.warm_overhead_ratio = round(Number(figures.warm_p50_ms) / Number(figures.bare_create_p50_ms), 3);
         }
-        figures.burst_jobs = BURST_JOBS;
-        figures.burst_seconds = round(median(bursts.map((b) => b.seconds)), 2);
-        figures.burst_jobs_per_s = round(BURST_JOBS / Number(figures.burst_seconds));
-        figures.peak_rss_mb = round(median(bursts.map((b) => b.rssMb)));
+
+        if (runs("burst")) {
+            progress(`burst: ${RUNS} runs of ${BURST_JOBS} events, ${BURST_CONCURRENCY} in flight`);
+            const bursts = [];
+            for (let i = 0; i < RUNS; i++) {
+                const ns = `bench-${process.pid}-burst-${i}`;
+                namespaces.push(ns);
+                const s = await deployStack(state, ns, { dind: false, ttlSecondsAfterFinished: 3600, annotations: { "local.scaledkite.io/run-seconds": "3600" } }, "stand-in");
+                bursts.push(await burst(state, writeLambdaPackage(await lambdaCode(s.run)), ns));
+                await deleteNamespace(state, ns);
+            }
+            figures.burst_jobs = BURST_JOBS;
+            figures.burst_seconds = round(median(bursts.map((b) => b.seconds)), 2);
+            figures.burst_jobs_per_s = round(BURST_JOBS / Number(figures.burst_seconds));
+            figures.peak_rss_mb = round(median(bursts.map((b) => b.rssMb)));
+        }
         figures.package_bytes = pkg.bytes;
         figures.package_node_modules = pkg.packages;
         fs.rmSync(dir, { recursive: true, force: true });
 
-        progress(`token sync: ${RUNS * 5} fresh processes, one sync each`);
-        const sync = await tokenSyncFigures(state, namespaces);
-        Object.assign(figures, sync);
+        if (runs("token-sync")) {
+            progress(`token sync: ${RUNS * 5} fresh processes, one sync each`);
+            Object.assign(figures, await tokenSyncFigures(state, namespaces));
+        }
+
+        if (runs("end-to-end")) {
+            if (!state.node) {
+                progress("end to end: skipped, the local cluster runs no real node (SCALEDKITE_LOCAL_NODE=off?)");
+            } else {
+                progress(`end to end: ${E2E_JOBS} jobs one after another on the real node, the real agent, dind on`);
+                const ns = `bench-${process.pid}-e2e`;
+                namespaces.push(ns);
+                Object.assign(figures, endToEndFigures(await endToEnd(state, ns, E2E_JOBS, {}, progress)));
+                progress(`end to end without dind: ${E2E_JOBS} jobs`);
+                namespaces.push(`${ns}-no-dind`);
+                Object.assign(figures, endToEndFigures(await endToEnd(state, `${ns}-no-dind`, E2E_JOBS, { dind: "none" }, progress), "no_dind_"));
+            }
+        }
 
         if (json) {
             console.log(JSON.stringify(figures));
