@@ -5,6 +5,7 @@
  *     (a Job Finished event of a job that never started renders the deletion it would make)
  *   npm run --silent scaledkite -- schedule --event FILE|- [--kubeconfig PATH] [--stack dev | --config FILE]
  *   npm run --silent scaledkite -- token    --cluster NAME [--region R] [--at RFC3339]
+ *   npm run --silent scaledkite -- explain  JOB-UUID|JOB-URL [--kubeconfig PATH] [--namespace NS] [--stack dev | --config FILE]
  *
  * Exit codes: 0 done; 3 the event is not for this stack (reason on stderr); 2 invalid event, config or
  * arguments, or a failure no retry fixes; 1 a failure worth retrying. Errors are one line, no trace.
@@ -15,7 +16,10 @@ import { parseStackConfig, schedulerSettings } from "./config";
 import { execCredential, credentialsFromEnv, signEksToken } from "./eksToken";
 import { configError, isConfigError, isRetryable } from "./errors";
 import { createEventHandler, decide } from "./handler";
-import { kubeconfigJobClient } from "./kube";
+import { kubeconfigJobClient, toKubernetesError } from "./kube";
+import { explainWorker, jobUuidOf } from "./explain";
+import { jobName, LABELS } from "./manifest";
+
 import { SchedulerSettings } from "./settings";
 
 const PROJECT_ROOT = path.resolve(__dirname, "..");
@@ -32,7 +36,7 @@ export interface Io {
 
 class UsageError extends Error {}
 
-const USAGE = "usage: scaledkite render --event FILE | schedule --event FILE [--kubeconfig PATH] | token --cluster NAME [--region R] [--at RFC3339]; options --stack NAME, --config FILE";
+const USAGE = "usage: scaledkite render --event FILE | schedule --event FILE [--kubeconfig PATH] | token --cluster NAME [--region R] [--at RFC3339] | explain JOB-UUID|URL [--kubeconfig PATH] [--namespace NS]; options --stack NAME, --config FILE";
 
 /** Parses `--flag value` pairs; rejects unknown flags with the usage line. */
 export function parseFlags(args: string[], allowed: string[]): Record<string, string> {
@@ -105,12 +109,17 @@ async function render(args: string[], io: Io): Promise<number> {
     return EXIT.ok;
 }
 
+function kubeconfigPath(flags: Record<string, string>, io: Io): string {
+    const kubeconfig = flags.kubeconfig ?? (io.env.KUBECONFIG || path.join(io.env.HOME ?? "", ".kube", "config"));
+    if (!fs.existsSync(kubeconfig)) throw new UsageError(`no kubeconfig at ${kubeconfig}: pass --kubeconfig PATH (npm run local-cluster -- up prints one)`);
+    return kubeconfig;
+}
+
 async function schedule(args: string[], io: Io): Promise<number> {
     const flags = parseFlags(args, ["event", "stack", "config", "kubeconfig"]);
     const settings = loadSettings(flags, io);
     const event = readEvent(flags, io);
-    const kubeconfig = flags.kubeconfig ?? (io.env.KUBECONFIG || path.join(io.env.HOME ?? "", ".kube", "config"));
-    if (!fs.existsSync(kubeconfig)) throw new UsageError(`no kubeconfig at ${kubeconfig}: pass --kubeconfig PATH (npm run local-cluster -- up prints one)`);
+    const kubeconfig = kubeconfigPath(flags, io);
     const handler = createEventHandler(settings, kubeconfigJobClient(kubeconfig), (line) => io.err(line));
     try {
         const d = await handler(event);
@@ -145,6 +154,38 @@ async function token(args: string[], io: Io): Promise<number> {
     return EXIT.ok;
 }
 
+/** What happened to one job's worker: exit 0 when it has one, 3 when this stack has none for it. */
+async function explain(args: string[], io: Io): Promise<number> {
+    const [target, ...rest] = args;
+    if (!target || target.startsWith("--")) throw new UsageError(`explain needs a job UUID or a Buildkite job URL; ${USAGE}`);
+    const uuid = jobUuidOf(target);
+    if (!uuid) throw new UsageError(`${JSON.stringify(target)} holds no job UUID: pass the job's UUID or its Buildkite URL (…/builds/123#<uuid>)`);
+    const flags = parseFlags(rest, ["stack", "config", "kubeconfig", "namespace"]);
+    const settings = loadSettings(flags, io);
+    const namespace = flags.namespace ?? settings.namespace;
+    const kubeconfig = kubeconfigPath(flags, io);
+    const k8s: typeof import("@kubernetes/client-node") = require("@kubernetes/client-node");
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(kubeconfig);
+    const server = kc.getCurrentCluster()?.server ?? kubeconfig;
+    const name = jobName(settings.jobPrefix, uuid);
+    const batch = kc.makeApiClient(k8s.BatchV1Api);
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    try {
+        const job = await batch.readNamespacedJob({ name, namespace }).catch((e) => (e?.code === 404 ? undefined : Promise.reject(e)));
+        const pods = (await core.listNamespacedPod({ namespace, labelSelector: `${LABELS.jobUuid}=${uuid}` })).items;
+        const events = (await core.listNamespacedEvent({ namespace })).items
+            .filter((e) => e.involvedObject?.name === name || pods.some((p) => p.metadata?.name === e.involvedObject?.name));
+        const lines = explainWorker({ jobUuid: uuid, namespace, jobName: name, job, pods, events });
+        for (const l of lines) io.out(l);
+        return job || pods.length ? EXIT.ok : EXIT.ignored;
+    } catch (e) {
+        const err = toKubernetesError(e, `reading the worker of job ${uuid} in ${namespace}`, server);
+        io.err(`failed: ${err.message}`);
+        return err.retryable ? EXIT.retry : EXIT.invalid;
+    }
+}
+
 /** Runs one command; never throws. */
 export async function run(argv: string[], io: Io): Promise<number> {
     const [command, ...args] = argv;
@@ -153,6 +194,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
             case "render": return await render(args, io);
             case "schedule": return await schedule(args, io);
             case "token": return await token(args, io);
+            case "explain": return await explain(args, io);
             default:
                 io.err(command ? `unknown command ${JSON.stringify(command)}; ${USAGE}` : USAGE);
                 return EXIT.invalid;

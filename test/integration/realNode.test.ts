@@ -25,6 +25,7 @@ import { startWorkerAws, WORKER_ROLE } from "../helpers/workerAwsStandIn";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
+import { run as runCli } from "../../scheduler/cli";
 import { parseEmf } from "../helpers/emf";
 
 const QUEUE = "dynamic";
@@ -439,5 +440,63 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.notStrictEqual(pod.status!.containerStatuses![0].state!.terminated!.exitCode, 0);
         const log = await core.readNamespacedPodLog({ name, namespace: ns, container: "dind" });
         assert.match(log, /address already in use/);
+    });
+
+    it("scaledkite explain says what happened to a running, a completed, an unpullable and an unschedulable worker", async function () {
+        this.timeout(240_000);
+        const explain = async (uuid: string, namespace: string) => {
+            const out: string[] = [];
+            const err: string[] = [];
+            const code = await runCli(["explain", `https://buildkite.com/acme/app/builds/7#${uuid}`, "--kubeconfig", state.kubeconfig, "--namespace", namespace], {
+                out: (l) => out.push(l), err: (l) => err.push(l), readStdin: () => "", cwd: PROJECT_ROOT, env: {},
+            });
+            return { code, text: out.join("\n"), err: err.join("\n") };
+        };
+        const running = newUuid();
+        const completed = newUuid();
+        api.addJob(running, { queue: QUEUE, command: "sleep 20" });
+        api.addJob(completed, { queue: QUEUE, command: "true" });
+        const [missing, nowhere] = await Promise.all([
+            newStack("explain-pull", { image: "scaledkite.local/missing:1", dind: "none" }),
+            newStack("explain-node", { nodeSelector: { pool: "nowhere" } }),
+        ]);
+        const unpullable = newUuid();
+        const unschedulable = newUuid();
+        await Promise.all([schedule(stack, running), schedule(stack, completed), schedule(missing, unpullable), schedule(nowhere, unschedulable)]);
+
+        await eventually("the long job to run", async () => (api.jobs.get(running)!.state === "running" ? true : undefined), 120_000);
+        // The kubelet reports the pod's state to the API server a moment after the fact.
+        const r = await eventually("the API server to see it running", async () => {
+            const e = await explain(running, stack.namespace);
+            return / running on node /.test(e.text) ? e : undefined;
+        }, 20_000);
+        assert.strictEqual(r.code, 0, r.err);
+        assert.match(r.text, new RegExp(`^job ${running}: running on node `), r.text);
+        assert.match(r.text, /agent running since/);
+        assert.match(r.text, /logs: kubectl logs -n \S+ \S+ -c agent \(the agent\); .* -c command \(the build\); .* -c dind \(dockerd\)/);
+
+        await finished(completed);
+        await jobCondition(stack, `buildkite-agent-${completed}`);
+        const c = await explain(completed, stack.namespace);
+        assert.match(c.text, new RegExp(`^job ${completed}: completed$`, "m"), c.text);
+        assert.match(c.text, /agent exited 0/);
+        assert.match(c.text, /queue dynamic\) created \S+, \d+ s after the job became runnable/);
+
+        const p = await eventually("the image pull to fail", async () => {
+            const e = await explain(unpullable, missing.namespace);
+            return /cannot start/.test(e.text) ? e : undefined;
+        }, 60_000);
+        assert.match(p.text, /^job \S+: cannot start: (ErrImagePull|ImagePullBackOff) for container agent \(image "scaledkite.local\/missing:1"\)/, p.text);
+        assert.match(p.text, /problem: (Failed|BackOff): /);
+
+        const u = await eventually("the scheduler to give up placing it", async () => {
+            const e = await explain(unschedulable, nowhere.namespace);
+            return /problem: FailedScheduling/.test(e.text) ? e : undefined;
+        }, 60_000);
+        assert.match(u.text, /^job \S+: waiting for a node: 0\/\d+ nodes are available: .*didn't match Pod's node affinity\/selector/, u.text);
+
+        const none = await explain(newUuid(), stack.namespace);
+        assert.strictEqual(none.code, 3);
+        assert.match(none.text, /: no worker \(no Job /);
     });
 });
