@@ -93,6 +93,7 @@ const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     endpoint: config.sweep.endpoint,
     podPendingTimeoutSeconds: config.sweep.podPendingTimeoutSeconds,
     startFailureGraceSeconds: config.sweep.startFailureGraceSeconds,
+    keepQueuesConnected: config.sweep.keepQueuesConnected,
     kubernetesGroups: [SWEEPER_GROUP],
     logRetentionDays: config.lambda.logRetentionDays,
     timeoutSeconds: config.lambda.timeoutSeconds,

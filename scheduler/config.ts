@@ -124,7 +124,7 @@ export interface StackConfig {
     /** An SNS topic for the alarms (DLQ not empty, Lambda errors). */
     alarmTopicArn?: string;
     /** The sweep: minutes between runs (0: off), the Stacks API stack key and endpoint. */
-    sweep: { intervalMinutes: number; stackKey?: string; endpoint: string; podPendingTimeoutSeconds: number; startFailureGraceSeconds: number };
+    sweep: { intervalMinutes: number; stackKey?: string; endpoint: string; podPendingTimeoutSeconds: number; startFailureGraceSeconds: number; keepQueuesConnected: boolean };
     lambda: LambdaConfig;
 }
 
@@ -151,7 +151,7 @@ export const CONFIG_KEYS: readonly string[] = [
     "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "agentTokenSecretArn", "agentTokenSecretKey",
     "tokenSyncInterval", "ecrRegistries", "workerIdentity", "env", "gitCredentials",
     "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
-    "sweepInterval", "stackKey", "agentEndpoint", "podPendingTimeout", "startFailureGrace",
+    "sweepInterval", "stackKey", "agentEndpoint", "podPendingTimeout", "startFailureGrace", "keepQueuesConnected",
     "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
     "schedulerConcurrency", "sweepConcurrency", "lambdaSubnetIds", "lambdaSecurityGroupIds",
     ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
@@ -562,6 +562,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         endpoint: asString(raw.agentEndpoint, "agentEndpoint", p) ?? DEFAULT_AGENT_ENDPOINT,
         podPendingTimeoutSeconds: asInteger(raw.podPendingTimeout, "podPendingTimeout", p, 60, 7 * 24 * 3600) ?? 600,
         startFailureGraceSeconds: asInteger(raw.startFailureGrace, "startFailureGrace", p, 0, 3600) ?? 300,
+        keepQueuesConnected: asBoolean(raw.keepQueuesConnected, "keepQueuesConnected", p) ?? true,
     };
     if (sweep.stackKey !== undefined && !/^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/.test(sweep.stackKey)) p.add("stackKey", `${JSON.stringify(sweep.stackKey)} is not a usable stack key (letters, digits, '-', '_', '.')`);
     if (!/^https:\/\/[^\s/]+(\/\S*)?$/.test(sweep.endpoint) && !/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?(\/\S*)?$/.test(sweep.endpoint)) {

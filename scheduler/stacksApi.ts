@@ -35,7 +35,23 @@ export interface StacksApi {
     finish(stackKey: string, jobUuid: string, detail: string): Promise<void>;
     /** The states of jobs (e.g. "scheduled", "canceled"), asked in batches. */
     jobStates(stackKey: string, jobUuids: string[]): Promise<Record<string, string>>;
+    /** A light listing (one job) of a queue: Buildkite shows a queue Connected while a stack lists it. */
+    heartbeat(stackKey: string, queueKey: string): Promise<void>;
+    /** Messages on jobs' timelines (each detail at most 256 characters), in batches. */
+    notify(stackKey: string, notifications: StackNotification[]): Promise<void>;
 }
+
+/** A message on a job's timeline in Buildkite. */
+export interface StackNotification {
+    job_uuid: string;
+    /** At most MAX_NOTIFICATION_DETAIL characters. */
+    detail: string;
+    /** ISO 8601. */
+    timestamp: string;
+}
+
+/** The Stacks API's limit on a notification's detail. */
+export const MAX_NOTIFICATION_DETAIL = 256;
 
 export interface StacksApiOptions {
     endpoint?: string;
@@ -121,6 +137,16 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
                 Object.assign(states, r.states ?? {});
             }
             return states;
+        },
+        async heartbeat(stackKey, queueKey) {
+            const q = new URLSearchParams({ queue_key: queueKey, limit: "1" });
+            await call("GET", `/stacks/${encodeURIComponent(stackKey)}/scheduled-jobs?${q}`);
+        },
+        async notify(stackKey, notifications) {
+            for (let i = 0; i < notifications.length; i += 100) {
+                const batch = notifications.slice(i, i + 100).map((n) => ({ ...n, detail: n.detail.length > MAX_NOTIFICATION_DETAIL ? `${n.detail.slice(0, MAX_NOTIFICATION_DETAIL - 1)}…` : n.detail }));
+                await call("POST", `/stacks/${encodeURIComponent(stackKey)}/notifications`, { notifications: batch });
+            }
         },
     };
 }

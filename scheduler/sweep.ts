@@ -18,6 +18,7 @@ import { FirstFailures, firstFailures, notRunReason, stuckReason, StuckOptions }
 import { SchedulerSettings } from "./settings";
 import { Metric, METRICS, withMetrics } from "./metrics";
 import { workerStats } from "./workerStats";
+import { DeferredJob, waitNotices } from "./notices";
 import type { StacksApi, StacksJob } from "./stacksApi";
 
 /** What one sweep did for one queue. */
@@ -52,12 +53,34 @@ export interface WorkerSweep {
     cancelled: string[];
     /** The queue of each cancelled worker, by job uuid (for the metrics). */
     cancelledQueues?: Record<string, string>;
+    /** Timeline messages sent to Buildkite about jobs still waiting for their worker. */
+    notified?: number;
     /** Workers that will never run but were kept because failing their job in Buildkite did not succeed (the next sweep tries again). */
     kept: { jobUuid: string; error: string }[];
 }
 
 /** Buildkite job states in which a waiting worker is no longer needed. */
 const DONE_STATES = ["canceled", "canceling", "finished", "expired", "timed_out", "skipped", "broken"];
+
+/**
+ * Lists each queue lightly at the given offsets (ms after `startedAt`), so Buildkite keeps showing
+ * the queues Connected between sweeps (it marks a queue Disconnected about 30 s after a stack last
+ * listed it). Best effort: a failed listing is logged; the next one or the next sweep tries again.
+ */
+export async function keepQueuesConnected(
+    stacks: StacksApi, stackKey: string, queues: string[], offsets: number[], startedAt: number,
+    sleep: (ms: number) => Promise<void>, log: Logger = logLine, now: () => number = Date.now,
+): Promise<number> {
+    let listings = 0;
+    for (const offset of offsets) {
+        const wait = startedAt + offset - now();
+        if (wait > 0) await sleep(wait);
+        await Promise.all(queues.map((q) => stacks.heartbeat(stackKey, q).then(() => { listings++; }, (e) => {
+            log(JSON.stringify({ msg: "scaledkite.sweep", queue: q, warning: `could not list the queue to keep it Connected: ${(e as Error).message}` }));
+        })));
+    }
+    return listings;
+}
 
 /** Runs `work` over `items`, at most `limit` at once. */
 async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -82,7 +105,7 @@ export function createSweeper(
     const handle = createEventHandler(settings, jobs, log, "sweep");
 
     /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
-    async function sweepWorkers(): Promise<WorkerSweep> {
+    async function sweepWorkers(deferred: DeferredJob[]): Promise<WorkerSweep> {
         const result: WorkerSweep = { failed: [], cancelled: [], kept: [], cancelledQueues: {} };
         if (!jobs.listWorkerPods) return result;
         const now = new Date();
@@ -130,6 +153,18 @@ export function createSweeper(
             const reason = uuid && queue ? notRunReason(pods, queue.backoffLimit) : undefined;
             if (uuid && reason) await giveUp(uuid, jobName, reason);
         }
+        // Tell Buildkite why jobs still wait (best effort: a failure is logged, not a sweep error).
+        const given = new Set(result.failed.map((f) => f.jobUuid));
+        const notices = waitNotices(pending.filter((p) => !given.has(workerOf(p).uuid ?? "")), deferred, now, intervalMs);
+        if (notices.length) {
+            try {
+                await stacks.notify(stackKey, notices);
+                result.notified = notices.length;
+                for (const n of notices) log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "notified", jobUuid: n.job_uuid, detail: n.detail }));
+            } catch (e) {
+                log(JSON.stringify({ msg: "scaledkite.sweep", warning: `could not post ${notices.length} wait notice(s) to Buildkite: ${(e as Error).message}` }));
+            }
+        }
         if (waiting.length) {
             const states = await stacks.jobStates(stackKey, waiting.map((w) => w.uuid));
             for (const { uuid, jobName } of waiting) {
@@ -172,6 +207,7 @@ export function createSweeper(
 
     return async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {
         const report: QueueSweep[] = [];
+        const deferred: DeferredJob[] = [];
         for (const queue of Object.keys(settings.queues)) {
             const r: QueueSweep = { queue, listed: 0, created: 0, exists: 0, paused: false, deferred: 0, failed: 0 };
             report.push(r);
@@ -188,8 +224,10 @@ export function createSweeper(
                             else if (d.outcome === "exists") r.exists++;
                         } catch (e) {
                             // A full spend cap is the cap working: the job waits for a later sweep (or its event's retry).
-                            if (isQuotaFull(e)) r.deferred++;
-                            else r.failed++;
+                            if (isQuotaFull(e)) {
+                                r.deferred++;
+                                deferred.push({ uuid: job.id, scheduledAt: job.scheduled_at });
+                            } else r.failed++;
                         }
                     });
                 }
@@ -204,7 +242,7 @@ export function createSweeper(
         let workers: WorkerSweep = { failed: [], cancelled: [], kept: [] };
         let workerError: string | undefined;
         try {
-            workers = await sweepWorkers();
+            workers = await sweepWorkers(deferred);
         } catch (e) {
             workerError = (e as Error).message;
         }

@@ -10,7 +10,8 @@ import { bearerSecretReader, eksJobClient, eksTokens, invocationDeadline } from 
 import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./scheduler";
 import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "./settings";
 import { stacksApi } from "./stacksApi";
-import { createSweeper } from "./sweep";
+import { createSweeper, keepQueuesConnected } from "./sweep";
+import { heartbeatOffsets } from "./notices";
 
 /** Arguments of Sweeper. */
 export interface SweeperArgs {
@@ -25,6 +26,8 @@ export interface SweeperArgs {
     /** Seconds a worker pod may stay Pending, and may fail to start, before the sweep gives up on it. */
     podPendingTimeoutSeconds: number;
     startFailureGraceSeconds: number;
+    /** List each queue every 20 s between sweeps, so Buildkite shows it Connected (the sweep then runs about 40 s a minute). */
+    keepQueuesConnected: boolean;
     /** Kubernetes groups of the sweep's identity. */
     kubernetesGroups: string[];
     logRetentionDays: number;
@@ -76,6 +79,7 @@ export function createSweepFunction(
     name: string, args: SweeperArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
 ): aws.lambda.CallbackFunction<unknown, void> {
     const { settings, stackKey, endpoint } = args;
+    const keepConnected = args.keepQueuesConnected;
     const stuck = { pendingTimeoutMs: args.podPendingTimeoutSeconds * 1000, startFailureGraceMs: args.startFailureGraceSeconds * 1000, intervalMs: args.intervalMinutes * 60_000 };
     const clusterAccess = clusterAtRuntime(args.cluster);
     return createClosureFunction(name, {
@@ -87,10 +91,20 @@ export function createSweepFunction(
             const tokens = eksTokens(cluster);
             const agentToken = bearerSecretReader(cluster.endpoint, cluster.caData, tokens, settings.namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
             const deadline = invocationDeadline();
-            const sweep = createSweeper(settings, stacksApi(agentToken, { endpoint }), eksJobClient(cluster, tokens, deadline.get), stackKey, undefined, stuck);
+            const stacks = stacksApi(agentToken, { endpoint });
+            const sweep = createSweeper(settings, stacks, eksJobClient(cluster, tokens, deadline.get), stackKey, undefined, stuck);
+            const queues = Object.keys(settings.queues);
+            const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
             return async (_event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
+                const startedAt = Date.now();
+                const timeoutMs = context?.getRemainingTimeInMillis?.() ?? 60_000;
                 deadline.start(context);
-                await sweep();
+                try {
+                    await sweep();
+                } finally {
+                    // Until the next sweep: a light listing of each queue every 20 s keeps it Connected.
+                    if (keepConnected) await keepQueuesConnected(stacks, stackKey, queues, heartbeatOffsets(stuck.intervalMs, timeoutMs), startedAt, sleep);
+                }
             };
         },
     }, opts);

@@ -25,6 +25,8 @@ describe("stack configuration", () => {
         assert.deepStrictEqual(c.queues.dynamic, WORKER_DEFAULTS);
         assert.match(c.defaults.image, /^buildkite\/agent:\d+\.\d+\.\d+$/, "a pinned tag of the stock image");
         assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false, gitSsh: false, hooks: false, ecr: false });
+        assert.strictEqual(c.sweep.keepQueuesConnected, true, "queues stay Connected in Buildkite by default");
+        assert.strictEqual(parseStackConfig(rawConfig({ keepQueuesConnected: "false" })).sweep.keepQueuesConnected, false);
         assert.deepStrictEqual(c.lambda, { memoryMb: 128, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400, schedulerConcurrency: undefined, sweepConcurrency: 1, network: undefined });
     });
 
@@ -124,6 +126,7 @@ describe("stack configuration", () => {
         ["a CPU cap with a queue that requests no CPU", { maxCpu: "8", queues: { dynamic: { resources: { agent: { requests: { memory: "1Gi" } } } } } }, /queues.dynamic.resources.agent requests no cpu: with scaledkite:maxCpu set/],
         ["an alarm topic that is not an SNS ARN", { alarmTopicArn: "ci-alerts" }, /alarmTopicArn "ci-alerts" is not an SNS topic ARN/],
         ["a sweep interval over an hour", { sweepInterval: 90 }, /sweepInterval must be a whole number from 0 to 60/],
+        ["keepQueuesConnected not a boolean", { keepQueuesConnected: "sometimes" }, /keepQueuesConnected must be true or false/],
         ["a Stacks API endpoint over plain http", { agentEndpoint: "http://agent.example.com/v3" }, /agentEndpoint "http:\/\/agent.example.com\/v3" must be an https URL/],
         ["a pending timeout under a minute", { podPendingTimeout: 5 }, /podPendingTimeout must be a whole number from 60/],
         ["a stack key with spaces", { stackKey: "my stack" }, /stackKey "my stack" is not a usable stack key/],

@@ -1,7 +1,8 @@
 /**
  * A local stand-in for Buildkite's Stacks API that follows its documented contract for what the
  * sweep uses: registration, paginated scheduled jobs per queue (oldest first) with page_info and
- * cluster_queue.dispatch_paused, token auth, and, on request, 429 with Retry-After and 5xx answers.
+ * cluster_queue.dispatch_paused, token auth, job states, finish, timeline notifications (detail at
+ * most 256 characters), and, on request, 429 with Retry-After and 5xx answers.
  */
 import * as http from "http";
 import type { StacksJob } from "../../scheduler/stacksApi";
@@ -17,6 +18,10 @@ export interface StandIn {
     finished: Map<string, string>;
     /** Job states get-states answers (default "scheduled"). */
     states: Map<string, string>;
+    /** Timeline notifications received, in order. */
+    notifications: { job_uuid: string; detail: string; timestamp: string }[];
+    /** When each queue was last listed (ms): Buildkite shows a queue Connected for about 30 s after. */
+    listedAt: Map<string, number[]>;
     /** Answers the next N finish requests with 503. */
     failFinish: number;
     /** Answers the next N requests with this status (429 carries Retry-After: 1). */
@@ -34,6 +39,8 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
     const states = new Map<string, string>();
     const failures: number[] = [];
     const requests: string[] = [];
+    const notifications: StandIn["notifications"] = [];
+    const listedAt = new Map<string, number[]>();
     const state = { pageSize: 1000, failFinish: 0 };
 
     const server = http.createServer((req, res) => {
@@ -61,6 +68,7 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
             if (req.method === "GET" && m) {
                 const queue = url.searchParams.get("queue_key") ?? "";
                 if (!registered.has(`${decodeURIComponent(m[1])}/${queue}`)) return send(404, { message: "No stack registered for this queue" });
+                listedAt.set(queue, [...(listedAt.get(queue) ?? []), Date.now()]);
                 const limit = Math.min(Number(url.searchParams.get("limit") ?? "100"), 1000, state.pageSize);
                 const all = [...(scheduled.get(queue) ?? [])].sort((a, b) => (a.scheduled_at ?? "").localeCompare(b.scheduled_at ?? ""));
                 const after = url.searchParams.get("after");
@@ -84,6 +92,15 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
                 states.set(fin[2], "finished");
                 return send(200, {});
             }
+            if (req.method === "POST" && /^\/v3\/stacks\/[^/]+\/notifications$/.test(url.pathname)) {
+                const list: StandIn["notifications"] = JSON.parse(body || "{}").notifications ?? [];
+                for (const n of list) {
+                    if (!n.job_uuid || typeof n.detail !== "string" || !n.timestamp) return send(422, { message: "job_uuid, detail and timestamp are required" });
+                    if (n.detail.length > 256) return send(422, { message: "detail is too long (maximum is 256 characters)" });
+                }
+                notifications.push(...list);
+                return send(200, {});
+            }
             if (req.method === "POST" && /^\/v3\/stacks\/[^/]+\/jobs\/get-states$/.test(url.pathname)) {
                 const uuids: string[] = JSON.parse(body || "{}").job_uuids ?? [];
                 if (uuids.length > 100) return send(422, { message: "at most 100 job_uuids" });
@@ -103,6 +120,8 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         finished,
         states,
         requests,
+        notifications,
+        listedAt,
         get pageSize() { return state.pageSize; },
         set pageSize(n: number) { state.pageSize = n; },
         get failFinish() { return state.failFinish; },

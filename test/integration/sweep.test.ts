@@ -8,7 +8,8 @@ import { parseEmf } from "../helpers/emf";
 import { ClusterState } from "../../k8s/local/cluster";
 import { createEventHandler } from "../../scheduler/handler";
 import { stacksApi, StacksJob } from "../../scheduler/stacksApi";
-import { createSweeper, eventFromStacksJob } from "../../scheduler/sweep";
+import { createSweeper, eventFromStacksJob, keepQueuesConnected } from "../../scheduler/sweep";
+import { heartbeatOffsets } from "../../scheduler/notices";
 import { newUuid } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, WorkerNode } from "../helpers/deploy";
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
@@ -131,6 +132,23 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         await assert.rejects(sweep(), /401 \(Unauthorized\); the agent token must be a cluster agent token/);
     });
 
+    it("keeps queues Connected between sweeps: a light listing of each at the given offsets; a failed one is logged, not thrown", async () => {
+        const s = await stack("sweep-heartbeat");
+        await sweeperFor(s)(); // registers the queues
+        let clock = 1_000_000;
+        const slept: number[] = [];
+        const lines: string[] = [];
+        const before = (q: string) => api.listedAt.get(q)?.length ?? 0;
+        const [d0, o0] = [before("dynamic"), before("other")];
+        api.failNext(503);
+        const listings = await keepQueuesConnected(stacksApi(() => api.token, { endpoint: api.endpoint }), "scaledkite-test", ["dynamic", "other"], heartbeatOffsets(60_000, 60_000), clock,
+            async (ms) => { slept.push(ms); clock += ms; }, (l) => lines.push(l), () => clock);
+        assert.deepStrictEqual(slept, [20_000, 20_000], "at 20 s and 40 s of a one-minute interval");
+        assert.strictEqual(listings, 3, "four listings, one refused");
+        assert.strictEqual(before("dynamic") - d0 + before("other") - o0, 3);
+        assert.match(lines[0], /could not list the queue to keep it Connected: Buildkite Stacks API GET \/stacks\/scaledkite-test\/scheduled-jobs: 503/);
+    });
+
     it("turns a Stacks API job into the event the handler takes", () => {
         const j = stacksJob("dynamic");
         const e = eventFromStacksJob(j) as any;
@@ -148,15 +166,21 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
             tokenApi.scheduled.set("dynamic", [lost[0]]);
             tokenApi.scheduled.set("other", [lost[1]]);
             const dir = writeLambdaPackage(await lambdaCode(s.run, "sweep-fn"));
+            // With 26 s to run, the sweep lists each queue once more 20 s after it began (keepQueuesConnected).
             const { results, logs } = await invokeLambda(dir, [{ "detail-type": "Scheduled Event", source: "aws.events" }], {
-                AWS_ACCESS_KEY_ID: SWEEPER_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: SWEEPER_IDENTITY.secretAccessKey,
+                AWS_ACCESS_KEY_ID: SWEEPER_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: SWEEPER_IDENTITY.secretAccessKey, LAMBDA_TIMEOUT_MS: "26000",
             });
             assert.strictEqual(results[0].ok, true, JSON.stringify(results) + logs.join("\n"));
             assert.deepStrictEqual(await jobUuids(s.namespace), lost.map((j) => j.id).sort());
             assert.ok(tokenApi.registered.has("ci-local/dynamic"));
+            for (const queue of ["dynamic", "other"]) {
+                const listed = tokenApi.listedAt.get(queue)!;
+                assert.strictEqual(listed.length, 2, `queue ${queue}: the sweep's listing and one heartbeat`);
+                assert.ok(listed[1] - listed[0] >= 15_000 && listed[1] - listed[0] < 25_000, `${listed[1] - listed[0]} ms apart`);
+            }
 
             // The scheduler's identity may not read the token: the sweep needs its own.
-            const asScheduler = await invokeLambda(dir, [{}]);
+            const asScheduler = await invokeLambda(dir, [{}], { LAMBDA_TIMEOUT_MS: "20000" });
             assert.strictEqual(asScheduler.results[0].ok, false);
             assert.match(asScheduler.results[0].error!, /reading Secret sweep-lambda\/scaledkite-agent-token: forbidden/);
         } finally {
@@ -232,15 +256,22 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
             assert.deepStrictEqual(await jobUuids(s.namespace), []);
         });
 
-        it("a full spend cap is not an error: the jobs that fit are created, the rest wait for a later sweep", async () => {
+        it("a full spend cap is not an error: the jobs that fit are created, the rest wait for a later sweep, and Buildkite is told why", async () => {
             const s = await stack("sweep-quota", { maxConcurrentJobs: 1, nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
-            const jobs = [stacksJob("dynamic"), stacksJob("dynamic"), stacksJob("dynamic")];
+            // Scheduled 70 s ago: their wait passed the first checkpoint (1 min) within this sweep's interval.
+            const scheduled_at = new Date(Date.now() - 70_000).toISOString();
+            const jobs = [stacksJob("dynamic", { scheduled_at }), stacksJob("dynamic", { scheduled_at }), stacksJob("dynamic", { scheduled_at })];
+            api.notifications.length = 0;
             api.scheduled.set("dynamic", jobs);
             const lines: string[] = [];
             const report = await sweeperFor(s, lines)();
             const dynamic = report.queues.find((q) => q.queue === "dynamic")!;
             assert.deepStrictEqual([dynamic.created, dynamic.deferred, dynamic.failed], [1, 2, 0]);
             assert.strictEqual((await jobUuids(s.namespace)).length, 1);
+            const capped = api.notifications.filter((n) => /spend cap is full/.test(n.detail));
+            assert.strictEqual(capped.length, 2, JSON.stringify(api.notifications));
+            assert.ok(capped.every((n) => n.detail.startsWith("Scaledkite: waiting 1 min: the stack's spend cap is full") && n.detail.length <= 256));
+            assert.strictEqual(api.notifications.length, 3, "and the created one, whose pod waits for a node");
         });
 
         it("fails the Buildkite job of a worker that cannot be scheduled, with the scheduler's message, and deletes it", async () => {
@@ -251,6 +282,20 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
             assert.deepStrictEqual(workers.failed.map((f) => f.jobUuid), [uuid]);
             assert.match(api.finished.get(uuid)!, /could not be scheduled for 0 min: 0\/2 nodes are available: 1 node\(s\) didn't match Pod's node affinity\/selector, 1 node\(s\) had untolerated taint/);
             assert.deepStrictEqual(await jobUuids(s.namespace), []);
+        });
+
+        it("tells Buildkite why a worker waits: the scheduler's message, once its wait passes a minute", async () => {
+            const s = await stack("sweep-notice", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const job = stacksJob("dynamic", { scheduled_at: new Date(Date.now() - 65_000).toISOString() });
+            assert.strictEqual((await createEventHandler(s.settings, creatorAs(state), () => {})(eventFromStacksJob(job))).outcome, "created");
+            await podWaiting(s.namespace, job.id, (p) => p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"));
+            api.notifications.length = 0;
+            const sweep = createSweeper(s.settings, stacksApi(() => api.token, { endpoint: api.endpoint }), creatorAs(state, SWEEPER_IDENTITY), "scaledkite-test", () => {},
+                { pendingTimeoutMs: 3_600_000, startFailureGraceMs: 60_000 });
+            const { workers } = await sweep();
+            assert.strictEqual(workers.notified, 1);
+            assert.strictEqual(api.notifications[0].job_uuid, job.id);
+            assert.match(api.notifications[0].detail, /^Scaledkite: waiting 1 min: no node fits its worker yet \(0\/2 nodes are available: .*didn't match Pod's node affinity\/selector/);
         });
 
         it("deletes the waiting worker of a job cancelled before it started, and fails nothing", async () => {
