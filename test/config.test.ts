@@ -27,7 +27,7 @@ describe("stack configuration", () => {
         assert.deepStrictEqual(c.secrets, { env: false, gitCredentials: false, gitSsh: false, hooks: false, ecr: false });
         assert.strictEqual(c.sweep.keepQueuesConnected, true, "queues stay Connected in Buildkite by default");
         assert.strictEqual(parseStackConfig(rawConfig({ keepQueuesConnected: "false" })).sweep.keepQueuesConnected, false);
-        assert.deepStrictEqual(c.lambda, { memoryMb: 128, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400, schedulerConcurrency: undefined, sweepConcurrency: 1, network: undefined });
+        assert.deepStrictEqual(c.lambda, { memoryMb: 512, timeoutSeconds: 30, logRetentionDays: 14, retryAttempts: 185, maxEventAgeSeconds: 86400, schedulerConcurrency: undefined, sweepConcurrency: 1, network: undefined });
     });
 
     it("reads values given as strings (pulumi config) and as typed YAML alike", () => {

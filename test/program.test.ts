@@ -104,7 +104,7 @@ describe("Pulumi program", function () {
         const fn = run.named("aws:lambda/function:Function", "scheduler-fn").inputs;
         assert.strictEqual(fn.runtime, "nodejs24.x");
         assert.match(fn.role, /scheduler-role/);
-        assert.strictEqual(fn.memorySize, 128);
+        assert.strictEqual(fn.memorySize, 512, "the measured default (README Performance)");
         assert.strictEqual(fn.loggingConfig.logGroup, "/scaledkite/test/scheduler");
         assert.strictEqual(run.named("aws:cloudwatch/logGroup:LogGroup", "scheduler-logs").inputs.retentionInDays, 14);
         assert.strictEqual(run.ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").length, 0, "no managed policy is attached");

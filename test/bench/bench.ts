@@ -6,7 +6,7 @@
  * A benchmark, not a test: it prints figures and asserts nothing. Each figure is the median of
  * several runs (--runs, default 3; cold starts 5 times that); the end-to-end phase runs --jobs jobs
  * (default 20). With --json, stdout holds only the JSON object; progress (a line per phase) goes to
- * stderr either way. Phases: cold, warm, burst, token-sync, end-to-end.
+ * stderr either way. Phases: cold, warm, burst, token-sync, memory, end-to-end.
  */
 import { spawn, execFileSync } from "child_process";
 import * as fs from "fs";
@@ -30,7 +30,7 @@ const jobsArg = args.indexOf("--jobs");
 const E2E_JOBS = jobsArg >= 0 ? Number(args[jobsArg + 1]) : 20;
 const onlyArg = args.indexOf("--only");
 const ONLY = onlyArg >= 0 ? args[onlyArg + 1] : undefined;
-const PHASES = ["cold", "warm", "burst", "token-sync", "end-to-end"];
+const PHASES = ["cold", "warm", "burst", "token-sync", "memory", "end-to-end"];
 const runs = (phase: string) => ONLY === undefined || ONLY === phase;
 const WARM_EVENTS = 100;
 const BURST_JOBS = 1000;
@@ -188,6 +188,53 @@ async function tokenSyncFigures(state: ClusterState, namespaces: string[]): Prom
     }
 }
 
+/** AWS gives a function one full vCPU at 1,769 MB, and CPU in proportion to memory below that. */
+const FULL_VCPU_MB = 1769;
+/** Lambda's x86 price per GB-second and per million requests (us-east-1). */
+const PRICE_GB_S = 0.0000166667;
+const PRICE_PER_MILLION_REQUESTS = 0.2;
+const CPU_CGROUP_ROOT = "/sys/fs/cgroup/cpu";
+
+/**
+ * The scheduler Lambda at each memory size, with the CPU share AWS gives that size emulated by a CFS
+ * quota on the Lambda's process (cgroup v1 cpu controller): cold start (a fresh process, one event),
+ * warm latency (one process, events one after another), peak memory, and the cost per million events.
+ */
+async function memoryFigures(dir: string, sizes = [128, 256, 512, 1024]): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    const period = 100_000;
+    for (const mb of sizes) {
+        const cgroup = path.join(CPU_CGROUP_ROOT, `scaledkite-bench-${process.pid}-${mb}`);
+        fs.mkdirSync(cgroup, { recursive: true });
+        try {
+            fs.writeFileSync(path.join(cgroup, "cpu.cfs_period_us"), String(period));
+            fs.writeFileSync(path.join(cgroup, "cpu.cfs_quota_us"), String(Math.round((period * mb) / FULL_VCPU_MB)));
+            // The shell moves itself into the cgroup, then becomes node: every instruction of the Lambda runs under the quota.
+            const launcher = ["sh", "-c", `echo $$ > ${path.join(cgroup, "cgroup.procs")} && exec "$@"`, "sh"];
+            const cold: number[] = [];
+            for (let i = 0; i < RUNS * 3; i++) {
+                const t = process.hrtime.bigint();
+                const r = await invokeLambda(dir, [anEvent().build()], lambdaEnv(), launcher);
+                if (!r.results[0]?.ok) throw new Error(`memory ${mb}: ${JSON.stringify(r.results[0])}`);
+                cold.push(ms(t));
+            }
+            const warmRun = await invokeLambda(dir, Array.from({ length: 31 }, () => anEvent().build()), lambdaEnv(), launcher);
+            const warmMs = warmRun.results.slice(1).map((r) => r.ms);
+            const p50 = percentile(warmMs, 50);
+            out[`mem${mb}_cold_ms`] = round(median(cold));
+            out[`mem${mb}_warm_p50_ms`] = round(p50, 1);
+            out[`mem${mb}_warm_p99_ms`] = round(percentile(warmMs, 99), 1);
+            out[`mem${mb}_peak_rss_mb`] = round(Math.max(...warmRun.results.map((r) => r.maxRssMb ?? 0)));
+            // Billed per ms of duration; one event per invocation (SQS batches of up to 10 cost less).
+            out[`mem${mb}_usd_per_million_events`] = round((mb / 1024) * (Math.ceil(p50) / 1000) * 1e6 * PRICE_GB_S + PRICE_PER_MILLION_REQUESTS, 2);
+            progress(`  ${mb} MB (${round((100 * mb) / FULL_VCPU_MB)} % of a vCPU): cold ${out[`mem${mb}_cold_ms`]} ms, warm p50 ${out[`mem${mb}_warm_p50_ms`]} ms, $${out[`mem${mb}_usd_per_million_events`]} per million events`);
+        } finally {
+            fs.rmdirSync(cgroup);
+        }
+    }
+    return out;
+}
+
 async function main(): Promise<void> {
     if (ONLY !== undefined && !PHASES.includes(ONLY)) throw new Error(`--only ${ONLY} is not a phase: use one of ${PHASES.join(", ")}`);
     const startedHere = !status().running;
@@ -242,6 +289,15 @@ async function main(): Promise<void> {
         }
         figures.package_bytes = pkg.bytes;
         figures.package_node_modules = pkg.packages;
+
+        if (runs("memory")) {
+            if (!fs.existsSync(path.join(CPU_CGROUP_ROOT, "cpu.cfs_quota_us"))) {
+                progress(`memory sizes: skipped, no cgroup v1 cpu controller at ${CPU_CGROUP_ROOT} to emulate Lambda's CPU share`);
+            } else {
+                progress(`memory sizes: 128, 256, 512 and 1,024 MB with Lambda's CPU share; ${RUNS * 3} cold starts and 30 warm events each`);
+                Object.assign(figures, await memoryFigures(dir));
+            }
+        }
         fs.rmSync(dir, { recursive: true, force: true });
 
         if (runs("token-sync")) {

@@ -35,7 +35,7 @@ process.stdin.on("end", async () => {
     const context = { awsRequestId: "local-" + (i++), functionName: "scaledkite-scheduler", getRemainingTimeInMillis: () => timeoutMs - (Date.now() - invoked) };
     try {
       const value = await handler(event, context);
-      console.log("RESULT " + JSON.stringify({ ok: true, value, ms: Number(process.hrtime.bigint() - t) / 1e6, loadedMs }));
+      console.log("RESULT " + JSON.stringify({ ok: true, value, ms: Number(process.hrtime.bigint() - t) / 1e6, loadedMs, maxRssMb: process.resourceUsage().maxRSS / 1024 }));
     } catch (e) {
       console.log("RESULT " + JSON.stringify({ ok: false, error: String(e && e.message), retryable: !!(e && e.retryable), ms: Number(process.hrtime.bigint() - t) / 1e6, loadedMs }));
     }
@@ -51,11 +51,17 @@ export interface Invocation {
     retryable?: boolean;
     ms: number;
     loadedMs: number;
+    /** The process's peak resident memory so far (successful invocations). */
+    maxRssMb?: number;
 }
 
-/** Runs the packaged Lambda in a fresh Node process with the scheduler's (local) AWS credentials. */
-export async function invokeLambda(dir: string, events: unknown[], env: NodeJS.ProcessEnv = {}): Promise<{ results: Invocation[]; logs: string[]; stderr: string; nodeVersion: string }> {
-    const child = spawn(process.execPath, ["driver.js"], {
+/**
+ * Runs the packaged Lambda in a fresh Node process with the scheduler's (local) AWS credentials.
+ * `launcher` runs in front of node (e.g. a shell that moves itself into a CPU-limited cgroup, then execs it).
+ */
+export async function invokeLambda(dir: string, events: unknown[], env: NodeJS.ProcessEnv = {}, launcher: string[] = []): Promise<{ results: Invocation[]; logs: string[]; stderr: string; nodeVersion: string }> {
+    const [command, ...args] = [...launcher, process.execPath, "driver.js"];
+    const child = spawn(command, args, {
         cwd: dir,
         env: {
             PATH: process.env.PATH,
