@@ -8,7 +8,7 @@
  */
 import { configError } from "./errors";
 import { DEFAULT_AGENT_ENDPOINT } from "./stacksApi";
-import { DEFAULT_QUEUE } from "./queue";
+import { DEFAULT_QUEUE, eventPatternLength, MAX_EVENT_PATTERN_LENGTH } from "./queue";
 import { SECRET_ARN } from "./secretsManager";
 import { DIND_MODES, DindMode, ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "./settings";
 
@@ -511,6 +511,10 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const stackWide = workerOverrides(raw, "", p);
     const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...stackWide };
     const queues = readQueues(raw.queues, defaults, stackWide.dindImage, p);
+    const patternLength = Object.keys(queues).length ? eventPatternLength(Object.keys(queues)) : 0;
+    if (patternLength > MAX_EVENT_PATTERN_LENGTH) {
+        p.add("queues", `${Object.keys(queues).length} queues make an EventBridge rule pattern of ${patternLength} characters, over EventBridge's default quota of ${MAX_EVENT_PATTERN_LENGTH}: split the queues over two or more stacks (each with its own namespace and stackKey)`);
+    }
     for (const [name, q] of Object.entries(queues)) {
         if (q.dind !== "none" && !q.dindImage) p.add(`queues.${name}.dindImage`, `is empty while dind is ${q.dind}`);
         if (q.fargate && q.dind !== "none") {

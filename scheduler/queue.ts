@@ -6,6 +6,8 @@
  * `*` wildcards.
  */
 
+import { JOB_FINISHED, JOB_SCHEDULED } from "./event";
+
 export const DEFAULT_QUEUE = "default";
 
 export type QueueMatch =
@@ -50,4 +52,25 @@ export function matchQueue(rules: readonly string[], served: readonly string[]):
         tags.push(rule);
     }
     return { matched: true, queue, tags };
+}
+
+/**
+ * The EventBridge patterns, for this account and the served queues only: Job Scheduled events, and
+ * Job Finished events of jobs that never started (cancelled before a worker ran them).
+ */
+export function eventPattern(accountId: string, queues: string[], detailType: typeof JOB_SCHEDULED | typeof JOB_FINISHED = JOB_SCHEDULED): Record<string, unknown> {
+    const job: Record<string, unknown> = {};
+    // A job without a queue rule belongs to the default queue, which no array pattern can select;
+    // serving it means receiving every such event (the handler ignores foreign ones).
+    if (!queues.includes(DEFAULT_QUEUE)) job.agent_query_rules = [...queues].sort().map((q) => `queue=${q}`);
+    if (detailType === JOB_FINISHED) job.started_at = [null];
+    return { account: [accountId], "detail-type": [detailType], ...(Object.keys(job).length ? { detail: { job } } : {}) };
+}
+
+/** EventBridge's limit on a rule's event pattern, in characters (adjustable up to 4,096 by a quota request). */
+export const MAX_EVENT_PATTERN_LENGTH = 2048;
+
+/** The length of the longest rule pattern for these queues, as the stack writes it (a 12-digit account). Pure. */
+export function eventPatternLength(queues: string[]): number {
+    return Math.max(...([JOB_SCHEDULED, JOB_FINISHED] as const).map((t) => JSON.stringify(eventPattern("123456789012", queues, t)).length));
 }

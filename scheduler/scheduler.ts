@@ -12,7 +12,7 @@ import { credentialsFromEnv } from "./eksToken";
 import { createEventHandler, logLine } from "./handler";
 import { sqsVisibility } from "./sqs";
 import { eksJobClient, EksClusterAccess, invocationDeadline } from "./kube";
-import { DEFAULT_QUEUE } from "./queue";
+import { eventPattern } from "./queue";
 import { SchedulerSettings } from "./settings";
 
 /** Arguments of Scheduler. */
@@ -32,18 +32,6 @@ export interface SchedulerArgs {
     lambda: LambdaConfig;
 }
 
-/**
- * The EventBridge patterns, for this account and the served queues only: Job Scheduled events, and
- * Job Finished events of jobs that never started (cancelled before a worker ran them).
- */
-export function eventPattern(accountId: string, queues: string[], detailType: typeof JOB_SCHEDULED | typeof JOB_FINISHED = JOB_SCHEDULED): Record<string, unknown> {
-    const job: Record<string, unknown> = {};
-    // A job without a queue rule belongs to the default queue, which no array pattern can select;
-    // serving it means receiving every such event (the handler ignores foreign ones).
-    if (!queues.includes(DEFAULT_QUEUE)) job.agent_query_rules = [...queues].sort().map((q) => `queue=${q}`);
-    if (detailType === JOB_FINISHED) job.started_at = [null];
-    return { account: [accountId], "detail-type": [detailType], ...(Object.keys(job).length ? { detail: { job } } : {}) };
-}
 
 /** The Lambda role's only permissions: write its logs, and take batches from its own event queue. */
 export function schedulerPolicy(logGroupArn: string, queueArn: string): object {

@@ -126,6 +126,7 @@ describe("stack configuration", () => {
         ["a CPU cap with a queue that requests no CPU", { maxCpu: "8", queues: { dynamic: { resources: { agent: { requests: { memory: "1Gi" } } } } } }, /queues.dynamic.resources.agent requests no cpu: with scaledkite:maxCpu set/],
         ["an alarm topic that is not an SNS ARN", { alarmTopicArn: "ci-alerts" }, /alarmTopicArn "ci-alerts" is not an SNS topic ARN/],
         ["a sweep interval over an hour", { sweepInterval: 90 }, /sweepInterval must be a whole number from 0 to 60/],
+        ["more queues than an EventBridge pattern holds", { queues: Object.fromEntries(Array.from({ length: 120 }, (_, i) => [`team-${i}-builds`, {}])) }, /scaledkite:queues 120 queues make an EventBridge rule pattern of \d+ characters, over EventBridge's default quota of 2048: split the queues over two or more stacks/],
         ["keepQueuesConnected not a boolean", { keepQueuesConnected: "sometimes" }, /keepQueuesConnected must be true or false/],
         ["a Stacks API endpoint over plain http", { agentEndpoint: "http://agent.example.com/v3" }, /agentEndpoint "http:\/\/agent.example.com\/v3" must be an https URL/],
         ["a pending timeout under a minute", { podPendingTimeout: 5 }, /podPendingTimeout must be a whole number from 60/],
