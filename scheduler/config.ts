@@ -578,7 +578,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
 
     const lambda: LambdaConfig = {
         // 512 MB: chosen by measurement with AWS's CPU share emulated (npm run bench, phase memory; README
-        // Performance): a cold start of 0.36 s instead of 1.5 s at 128 MB, for $0.39 instead of $0.23 per million events.
+        // Performance): a cold start of 0.4 s instead of 1.8 s at 128 MB, for $0.43 instead of $0.25 per million events.
         memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? DEFAULT_LAMBDA_MEMORY_MB,
         timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, MIN_LAMBDA_TIMEOUT_SECONDS, 900) ?? 30,
         schedulerConcurrency: asInteger(raw.schedulerConcurrency, "schedulerConcurrency", p, 2, 1000),
