@@ -4,6 +4,7 @@
  * credentials and creates the worker Job on the real API server.
  */
 import * as assert from "assert";
+import { parseEmf } from "../helpers/emf";
 import * as fs from "fs";
 import { ClusterState } from "../../k8s/local/cluster";
 import { anEvent } from "../helpers/builders";
@@ -45,6 +46,13 @@ describe("the serialized Lambda on a real API server", function () {
         assert.match(decisions[2].reason, /queue=gpu, which this stack does not serve/);
         assert.match(decisions[4].reason, /no "detail-type"/);
         for (const d of decisions) assert.strictEqual(typeof d.ms, "number");
+        // Each line is a JSON log event as CloudWatch reads it, with its metrics (Embedded Metric Format).
+        const metrics = logs.map((l) => { assert.ok(l.startsWith("{"), `a bare JSON line: ${l.slice(0, 80)}`); return parseEmf(l); });
+        assert.deepStrictEqual(metrics.map((m) => [m.dimensions.Queue, m.dimensions.Outcome, m.metrics.Events.value]), [
+            ["docker-free", "created", 1], ["docker-free", "exists", 1], ["none", "ignored", 1], ["dynamic", "ignored", 1], ["none", "invalid", 1],
+        ]);
+        assert.strictEqual(metrics[0].dimensions.Namespace, "lambda-workers");
+        assert.strictEqual(metrics[0].metrics.ScheduleDelay.unit, "Milliseconds", "the created worker's delay since the job became runnable");
 
         const batch = adminConfig(state).makeApiClient(k8sClient().BatchV1Api);
         const created = await batch.readNamespacedJob({ name: `buildkite-agent-${job.detail.job.uuid}`, namespace: "lambda-workers" });

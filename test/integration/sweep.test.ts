@@ -173,6 +173,8 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
             assert.strictEqual(results[0].ok, true, JSON.stringify(results) + logs.join("\n"));
             assert.deepStrictEqual(await jobUuids(s.namespace), lost.map((j) => j.id).sort());
             assert.ok(tokenApi.registered.has("ci-local/dynamic"));
+            const swept = logs.find((l) => l.startsWith('{"msg":"scaledkite.sweep","queue":"dynamic"'));
+            assert.deepStrictEqual(parseEmf(swept!).metrics.SweepCreated, { unit: "Count", value: 1 }, "the serialized sweep's line carries its metrics");
             for (const queue of ["dynamic", "other"]) {
                 const listed = tokenApi.listedAt.get(queue)!;
                 assert.strictEqual(listed.length, 2, `queue ${queue}: the sweep's listing and one heartbeat`);
