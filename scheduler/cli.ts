@@ -12,6 +12,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
+import { parseArgs } from "util";
 import { parseStackConfig, schedulerSettings } from "./config";
 import { execCredential, credentialsFromEnv, signEksToken } from "./eksToken";
 import { configError, isConfigError, isRetryable } from "./errors";
@@ -36,20 +37,70 @@ export interface Io {
 
 class UsageError extends Error {}
 
-const USAGE = "usage: scaledkite render --event FILE | schedule --event FILE [--kubeconfig PATH] | token --cluster NAME [--region R] [--at RFC3339] | explain JOB-UUID|URL [--kubeconfig PATH] [--namespace NS]; options --stack NAME, --config FILE";
+/** Each command: its options (all take a value) and its help text. */
+const COMMANDS: Record<string, { options: string[]; positional?: string; help: string }> = {
+    render: {
+        options: ["event", "stack", "config"],
+        help: [
+            "usage: scaledkite render --event FILE|- [--stack NAME | --config FILE]",
+            "  Prints the Job manifest the event would get, as JSON (for a job that finished before it",
+            "  started, the deletion it would make). Reads the stack's non-secret settings.",
+        ].join("\n"),
+    },
+    schedule: {
+        options: ["event", "stack", "config", "kubeconfig"],
+        help: [
+            "usage: scaledkite schedule --event FILE|- [--kubeconfig PATH] [--stack NAME | --config FILE]",
+            "  Does what the Lambda does, against a kubeconfig's cluster (default $KUBECONFIG, then",
+            "  ~/.kube/config): prints created, exists or deleted and the Job.",
+        ].join("\n"),
+    },
+    token: {
+        options: ["cluster", "region", "at"],
+        help: [
+            "usage: scaledkite token --cluster NAME [--region R] [--at RFC3339]",
+            "  Prints an ExecCredential like `aws eks get-token`, from the standard AWS credential variables",
+            "  (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; region from --region or AWS_REGION).",
+        ].join("\n"),
+    },
+    explain: {
+        options: ["stack", "config", "kubeconfig", "namespace"],
+        positional: "JOB-UUID|URL",
+        help: [
+            "usage: scaledkite explain JOB-UUID|URL [--kubeconfig PATH] [--namespace NS] [--stack NAME | --config FILE]",
+            "  What happened to one job's worker: its state, pod, containers, problems, and where its logs are.",
+        ].join("\n"),
+    },
+};
 
-/** Parses `--flag value` pairs; rejects unknown flags with the usage line. */
-export function parseFlags(args: string[], allowed: string[]): Record<string, string> {
-    const flags: Record<string, string> = {};
-    for (let i = 0; i < args.length; i++) {
-        const a = args[i];
-        const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
-        if (!m || !allowed.includes(m[1])) throw new UsageError(`unknown argument ${JSON.stringify(a)}; ${USAGE}`);
-        const value = m[2] ?? args[++i];
-        if (value === undefined) throw new UsageError(`--${m[1]} needs a value`);
-        flags[m[1]] = value;
+const USAGE = [
+    "usage: scaledkite <command> [options]; scaledkite <command> --help for one",
+    ...Object.values(COMMANDS).map((c) => `  ${c.help.split("\n")[0].replace(/^usage: /, "")}`),
+    "exit codes: 0 done, 3 not for this stack, 2 invalid input or arguments, 1 worth retrying",
+].join("\n");
+
+/**
+ * A command's flags (`node:util` parseArgs: `--flag value` or `--flag=value`), its one positional if
+ * it takes one, and whether --help was asked. Unknown flags are refused with the command's usage.
+ */
+export function parseCommandArgs(command: string, args: string[]): { flags: Record<string, string>; positional?: string; help: boolean } {
+    const spec = COMMANDS[command];
+    const options = Object.fromEntries([...spec.options.map((o) => [o, { type: "string" as const }]), ["help", { type: "boolean" as const, short: "h" }]]);
+    let parsed;
+    try {
+        parsed = parseArgs({ args, options, allowPositionals: spec.positional !== undefined, strict: true });
+    } catch (e) {
+        const code = (e as { code?: string }).code;
+        const flag = /'(-[^']*)'/.exec((e as Error).message)?.[1];
+        if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError(`unknown argument ${JSON.stringify(flag)}; ${spec.help.split("\n")[0]}`);
+        if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") throw new UsageError(`${flag?.split(" ")[0] ?? "an option"} needs a value; ${spec.help.split("\n")[0]}`);
+        if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") throw new UsageError(`unexpected argument ${JSON.stringify(/'([^']*)'/.exec((e as Error).message)?.[1])}; ${spec.help.split("\n")[0]}`);
+        throw new UsageError(`${(e as Error).message.split("\n")[0]}; ${spec.help.split("\n")[0]}`);
     }
-    return flags;
+    const flags: Record<string, string> = {};
+    for (const [k, v] of Object.entries(parsed.values)) if (typeof v === "string") flags[k] = v;
+    if (parsed.positionals.length > 1) throw new UsageError(`${command} takes one ${spec.positional}, got ${parsed.positionals.length}; ${spec.help.split("\n")[0]}`);
+    return { flags, positional: parsed.positionals[0], help: (parsed.values as Record<string, unknown>).help === true };
 }
 
 /** Reads the non-secret `scaledkite:*` values of a stack file; secret values count only as "set". */
@@ -88,13 +139,14 @@ function readEvent(flags: Record<string, string>, io: Io): string {
     if (flags.event === "-") return io.readStdin();
     try {
         return fs.readFileSync(path.resolve(io.cwd, flags.event), "utf8");
-    } catch {
-        throw new UsageError(`cannot read event file ${flags.event}`);
+    } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        const why = err.code === "ENOENT" ? "no such file" : err.code === "EACCES" ? "permission denied" : err.code === "EISDIR" ? "it is a directory" : err.message;
+        throw new UsageError(`cannot read event file ${flags.event}: ${why}`);
     }
 }
 
-async function render(args: string[], io: Io): Promise<number> {
-    const flags = parseFlags(args, ["event", "stack", "config"]);
+async function render(flags: Record<string, string>, io: Io): Promise<number> {
     const settings = loadSettings(flags, io);
     const d = decide(settings, readEvent(flags, io));
     if (d.outcome === "cancel") {
@@ -115,12 +167,12 @@ function kubeconfigPath(flags: Record<string, string>, io: Io): string {
     return kubeconfig;
 }
 
-async function schedule(args: string[], io: Io): Promise<number> {
-    const flags = parseFlags(args, ["event", "stack", "config", "kubeconfig"]);
+async function schedule(flags: Record<string, string>, io: Io): Promise<number> {
     const settings = loadSettings(flags, io);
     const event = readEvent(flags, io);
     const kubeconfig = kubeconfigPath(flags, io);
-    const handler = createEventHandler(settings, kubeconfigJobClient(kubeconfig), (line) => io.err(line));
+    // One line says what happened (or why not); the Lambda's JSON log line would repeat it.
+    const handler = createEventHandler(settings, kubeconfigJobClient(kubeconfig), () => {});
     try {
         const d = await handler(event);
         switch (d.outcome) {
@@ -131,13 +183,21 @@ async function schedule(args: string[], io: Io): Promise<number> {
             default: io.err(`invalid event: ${d.reason}`); return EXIT.invalid;
         }
     } catch (e) {
-        io.err(`failed: ${(e as Error).message}`);
+        io.err(failure(e));
         return isRetryable(e) ? EXIT.retry : EXIT.invalid;
     }
 }
 
-async function token(args: string[], io: Io): Promise<number> {
-    const flags = parseFlags(args, ["cluster", "region", "at"]);
+/**
+ * A failure as one line for a person: the Lambdas' messages end in "will retry" (they are retried);
+ * the command line retries nothing, so it says whether running the command again may help.
+ */
+export function failure(e: unknown): string {
+    const message = ((e as Error)?.message ?? String(e)).split("\n")[0].replace(/;? (will retry[^;]*|the next sweep tries again)$/, "");
+    return `failed: ${message}${isRetryable(e) ? "; worth retrying: run the command again" : ""}`;
+}
+
+async function token(flags: Record<string, string>, io: Io): Promise<number> {
     if (!flags.cluster) throw new UsageError(`--cluster NAME is required`);
     const region = flags.region ?? io.env.AWS_REGION ?? io.env.AWS_DEFAULT_REGION;
     if (!region) throw new UsageError(`no region: pass --region or set AWS_REGION`);
@@ -155,12 +215,10 @@ async function token(args: string[], io: Io): Promise<number> {
 }
 
 /** What happened to one job's worker: exit 0 when it has one, 3 when this stack has none for it. */
-async function explain(args: string[], io: Io): Promise<number> {
-    const [target, ...rest] = args;
-    if (!target || target.startsWith("--")) throw new UsageError(`explain needs a job UUID or a Buildkite job URL; ${USAGE}`);
+async function explain(flags: Record<string, string>, target: string | undefined, io: Io): Promise<number> {
+    if (!target) throw new UsageError(`explain needs a job UUID or a Buildkite job URL; ${COMMANDS.explain.help.split("\n")[0]}`);
     const uuid = jobUuidOf(target);
     if (!uuid) throw new UsageError(`${JSON.stringify(target)} holds no job UUID: pass the job's UUID or its Buildkite URL (…/builds/123#<uuid>)`);
-    const flags = parseFlags(rest, ["stack", "config", "kubeconfig", "namespace"]);
     const settings = loadSettings(flags, io);
     const namespace = flags.namespace ?? settings.namespace;
     const kubeconfig = kubeconfigPath(flags, io);
@@ -181,7 +239,7 @@ async function explain(args: string[], io: Io): Promise<number> {
         return job || pods.length ? EXIT.ok : EXIT.ignored;
     } catch (e) {
         const err = toKubernetesError(e, `reading the worker of job ${uuid} in ${namespace}`, server);
-        io.err(`failed: ${err.message}`);
+        io.err(failure(err));
         return err.retryable ? EXIT.retry : EXIT.invalid;
     }
 }
@@ -190,14 +248,24 @@ async function explain(args: string[], io: Io): Promise<number> {
 export async function run(argv: string[], io: Io): Promise<number> {
     const [command, ...args] = argv;
     try {
+        if (command === "--help" || command === "-h" || command === "help") {
+            io.out(USAGE);
+            return EXIT.ok;
+        }
+        if (!command || !(command in COMMANDS)) {
+            io.err(command ? `unknown command ${JSON.stringify(command)}; commands: ${Object.keys(COMMANDS).join(", ")} (scaledkite --help)` : USAGE.split("\n")[0]);
+            return EXIT.invalid;
+        }
+        const { flags, positional, help } = parseCommandArgs(command, args);
+        if (help) {
+            io.out(COMMANDS[command].help);
+            return EXIT.ok;
+        }
         switch (command) {
-            case "render": return await render(args, io);
-            case "schedule": return await schedule(args, io);
-            case "token": return await token(args, io);
-            case "explain": return await explain(args, io);
-            default:
-                io.err(command ? `unknown command ${JSON.stringify(command)}; ${USAGE}` : USAGE);
-                return EXIT.invalid;
+            case "render": return await render(flags, io);
+            case "schedule": return await schedule(flags, io);
+            case "token": return await token(flags, io);
+            default: return await explain(flags, positional, io);
         }
     } catch (e) {
         if (isConfigError(e)) io.err(`invalid configuration: ${e.problems.join("; ")}`);
@@ -207,8 +275,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
     }
 }
 
-if (require.main === module) {
-    run(process.argv.slice(2), {
+/** Runs the command line in this process: the `scaledkite` bin (scheduler/scaledkite.js) calls it. */
+export function main(argv: string[] = process.argv.slice(2)): void {
+    run(argv, {
         out: (s) => process.stdout.write(s + "\n"),
         err: (s) => process.stderr.write(s + "\n"),
         readStdin: () => fs.readFileSync(0, "utf8"),
@@ -216,3 +285,5 @@ if (require.main === module) {
         env: process.env,
     }).then((code) => { process.exitCode = code; });
 }
+
+if (require.main === module) main();

@@ -63,7 +63,10 @@ describe("command line", () => {
         const cases: [string, string[], string | undefined, number, RegExp][] = [
             ["a foreign queue", ["render", "--event", "@gpu"], undefined, EXIT.ignored, /^ignored: job targets queue=gpu/],
             ["malformed JSON", ["render", "--event", "@bad"], undefined, EXIT.invalid, /^invalid event: event is not valid JSON/],
-            ["a missing event file", ["render", "--event", "/nonexistent.json"], undefined, EXIT.invalid, /^cannot read event file/],
+            ["a missing event file", ["render", "--event", "/nonexistent.json"], undefined, EXIT.invalid, /^cannot read event file \/nonexistent.json: no such file\n/],
+            ["an event file that is a directory", ["render", "--event", "/tmp"], undefined, EXIT.invalid, /^cannot read event file \/tmp: it is a directory\n/],
+            ["a flag without its value", ["render", "--event"], undefined, EXIT.invalid, /^--event needs a value; usage: scaledkite render/],
+            ["an argument render does not take", ["render", "extra", "--event", SAMPLE_EVENT_FILE], undefined, EXIT.invalid, /^unexpected argument "extra"/],
             ["no --event", ["render"], undefined, EXIT.invalid, /--event FILE is required/],
             ["an unknown flag", ["render", "--evnt", "x"], undefined, EXIT.invalid, /unknown argument "--evnt"/],
             ["an unknown stack", ["render", "--event", SAMPLE_EVENT_FILE, "--stack", "prod"], undefined, EXIT.invalid, /cannot read stack config .*Pulumi.prod.yaml/],
@@ -83,6 +86,30 @@ describe("command line", () => {
                 assert.strictEqual(r.out, "");
             });
         }
+    });
+
+    describe("help", () => {
+        for (const command of ["render", "schedule", "token", "explain"]) {
+            it(`${command} --help prints its usage and exits 0`, async () => {
+                for (const flag of ["--help", "-h"]) {
+                    const r = await cli([command, flag]);
+                    assert.strictEqual(r.code, EXIT.ok);
+                    assert.match(r.out, new RegExp(`^usage: scaledkite ${command} `));
+                    assert.strictEqual(r.err, "");
+                }
+            });
+        }
+        it("--help lists every command", async () => {
+            const r = await cli(["--help"]);
+            assert.strictEqual(r.code, EXIT.ok);
+            for (const command of ["render", "schedule", "token", "explain"]) assert.match(r.out, new RegExp(`scaledkite ${command} `));
+        });
+        it("runs as `npx scaledkite` (the package's bin), through a fast loader", function () {
+            this.timeout(60_000);
+            const r = spawnSync("npx", ["--no-install", "scaledkite", "render", "--event", SAMPLE_EVENT_FILE], { cwd: PROJECT_ROOT, encoding: "utf8" });
+            assert.strictEqual(r.status, 0, r.stderr);
+            assert.strictEqual(JSON.parse(r.stdout).kind, "Job");
+        });
     });
 
     describe("token", () => {
@@ -155,6 +182,9 @@ describe("command line", () => {
             const r = await cli(["schedule", "--event", SAMPLE_EVENT_FILE, "--kubeconfig", dead]);
             assert.strictEqual(r.code, EXIT.retry, r.err);
             assert.match(r.err, /cannot reach the Kubernetes API https:\/\/127.0.0.1:\d+ \(ECONNREFUSED\)/);
+            assert.match(r.err, /; worth retrying: run the command again$/m);
+            assert.doesNotMatch(r.err, /will retry/, "the command line retries nothing, so it promises nothing");
+            assert.strictEqual(r.err.trim().split("\n").length, 1);
         });
     });
 });

@@ -11,6 +11,12 @@ import * as os from "os";
 import * as path from "path";
 import { ClusterState, down, status, up } from "../../k8s/local/cluster";
 
+// The suite runs on the Lambda's major (Node 24): `npm test` uses the project's node_modules/.bin/node.
+// Without it (npm ci --ignore-scripts skips the link) npm would fall back to the machine's node, silently.
+if (Number(process.versions.node.split(".")[0]) < 24) {
+    throw new Error(`the tests run on Node 24 (the Lambda's runtime) but this is Node ${process.version}: run them with npm test, after an npm ci that ran install scripts (the \`node\` package links node_modules/.bin/node)`);
+}
+
 const mode = process.env.SCALEDKITE_INTEGRATION ?? "auto";
 let started: Promise<ClusterState> | undefined;
 let startedHere = false;
