@@ -159,6 +159,19 @@ describe("Pulumi program", function () {
         }
     });
 
+    it("keeps deploy-time code out of the Lambdas: no Pulumi SDK, no config parser, no dev-only package in what they run", async () => {
+        for (const fn of ["scheduler-fn", "sweep-fn"]) {
+            const code = await lambdaCode(run, fn);
+            const required = [...code.matchAll(/require\(["']([^"']+)["']\)/g)].map((m) => m[1]);
+            for (const r of required) {
+                assert.ok(!/^(@pulumi\/|typescript|ts-node|tsx|mocha|js-yaml|@kubernetes\/client-node)/.test(r), `${fn} requires ${r}, a deploy-time or dev-only package`);
+            }
+            for (const deployOnly of ["parseStackConfig", "readStackConfig", "WORKER_DEFAULTS", "ComponentResource"]) {
+                assert.ok(!code.includes(deployOnly), `${fn}'s code holds ${deployOnly} (deploy-time code)`);
+            }
+        }
+    });
+
     it("marks every Secret's data secret, so Pulumi encrypts it in state", () => {
         for (const secret of run.ofType("kubernetes:core/v1:Secret")) {
             assert.ok(JSON.stringify(secret.inputs.stringData).includes("4dabf18193072939515e22adb298388d"), `${secret.name} stringData is a secret value`);
