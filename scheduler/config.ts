@@ -178,6 +178,29 @@ class Problems {
 
 type Raw = Record<string, unknown>;
 
+/** The known key nearest to a mistyped one (edit distance at most a third of its length), if any. Pure. */
+export function nearestKey(key: string, known: readonly string[]): string | undefined {
+    const distance = (a: string, b: string) => {
+        const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+        for (let i = 1; i <= a.length; i++) {
+            let prev = row[0];
+            row[0] = i;
+            for (let j = 1; j <= b.length; j++) {
+                const here = row[j];
+                row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1].toLowerCase() === b[j - 1].toLowerCase() ? 0 : 1));
+                prev = here;
+            }
+        }
+        return row[b.length];
+    };
+    let best: { key: string; d: number } | undefined;
+    for (const k of known) {
+        const d = distance(key, k);
+        if (!best || d < best.d) best = { key: k, d };
+    }
+    return best && best.d <= Math.max(1, Math.floor(key.length / 3)) ? best.key : undefined;
+}
+
 /** A structured value arrives as an object (YAML) or as JSON text (`pulumi config set`). */
 function structured(value: unknown, key: string, p: Problems): unknown {
     if (typeof value !== "string") return value;
@@ -393,7 +416,8 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     set("dind", asDindMode(raw.dind, k("dind"), p));
     set("dindImage", asString(raw.dindImage, k("dindImage"), p));
     const resources = asWorkerResources(raw.resources, k("resources"), p);
-    if (resources) o.resources = { ...WORKER_DEFAULTS.resources, ...resources };
+    // Only the containers given: readQueues and the stack-wide defaults merge them per container.
+    if (resources) o.resources = resources as WorkerSettings["resources"];
     set("nodeSelector", asStringMap(raw.nodeSelector, k("nodeSelector"), p, checkLabel));
     set("tolerations", asTolerations(raw.tolerations, k("tolerations"), p));
     set("activeDeadlineSeconds", asInteger(raw.activeDeadlineSeconds, k("activeDeadlineSeconds"), p, 60, 7 * 24 * 3600));
@@ -440,12 +464,24 @@ function readQueues(value: unknown, defaults: WorkerSettings, stackDindImage: st
             continue;
         }
         const unknown = Object.keys(e as Raw).filter((k) => !(WORKER_KEYS as string[]).includes(k));
-        for (const k of unknown) p.add(`queues.${name}.${k}`, `is not a queue setting; queue settings are: ${WORKER_KEYS.join(", ")}`);
+        for (const k of unknown) {
+            const near = nearestKey(k, WORKER_KEYS);
+            p.add(`queues.${name}.${k}`, near ? `is not a queue setting: did you mean ${near}?` : `is not a queue setting; queue settings are: ${WORKER_KEYS.join(", ")}`);
+        }
         const o = workerOverrides(e as Raw, `queues.${name}.`, p);
         const dind = o.dind ?? defaults.dind;
+        const fargate = o.fargate ?? defaults.fargate;
         out[name] = {
             ...defaults,
             ...o,
+            // One rule for every key (README, Configuration): maps merge key by key over the stack-wide
+            // value (resources per container), lists add to it, anything else replaces it. A Fargate
+            // queue takes no stack-wide nodeSelector or tolerations: Fargate picks the node.
+            resources: { ...defaults.resources, ...(o.resources ?? {}) },
+            nodeSelector: { ...(fargate ? {} : defaults.nodeSelector), ...(o.nodeSelector ?? {}) },
+            tolerations: unique([...(fargate ? [] : defaults.tolerations), ...(o.tolerations ?? [])]),
+            agentTags: unique([...defaults.agentTags, ...(o.agentTags ?? [])]),
+            envFrom: unique([...defaults.envFrom, ...(o.envFrom ?? [])]),
             // The queue's own image; else the stack's, when the queue keeps the stack's mode; else the
             // stock image of the queue's mode (a queue switched to rootless gets the rootless image).
             dindImage: o.dindImage ?? (dind === defaults.dind ? stackDindImage : undefined) ?? defaultDindImage(dind),
@@ -455,6 +491,17 @@ function readQueues(value: unknown, defaults: WorkerSettings, stackDindImage: st
         };
     }
     return out;
+}
+
+/** A list without repeats (by value). */
+function unique<T>(items: T[]): T[] {
+    const seen = new Set<string>();
+    return items.filter((i) => {
+        const key = JSON.stringify(i);
+        if (seen.has(key)) return false;
+        seen.add(key);
+        return true;
+    });
 }
 
 /** lambdaSubnetIds and lambdaSecurityGroupIds: both or neither. */
@@ -479,7 +526,9 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const p = new Problems();
     const known = new Set(CONFIG_KEYS);
     for (const key of Object.keys(raw)) {
-        if (!known.has(key)) p.add(key, `is not a Scaledkite setting; see the README's configuration table`);
+        if (known.has(key)) continue;
+        const near = nearestKey(key, CONFIG_KEYS);
+        p.add(key, near ? `is not a Scaledkite setting: did you mean scaledkite:${near}?` : `is not a Scaledkite setting; see the README's configuration table`);
     }
 
     const cluster = asString(raw.cluster, "cluster", p);
@@ -509,7 +558,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const agentToken = readAgentTokenSource(raw, opts.requireSecrets ?? true, p);
 
     const stackWide = workerOverrides(raw, "", p);
-    const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...stackWide };
+    const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...stackWide, resources: { ...WORKER_DEFAULTS.resources, ...(stackWide.resources ?? {}) } };
     const queues = readQueues(raw.queues, defaults, stackWide.dindImage, p);
     const patternLength = Object.keys(queues).length ? eventPatternLength(Object.keys(queues)) : 0;
     if (patternLength > MAX_EVENT_PATTERN_LENGTH) {

@@ -57,6 +57,40 @@ describe("stack configuration", () => {
         });
     }
 
+    describe("one merge rule for a queue's settings: maps merge, lists add, the rest replaces", () => {
+        const stackWide = {
+            nodeSelector: { "kubernetes.io/os": "linux" }, tolerations: [{ key: "buildkite", operator: "Exists", effect: "NoSchedule" }],
+            agentTags: ["os=linux"], resources: { command: { requests: { cpu: "2" } } }, activeDeadlineSeconds: 3600,
+        };
+        const queue = (q: Record<string, unknown>) => parseStackConfig(rawConfig({ ...stackWide, fargateSubnetIds: ["subnet-0abc"], queues: { q } })).queues.q;
+        it("a gpu queue's toleration adds to the stack's, and its node selector merges", () => {
+            const gpu = queue({ nodeSelector: { pool: "gpu" }, tolerations: [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }] });
+            assert.deepStrictEqual(gpu.nodeSelector, { "kubernetes.io/os": "linux", pool: "gpu" });
+            assert.deepStrictEqual(gpu.tolerations.map((t) => t.key), ["buildkite", "nvidia.com/gpu"], "the stack's toleration is kept");
+        });
+        it("resources merge per container over the stack's, not over the built-in defaults", () => {
+            const q = queue({ resources: { dind: { requests: { cpu: "1" } } } });
+            assert.deepStrictEqual(q.resources.command, { requests: { cpu: "2" } }, "the stack's command resources");
+            assert.deepStrictEqual(q.resources.dind, { requests: { cpu: "1" } });
+            assert.deepStrictEqual(q.resources.agent, WORKER_DEFAULTS.resources.agent);
+        });
+        it("agent tags add, without repeats; a number replaces", () => {
+            const q = queue({ agentTags: ["os=linux", "gpu=true"], activeDeadlineSeconds: 600 });
+            assert.deepStrictEqual(q.agentTags, ["os=linux", "gpu=true"]);
+            assert.strictEqual(q.activeDeadlineSeconds, 600);
+        });
+        it("a Fargate queue takes no stack-wide node selector or tolerations (the README's example works as written)", () => {
+            const small = queue({ fargate: true, dind: "none" });
+            assert.deepStrictEqual([small.nodeSelector, small.tolerations], [{}, []]);
+        });
+    });
+
+    it("suggests the nearest key for a mistyped one", () => {
+        assert.throws(() => parseStackConfig(rawConfig({ sweepIntervall: 1 })), /scaledkite:sweepIntervall is not a Scaledkite setting: did you mean scaledkite:sweepInterval\?/);
+        assert.throws(() => parseStackConfig(rawConfig({ queues: { a: { nodeSelecter: {} } } })), /queues.a.nodeSelecter is not a queue setting: did you mean nodeSelector\?/);
+        assert.throws(() => parseStackConfig(rawConfig({ queues: { a: { flavour: "x" } } })), /queues.a.flavour is not a queue setting; queue settings are: image, /, "nothing near: the list");
+    });
+
     it("merges a queue's resources over the defaults per container", () => {
         const c = parseStackConfig(rawConfig({ queues: { big: { resources: { agent: { requests: { cpu: "4" } } } } } }));
         assert.deepStrictEqual(c.queues.big.resources.agent, { requests: { cpu: "4" } });
