@@ -142,6 +142,7 @@ export function createEventHandler(settings: SchedulerSettings, jobs: JobClient,
                 });
             }
             const result = await jobs.createJob(d.manifest);
+            const delayMs = result === "created" ? msSince(d.runnableAt, Date.now()) : undefined;
             return emit({
                 outcome: result,
                 reason: result === "created" ? d.reason : "a worker Job for this job already exists (duplicate or replayed event)",
@@ -149,7 +150,7 @@ export function createEventHandler(settings: SchedulerSettings, jobs: JobClient,
                 queue: d.queue,
                 job,
                 ms: elapsed(),
-                ...(result === "created" && msSince(d.runnableAt, Date.now()) !== undefined ? { delayMs: msSince(d.runnableAt, Date.now()) } : {}),
+                ...(delayMs === undefined ? {} : { delayMs }),
             });
         } catch (e) {
             const retryable = isRetryable(e);
