@@ -3,7 +3,8 @@
  * Pure: from the worker's Job, pods and their events (the CLI fetches them).
  */
 import type { CoreV1Event, V1ContainerStatus, V1Job, V1Pod } from "@kubernetes/client-node";
-import { AGENT_EXIT_CANNOT_ACQUIRE, AGENT_CONTAINER, COMMAND_CONTAINER, DIND_CONTAINER, RUNNABLE_AT_ANNOTATION } from "./manifest";
+import { AGENT_EXIT_CANNOT_ACQUIRE, AGENT_CONTAINER, COMMAND_CONTAINER, DIND_CONTAINER, QUEUE_ANNOTATION, RUNNABLE_AT_ANNOTATION } from "./manifest";
+import { START_FAILURES } from "./stuck";
 import { AGENT_EXIT_NOT_RUN } from "./agentLauncher";
 
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
@@ -23,8 +24,8 @@ export interface WorkerFacts {
     events: CoreV1Event[];
 }
 
-/** Waiting reasons that say a container cannot start. */
-const START_PROBLEMS = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff"];
+/** Waiting reasons that say a container cannot start: the sweep's start failures, and a crash loop. */
+const START_PROBLEMS = [...START_FAILURES, "CrashLoopBackOff"];
 
 const time = (t: Date | string | undefined) => (t === undefined ? "?" : new Date(t).toISOString().replace(".000Z", "Z"));
 
@@ -86,7 +87,7 @@ export function explainWorker(f: WorkerFacts): string[] {
     const job = f.job;
     const created = job?.metadata?.creationTimestamp;
     const runnable = job?.metadata?.annotations?.[RUNNABLE_AT_ANNOTATION];
-    const queue = job?.metadata?.annotations?.["scaledkite.io/queue"];
+    const queue = job?.metadata?.annotations?.[QUEUE_ANNOTATION];
     const conditions = job?.status?.conditions?.filter((c) => c.status === "True") ?? [];
     const final = conditions.find((c) => c.type === "Complete" || c.type === "Failed");
     const pod = [...f.pods].sort((a, b) => new Date(a.metadata?.creationTimestamp ?? 0).getTime() - new Date(b.metadata?.creationTimestamp ?? 0).getTime()).pop();

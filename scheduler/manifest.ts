@@ -56,6 +56,8 @@ export const LABELS = {
     organization: "buildkite.com/organization-slug",
 } as const;
 
+/** The annotation that carries the worker's queue (the settings key, unlike the label: not shortened). */
+export const QUEUE_ANNOTATION = "scaledkite.io/queue";
 /** The annotation that carries when the job became runnable (ISO 8601). */
 export const RUNNABLE_AT_ANNOTATION = "scaledkite.io/runnable-at";
 
@@ -255,7 +257,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             "buildkite.com/build-branch": annotationValue(job.build.branch),
             "buildkite.com/build-commit": annotationValue(job.build.commit),
             "buildkite.com/pipeline-uuid": annotationValue(job.pipeline.uuid),
-            "scaledkite.io/queue": queue,
+            [QUEUE_ANNOTATION]: queue,
             // When the job became runnable: the sweep measures start latency from it.
             [RUNNABLE_AT_ANNOTATION]: job.runnableAt,
         }),

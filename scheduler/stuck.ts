@@ -23,7 +23,8 @@ export interface StuckOptions {
     startFailureGraceMs: number;
 }
 
-const START_FAILURES = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"];
+/** Waiting reasons that say a container is failing to start (as opposed to still starting). */
+export const START_FAILURES = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"];
 
 /** When each pod's containers first failed to start, from the kubelet's Warning events: `<pod>/<container>` -> time. */
 export type FirstFailures = ReadonlyMap<string, Date>;

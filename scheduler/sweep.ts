@@ -13,7 +13,7 @@ import { isQuotaFull, oneLine } from "./errors";
 import { JOB_SCHEDULED } from "./event";
 import { createEventHandler, Decision, Logger, logLine } from "./handler";
 import type { JobClient } from "./kube";
-import { LABELS } from "./manifest";
+import { LABELS, QUEUE_ANNOTATION } from "./manifest";
 import { FirstFailures, firstFailures, notRunReason, stuckReason, StuckOptions } from "./stuck";
 import { SchedulerSettings } from "./settings";
 import { Metric, METRICS, withMetrics } from "./metrics";
@@ -49,10 +49,10 @@ export function eventFromStacksJob(job: StacksJob): object {
 
 /** What one sweep did about workers that will never run or are no longer needed. */
 export interface WorkerSweep {
-    failed: { jobUuid: string; reason: string; queue?: string }[];
+    failed: { jobUuid: string; reason: string }[];
     cancelled: string[];
-    /** The queue of each cancelled worker, by job uuid (for the metrics). */
-    cancelledQueues?: Record<string, string>;
+    /** Per queue: workers given up on and workers of done jobs deleted (for the metrics). */
+    byQueue?: Record<string, { failedStuck: number; deletedCancelled: number }>;
     /** Timeline messages sent to Buildkite about jobs still waiting for their worker. */
     notified?: number;
     /** Workers that will never run but were kept because failing their job in Buildkite did not succeed (the next sweep tries again). */
@@ -106,11 +106,17 @@ export function createSweeper(
 
     /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
     async function sweepWorkers(deferred: DeferredJob[]): Promise<WorkerSweep> {
-        const result: WorkerSweep = { failed: [], cancelled: [], kept: [], cancelledQueues: {} };
+        const result: WorkerSweep = { failed: [], cancelled: [], kept: [], byQueue: {} };
         if (!jobs.listWorkerPods) return result;
         const now = new Date();
         const all = await jobs.listWorkerPods(settings.namespace);
-        const queueOf = new Map(all.map((p) => [workerOf(p).uuid, p.metadata?.annotations?.["scaledkite.io/queue"]]));
+        const queueOf = new Map(all.map((p) => [workerOf(p).uuid, p.metadata?.annotations?.[QUEUE_ANNOTATION]]));
+        const count = (uuid: string, what: "failedStuck" | "deletedCancelled") => {
+            const queue = queueOf.get(uuid);
+            if (!queue) return;
+            const q = (result.byQueue![queue] ??= { failedStuck: 0, deletedCancelled: 0 });
+            q[what]++;
+        };
         logWorkerMetrics(all, now);
         const failures = await podFailures(all);
         const pending = all.filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
@@ -128,7 +134,8 @@ export function createSweeper(
                 return;
             }
             await jobs.deleteJob(settings.namespace, jobName);
-            result.failed.push({ jobUuid: uuid, reason, queue: queueOf.get(uuid) });
+            result.failed.push({ jobUuid: uuid, reason });
+            count(uuid, "failedStuck");
             log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
         };
         for (const pod of pending) {
@@ -149,7 +156,7 @@ export function createSweeper(
         }
         for (const [jobName, pods] of byJob) {
             const uuid = workerOf(pods[0]).uuid;
-            const queue = settings.queues[pods[0].metadata?.annotations?.["scaledkite.io/queue"] ?? ""];
+            const queue = settings.queues[pods[0].metadata?.annotations?.[QUEUE_ANNOTATION] ?? ""];
             const reason = uuid && queue ? notRunReason(pods, queue.backoffLimit) : undefined;
             if (uuid && reason) await giveUp(uuid, jobName, reason);
         }
@@ -171,8 +178,7 @@ export function createSweeper(
                 if (!DONE_STATES.includes(states[uuid] ?? "")) continue;
                 await jobs.deleteJob(settings.namespace, jobName);
                 result.cancelled.push(uuid);
-                const queue = queueOf.get(uuid);
-                if (queue) result.cancelledQueues![uuid] = queue;
+                count(uuid, "deletedCancelled");
                 log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "cancelled", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed` }));
             }
         }
@@ -248,8 +254,7 @@ export function createSweeper(
         }
         // What the sweep did to workers, per queue (zero included, so the dashboard's lines are continuous).
         for (const queue of Object.keys(settings.queues)) {
-            const failedStuck = workers.failed.filter((f) => f.queue === queue).length;
-            const deletedCancelled = Object.values(workers.cancelledQueues ?? {}).filter((q) => q === queue).length;
+            const { failedStuck, deletedCancelled } = workers.byQueue?.[queue] ?? { failedStuck: 0, deletedCancelled: 0 };
             log(JSON.stringify(withMetrics({ msg: "scaledkite.sweep.workers", queue, failedStuck, deletedCancelled }, { Namespace: settings.namespace, Queue: queue }, [
                 metric(METRICS.failedStuck, failedStuck), metric(METRICS.deletedCancelled, deletedCancelled),
             ], Date.now())));

@@ -4,7 +4,7 @@
  * Pure: from the listed pods and the time.
  */
 import type { V1Pod } from "@kubernetes/client-node";
-import { AGENT_CONTAINER, RUNNABLE_AT_ANNOTATION } from "./manifest";
+import { AGENT_CONTAINER, QUEUE_ANNOTATION, RUNNABLE_AT_ANNOTATION } from "./manifest";
 
 export interface QueueWorkers {
     running: number;
@@ -28,7 +28,7 @@ export function agentStartedAt(pod: V1Pod): Date | undefined {
 export function workerStats(pods: V1Pod[], now: Date, windowMs: number): Map<string, QueueWorkers> {
     const out = new Map<string, QueueWorkers>();
     for (const pod of pods) {
-        const queue = pod.metadata?.annotations?.["scaledkite.io/queue"];
+        const queue = pod.metadata?.annotations?.[QUEUE_ANNOTATION];
         if (!queue || pod.metadata?.deletionTimestamp) continue;
         const q = out.get(queue) ?? { running: 0, pending: 0, startLatencyMs: [] };
         out.set(queue, q);
