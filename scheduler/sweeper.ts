@@ -7,7 +7,7 @@ import type { LambdaNetwork } from "./config";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { bearerSecretReader, eksJobClient, eksTokens, invocationDeadline } from "./kube";
-import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./scheduler";
+import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./lambdaFunction";
 import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "./settings";
 import { stacksApi } from "./stacksApi";
 import { createSweeper, keepQueuesConnected } from "./sweep";

@@ -10,7 +10,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { credentialsFromEnv } from "./eksToken";
 import { bearerTokenTarget, eksTokens } from "./kube";
-import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./scheduler";
+import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaIdentity } from "./lambdaFunction";
 import { parseSecretArn, secretsManagerReader } from "./secretsManager";
 import { AGENT_TOKEN_KEY, SECRET_NAMES } from "./settings";
 import { scheduleExpression } from "./sweeper";
