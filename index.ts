@@ -14,13 +14,13 @@ import { createFargateProfiles } from "./k8s/fargate";
 import { SWEEPER_GROUP, TOKEN_SYNC_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
 import { podSecurityLabels, workerShape } from "./k8s/workerPolicy";
-import { WORKER_SERVICE_ACCOUNT } from "./scheduler/settings";
-import { readStackConfig } from "./scheduler/pulumiConfig";
-import { schedulerSettings } from "./scheduler/config";
-import { createDashboard } from "./scheduler/dashboard";
-import { Scheduler } from "./scheduler/scheduler";
-import { Sweeper } from "./scheduler/sweeper";
-import { TokenSyncer } from "./scheduler/tokenSyncer";
+import { WORKER_SERVICE_ACCOUNT } from "./scheduler/core/settings";
+import { readStackConfig } from "./scheduler/config/pulumiConfig";
+import { schedulerSettings } from "./scheduler/config/config";
+import { createDashboard } from "./scheduler/aws/dashboard";
+import { Scheduler } from "./scheduler/schedule/component";
+import { Sweeper } from "./scheduler/sweep/component";
+import { TokenSyncer } from "./scheduler/tokenSync/component";
 
 const { config, secrets } = readStackConfig(new pulumi.Config("scaledkite"));
 
@@ -61,18 +61,18 @@ createFargateProfiles("workers", {
     subnetIds: config.fargateSubnetIds,
 });
 
+// What the token sync and the sweep, cluster-facing Lambdas of their own, share.
+const clusterLambda = { cluster, logRetentionDays: config.lambda.logRetentionDays, network: config.lambda.network, alarmTopicArn: config.alarmTopicArn };
+
 // With the token in Secrets Manager, the sync copies it into the workers' Secret (now and on rotation).
 const tokenSync = config.agentToken.kind === "secretsManager" ? new TokenSyncer("token-sync", {
     secretArn: config.agentToken.arn,
     jsonKey: config.agentToken.jsonKey,
     intervalMinutes: config.agentToken.intervalMinutes,
     namespace: config.namespace,
-    cluster,
     kubernetesGroups: [TOKEN_SYNC_GROUP],
     targetUid: workers.agentTokenSecretUid,
-    logRetentionDays: config.lambda.logRetentionDays,
-    network: config.lambda.network,
-    alarmTopicArn: config.alarmTopicArn,
+    ...clusterLambda,
 }, { dependsOn: [workers] }) : undefined;
 
 const scheduler = new Scheduler("scheduler", {
@@ -87,7 +87,6 @@ const scheduler = new Scheduler("scheduler", {
 
 const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     settings: schedulerSettings(config),
-    cluster,
     intervalMinutes: config.sweep.intervalMinutes,
     stackKey: config.sweep.stackKey ?? `scaledkite-${pulumi.getStack()}`,
     endpoint: config.sweep.endpoint,
@@ -95,11 +94,9 @@ const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
     startFailureGraceSeconds: config.sweep.startFailureGraceSeconds,
     keepQueuesConnected: config.sweep.keepQueuesConnected,
     kubernetesGroups: [SWEEPER_GROUP],
-    logRetentionDays: config.lambda.logRetentionDays,
     timeoutSeconds: config.lambda.timeoutSeconds,
     reservedConcurrency: config.lambda.sweepConcurrency,
-    network: config.lambda.network,
-    alarmTopicArn: config.alarmTopicArn,
+    ...clusterLambda,
 }, { dependsOn: tokenSync ? [workers, tokenSync] : [workers] }) : undefined;
 
 // What it did and how long users waited: one dashboard per stack.

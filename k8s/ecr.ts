@@ -11,8 +11,8 @@
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { EcrRegistry, WorkerIdentity } from "../scheduler/config";
-import { ECR_HOOKS_CONFIGMAP, WORKER_SERVICE_ACCOUNT } from "../scheduler/settings";
+import type { EcrRegistry, WorkerIdentity } from "../scheduler/config/config";
+import { ECR_HOOKS_CONFIGMAP, WORKER_SERVICE_ACCOUNT } from "../scheduler/core/settings";
 import { ecrHookFiles } from "./ecrLogin";
 
 export { ECR_LOGIN_SCRIPT } from "./ecrLogin";

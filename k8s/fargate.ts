@@ -1,7 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { labelValue } from "../scheduler/manifest";
-import { FARGATE_LABEL } from "../scheduler/settings";
+import { labelValue } from "../scheduler/core/manifest";
+import { FARGATE_LABEL } from "../scheduler/core/settings";
 
 /** Arguments of createFargateProfiles. */
 export interface FargateArgs {

@@ -1,8 +1,8 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../scheduler/settings";
-import type { SpendCaps } from "../scheduler/config";
-import { TOKEN_SOURCE_ANNOTATIONS } from "../scheduler/kube";
+import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../scheduler/core/settings";
+import type { SpendCaps } from "../scheduler/config/config";
+import { TOKEN_SOURCE_ANNOTATIONS } from "../scheduler/clients/kube";
 import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac, tokenSyncRbac } from "./rbac";
 import { workerJobPolicy, WorkerShape } from "./workerPolicy";
 

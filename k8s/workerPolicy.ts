@@ -6,8 +6,8 @@
  * namespaces, and privilege only for the dind sidecar. Plain data, shared by the Pulumi program and
  * the local cluster tools, like rbac.ts.
  */
-import type { WorkerSettings } from "../scheduler/settings";
-import { DIND_CONTAINER, LABELS } from "../scheduler/manifest";
+import type { WorkerSettings } from "../scheduler/core/settings";
+import { DIND_CONTAINER, LABELS } from "../scheduler/core/manifest";
 
 /** The images and service accounts a stack's workers may use. */
 export interface WorkerShape {

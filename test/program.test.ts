@@ -2,7 +2,7 @@
  * The Pulumi program under Pulumi's mocks: what one `pulumi up` declares.
  */
 import * as assert from "assert";
-import { eventPattern } from "../scheduler/queue";
+import { eventPattern } from "../scheduler/core/queue";
 import { baseConfig, lambdaArchive, lambdaCode, runProgram, ProgramRun } from "./helpers/pulumiProgram";
 
 function statements(policyJson: string): any[] {

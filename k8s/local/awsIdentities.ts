@@ -7,8 +7,8 @@
 import * as fs from "fs";
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
-import { AwsCredentials, signEksToken, TokenCache, TOKEN_PREFIX } from "../../scheduler/eksToken";
-import { bearerJobClient, JobClient } from "../../scheduler/kube";
+import { AwsCredentials, signEksToken, TokenCache, TOKEN_PREFIX } from "../../scheduler/clients/eksToken";
+import { bearerJobClient, JobClient } from "../../scheduler/clients/kube";
 
 /** The name the local cluster answers to in `x-k8s-aws-id`. */
 export const LOCAL_CLUSTER_NAME = "scaledkite-local";
@@ -20,37 +20,20 @@ export interface LocalIdentity extends AwsCredentials {
     groups: string[];
 }
 
+/** A local identity; its keys are made from its name (the access key id is 20 characters, as AWS's are). */
+function localIdentity(name: string, username: string, groups: string[]): LocalIdentity {
+    const accessKeyId = `AKIALOCAL${name.replace(/-/g, "").toUpperCase()}`.padEnd(20, "0").slice(0, 20);
+    return { accessKeyId, secretAccessKey: `local-${name}-secret-key-not-a-real-one`, username, groups };
+}
+
 /** The scheduler's identity: the Lambda role's access entry puts it in the scheduler group. */
-export const SCHEDULER_IDENTITY: LocalIdentity = {
-    accessKeyId: "AKIALOCALSCHEDULER01",
-    secretAccessKey: "local-scheduler-secret-key-not-a-real-one",
-    username: "arn:aws:sts::000000000000:assumed-role/scaledkite-scheduler/lambda",
-    groups: ["scaledkite:scheduler"],
-};
-
+export const SCHEDULER_IDENTITY = localIdentity("scheduler", "arn:aws:sts::000000000000:assumed-role/scaledkite-scheduler/lambda", ["scaledkite:scheduler"]);
 /** The sweep's identity: its access entry puts it in the sweeper group. */
-export const SWEEPER_IDENTITY: LocalIdentity = {
-    accessKeyId: "AKIALOCALSWEEPER0001",
-    secretAccessKey: "local-sweeper-secret-key-not-a-real-one",
-    username: "arn:aws:sts::000000000000:assumed-role/scaledkite-sweep/lambda",
-    groups: ["scaledkite:sweeper"],
-};
-
+export const SWEEPER_IDENTITY = localIdentity("sweeper", "arn:aws:sts::000000000000:assumed-role/scaledkite-sweep/lambda", ["scaledkite:sweeper"]);
 /** The token sync's identity: its access entry puts it in the token-sync group. */
-export const TOKEN_SYNC_IDENTITY: LocalIdentity = {
-    accessKeyId: "AKIALOCALTOKENSYNC01",
-    secretAccessKey: "local-token-sync-secret-key-not-a-real-one",
-    username: "arn:aws:sts::000000000000:assumed-role/scaledkite-token-sync/lambda",
-    groups: ["scaledkite:token-sync"],
-};
-
+export const TOKEN_SYNC_IDENTITY = localIdentity("token-sync", "arn:aws:sts::000000000000:assumed-role/scaledkite-token-sync/lambda", ["scaledkite:token-sync"]);
 /** An identity with no access entry groups: authenticated, allowed nothing. */
-export const STRANGER_IDENTITY: LocalIdentity = {
-    accessKeyId: "AKIALOCALSTRANGER001",
-    secretAccessKey: "local-stranger-secret-key-not-a-real-one",
-    username: "arn:aws:sts::000000000000:assumed-role/someone-else/session",
-    groups: [],
-};
+export const STRANGER_IDENTITY = localIdentity("stranger", "arn:aws:sts::000000000000:assumed-role/someone-else/session", []);
 
 export const LOCAL_IDENTITIES: LocalIdentity[] = [SCHEDULER_IDENTITY, SWEEPER_IDENTITY, TOKEN_SYNC_IDENTITY, STRANGER_IDENTITY];
 

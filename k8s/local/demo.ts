@@ -12,8 +12,8 @@
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
 import * as path from "path";
-import { schedulerSettings } from "../../scheduler/config";
-import { createEventHandler, Decision } from "../../scheduler/handler";
+import { schedulerSettings } from "../../scheduler/config/config";
+import { createEventHandler, Decision } from "../../scheduler/schedule/lambda";
 import { AgentApiStandIn } from "./agentApiStandIn";
 import { localJobClient } from "./awsIdentities";
 import { ClusterState, down, PROJECT_ROOT, status, up } from "./cluster";

@@ -8,9 +8,9 @@
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
 import * as path from "path";
-import { readStackFile } from "../../scheduler/cli";
-import { parseStackConfig, StackConfig } from "../../scheduler/config";
-import { AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES, WORKER_SERVICE_ACCOUNT } from "../../scheduler/settings";
+import { readStackFile } from "../../scheduler/cli/cli";
+import { parseStackConfig, StackConfig } from "../../scheduler/config/config";
+import { AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES, WORKER_SERVICE_ACCOUNT } from "../../scheduler/core/settings";
 import { ecrHookFiles } from "../ecrLogin";
 import { SCHEDULER_GROUP, schedulerRbac } from "../rbac";
 import { podSecurityLabels, workerJobPolicy, workerShape } from "../workerPolicy";

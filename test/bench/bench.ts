@@ -14,7 +14,7 @@ import * as os from "os";
 import * as path from "path";
 import { LOCAL_REGION, localJobClient, SCHEDULER_IDENTITY, TOKEN_SYNC_IDENTITY } from "../../k8s/local/awsIdentities";
 import { ClusterState, down, status, up } from "../../k8s/local/cluster";
-import { createEventHandler, decide } from "../../scheduler/handler";
+import { createEventHandler, decide } from "../../scheduler/schedule/lambda";
 import { anEvent } from "../helpers/builders";
 import { deleteNamespace, deployStack } from "../helpers/deploy";
 import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";

@@ -9,7 +9,7 @@ import type { V1Pod } from "@kubernetes/client-node";
 import { AgentApiStandIn } from "../../k8s/local/agentApiStandIn";
 import { ClusterState } from "../../k8s/local/cluster";
 import { POD_GATEWAY_IP } from "../../k8s/local/node";
-import { createEventHandler } from "../../scheduler/handler";
+import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { anEvent, newUuid } from "../helpers/builders";
 import { creatorAs, deployStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
 import { adminConfig, k8sClient } from "../helpers/localCluster";

@@ -1,8 +1,8 @@
 /** Builders for test fixtures: a valid thing by default, changed one field at a time. */
 import * as fs from "fs";
 import * as path from "path";
-import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
-import { SchedulerSettings } from "../../scheduler/settings";
+import { parseStackConfig, schedulerSettings } from "../../scheduler/config/config";
+import { SchedulerSettings } from "../../scheduler/core/settings";
 
 export const SAMPLE_EVENT_FILE = path.join(__dirname, "..", "fixtures", "job-scheduled.json");
 

@@ -5,10 +5,10 @@
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
 import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobClient, LocalIdentity, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
-import { signEksToken } from "../../scheduler/eksToken";
-import { JobClient } from "../../scheduler/kube";
-import { parseStackConfig, schedulerSettings } from "../../scheduler/config";
-import { SchedulerSettings } from "../../scheduler/settings";
+import { signEksToken } from "../../scheduler/clients/eksToken";
+import { JobClient } from "../../scheduler/clients/kube";
+import { parseStackConfig, schedulerSettings } from "../../scheduler/config/config";
+import { SchedulerSettings } from "../../scheduler/core/settings";
 import { ClusterState } from "../../k8s/local/cluster";
 import { LOCAL_IMAGES } from "../../k8s/local/node";
 import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";

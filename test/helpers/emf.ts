@@ -1,6 +1,6 @@
 /** Reading the Lambdas' log lines as CloudWatch reads Embedded Metric Format. */
 import * as assert from "assert";
-import { MAX_METRIC_VALUES, METRIC_NAMESPACE } from "../../scheduler/metrics";
+import { MAX_METRIC_VALUES, METRIC_NAMESPACE } from "../../scheduler/core/metrics";
 
 /**
  * Checks a log line as CloudWatch reads EMF: one JSON object whose `_aws` directive names a

@@ -5,7 +5,7 @@
  * most 256 characters), and, on request, 429 with Retry-After and 5xx answers.
  */
 import * as http from "http";
-import type { StacksJob } from "../../scheduler/stacksApi";
+import type { StacksJob } from "../../scheduler/clients/stacksApi";
 
 export interface StandIn {
     endpoint: string;

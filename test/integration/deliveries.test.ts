@@ -5,8 +5,8 @@
 import * as assert from "assert";
 import { ClusterState } from "../../k8s/local/cluster";
 import { ANNOTATION_RUN_SECONDS, UNSCHEDULABLE_LABEL } from "../../k8s/local/podRunner";
-import { isRetryable, KubernetesError } from "../../scheduler/errors";
-import { createEventHandler, Decision } from "../../scheduler/handler";
+import { isRetryable, KubernetesError } from "../../scheduler/core/errors";
+import { createEventHandler, Decision } from "../../scheduler/schedule/lambda";
 import { anEvent } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";

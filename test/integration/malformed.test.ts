@@ -4,7 +4,7 @@
  */
 import * as assert from "assert";
 import { ClusterState } from "../../k8s/local/cluster";
-import { createEventHandler } from "../../scheduler/handler";
+import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { creatorAs, deleteNamespace, deployStack } from "../helpers/deploy";
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
 import { MALFORMED_EVENTS } from "../helpers/malformedEvents";

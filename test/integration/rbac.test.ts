@@ -6,10 +6,10 @@
 import * as assert from "assert";
 import { SCHEDULER_IDENTITY, STRANGER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { ClusterState } from "../../k8s/local/cluster";
-import { KubernetesError } from "../../scheduler/errors";
-import { bearerJobClient } from "../../scheduler/kube";
-import { TokenCache } from "../../scheduler/eksToken";
-import { createEventHandler, decide } from "../../scheduler/handler";
+import { KubernetesError } from "../../scheduler/core/errors";
+import { bearerJobClient } from "../../scheduler/clients/kube";
+import { TokenCache } from "../../scheduler/clients/eksToken";
+import { createEventHandler, decide } from "../../scheduler/schedule/lambda";
 import { anEvent, newUuid } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, kubeConfigAs } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";

@@ -6,10 +6,10 @@
 import * as assert from "assert";
 import { parseEmf } from "../helpers/emf";
 import { ClusterState } from "../../k8s/local/cluster";
-import { createEventHandler } from "../../scheduler/handler";
-import { stacksApi, StacksJob } from "../../scheduler/stacksApi";
-import { createSweeper, eventFromStacksJob, keepQueuesConnected } from "../../scheduler/sweep";
-import { heartbeatOffsets } from "../../scheduler/notices";
+import { createEventHandler } from "../../scheduler/schedule/lambda";
+import { stacksApi, StacksJob } from "../../scheduler/clients/stacksApi";
+import { createSweeper, eventFromStacksJob, keepQueuesConnected } from "../../scheduler/sweep/lambda";
+import { heartbeatOffsets } from "../../scheduler/core/notices";
 import { newUuid } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, WorkerNode } from "../helpers/deploy";
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";

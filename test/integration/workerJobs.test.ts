@@ -8,7 +8,7 @@
 import * as assert from "assert";
 import type { V1Job } from "@kubernetes/client-node";
 import { ClusterState } from "../../k8s/local/cluster";
-import { createEventHandler } from "../../scheduler/handler";
+import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { AgentApiStandIn } from "../../k8s/local/agentApiStandIn";
 import { POD_GATEWAY_IP } from "../../k8s/local/node";
 import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";

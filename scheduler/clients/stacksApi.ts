@@ -1,0 +1,152 @@
+/**
+ * Buildkite's Stacks API, the official polling API for schedulers: the part the sweep uses (register
+ * a stack, list a queue's scheduled jobs, fail a job that cannot run, ask jobs' states). Global `fetch` only, so the Lambda loads nothing for it.
+ *
+ * Rate limits answer 429 with Retry-After: the client waits (bounded) and tries again. 5xx and
+ * network failures are errors worth retrying (the next sweep does); 401/403/404 are not.
+ */
+
+import { classifiedError, ClassifiedError } from "../core/errors";
+
+export const DEFAULT_AGENT_ENDPOINT = "https://agent.buildkite.com/v3";
+
+/** A scheduled job as the Stacks API lists it. */
+export interface StacksJob {
+    id: string;
+    priority?: number;
+    agent_query_rules?: string[];
+    scheduled_at?: string;
+    pipeline?: { slug?: string; uuid?: string };
+    build?: { number?: number; uuid?: string; branch?: string; commit?: string };
+    step?: { key?: string; label?: string };
+}
+
+export type StacksApiError = ClassifiedError<"stacks-api", { status?: number }>;
+
+function stacksError(message: string, retryable: boolean, status?: number): StacksApiError {
+    return classifiedError("stacks-api", "StacksApiError", message, retryable, { status });
+}
+
+export interface StacksApi {
+    register(stackKey: string, queueKey: string, metadata?: Record<string, string>): Promise<void>;
+    /** Every scheduled job of a queue (all pages, oldest first), and whether dispatch is paused. */
+    scheduledJobs(stackKey: string, queueKey: string): Promise<{ jobs: StacksJob[]; paused: boolean }>;
+    /** Fails a job that cannot run, with a reason the user sees (at most 4 KB). */
+    finish(stackKey: string, jobUuid: string, detail: string): Promise<void>;
+    /** The states of jobs (e.g. "scheduled", "canceled"), asked in batches. */
+    jobStates(stackKey: string, jobUuids: string[]): Promise<Record<string, string>>;
+    /** A light listing (one job) of a queue: Buildkite shows a queue Connected while a stack lists it. */
+    heartbeat(stackKey: string, queueKey: string): Promise<void>;
+    /** Messages on jobs' timelines (each detail at most 256 characters), in batches. */
+    notify(stackKey: string, notifications: StackNotification[]): Promise<void>;
+}
+
+/** A message on a job's timeline in Buildkite. */
+export interface StackNotification {
+    job_uuid: string;
+    /** At most MAX_NOTIFICATION_DETAIL characters. */
+    detail: string;
+    /** ISO 8601. */
+    timestamp: string;
+}
+
+/** The Stacks API's limit on a notification's detail. */
+export const MAX_NOTIFICATION_DETAIL = 256;
+
+export interface StacksApiOptions {
+    endpoint?: string;
+    /** Longest single wait on a 429 before giving up until the next sweep. */
+    maxRetryAfterSeconds?: number;
+    sleep?: (ms: number) => Promise<void>;
+}
+
+/** A Stacks API client authenticated with a cluster agent token. */
+export function stacksApi(token: () => Promise<string> | string, opts: StacksApiOptions = {}): StacksApi {
+    const endpoint = (opts.endpoint ?? DEFAULT_AGENT_ENDPOINT).replace(/\/$/, "");
+    const maxWait = (opts.maxRetryAfterSeconds ?? 10) * 1000;
+    const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+
+    async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+        const what = `Buildkite Stacks API ${method} ${path.split("?")[0]}`;
+        // Reading the token can fail on its own (e.g. the Secret is not readable): that error says why.
+        const agentToken = await token();
+        for (let attempt = 1; ; attempt++) {
+            let res: Response;
+            try {
+                res = await fetch(`${endpoint}${path}`, {
+                    method,
+                    headers: { authorization: `Token ${agentToken}`, "content-type": "application/json", accept: "application/json" },
+                    body: body === undefined ? undefined : JSON.stringify(body),
+                    signal: AbortSignal.timeout(15_000),
+                });
+            } catch (e) {
+                const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name;
+                throw stacksError(`${what}: unreachable (${cause}); the next sweep tries again`, true);
+            }
+            if (res.status === 429 && attempt <= 3) {
+                const wait = Math.max(0, Number(res.headers.get("retry-after") ?? "1")) * 1000;
+                if (wait <= maxWait) {
+                    await res.arrayBuffer();
+                    await sleep(wait);
+                    continue;
+                }
+            }
+            const text = await res.text();
+            if (res.ok) return (text ? JSON.parse(text) : {}) as T;
+            const message = (() => {
+                try {
+                    return String(JSON.parse(text).message ?? text);
+                } catch {
+                    return text;
+                }
+            })().slice(0, 200);
+            if (res.status === 401 || res.status === 403) {
+                throw stacksError(`${what}: ${res.status} (${message}); the agent token must be a cluster agent token with access to this queue`, false, res.status);
+            }
+            const retryable = res.status === 429 || res.status >= 500;
+            throw stacksError(`${what}: ${res.status} (${message})${retryable ? "; the next sweep tries again" : ""}`, retryable, res.status);
+        }
+    }
+
+    return {
+        async register(stackKey, queueKey, metadata = {}) {
+            await call("POST", "/stacks/register", { key: stackKey, type: "custom", queue_key: queueKey, metadata });
+        },
+        async scheduledJobs(stackKey, queueKey) {
+            const jobs: StacksJob[] = [];
+            let paused = false;
+            let after: string | undefined;
+            for (let page = 0; page < 100; page++) {
+                const q = new URLSearchParams({ queue_key: queueKey, limit: "1000", ...(after ? { after } : {}) });
+                const r = await call<{ jobs?: StacksJob[]; page_info?: { has_next_page?: boolean; end_cursor?: string }; cluster_queue?: { dispatch_paused?: boolean } }>(
+                    "GET", `/stacks/${encodeURIComponent(stackKey)}/scheduled-jobs?${q}`);
+                paused = paused || Boolean(r.cluster_queue?.dispatch_paused);
+                jobs.push(...(r.jobs ?? []));
+                if (!r.page_info?.has_next_page || !r.page_info.end_cursor) break;
+                after = r.page_info.end_cursor;
+            }
+            return { jobs, paused };
+        },
+        async finish(stackKey, jobUuid, detail) {
+            await call("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/${encodeURIComponent(jobUuid)}/finish`, { exit_status: -1, detail: detail.slice(0, 4000) });
+        },
+        async jobStates(stackKey, jobUuids) {
+            const states: Record<string, string> = {};
+            for (let i = 0; i < jobUuids.length; i += 100) {
+                const r = await call<{ states?: Record<string, string> }>("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/get-states`, { job_uuids: jobUuids.slice(i, i + 100) });
+                Object.assign(states, r.states ?? {});
+            }
+            return states;
+        },
+        async heartbeat(stackKey, queueKey) {
+            const q = new URLSearchParams({ queue_key: queueKey, limit: "1" });
+            await call("GET", `/stacks/${encodeURIComponent(stackKey)}/scheduled-jobs?${q}`);
+        },
+        async notify(stackKey, notifications) {
+            for (let i = 0; i < notifications.length; i += 100) {
+                const batch = notifications.slice(i, i + 100).map((n) => ({ ...n, detail: n.detail.length > MAX_NOTIFICATION_DETAIL ? `${n.detail.slice(0, MAX_NOTIFICATION_DETAIL - 1)}…` : n.detail }));
+                await call("POST", `/stacks/${encodeURIComponent(stackKey)}/notifications`, { notifications: batch });
+            }
+        },
+    };
+}

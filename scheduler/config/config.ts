@@ -1,0 +1,741 @@
+/**
+ * The stack configuration (`pulumi config set scaledkite:<key>`): parsing, defaults and validation.
+ *
+ * Pure: it reads a plain record of raw values (strings from `pulumi.Config`, or typed values from a
+ * `Pulumi.<stack>.yaml` file) and returns the validated configuration, or throws one ConfigError that
+ * lists every problem, each naming the key and the fix. Secret keys are only checked for presence
+ * here; their values never pass through this module.
+ */
+import { configError } from "../core/errors";
+import { DEFAULT_AGENT_ENDPOINT } from "../clients/stacksApi";
+import { DEFAULT_QUEUE, eventPatternLength, MAX_EVENT_PATTERN_LENGTH } from "../core/queue";
+import { SECRET_ARN } from "../clients/secretsManager";
+import { DIND_MODES, DindMode, ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "../core/settings";
+
+export const DEFAULT_IMAGE = "buildkite/agent:3.138.3";
+export const DEFAULT_DIND_IMAGE = "docker:28.5.2-dind";
+/** The stock rootless variant at the same version: dockerd as uid 1000 inside rootlesskit. */
+export const DEFAULT_DIND_ROOTLESS_IMAGE = "docker:28.5.2-dind-rootless";
+
+/** The sidecar's image when the stack sets none: the stock image for the queue's mode. */
+export function defaultDindImage(mode: DindMode): string {
+    return mode === "rootless" ? DEFAULT_DIND_ROOTLESS_IMAGE : DEFAULT_DIND_IMAGE;
+}
+/** Job names are `<jobPrefix><job uuid>`: a DNS-1123 label of at most 63 characters. */
+export const JOB_UUID_LENGTH = 36;
+export const MAX_JOB_PREFIX_LENGTH = 63 - JOB_UUID_LENGTH;
+
+/** Stack-wide worker defaults, before the stack's own values. */
+export const WORKER_DEFAULTS: WorkerSettings = {
+    image: DEFAULT_IMAGE,
+    dind: "privileged",
+    dindImage: DEFAULT_DIND_IMAGE,
+    resources: {
+        // The agent only coordinates: the build runs in the command container.
+        agent: { requests: { cpu: "100m", memory: "128Mi" } },
+        command: { requests: { cpu: "500m", memory: "1Gi" } },
+        dind: { requests: { cpu: "500m", memory: "1Gi" } },
+    },
+    nodeSelector: {},
+    tolerations: [],
+    activeDeadlineSeconds: 3 * 60 * 60,
+    ttlSecondsAfterFinished: 10 * 60,
+    backoffLimit: 1,
+    agentTags: [],
+    env: {},
+    labels: {},
+    annotations: {},
+    terminationGracePeriodSeconds: 60,
+    envFrom: [],
+    fargate: false,
+};
+
+/** Where the Lambdas run in a VPC (to reach a private EKS endpoint): both lists, or neither. */
+export interface LambdaNetwork {
+    subnetIds: string[];
+    securityGroupIds: string[];
+}
+
+/** The scheduler Lambda's memory by default (see the bench's memory phase). */
+export const DEFAULT_LAMBDA_MEMORY_MB = 512;
+
+/** The shortest Lambda timeout: one whole Kubernetes call (jobsApi's REQUEST_TIMEOUT_MS, 10 s) and time to log and return. */
+export const MIN_LAMBDA_TIMEOUT_SECONDS = 12;
+
+/** Settings of the scheduler Lambda and its event delivery. */
+export interface LambdaConfig {
+    memoryMb: number;
+    timeoutSeconds: number;
+    /** Reserved concurrency of the scheduler Lambda (undefined: the account's unreserved pool). */
+    schedulerConcurrency?: number;
+    /** Reserved concurrency of the sweep Lambda: 1, so sweeps never overlap. */
+    sweepConcurrency: number;
+    /** Subnets and security groups of every Lambda (undefined: outside any VPC). */
+    network?: LambdaNetwork;
+    logRetentionDays: number;
+    /** EventBridge retry policy: attempts and age before an undeliverable event goes to the DLQ. */
+    retryAttempts: number;
+    maxEventAgeSeconds: number;
+}
+
+/**
+ * Where the agent token comes from: Pulumi config (a secret), or an AWS Secrets Manager secret that
+ * the token sync copies into the cluster and keeps in sync.
+ */
+export type AgentTokenSource =
+    | { kind: "config" }
+    | { kind: "secretsManager"; arn: string; jsonKey?: string; intervalMinutes: number };
+
+/** One ECR registry the workers log in to. */
+export interface EcrRegistry {
+    /** The registry host, <account>.dkr.ecr.<region>.amazonaws.com. */
+    registry: string;
+    partition: string;
+    account: string;
+    region: string;
+    /** Push as well as pull. */
+    push: boolean;
+    /** Repository name patterns the role may use ("*": all). */
+    repositories: string[];
+}
+
+/** How the workers' IAM role reaches their pods. */
+export type WorkerIdentity = "podIdentity" | "irsa";
+
+/** The validated stack configuration. */
+export interface StackConfig {
+    agentToken: AgentTokenSource;
+    /** ECR registries and how the workers' role is bound to their service account (absent: no ECR). */
+    ecr?: { registries: EcrRegistry[]; identity: WorkerIdentity };
+    cluster: string;
+    eventBusName: string;
+    roleArn?: string;
+    namespace: string;
+    jobPrefix: string;
+    defaults: WorkerSettings;
+    /** Queue name -> that queue's settings, merged over `defaults`. */
+    queues: Record<string, WorkerSettings>;
+    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean; ecr: boolean };
+    /** Agent hooks (file name -> script), mounted from a ConfigMap at the agent's hooks path. */
+    hooks: Record<string, string>;
+    /** known_hosts for git over SSH. */
+    gitKnownHosts?: string;
+    /** Private subnets for the Fargate profile (needed when a queue has fargate: true). */
+    fargateSubnetIds: string[];
+    /** Spend caps, enforced by a ResourceQuota on the namespace. */
+    caps: SpendCaps;
+    /** An SNS topic for the alarms (DLQ not empty, Lambda errors). */
+    alarmTopicArn?: string;
+    /** The sweep: minutes between runs (0: off), the Stacks API stack key and endpoint. */
+    sweep: { intervalMinutes: number; stackKey?: string; endpoint: string; podPendingTimeoutSeconds: number; startFailureGraceSeconds: number; keepQueuesConnected: boolean };
+    lambda: LambdaConfig;
+}
+
+/** Spend caps: at most this many worker Jobs, and this much CPU and memory requested by running workers. */
+export interface SpendCaps {
+    maxConcurrentJobs?: number;
+    maxCpu?: string;
+    maxMemory?: string;
+}
+
+/** Keys that hold secrets: only their presence is read here. */
+export const SECRET_KEYS = ["agentToken", "env", "gitCredentials", "gitSshKey"] as const;
+
+/** Keys of WorkerSettings that can be set stack-wide and per queue. */
+const WORKER_KEYS: (keyof WorkerSettings)[] = [
+    "image", "dind", "dindImage", "resources", "nodeSelector", "tolerations", "affinity", "serviceAccountName",
+    "activeDeadlineSeconds", "ttlSecondsAfterFinished", "backoffLimit", "agentTags", "env", "envFrom", "labels", "annotations",
+    "terminationGracePeriodSeconds", "fargate", "podSpecPatch",
+];
+/** Worker keys whose stack-wide value is a secret, so they are not stack-wide worker keys. */
+const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
+
+export const CONFIG_KEYS: readonly string[] = [
+    "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "agentTokenSecretArn", "agentTokenSecretKey",
+    "tokenSyncInterval", "ecrRegistries", "workerIdentity", "env", "gitCredentials",
+    "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
+    "sweepInterval", "stackKey", "agentEndpoint", "podPendingTimeout", "startFailureGrace", "keepQueuesConnected",
+    "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
+    "schedulerConcurrency", "sweepConcurrency", "lambdaSubnetIds", "lambdaSecurityGroupIds",
+    ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
+];
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const QUANTITY = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E|[eE][+-]?[0-9]+)?$/;
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
+const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
+const QUEUE_NAME = /^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/;
+
+/** Collects problems; every message is one line naming the key and what to do. */
+class Problems {
+    readonly list: string[] = [];
+    add(key: string, message: string): void {
+        this.list.push(`scaledkite:${key} ${message}`);
+    }
+}
+
+type Raw = Record<string, unknown>;
+
+/** The known key nearest to a mistyped one (edit distance at most a third of its length), if any. Pure. */
+export function nearestKey(key: string, known: readonly string[]): string | undefined {
+    const distance = (a: string, b: string) => {
+        const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+        for (let i = 1; i <= a.length; i++) {
+            let prev = row[0];
+            row[0] = i;
+            for (let j = 1; j <= b.length; j++) {
+                const here = row[j];
+                row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1].toLowerCase() === b[j - 1].toLowerCase() ? 0 : 1));
+                prev = here;
+            }
+        }
+        return row[b.length];
+    };
+    let best: { key: string; d: number } | undefined;
+    for (const k of known) {
+        const d = distance(key, k);
+        if (!best || d < best.d) best = { key: k, d };
+    }
+    return best && best.d <= Math.max(1, Math.floor(key.length / 3)) ? best.key : undefined;
+}
+
+/** A structured value arrives as an object (YAML) or as JSON text (`pulumi config set`). */
+function structured(value: unknown, key: string, p: Problems): unknown {
+    if (typeof value !== "string") return value;
+    try {
+        return JSON.parse(value);
+    } catch {
+        p.add(key, `is not valid JSON (${JSON.stringify(value.slice(0, 40))}); set it with --path or as JSON, e.g. pulumi config set --path 'scaledkite:${key}.<name>' <value>`);
+        return undefined;
+    }
+}
+
+function asString(value: unknown, key: string, p: Problems): string | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    if (typeof value !== "string") {
+        p.add(key, `must be a string, got ${JSON.stringify(value)}`);
+        return undefined;
+    }
+    return value;
+}
+
+function asInteger(value: unknown, key: string, p: Problems, min: number, max: number): number | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    const n = typeof value === "string" && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
+        p.add(key, `must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+        return undefined;
+    }
+    return n;
+}
+
+function asBoolean(value: unknown, key: string, p: Problems): boolean | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    if (value === true || value === "true") return true;
+    if (value === false || value === "false") return false;
+    p.add(key, `must be true or false, got ${JSON.stringify(value)}`);
+    return undefined;
+}
+
+/** `dind`: a mode, or true (privileged) / false (none) as before modes existed. */
+function asDindMode(value: unknown, key: string, p: Problems): DindMode | undefined {
+    if (value === undefined || value === null || value === "") return undefined;
+    if (value === true || value === "true") return "privileged";
+    if (value === false || value === "false") return "none";
+    if ((DIND_MODES as unknown[]).includes(value)) return value as DindMode;
+    p.add(key, `must be privileged, rootless or none (true and false mean privileged and none), got ${JSON.stringify(value)}`);
+    return undefined;
+}
+
+function asStringMap(value: unknown, key: string, p: Problems, check?: (k: string, v: string) => string | undefined): Record<string, string> | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null || v === "") return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be a map of strings, e.g. {"name": "value"}`);
+        return undefined;
+    }
+    const out: Record<string, string> = {};
+    for (const [k, val] of Object.entries(v as Raw)) {
+        if (typeof val !== "string" && typeof val !== "number" && typeof val !== "boolean") {
+            p.add(`${key}.${k}`, `must be a string, got ${JSON.stringify(val)}`);
+            continue;
+        }
+        const problem = check?.(k, String(val));
+        if (problem) p.add(`${key}.${k}`, problem);
+        else out[k] = String(val);
+    }
+    return out;
+}
+
+function checkLabel(k: string, v: string): string | undefined {
+    if (!LABEL_KEY.test(k) || k.length > 316) return `is not a valid Kubernetes label key`;
+    if (!LABEL_VALUE.test(v)) return `has ${JSON.stringify(v)}, not a valid label value (63 characters of letters, digits, '-', '_', '.')`;
+    return undefined;
+}
+
+function checkAnnotation(k: string): string | undefined {
+    return LABEL_KEY.test(k) ? undefined : `is not a valid Kubernetes annotation key`;
+}
+
+function checkEnvName(k: string): string | undefined {
+    return ENV_NAME.test(k) ? undefined : `is not a valid environment variable name`;
+}
+
+function asResources(value: unknown, key: string, p: Problems): ResourceSettings | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be {requests: {cpu, memory}, limits: {cpu, memory}}`);
+        return undefined;
+    }
+    const out: ResourceSettings = {};
+    for (const [part, amounts] of Object.entries(v as Raw)) {
+        if (part !== "requests" && part !== "limits") {
+            p.add(`${key}.${part}`, `is not a resources key: use requests or limits`);
+            continue;
+        }
+        const map = asStringMap(amounts, `${key}.${part}`, p, (_k, q) => QUANTITY.test(q) ? undefined : `has ${JSON.stringify(q)}, not a Kubernetes quantity (e.g. 500m, 2, 1Gi)`);
+        if (map) out[part] = map;
+    }
+    return out;
+}
+
+function asWorkerResources(value: unknown, key: string, p: Problems): Partial<WorkerSettings["resources"]> | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be {agent: {requests, limits}, command: {requests, limits}, dind: {requests, limits}}`);
+        return undefined;
+    }
+    const out: Partial<WorkerSettings["resources"]> = {};
+    for (const [container, r] of Object.entries(v as Raw)) {
+        if (container !== "agent" && container !== "command" && container !== "dind") {
+            p.add(`${key}.${container}`, `is not a container of the worker: use agent (buildkite-agent), command (the build) or dind`);
+            continue;
+        }
+        const res = asResources(r, `${key}.${container}`, p);
+        if (res) out[container] = res;
+    }
+    return out;
+}
+
+function asObject(value: unknown, key: string, p: Problems, allowedKeys?: string[]): Record<string, unknown> | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+        p.add(key, `must be an object`);
+        return undefined;
+    }
+    for (const k of Object.keys(v as Raw)) {
+        if (allowedKeys && !allowedKeys.includes(k)) p.add(`${key}.${k}`, `is not a field of ${key.split(".").pop()}: use ${allowedKeys.join(", ")}`);
+    }
+    return v as Record<string, unknown>;
+}
+
+function asEnvFrom(value: unknown, key: string, p: Problems): WorkerSettings["envFrom"] | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    const example = `e.g. [{"secretRef": {"name": "npm-token"}}, {"configMapRef": {"name": "build-env"}}]`;
+    if (!Array.isArray(v)) {
+        p.add(key, `must be a list, ${example}`);
+        return undefined;
+    }
+    const out: WorkerSettings["envFrom"] = [];
+    v.forEach((item, i) => {
+        const ref = item?.secretRef ?? item?.configMapRef;
+        const kind = item?.secretRef ? "secretRef" : "configMapRef";
+        if (typeof item !== "object" || Object.keys(item ?? {}).length !== 1 || typeof ref?.name !== "string" || !DNS1123_SUBDOMAIN.test(ref.name)) {
+            p.add(`${key}[${i}]`, `must be {"secretRef": {"name": ...}} or {"configMapRef": {"name": ...}}, ${example}`);
+            return;
+        }
+        out.push(kind === "secretRef" ? { secretRef: { name: ref.name } } : { configMapRef: { name: ref.name } });
+    });
+    return out;
+}
+
+const TOLERATION_KEYS = new Set(["key", "operator", "value", "effect", "tolerationSeconds"]);
+
+function asTolerations(value: unknown, key: string, p: Problems): Toleration[] | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v)) {
+        p.add(key, `must be a list of tolerations, e.g. [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]`);
+        return undefined;
+    }
+    const out: Toleration[] = [];
+    v.forEach((t, i) => {
+        const where = `${key}[${i}]`;
+        if (typeof t !== "object" || t === null || Array.isArray(t)) {
+            p.add(where, `must be an object with key, operator, value, effect`);
+            return;
+        }
+        const unknown = Object.keys(t).filter((k) => !TOLERATION_KEYS.has(k));
+        if (unknown.length) p.add(where, `has unknown field ${unknown.join(", ")}: use key, operator, value, effect, tolerationSeconds`);
+        const tol = t as Toleration;
+        if (tol.operator !== undefined && tol.operator !== "Exists" && tol.operator !== "Equal") p.add(`${where}.operator`, `must be Exists or Equal`);
+        if (tol.effect !== undefined && !["NoSchedule", "PreferNoSchedule", "NoExecute"].includes(tol.effect)) p.add(`${where}.effect`, `must be NoSchedule, PreferNoSchedule or NoExecute`);
+        if (tol.operator === "Exists" && tol.value) p.add(`${where}.value`, `must be empty when operator is Exists`);
+        out.push(tol);
+    });
+    return out;
+}
+
+function asQuantity(value: unknown, key: string, p: Problems): string | undefined {
+    const v = typeof value === "number" ? String(value) : asString(value, key, p);
+    if (v !== undefined && !QUANTITY.test(v)) {
+        p.add(key, `${JSON.stringify(v)} is not a Kubernetes quantity (e.g. 32, 64Gi)`);
+        return undefined;
+    }
+    return v;
+}
+
+function asStringList(value: unknown, key: string, p: Problems, check: (s: string) => string | undefined): string[] | undefined {
+    const v = structured(value, key, p);
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v) || v.some((s) => typeof s !== "string")) {
+        p.add(key, `must be a list of strings`);
+        return undefined;
+    }
+    for (const s of v) {
+        const problem = check(s);
+        if (problem) p.add(key, problem);
+    }
+    return v as string[];
+}
+
+/** Reads the worker keys present in `raw` (stack-wide or one queue's entry) as a partial override. */
+function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerSettings> {
+    const k = (name: string) => prefix + name;
+    const o: Partial<WorkerSettings> = {};
+    const set = <K extends keyof WorkerSettings>(name: K, v: WorkerSettings[K] | undefined) => {
+        if (v !== undefined) o[name] = v;
+    };
+    set("image", asString(raw.image, k("image"), p));
+    set("dind", asDindMode(raw.dind, k("dind"), p));
+    set("dindImage", asString(raw.dindImage, k("dindImage"), p));
+    const resources = asWorkerResources(raw.resources, k("resources"), p);
+    // Only the containers given: readQueues and the stack-wide defaults merge them per container.
+    if (resources) o.resources = resources as WorkerSettings["resources"];
+    set("nodeSelector", asStringMap(raw.nodeSelector, k("nodeSelector"), p, checkLabel));
+    set("tolerations", asTolerations(raw.tolerations, k("tolerations"), p));
+    set("activeDeadlineSeconds", asInteger(raw.activeDeadlineSeconds, k("activeDeadlineSeconds"), p, 60, 7 * 24 * 3600));
+    set("ttlSecondsAfterFinished", asInteger(raw.ttlSecondsAfterFinished, k("ttlSecondsAfterFinished"), p, 0, 7 * 24 * 3600));
+    set("backoffLimit", asInteger(raw.backoffLimit, k("backoffLimit"), p, 0, 6));
+    // Under 10 s the agent cannot cancel the job and upload its last logs before the kubelet's SIGKILL.
+    set("terminationGracePeriodSeconds", asInteger(raw.terminationGracePeriodSeconds, k("terminationGracePeriodSeconds"), p, 10, 3600));
+    set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => s.includes(",")
+        ? `has ${JSON.stringify(s)}: a tag cannot hold a "," (the agent splits its tags on commas); list each tag on its own`
+        : /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
+    set("labels", asStringMap(raw.labels, k("labels"), p, checkLabel));
+    set("annotations", asStringMap(raw.annotations, k("annotations"), p, checkAnnotation));
+    if (prefix !== "") set("env", asStringMap(raw.env, k("env"), p, checkEnvName));
+    set("envFrom", asEnvFrom(raw.envFrom, k("envFrom"), p));
+    set("fargate", asBoolean(raw.fargate, k("fargate"), p));
+    set("affinity", asObject(raw.affinity, k("affinity"), p, ["nodeAffinity", "podAffinity", "podAntiAffinity"]));
+    set("podSpecPatch", asObject(raw.podSpecPatch, k("podSpecPatch"), p));
+    const sa = asString(raw.serviceAccountName, k("serviceAccountName"), p);
+    if (sa !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(sa)) {
+        p.add(k("serviceAccountName"), `${JSON.stringify(sa)} is not a Kubernetes name`);
+    } else set("serviceAccountName", sa);
+    if (o.image !== undefined && !/^[^\s]+$/.test(o.image)) p.add(k("image"), `must be an image reference with no spaces, e.g. ${DEFAULT_IMAGE}`);
+    return o;
+}
+
+function readQueues(value: unknown, defaults: WorkerSettings, stackDindImage: string | undefined, p: Problems): Record<string, WorkerSettings> {
+    const v = value === undefined || value === null || value === "" ? { dynamic: {} } : structured(value, "queues", p);
+    if (v === undefined) return {};
+    if (typeof v !== "object" || Array.isArray(v) || v === null) {
+        p.add("queues", `must be a map from queue name to settings, e.g. {"dynamic": {}}`);
+        return {};
+    }
+    const entries = Object.entries(v as Raw);
+    if (entries.length === 0) p.add("queues", `serves no queue: name at least one, e.g. pulumi config set --path 'scaledkite:queues.dynamic' '{}' --json`);
+    const out: Record<string, WorkerSettings> = {};
+    for (const [name, entry] of entries) {
+        if (!QUEUE_NAME.test(name)) {
+            p.add(`queues.${name}`, `is not a usable queue name (letters, digits, '-', '_', '.'; at most 100)`);
+            continue;
+        }
+        const e = entry === null || entry === "" ? {} : entry;
+        if (typeof e !== "object" || Array.isArray(e)) {
+            p.add(`queues.${name}`, `must be an object of worker settings ({} inherits the defaults)`);
+            continue;
+        }
+        const unknown = Object.keys(e as Raw).filter((k) => !(WORKER_KEYS as string[]).includes(k));
+        for (const k of unknown) {
+            const near = nearestKey(k, WORKER_KEYS);
+            p.add(`queues.${name}.${k}`, near ? `is not a queue setting: did you mean ${near}?` : `is not a queue setting; queue settings are: ${WORKER_KEYS.join(", ")}`);
+        }
+        const o = workerOverrides(e as Raw, `queues.${name}.`, p);
+        const dind = o.dind ?? defaults.dind;
+        const fargate = o.fargate ?? defaults.fargate;
+        out[name] = {
+            ...defaults,
+            ...o,
+            // One rule for every key (README, Configuration): maps merge key by key over the stack-wide
+            // value (resources per container), lists add to it, anything else replaces it. A Fargate
+            // queue takes no stack-wide nodeSelector or tolerations: Fargate picks the node.
+            resources: { ...defaults.resources, ...(o.resources ?? {}) },
+            nodeSelector: { ...(fargate ? {} : defaults.nodeSelector), ...(o.nodeSelector ?? {}) },
+            tolerations: unique([...(fargate ? [] : defaults.tolerations), ...(o.tolerations ?? [])]),
+            agentTags: unique([...defaults.agentTags, ...(o.agentTags ?? [])]),
+            envFrom: unique([...defaults.envFrom, ...(o.envFrom ?? [])]),
+            // The queue's own image; else the stack's, when the queue keeps the stack's mode; else the
+            // stock image of the queue's mode (a queue switched to rootless gets the rootless image).
+            dindImage: o.dindImage ?? (dind === defaults.dind ? stackDindImage : undefined) ?? defaultDindImage(dind),
+            env: { ...defaults.env, ...(o.env ?? {}) },
+            labels: { ...defaults.labels, ...(o.labels ?? {}) },
+            annotations: { ...defaults.annotations, ...(o.annotations ?? {}) },
+        };
+    }
+    return out;
+}
+
+/** A list without repeats (by value). */
+function unique<T>(items: T[]): T[] {
+    const seen = new Set<string>();
+    return items.filter((i) => {
+        const key = JSON.stringify(i);
+        if (seen.has(key)) return false;
+        seen.add(key);
+        return true;
+    });
+}
+
+/** lambdaSubnetIds and lambdaSecurityGroupIds: both or neither. */
+function readLambdaNetwork(raw: Raw, p: Problems): LambdaNetwork | undefined {
+    const subnetIds = asStringList(raw.lambdaSubnetIds, "lambdaSubnetIds", p, (id) => /^subnet-[0-9a-f]+$/.test(id) ? undefined : `has ${JSON.stringify(id)}, not a subnet id (subnet-0123abcd…)`) ?? [];
+    const securityGroupIds = asStringList(raw.lambdaSecurityGroupIds, "lambdaSecurityGroupIds", p, (id) => /^sg-[0-9a-f]+$/.test(id) ? undefined : `has ${JSON.stringify(id)}, not a security group id (sg-0123abcd…)`) ?? [];
+    if (subnetIds.length === 0 && securityGroupIds.length === 0) return undefined;
+    if (subnetIds.length === 0 || securityGroupIds.length === 0) {
+        p.add(subnetIds.length === 0 ? "lambdaSubnetIds" : "lambdaSecurityGroupIds",
+            `is needed too: a Lambda in a VPC needs both subnets and security groups (pulumi config set --path 'scaledkite:${subnetIds.length === 0 ? "lambdaSubnetIds[0]" : "lambdaSecurityGroupIds[0]"}' …)`);
+        return undefined;
+    }
+    return { subnetIds, securityGroupIds };
+}
+
+/**
+ * Validates the raw stack configuration. `raw` maps key names (without the `scaledkite:` namespace) to
+ * their values; secret keys may map to any placeholder that says they are set. The command line reads
+ * stack files without their secrets, so it passes `requireSecrets: false`.
+ */
+export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = {}): StackConfig {
+    const p = new Problems();
+    const known = new Set(CONFIG_KEYS);
+    for (const key of Object.keys(raw)) {
+        if (known.has(key)) continue;
+        const near = nearestKey(key, CONFIG_KEYS);
+        p.add(key, near ? `is not a Scaledkite setting: did you mean scaledkite:${near}?` : `is not a Scaledkite setting; see the README's configuration table`);
+    }
+
+    const cluster = asString(raw.cluster, "cluster", p);
+    if (!cluster) p.add("cluster", `is required: the name of the existing EKS cluster (pulumi config set scaledkite:cluster <name>)`);
+    else if (!/^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$/.test(cluster)) p.add("cluster", `${JSON.stringify(cluster)} is not an EKS cluster name`);
+
+    const eventBusName = asString(raw.eventBusName, "eventBusName", p);
+    if (!eventBusName) {
+        p.add("eventBusName", `is required: the Buildkite partner event bus, e.g. aws.partner/buildkite.com/<org>/<id> (pulumi config set scaledkite:eventBusName <name>)`);
+    } else if (!/^[/.\-_A-Za-z0-9]{1,256}$/.test(eventBusName)) {
+        p.add("eventBusName", `${JSON.stringify(eventBusName)} is not an EventBridge event bus name`);
+    }
+
+    const roleArn = asString(raw.roleArn, "roleArn", p);
+    if (roleArn && !/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/.test(roleArn)) p.add("roleArn", `${JSON.stringify(roleArn)} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)`);
+
+    const namespace = asString(raw.namespace, "namespace", p) ?? "buildkite";
+    if (!DNS1123_LABEL.test(namespace) || namespace.length > 63) p.add("namespace", `${JSON.stringify(namespace)} is not a DNS-1123 label: use lowercase letters, digits and '-', at most 63`);
+
+    const jobPrefix = asString(raw.jobPrefix, "jobPrefix", p) ?? "buildkite-agent-";
+    if (jobPrefix.length > MAX_JOB_PREFIX_LENGTH) {
+        p.add("jobPrefix", `${JSON.stringify(jobPrefix)} is ${jobPrefix.length} characters: with the 36-character job UUID a Job name would pass 63; use at most ${MAX_JOB_PREFIX_LENGTH}`);
+    } else if (!DNS1123_LABEL.test(jobPrefix + "0")) {
+        p.add("jobPrefix", `${JSON.stringify(jobPrefix)} would not make a DNS-1123 Job name: use lowercase letters, digits and '-', starting with a letter or digit`);
+    }
+
+    const agentToken = readAgentTokenSource(raw, opts.requireSecrets ?? true, p);
+
+    const stackWide = workerOverrides(raw, "", p);
+    const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...stackWide, resources: { ...WORKER_DEFAULTS.resources, ...(stackWide.resources ?? {}) } };
+    const queues = readQueues(raw.queues, defaults, stackWide.dindImage, p);
+    const patternLength = Object.keys(queues).length ? eventPatternLength(Object.keys(queues)) : 0;
+    if (patternLength > MAX_EVENT_PATTERN_LENGTH) {
+        p.add("queues", `${Object.keys(queues).length} queues make an EventBridge rule pattern of ${patternLength} characters, over EventBridge's default quota of ${MAX_EVENT_PATTERN_LENGTH}: split the queues over two or more stacks (each with its own namespace and stackKey)`);
+    }
+    for (const [name, q] of Object.entries(queues)) {
+        if (q.dind !== "none" && !q.dindImage) p.add(`queues.${name}.dindImage`, `is empty while dind is ${q.dind}`);
+        if (q.fargate && q.dind !== "none") {
+            p.add(`queues.${name}.dind`, `must be none on a Fargate queue: Fargate allows no privileged containers, which docker-in-docker needs, rootless too (pulumi config set --path 'scaledkite:queues.${name}.dind' none)`);
+        }
+        if (q.fargate && (Object.keys(q.nodeSelector).length || q.tolerations.length)) {
+            p.add(`queues.${name}.fargate`, `cannot be combined with nodeSelector or tolerations: Fargate picks the node`);
+        }
+    }
+    const hooks = asStringMap(raw.hooks, "hooks", p, (name) => /^[a-z][a-z0-9-]*$/.test(name) ? undefined : `is not an agent hook file name (e.g. environment, pre-checkout, pre-exit)`) ?? {};
+    const gitKnownHosts = asString(raw.gitKnownHosts, "gitKnownHosts", p);
+    if (isSet(raw.gitSshKey) && !gitKnownHosts) {
+        p.add("gitKnownHosts", `is required with gitSshKey, so the agent can check the git server's host key (e.g. pulumi config set scaledkite:gitKnownHosts "$(ssh-keyscan github.com)")`);
+    }
+    const fargateSubnetIds = asStringList(raw.fargateSubnetIds, "fargateSubnetIds", p, (id) => /^subnet-[0-9a-f]+$/.test(id) ? undefined : `has ${JSON.stringify(id)}, not a subnet id`) ?? [];
+    const fargateQueues = Object.entries(queues).filter(([, q]) => q.fargate).map(([n]) => n);
+    if (fargateQueues.length && fargateSubnetIds.length === 0) {
+        p.add("fargateSubnetIds", `is required for Fargate queue ${fargateQueues.join(", ")}: the cluster's private subnets (pulumi config set --path 'scaledkite:fargateSubnetIds[0]' subnet-...)`);
+    }
+
+    const caps: SpendCaps = {
+        maxConcurrentJobs: asInteger(raw.maxConcurrentJobs, "maxConcurrentJobs", p, 1, 100000),
+        maxCpu: asQuantity(raw.maxCpu, "maxCpu", p),
+        maxMemory: asQuantity(raw.maxMemory, "maxMemory", p),
+    };
+    // A quota on requests makes the API server refuse pods that request nothing: say so now.
+    for (const [resource, cap] of [["cpu", caps.maxCpu], ["memory", caps.maxMemory]] as const) {
+        if (cap === undefined) continue;
+        for (const [name, q] of Object.entries(queues)) {
+            for (const container of q.dind !== "none" ? (["agent", "command", "dind"] as const) : (["agent", "command"] as const)) {
+                const r = q.resources[container];
+                if (!r.requests?.[resource] && !r.limits?.[resource]) {
+                    p.add(`queues.${name}.resources.${container}`, `requests no ${resource}: with scaledkite:max${resource === "cpu" ? "Cpu" : "Memory"} set, every worker container must (e.g. {"requests": {"${resource}": "${resource === "cpu" ? "500m" : "1Gi"}"}})`);
+                }
+            }
+        }
+    }
+    const ecr = readEcr(raw, p);
+    if (ecr?.identity === "podIdentity") {
+        for (const name of fargateQueues) {
+            p.add(`queues.${name}.fargate`, `cannot use EKS Pod Identity for ECR: Fargate pods do not get it; set scaledkite:workerIdentity irsa (the cluster needs an IAM OIDC provider)`);
+        }
+    }
+    const alarmTopicArn = asString(raw.alarmTopicArn, "alarmTopicArn", p);
+    if (alarmTopicArn && !/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/.test(alarmTopicArn)) {
+        p.add("alarmTopicArn", `${JSON.stringify(alarmTopicArn)} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)`);
+    }
+
+    const sweep = {
+        intervalMinutes: asInteger(raw.sweepInterval, "sweepInterval", p, 0, 60) ?? 1,
+        stackKey: asString(raw.stackKey, "stackKey", p),
+        endpoint: asString(raw.agentEndpoint, "agentEndpoint", p) ?? DEFAULT_AGENT_ENDPOINT,
+        podPendingTimeoutSeconds: asInteger(raw.podPendingTimeout, "podPendingTimeout", p, 60, 7 * 24 * 3600) ?? 600,
+        startFailureGraceSeconds: asInteger(raw.startFailureGrace, "startFailureGrace", p, 0, 3600) ?? 300,
+        keepQueuesConnected: asBoolean(raw.keepQueuesConnected, "keepQueuesConnected", p) ?? true,
+    };
+    if (sweep.stackKey !== undefined && !/^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/.test(sweep.stackKey)) p.add("stackKey", `${JSON.stringify(sweep.stackKey)} is not a usable stack key (letters, digits, '-', '_', '.')`);
+    if (!/^https:\/\/[^\s/]+(\/\S*)?$/.test(sweep.endpoint) && !/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?(\/\S*)?$/.test(sweep.endpoint)) {
+        p.add("agentEndpoint", `${JSON.stringify(sweep.endpoint)} must be an https URL (default ${DEFAULT_AGENT_ENDPOINT})`);
+    }
+
+    const lambda: LambdaConfig = {
+        // 512 MB: chosen by measurement with AWS's CPU share emulated (npm run bench, phase memory; README
+        // Performance): a cold start of 0.4 s instead of 1.8 s at 128 MB, for $0.43 instead of $0.25 per million events.
+        memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? DEFAULT_LAMBDA_MEMORY_MB,
+        timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, MIN_LAMBDA_TIMEOUT_SECONDS, 900) ?? 30,
+        schedulerConcurrency: asInteger(raw.schedulerConcurrency, "schedulerConcurrency", p, 2, 1000),
+        sweepConcurrency: asInteger(raw.sweepConcurrency, "sweepConcurrency", p, 1, 10) ?? 1,
+        network: readLambdaNetwork(raw, p),
+        logRetentionDays: asInteger(raw.logRetentionDays, "logRetentionDays", p, 1, 3653) ?? 14,
+        retryAttempts: asInteger(raw.retryAttempts, "retryAttempts", p, 0, 185) ?? 185,
+        maxEventAgeSeconds: asInteger(raw.maxEventAgeSeconds, "maxEventAgeSeconds", p, 60, 86400) ?? 86400,
+    };
+    const RETENTION = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+    if (!RETENTION.includes(lambda.logRetentionDays)) p.add("logRetentionDays", `must be one of CloudWatch's retention periods: ${RETENTION.join(", ")}`);
+
+    if (p.list.length > 0) throw configError(p.list);
+    return {
+        agentToken,
+        cluster: cluster!,
+        eventBusName: eventBusName!,
+        roleArn,
+        namespace,
+        jobPrefix,
+        defaults,
+        queues,
+        secrets: { env: isSet(raw.env), gitCredentials: isSet(raw.gitCredentials), gitSsh: isSet(raw.gitSshKey), hooks: Object.keys(hooks).length > 0, ecr: ecr !== undefined },
+        ecr,
+        hooks,
+        gitKnownHosts,
+        fargateSubnetIds,
+        caps,
+        alarmTopicArn,
+        sweep,
+        lambda,
+    };
+}
+
+export const ECR_REGISTRY = /^(\d{12})\.dkr\.ecr(-fips)?\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$/;
+const REPOSITORY_PATTERN = /^[a-z0-9*]([a-z0-9._/*-]{0,254})$/;
+
+/** ECR registries (a list of hosts, or of {registry, push, repositories}) and the worker identity. */
+function readEcr(raw: Raw, p: Problems): StackConfig["ecr"] {
+    const identityRaw = asString(raw.workerIdentity, "workerIdentity", p);
+    if (identityRaw !== undefined && identityRaw !== "podIdentity" && identityRaw !== "irsa") {
+        p.add("workerIdentity", `must be podIdentity (EKS Pod Identity, the default) or irsa (IAM roles for service accounts), got ${JSON.stringify(identityRaw)}`);
+    }
+    const identity: WorkerIdentity = identityRaw === "irsa" ? "irsa" : "podIdentity";
+    const v = structured(raw.ecrRegistries, "ecrRegistries", p);
+    if (v === undefined || v === null || v === "") {
+        if (identityRaw !== undefined) p.add("workerIdentity", `is set without scaledkite:ecrRegistries: it only applies to the workers' ECR role`);
+        return undefined;
+    }
+    const example = `e.g. ["123456789012.dkr.ecr.us-east-1.amazonaws.com", {"registry": "210987654321.dkr.ecr.eu-west-1.amazonaws.com", "push": true, "repositories": ["ci/*"]}]`;
+    if (!Array.isArray(v) || v.length === 0) {
+        p.add("ecrRegistries", `must be a non-empty list of registries, ${example}`);
+        return undefined;
+    }
+    const registries: EcrRegistry[] = [];
+    v.forEach((entry, i) => {
+        const key = `ecrRegistries[${i}]`;
+        const e = typeof entry === "string" ? { registry: entry } : entry;
+        if (typeof e !== "object" || e === null || Array.isArray(e)) {
+            p.add(key, `must be a registry host or {"registry": ..., "push": true|false, "repositories": [...]}`);
+            return;
+        }
+        for (const k of Object.keys(e)) if (!["registry", "push", "repositories"].includes(k)) p.add(`${key}.${k}`, `is not a registry setting: use registry, push, repositories`);
+        const host = asString((e as Raw).registry, `${key}.registry`, p);
+        const m = host === undefined ? null : ECR_REGISTRY.exec(host);
+        if (!m) {
+            p.add(`${key}.registry`, `${JSON.stringify(host ?? null)} is not an ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com)`);
+            return;
+        }
+        if (registries.some((r) => r.registry === host)) p.add(`${key}.registry`, `${host} is listed twice`);
+        const push = asBoolean((e as Raw).push, `${key}.push`, p) ?? false;
+        const repositories = asStringList((e as Raw).repositories, `${key}.repositories`, p,
+            (r) => REPOSITORY_PATTERN.test(r) ? undefined : `has ${JSON.stringify(r)}, not a repository name or pattern (e.g. ci/*)`) ?? ["*"];
+        if (repositories.length === 0) p.add(`${key}.repositories`, `is empty: leave it out to allow every repository, or name some (e.g. ["ci/*"])`);
+        registries.push({ registry: host!, partition: m[4] ? "aws-cn" : "aws", account: m[1], region: m[3], push, repositories });
+    });
+    return { registries, identity };
+}
+
+/** The agent token's source: exactly one of agentToken (secret config) and agentTokenSecretArn. */
+function readAgentTokenSource(raw: Raw, requireSecrets: boolean, p: Problems): AgentTokenSource {
+    const arn = asString(raw.agentTokenSecretArn, "agentTokenSecretArn", p);
+    const jsonKey = asString(raw.agentTokenSecretKey, "agentTokenSecretKey", p);
+    const intervalMinutes = asInteger(raw.tokenSyncInterval, "tokenSyncInterval", p, 1, 60) ?? 5;
+    if (arn !== undefined) {
+        if (!SECRET_ARN.test(arn)) {
+            p.add("agentTokenSecretArn", `${JSON.stringify(arn)} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>); copy it from aws secretsmanager describe-secret --secret-id <name>`);
+        }
+        if (isSet(raw.agentToken)) {
+            p.add("agentToken", `and scaledkite:agentTokenSecretArn are both set: keep one (pulumi config rm scaledkite:agentToken to take the token from Secrets Manager)`);
+        }
+        return { kind: "secretsManager", arn, jsonKey, intervalMinutes };
+    }
+    if (jsonKey !== undefined) p.add("agentTokenSecretKey", `is set without scaledkite:agentTokenSecretArn: set the secret's ARN too, or remove the key`);
+    if (raw.tokenSyncInterval !== undefined) p.add("tokenSyncInterval", `is set without scaledkite:agentTokenSecretArn: it only applies to a token from Secrets Manager`);
+    if (requireSecrets && !isSet(raw.agentToken)) {
+        p.add("agentToken", `is required: the Buildkite agent token (pulumi config set --secret scaledkite:agentToken <token>), or its AWS Secrets Manager secret (pulumi config set scaledkite:agentTokenSecretArn <arn>)`);
+    }
+    return { kind: "config" };
+}
+
+function isSet(v: unknown): boolean {
+    return v !== undefined && v !== null && v !== "";
+}
+
+/** The part of the stack configuration the scheduler needs at run time (no secrets). */
+export function schedulerSettings(config: StackConfig): SchedulerSettings {
+    return { namespace: config.namespace, jobPrefix: config.jobPrefix, queues: config.queues, secrets: config.secrets };
+}
+
+export { DEFAULT_QUEUE };

@@ -1,0 +1,105 @@
+/**
+ * The settings a worker Job is built from, as the scheduler (Lambda, CLI) holds them.
+ *
+ * These are plain data, captured by value into the Lambda: they name Secrets, never hold their values.
+ */
+
+/** Kubernetes resource requests and limits, e.g. `{requests: {cpu: "1", memory: "2Gi"}}`. */
+export interface ResourceSettings {
+    requests?: Record<string, string>;
+    limits?: Record<string, string>;
+}
+
+/** A Kubernetes toleration. */
+export interface Toleration {
+    key?: string;
+    operator?: "Exists" | "Equal";
+    value?: string;
+    effect?: "NoSchedule" | "PreferNoSchedule" | "NoExecute";
+    tolerationSeconds?: number;
+}
+
+/** How a queue's workers run docker: see WorkerSettings.dind. */
+export type DindMode = "privileged" | "rootless" | "none";
+export const DIND_MODES: readonly DindMode[] = ["privileged", "rootless", "none"];
+
+/** How one queue's workers look. Every key can be set stack-wide and overridden per queue. */
+export interface WorkerSettings {
+    /** The agent image: the stock `buildkite/agent` image works as is. */
+    image: string;
+    /**
+     * Docker-in-docker as a native sidecar so steps can use `docker`: `privileged` (dockerd as root in
+     * a privileged container), `rootless` (dockerd as uid 1000 inside rootlesskit's user namespace)
+     * or `none`.
+     */
+    dind: DindMode;
+    /** The docker-in-docker image (by default the stock one for the mode). */
+    dindImage: string;
+    /**
+     * Resources of the agent container (buildkite-agent, which only coordinates), the command
+     * container (the job's checkout and command: the build) and the dind sidecar.
+     */
+    resources: { agent: ResourceSettings; command: ResourceSettings; dind: ResourceSettings };
+    nodeSelector: Record<string, string>;
+    tolerations: Toleration[];
+    /** Seconds a worker may run before Kubernetes stops it. */
+    activeDeadlineSeconds: number;
+    /** Seconds a finished Job (and its pod) is kept for inspection before it is deleted. */
+    ttlSecondsAfterFinished: number;
+    /** Pod retries for failures outside the job itself (a node lost before the agent acquired it). */
+    backoffLimit: number;
+    /** Extra agent tags (`key=value`), besides `queue=<queue>` and the job's own rules. */
+    agentTags: string[];
+    /** Extra plain (non-secret) environment variables for the agent. */
+    env: Record<string, string>;
+    /** Extra labels and annotations on the Job and its pod. */
+    labels: Record<string, string>;
+    annotations: Record<string, string>;
+    /** Seconds the pod gets to stop after Kubernetes asks it to (cancelled job, deadline). */
+    terminationGracePeriodSeconds: number;
+    /** Extra environment from existing Secrets and ConfigMaps (`envFrom`). */
+    envFrom: EnvFromSource[];
+    /** Run on EKS Fargate (the program creates the Fargate profile); no dind there. */
+    fargate: boolean;
+    /** Pod affinity / anti-affinity / node affinity, as Kubernetes takes it. */
+    affinity?: Record<string, unknown>;
+    /** The pod's service account (e.g. one with an IAM role for the build's AWS access). */
+    serviceAccountName?: string;
+    /** A strategic-merge patch applied to the pod spec last, for anything without a key of its own. */
+    podSpecPatch?: Record<string, unknown>;
+}
+
+/** An `envFrom` source: a whole Secret or ConfigMap as environment variables. */
+export type EnvFromSource = { secretRef: { name: string } } | { configMapRef: { name: string } };
+
+/** The names of the Secrets (in the workers' namespace) that workers read. */
+export const SECRET_NAMES = { agentToken: "scaledkite-agent-token", env: "scaledkite-env", gitCredentials: "scaledkite-git-credentials", gitSsh: "scaledkite-git-ssh" } as const;
+
+/** The ConfigMap that holds the agent hooks (`scaledkite:hooks`). */
+export const HOOKS_CONFIGMAP = "scaledkite-hooks";
+/** The ConfigMap with the ECR login hook and registry list, and the workers' service account. */
+export const ECR_HOOKS_CONFIGMAP = "scaledkite-ecr-login";
+export const WORKER_SERVICE_ACCOUNT = "scaledkite-worker";
+/** Keys inside the git SSH Secret. */
+export const GIT_SSH_KEY = "id_ssh";
+export const GIT_KNOWN_HOSTS_KEY = "known_hosts";
+/** The label that puts a worker pod on its queue's Fargate profile. */
+export const FARGATE_LABEL = "scaledkite.io/fargate-queue";
+
+/** The key inside the agent token Secret. */
+export const AGENT_TOKEN_KEY = "token";
+/** The key inside the git credentials Secret (a git-credentials file). */
+export const GIT_CREDENTIALS_KEY = "git-credentials";
+
+/** Everything the scheduler needs to turn an event into a Job. */
+export interface SchedulerSettings {
+    namespace: string;
+    jobPrefix: string;
+    /** Served queues, each with its settings already merged over the stack-wide defaults. */
+    queues: Record<string, WorkerSettings>;
+    /**
+     * Which optional Secrets and ConfigMaps exist, so workers only reference what is there; `ecr`: the
+     * ECR login hook and the workers' service account (bound to their IAM role).
+     */
+    secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean; ecr: boolean };
+}

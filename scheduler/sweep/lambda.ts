@@ -1,0 +1,271 @@
+/**
+ * The sweep: events can be lost, so every few minutes (or on demand) the scheduled jobs of each
+ * served queue are listed from Buildkite's Stacks API and pushed through the same idempotent path as
+ * the events. A job that already has a worker is left alone (the create answers 409); a lost event
+ * costs at most one sweep interval. A queue whose dispatch is paused is left alone.
+ *
+ * It also finds workers that will never run (stuck.ts): their Buildkite job is failed with the reason
+ * through the Stacks API and their Job deleted; and workers still waiting for a job that is already
+ * done (cancelled before it started): their Job is deleted.
+ */
+import type { V1Pod } from "@kubernetes/client-node";
+import { isQuotaFull, oneLine } from "../core/errors";
+import { JOB_SCHEDULED } from "../core/event";
+import { createEventHandler, Decision, Logger, logLine } from "../schedule/lambda";
+import type { JobClient } from "../clients/kube";
+import { LABELS, QUEUE_ANNOTATION } from "../core/manifest";
+import { FirstFailures, firstFailures, notRunReason, stuckReason, StuckOptions } from "../core/stuck";
+import { SchedulerSettings } from "../core/settings";
+import { Metric, METRICS, withMetrics } from "../core/metrics";
+import { workerStats } from "../core/workerStats";
+import { DeferredJob, waitNotices } from "../core/notices";
+import type { StacksApi, StacksJob } from "../clients/stacksApi";
+
+/** What one sweep did for one queue. */
+export interface QueueSweep {
+    queue: string;
+    listed: number;
+    created: number;
+    exists: number;
+    paused: boolean;
+    /** Jobs left for a later sweep because the namespace's spend cap (ResourceQuota) is full: not an error. */
+    deferred: number;
+    failed: number;
+    error?: string;
+}
+
+/** The Stacks API's view of a scheduled job, as the Job Scheduled event the handler takes. Pure. */
+export function eventFromStacksJob(job: StacksJob): object {
+    return {
+        "detail-type": JOB_SCHEDULED,
+        id: `sweep-${job.id}`,
+        detail: {
+            job: { uuid: job.id, type: "script", agent_query_rules: job.agent_query_rules ?? [], label: job.step?.label, step_key: job.step?.key, runnable_at: job.scheduled_at },
+            build: { uuid: job.build?.uuid, number: job.build?.number, branch: job.build?.branch, commit: job.build?.commit },
+            pipeline: { uuid: job.pipeline?.uuid, slug: job.pipeline?.slug },
+        },
+    };
+}
+
+/** What one sweep did about workers that will never run or are no longer needed. */
+export interface WorkerSweep {
+    failed: { jobUuid: string; reason: string }[];
+    cancelled: string[];
+    /** Per queue: workers given up on and workers of done jobs deleted (for the metrics). */
+    byQueue?: Record<string, { failedStuck: number; deletedCancelled: number }>;
+    /** Timeline messages sent to Buildkite about jobs still waiting for their worker. */
+    notified?: number;
+    /** Workers that will never run but were kept because failing their job in Buildkite did not succeed (the next sweep tries again). */
+    kept: { jobUuid: string; error: string }[];
+}
+
+/** Buildkite job states in which a waiting worker is no longer needed. */
+const DONE_STATES = ["canceled", "canceling", "finished", "expired", "timed_out", "skipped", "broken"];
+
+/**
+ * Lists each queue lightly at the given offsets (ms after `startedAt`), so Buildkite keeps showing
+ * the queues Connected between sweeps (it marks a queue Disconnected about 30 s after a stack last
+ * listed it). Best effort: a failed listing is logged; the next one or the next sweep tries again.
+ */
+export async function keepQueuesConnected(
+    stacks: StacksApi, stackKey: string, queues: string[], offsets: number[], startedAt: number,
+    sleep: (ms: number) => Promise<void>, log: Logger = logLine, now: () => number = Date.now,
+): Promise<number> {
+    let listings = 0;
+    for (const offset of offsets) {
+        const wait = startedAt + offset - now();
+        if (wait > 0) await sleep(wait);
+        await Promise.all(queues.map((q) => stacks.heartbeat(stackKey, q).then(() => { listings++; }, (e) => {
+            log(JSON.stringify({ msg: "scaledkite.sweep", queue: q, warning: `could not list the queue to keep it Connected: ${(e as Error).message}` }));
+        })));
+    }
+    return listings;
+}
+
+/** Runs `work` over `items`, at most `limit` at once. */
+async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+        while (next < items.length) await work(items[next++]);
+    }));
+}
+
+/**
+ * Makes a sweep for a stack. Each call registers the stack for every served queue (idempotent),
+ * lists the queue's scheduled jobs and creates the missing workers; it throws after the last queue if
+ * anything failed (so the sweep's error alarm fires), having done all it could.
+ */
+export function createSweeper(
+    settings: SchedulerSettings, stacks: StacksApi, jobs: JobClient, stackKey: string, log: Logger = logLine,
+    stuck: StuckOptions & { intervalMs?: number } = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 },
+) {
+    /** Each worker start is measured by the one sweep whose interval it falls in. */
+    const intervalMs = stuck.intervalMs ?? 60_000;
+    const metric = (name: string, value: number | number[], unit: Metric["unit"] = "Count"): Metric => ({ name, unit, value });
+    const handle = createEventHandler(settings, jobs, log, "sweep");
+
+    /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
+    async function sweepWorkers(deferred: DeferredJob[]): Promise<WorkerSweep> {
+        const result: WorkerSweep = { failed: [], cancelled: [], kept: [], byQueue: {} };
+        if (!jobs.listWorkerPods) return result;
+        const now = new Date();
+        const all = await jobs.listWorkerPods(settings.namespace);
+        const queueOf = new Map(all.map((p) => [workerOf(p).uuid, p.metadata?.annotations?.[QUEUE_ANNOTATION]]));
+        const count = (uuid: string, what: "failedStuck" | "deletedCancelled") => {
+            const queue = queueOf.get(uuid);
+            if (!queue) return;
+            const q = (result.byQueue![queue] ??= { failedStuck: 0, deletedCancelled: 0 });
+            q[what]++;
+        };
+        logWorkerMetrics(all, now);
+        const failures = await podFailures(all);
+        const pending = all.filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
+        const waiting: { uuid: string; jobName: string }[] = [];
+        const giveUp = async (uuid: string, jobName: string, reason: string) => {
+            try {
+                await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`);
+            } catch (e) {
+                // The worker stays until Buildkite knows why the job failed: deleting it first would
+                // only make the next sweep create another. A job that is already done is found below.
+                const error = (e as Error).message;
+                result.kept.push({ jobUuid: uuid, error });
+                waiting.push({ uuid, jobName });
+                log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "kept", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason, warning: `could not fail the job in Buildkite, so its worker stays: ${error}` }));
+                return;
+            }
+            await jobs.deleteJob(settings.namespace, jobName);
+            result.failed.push({ jobUuid: uuid, reason });
+            count(uuid, "failedStuck");
+            log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
+        };
+        for (const pod of pending) {
+            const { uuid, jobName } = workerOf(pod);
+            if (!uuid || !jobName) continue;
+            const reason = stuckReason(pod, now, stuck, failures);
+            if (!reason) {
+                waiting.push({ uuid, jobName });
+                continue;
+            }
+            await giveUp(uuid, jobName, reason);
+        }
+        // Workers whose agents could not acquire their job, as many times as the Job allows.
+        const byJob = new Map<string, V1Pod[]>();
+        for (const pod of all) {
+            const { jobName } = workerOf(pod);
+            if (jobName) byJob.set(jobName, [...(byJob.get(jobName) ?? []), pod]);
+        }
+        for (const [jobName, pods] of byJob) {
+            const uuid = workerOf(pods[0]).uuid;
+            const queue = settings.queues[pods[0].metadata?.annotations?.[QUEUE_ANNOTATION] ?? ""];
+            const reason = uuid && queue ? notRunReason(pods, queue.backoffLimit) : undefined;
+            if (uuid && reason) await giveUp(uuid, jobName, reason);
+        }
+        // Tell Buildkite why jobs still wait (best effort: a failure is logged, not a sweep error).
+        const given = new Set(result.failed.map((f) => f.jobUuid));
+        const notices = waitNotices(pending.filter((p) => !given.has(workerOf(p).uuid ?? "")), deferred, now, intervalMs);
+        if (notices.length) {
+            try {
+                await stacks.notify(stackKey, notices);
+                result.notified = notices.length;
+                for (const n of notices) log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "notified", jobUuid: n.job_uuid, detail: n.detail }));
+            } catch (e) {
+                log(JSON.stringify({ msg: "scaledkite.sweep", warning: `could not post ${notices.length} wait notice(s) to Buildkite: ${(e as Error).message}` }));
+            }
+        }
+        if (waiting.length) {
+            const states = await stacks.jobStates(stackKey, waiting.map((w) => w.uuid));
+            for (const { uuid, jobName } of waiting) {
+                if (!DONE_STATES.includes(states[uuid] ?? "")) continue;
+                await jobs.deleteJob(settings.namespace, jobName);
+                result.cancelled.push(uuid);
+                count(uuid, "deletedCancelled");
+                log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "cancelled", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed` }));
+            }
+        }
+        return result;
+    }
+
+    /** One line per served queue: running and pending workers, and the start latency of those that started in the last interval. */
+    function logWorkerMetrics(pods: V1Pod[], now: Date): void {
+        const stats = workerStats(pods, now, intervalMs);
+        for (const queue of Object.keys(settings.queues)) {
+            const q = stats.get(queue) ?? { running: 0, pending: 0, startLatencyMs: [] };
+            log(JSON.stringify(withMetrics({ msg: "scaledkite.workers", queue, running: q.running, pending: q.pending, started: q.startLatencyMs.length }, { Namespace: settings.namespace, Queue: queue }, [
+                metric(METRICS.runningWorkers, q.running), metric(METRICS.pendingWorkers, q.pending), metric(METRICS.startLatency, q.startLatencyMs, "Milliseconds"),
+            ], now.getTime())));
+        }
+    }
+
+    /** When the workers' containers first failed to start; without the events, stuck.ts counts from scheduling. */
+    async function podFailures(pods: V1Pod[]): Promise<FirstFailures> {
+        if (!jobs.listPodFailures || !pods.some((p) => p.status?.phase === "Pending")) return new Map();
+        try {
+            return firstFailures(await jobs.listPodFailures(settings.namespace));
+        } catch (e) {
+            log(JSON.stringify({ msg: "scaledkite.sweep", warning: `could not read the worker pods' events, so start failures count from scheduling: ${(e as Error).message}` }));
+            return new Map();
+        }
+    }
+
+    function workerOf(pod: V1Pod): { uuid?: string; jobName?: string } {
+        return { uuid: pod.metadata?.labels?.[LABELS.jobUuid], jobName: pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"] };
+    }
+
+    return async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {
+        const report: QueueSweep[] = [];
+        const deferred: DeferredJob[] = [];
+        for (const queue of Object.keys(settings.queues)) {
+            const r: QueueSweep = { queue, listed: 0, created: 0, exists: 0, paused: false, deferred: 0, failed: 0 };
+            report.push(r);
+            try {
+                await stacks.register(stackKey, queue, { scheduler: "scaledkite" });
+                const { jobs: scheduled, paused } = await stacks.scheduledJobs(stackKey, queue);
+                r.listed = scheduled.length;
+                r.paused = paused;
+                if (!paused) {
+                    await inParallel(scheduled, 10, async (job) => {
+                        try {
+                            const d: Decision = await handle(eventFromStacksJob(job));
+                            if (d.outcome === "created") r.created++;
+                            else if (d.outcome === "exists") r.exists++;
+                        } catch (e) {
+                            // A full spend cap is the cap working: the job waits for a later sweep (or its event's retry).
+                            if (isQuotaFull(e)) {
+                                r.deferred++;
+                                deferred.push({ uuid: job.id, scheduledAt: job.scheduled_at });
+                            } else r.failed++;
+                        }
+                    });
+                }
+            } catch (e) {
+                r.failed++;
+                r.error = (e as Error).message;
+            }
+            log(JSON.stringify(withMetrics({ msg: "scaledkite.sweep", ...r }, { Namespace: settings.namespace, Queue: queue }, [
+                metric(METRICS.sweepCreated, r.created), metric(METRICS.sweepDeferred, r.deferred), metric(METRICS.sweepFailed, r.failed),
+            ], Date.now())));
+        }
+        let workers: WorkerSweep = { failed: [], cancelled: [], kept: [] };
+        let workerError: string | undefined;
+        try {
+            workers = await sweepWorkers(deferred);
+        } catch (e) {
+            workerError = (e as Error).message;
+        }
+        // What the sweep did to workers, per queue (zero included, so the dashboard's lines are continuous).
+        for (const queue of Object.keys(settings.queues)) {
+            const { failedStuck, deletedCancelled } = workers.byQueue?.[queue] ?? { failedStuck: 0, deletedCancelled: 0 };
+            log(JSON.stringify(withMetrics({ msg: "scaledkite.sweep.workers", queue, failedStuck, deletedCancelled }, { Namespace: settings.namespace, Queue: queue }, [
+                metric(METRICS.failedStuck, failedStuck), metric(METRICS.deletedCancelled, deletedCancelled),
+            ], Date.now())));
+        }
+        const failures = report.filter((r) => r.failed > 0).map((f) => `queue ${f.queue}: ${f.error ?? `${f.failed} job(s) failed`}`);
+        if (workerError) failures.push(`workers: ${workerError}`);
+        for (const k of workers.kept) failures.push(`job ${k.jobUuid}: could not fail it in Buildkite (its worker stays): ${k.error}`);
+        if (failures.length) {
+            // The next sweep tries again; the error makes the failure visible (log line, error alarm).
+            throw oneLine(new Error(`sweep: ${failures.join("; ")}`));
+        }
+        return { queues: report, workers };
+    };
+}
