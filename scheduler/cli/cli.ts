@@ -268,7 +268,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
             default: return await explain(flags, positional, io);
         }
     } catch (e) {
-        if (isConfigError(e)) io.err(`invalid configuration: ${e.problems.join("; ")}`);
+        // One problem per line, as pulumi preview prints them.
+        if (isConfigError(e)) io.err(e.problems.length === 1 ? `invalid configuration: ${e.problems[0]}` : `invalid configuration (${e.problems.length} problems):\n  ${e.problems.join("\n  ")}`);
         else if (e instanceof UsageError) io.err(e.message);
         else io.err(`error: ${((e as Error)?.message ?? String(e)).split("\n")[0]}`);
         return isRetryable(e) ? EXIT.retry : EXIT.invalid;

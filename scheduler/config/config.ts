@@ -10,12 +10,13 @@ import { configError } from "../core/errors";
 import { DEFAULT_AGENT_ENDPOINT } from "../clients/stacksApi";
 import { DEFAULT_QUEUE, eventPatternLength, MAX_EVENT_PATTERN_LENGTH } from "../core/queue";
 import { SECRET_ARN } from "../clients/secretsManager";
-import { DIND_MODES, DindMode, ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "../core/settings";
+import { DindMode, ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "../core/settings";
+import {
+    CONFIG_KEYS, DEFAULT_DIND_IMAGE, DEFAULT_DIND_ROOTLESS_IMAGE, DEFAULT_IMAGE, SECRET_KEYS, setting, WORKER_KEYS,
+} from "./declaration";
 
-export const DEFAULT_IMAGE = "buildkite/agent:3.138.3";
-export const DEFAULT_DIND_IMAGE = "docker:28.5.2-dind";
-/** The stock rootless variant at the same version: dockerd as uid 1000 inside rootlesskit. */
-export const DEFAULT_DIND_ROOTLESS_IMAGE = "docker:28.5.2-dind-rootless";
+export { CONFIG_KEYS, DEFAULT_DIND_IMAGE, DEFAULT_DIND_ROOTLESS_IMAGE, DEFAULT_IMAGE, SECRET_KEYS };
+export { DEFAULT_LAMBDA_MEMORY_MB, MIN_LAMBDA_TIMEOUT_SECONDS } from "./declaration";
 
 /** The sidecar's image when the stack sets none: the stock image for the queue's mode. */
 export function defaultDindImage(mode: DindMode): string {
@@ -25,10 +26,13 @@ export function defaultDindImage(mode: DindMode): string {
 export const JOB_UUID_LENGTH = 36;
 export const MAX_JOB_PREFIX_LENGTH = 63 - JOB_UUID_LENGTH;
 
-/** Stack-wide worker defaults, before the stack's own values. */
+/** The declared default of a plain worker key. */
+const declared = <T>(key: keyof WorkerSettings) => setting(key).default as T;
+
+/** Stack-wide worker defaults, before the stack's own values (plain ones as declared). */
 export const WORKER_DEFAULTS: WorkerSettings = {
-    image: DEFAULT_IMAGE,
-    dind: "privileged",
+    image: declared("image"),
+    dind: declared("dind"),
     dindImage: DEFAULT_DIND_IMAGE,
     resources: {
         // The agent only coordinates: the build runs in the command container.
@@ -38,16 +42,16 @@ export const WORKER_DEFAULTS: WorkerSettings = {
     },
     nodeSelector: {},
     tolerations: [],
-    activeDeadlineSeconds: 3 * 60 * 60,
-    ttlSecondsAfterFinished: 10 * 60,
-    backoffLimit: 1,
+    activeDeadlineSeconds: declared("activeDeadlineSeconds"),
+    ttlSecondsAfterFinished: declared("ttlSecondsAfterFinished"),
+    backoffLimit: declared("backoffLimit"),
     agentTags: [],
     env: {},
     labels: {},
     annotations: {},
-    terminationGracePeriodSeconds: 60,
+    terminationGracePeriodSeconds: declared("terminationGracePeriodSeconds"),
     envFrom: [],
-    fargate: false,
+    fargate: declared("fargate"),
 };
 
 /** Where the Lambdas run in a VPC (to reach a private EKS endpoint): both lists, or neither. */
@@ -55,12 +59,6 @@ export interface LambdaNetwork {
     subnetIds: string[];
     securityGroupIds: string[];
 }
-
-/** The scheduler Lambda's memory by default (see the bench's memory phase). */
-export const DEFAULT_LAMBDA_MEMORY_MB = 512;
-
-/** The shortest Lambda timeout: one whole Kubernetes call (jobsApi's REQUEST_TIMEOUT_MS, 10 s) and time to log and return. */
-export const MIN_LAMBDA_TIMEOUT_SECONDS = 12;
 
 /** Settings of the scheduler Lambda and its event delivery. */
 export interface LambdaConfig {
@@ -138,28 +136,6 @@ export interface SpendCaps {
     maxMemory?: string;
 }
 
-/** Keys that hold secrets: only their presence is read here. */
-export const SECRET_KEYS = ["agentToken", "env", "gitCredentials", "gitSshKey"] as const;
-
-/** Keys of WorkerSettings that can be set stack-wide and per queue. */
-const WORKER_KEYS: (keyof WorkerSettings)[] = [
-    "image", "dind", "dindImage", "resources", "nodeSelector", "tolerations", "affinity", "serviceAccountName",
-    "activeDeadlineSeconds", "ttlSecondsAfterFinished", "backoffLimit", "agentTags", "env", "envFrom", "labels", "annotations",
-    "terminationGracePeriodSeconds", "fargate", "podSpecPatch",
-];
-/** Worker keys whose stack-wide value is a secret, so they are not stack-wide worker keys. */
-const STACK_ONLY_WORKER_KEYS: readonly string[] = ["env"];
-
-export const CONFIG_KEYS: readonly string[] = [
-    "cluster", "eventBusName", "roleArn", "namespace", "jobPrefix", "queues", "agentToken", "agentTokenSecretArn", "agentTokenSecretKey",
-    "tokenSyncInterval", "ecrRegistries", "workerIdentity", "env", "gitCredentials",
-    "gitSshKey", "gitKnownHosts", "hooks", "fargateSubnetIds", "maxConcurrentJobs", "maxCpu", "maxMemory", "alarmTopicArn",
-    "sweepInterval", "stackKey", "agentEndpoint", "podPendingTimeout", "startFailureGrace", "keepQueuesConnected",
-    "lambdaMemoryMb", "lambdaTimeoutSeconds", "logRetentionDays", "retryAttempts", "maxEventAgeSeconds",
-    "schedulerConcurrency", "sweepConcurrency", "lambdaSubnetIds", "lambdaSecurityGroupIds",
-    ...WORKER_KEYS.filter((k) => !STACK_ONLY_WORKER_KEYS.includes(k)),
-];
-
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const QUANTITY = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E|[eE][+-]?[0-9]+)?$/;
@@ -231,6 +207,27 @@ function asInteger(value: unknown, key: string, p: Problems, min: number, max: n
     return n;
 }
 
+/** An integer setting, within its declared bounds; `where` names it in a message (e.g. queues.big.backoffLimit). */
+function int(value: unknown, name: string, p: Problems, where = name): number | undefined {
+    const s = setting(name);
+    return asInteger(value, where, p, s.min!, s.max!);
+}
+
+/** A stack-wide integer setting, or its declared default. */
+function intOrDefault(raw: Raw, name: string, p: Problems): number {
+    return int(raw[name], name, p) ?? setting(name).default as number;
+}
+
+/** A stack-wide boolean setting, or its declared default. */
+function boolOrDefault(raw: Raw, name: string, p: Problems): boolean {
+    return asBoolean(raw[name], name, p) ?? setting(name).default as boolean;
+}
+
+/** A string setting set to something other than its declared default (Pulumi.yaml's defaults arrive as values). */
+function setOtherThanDefault(raw: Raw, name: string): boolean {
+    return isSet(raw[name]) && String(raw[name]) !== String(setting(name).default);
+}
+
 function asBoolean(value: unknown, key: string, p: Problems): boolean | undefined {
     if (value === undefined || value === null || value === "") return undefined;
     if (value === true || value === "true") return true;
@@ -244,8 +241,9 @@ function asDindMode(value: unknown, key: string, p: Problems): DindMode | undefi
     if (value === undefined || value === null || value === "") return undefined;
     if (value === true || value === "true") return "privileged";
     if (value === false || value === "false") return "none";
-    if ((DIND_MODES as unknown[]).includes(value)) return value as DindMode;
-    p.add(key, `must be privileged, rootless or none (true and false mean privileged and none), got ${JSON.stringify(value)}`);
+    const modes = setting("dind").values!;
+    if (modes.includes(value as string)) return value as DindMode;
+    p.add(key, `must be ${modes.slice(0, -1).join(", ")} or ${modes[modes.length - 1]} (true and false mean privileged and none), got ${JSON.stringify(value)}`);
     return undefined;
 }
 
@@ -420,11 +418,11 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     if (resources) o.resources = resources as WorkerSettings["resources"];
     set("nodeSelector", asStringMap(raw.nodeSelector, k("nodeSelector"), p, checkLabel));
     set("tolerations", asTolerations(raw.tolerations, k("tolerations"), p));
-    set("activeDeadlineSeconds", asInteger(raw.activeDeadlineSeconds, k("activeDeadlineSeconds"), p, 60, 7 * 24 * 3600));
-    set("ttlSecondsAfterFinished", asInteger(raw.ttlSecondsAfterFinished, k("ttlSecondsAfterFinished"), p, 0, 7 * 24 * 3600));
-    set("backoffLimit", asInteger(raw.backoffLimit, k("backoffLimit"), p, 0, 6));
+    set("activeDeadlineSeconds", int(raw.activeDeadlineSeconds, "activeDeadlineSeconds", p, k("activeDeadlineSeconds")));
+    set("ttlSecondsAfterFinished", int(raw.ttlSecondsAfterFinished, "ttlSecondsAfterFinished", p, k("ttlSecondsAfterFinished")));
+    set("backoffLimit", int(raw.backoffLimit, "backoffLimit", p, k("backoffLimit")));
     // Under 10 s the agent cannot cancel the job and upload its last logs before the kubelet's SIGKILL.
-    set("terminationGracePeriodSeconds", asInteger(raw.terminationGracePeriodSeconds, k("terminationGracePeriodSeconds"), p, 10, 3600));
+    set("terminationGracePeriodSeconds", int(raw.terminationGracePeriodSeconds, "terminationGracePeriodSeconds", p, k("terminationGracePeriodSeconds")));
     set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => s.includes(",")
         ? `has ${JSON.stringify(s)}: a tag cannot hold a "," (the agent splits its tags on commas); list each tag on its own`
         : /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
@@ -545,10 +543,10 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const roleArn = asString(raw.roleArn, "roleArn", p);
     if (roleArn && !/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/.test(roleArn)) p.add("roleArn", `${JSON.stringify(roleArn)} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)`);
 
-    const namespace = asString(raw.namespace, "namespace", p) ?? "buildkite";
+    const namespace = asString(raw.namespace, "namespace", p) ?? setting("namespace").default as string;
     if (!DNS1123_LABEL.test(namespace) || namespace.length > 63) p.add("namespace", `${JSON.stringify(namespace)} is not a DNS-1123 label: use lowercase letters, digits and '-', at most 63`);
 
-    const jobPrefix = asString(raw.jobPrefix, "jobPrefix", p) ?? "buildkite-agent-";
+    const jobPrefix = asString(raw.jobPrefix, "jobPrefix", p) ?? setting("jobPrefix").default as string;
     if (jobPrefix.length > MAX_JOB_PREFIX_LENGTH) {
         p.add("jobPrefix", `${JSON.stringify(jobPrefix)} is ${jobPrefix.length} characters: with the 36-character job UUID a Job name would pass 63; use at most ${MAX_JOB_PREFIX_LENGTH}`);
     } else if (!DNS1123_LABEL.test(jobPrefix + "0")) {
@@ -585,7 +583,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     }
 
     const caps: SpendCaps = {
-        maxConcurrentJobs: asInteger(raw.maxConcurrentJobs, "maxConcurrentJobs", p, 1, 100000),
+        maxConcurrentJobs: int(raw.maxConcurrentJobs, "maxConcurrentJobs", p),
         maxCpu: asQuantity(raw.maxCpu, "maxCpu", p),
         maxMemory: asQuantity(raw.maxMemory, "maxMemory", p),
     };
@@ -613,12 +611,12 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     }
 
     const sweep = {
-        intervalMinutes: asInteger(raw.sweepInterval, "sweepInterval", p, 0, 60) ?? 1,
+        intervalMinutes: intOrDefault(raw, "sweepInterval", p),
         stackKey: asString(raw.stackKey, "stackKey", p),
-        endpoint: asString(raw.agentEndpoint, "agentEndpoint", p) ?? DEFAULT_AGENT_ENDPOINT,
-        podPendingTimeoutSeconds: asInteger(raw.podPendingTimeout, "podPendingTimeout", p, 60, 7 * 24 * 3600) ?? 600,
-        startFailureGraceSeconds: asInteger(raw.startFailureGrace, "startFailureGrace", p, 0, 3600) ?? 300,
-        keepQueuesConnected: asBoolean(raw.keepQueuesConnected, "keepQueuesConnected", p) ?? true,
+        endpoint: asString(raw.agentEndpoint, "agentEndpoint", p) ?? setting("agentEndpoint").default as string,
+        podPendingTimeoutSeconds: intOrDefault(raw, "podPendingTimeout", p),
+        startFailureGraceSeconds: intOrDefault(raw, "startFailureGrace", p),
+        keepQueuesConnected: boolOrDefault(raw, "keepQueuesConnected", p),
     };
     if (sweep.stackKey !== undefined && !/^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/.test(sweep.stackKey)) p.add("stackKey", `${JSON.stringify(sweep.stackKey)} is not a usable stack key (letters, digits, '-', '_', '.')`);
     if (!/^https:\/\/[^\s/]+(\/\S*)?$/.test(sweep.endpoint) && !/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?(\/\S*)?$/.test(sweep.endpoint)) {
@@ -628,14 +626,14 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const lambda: LambdaConfig = {
         // 512 MB: chosen by measurement with AWS's CPU share emulated (npm run bench, phase memory; README
         // Performance): a cold start of 0.4 s instead of 1.8 s at 128 MB, for $0.43 instead of $0.25 per million events.
-        memoryMb: asInteger(raw.lambdaMemoryMb, "lambdaMemoryMb", p, 128, 10240) ?? DEFAULT_LAMBDA_MEMORY_MB,
-        timeoutSeconds: asInteger(raw.lambdaTimeoutSeconds, "lambdaTimeoutSeconds", p, MIN_LAMBDA_TIMEOUT_SECONDS, 900) ?? 30,
-        schedulerConcurrency: asInteger(raw.schedulerConcurrency, "schedulerConcurrency", p, 2, 1000),
-        sweepConcurrency: asInteger(raw.sweepConcurrency, "sweepConcurrency", p, 1, 10) ?? 1,
+        memoryMb: intOrDefault(raw, "lambdaMemoryMb", p),
+        timeoutSeconds: intOrDefault(raw, "lambdaTimeoutSeconds", p),
+        schedulerConcurrency: int(raw.schedulerConcurrency, "schedulerConcurrency", p),
+        sweepConcurrency: intOrDefault(raw, "sweepConcurrency", p),
         network: readLambdaNetwork(raw, p),
-        logRetentionDays: asInteger(raw.logRetentionDays, "logRetentionDays", p, 1, 3653) ?? 14,
-        retryAttempts: asInteger(raw.retryAttempts, "retryAttempts", p, 0, 185) ?? 185,
-        maxEventAgeSeconds: asInteger(raw.maxEventAgeSeconds, "maxEventAgeSeconds", p, 60, 86400) ?? 86400,
+        logRetentionDays: intOrDefault(raw, "logRetentionDays", p),
+        retryAttempts: intOrDefault(raw, "retryAttempts", p),
+        maxEventAgeSeconds: intOrDefault(raw, "maxEventAgeSeconds", p),
     };
     const RETENTION = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
     if (!RETENTION.includes(lambda.logRetentionDays)) p.add("logRetentionDays", `must be one of CloudWatch's retention periods: ${RETENTION.join(", ")}`);
@@ -668,13 +666,13 @@ const REPOSITORY_PATTERN = /^[a-z0-9*]([a-z0-9._/*-]{0,254})$/;
 /** ECR registries (a list of hosts, or of {registry, push, repositories}) and the worker identity. */
 function readEcr(raw: Raw, p: Problems): StackConfig["ecr"] {
     const identityRaw = asString(raw.workerIdentity, "workerIdentity", p);
-    if (identityRaw !== undefined && identityRaw !== "podIdentity" && identityRaw !== "irsa") {
+    if (identityRaw !== undefined && !setting("workerIdentity").values!.includes(identityRaw)) {
         p.add("workerIdentity", `must be podIdentity (EKS Pod Identity, the default) or irsa (IAM roles for service accounts), got ${JSON.stringify(identityRaw)}`);
     }
     const identity: WorkerIdentity = identityRaw === "irsa" ? "irsa" : "podIdentity";
     const v = structured(raw.ecrRegistries, "ecrRegistries", p);
     if (v === undefined || v === null || v === "") {
-        if (identityRaw !== undefined) p.add("workerIdentity", `is set without scaledkite:ecrRegistries: it only applies to the workers' ECR role`);
+        if (setOtherThanDefault(raw, "workerIdentity")) p.add("workerIdentity", `is set without scaledkite:ecrRegistries: it only applies to the workers' ECR role`);
         return undefined;
     }
     const example = `e.g. ["123456789012.dkr.ecr.us-east-1.amazonaws.com", {"registry": "210987654321.dkr.ecr.eu-west-1.amazonaws.com", "push": true, "repositories": ["ci/*"]}]`;
@@ -711,7 +709,7 @@ function readEcr(raw: Raw, p: Problems): StackConfig["ecr"] {
 function readAgentTokenSource(raw: Raw, requireSecrets: boolean, p: Problems): AgentTokenSource {
     const arn = asString(raw.agentTokenSecretArn, "agentTokenSecretArn", p);
     const jsonKey = asString(raw.agentTokenSecretKey, "agentTokenSecretKey", p);
-    const intervalMinutes = asInteger(raw.tokenSyncInterval, "tokenSyncInterval", p, 1, 60) ?? 5;
+    const intervalMinutes = intOrDefault(raw, "tokenSyncInterval", p);
     if (arn !== undefined) {
         if (!SECRET_ARN.test(arn)) {
             p.add("agentTokenSecretArn", `${JSON.stringify(arn)} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>); copy it from aws secretsmanager describe-secret --secret-id <name>`);
@@ -722,7 +720,7 @@ function readAgentTokenSource(raw: Raw, requireSecrets: boolean, p: Problems): A
         return { kind: "secretsManager", arn, jsonKey, intervalMinutes };
     }
     if (jsonKey !== undefined) p.add("agentTokenSecretKey", `is set without scaledkite:agentTokenSecretArn: set the secret's ARN too, or remove the key`);
-    if (raw.tokenSyncInterval !== undefined) p.add("tokenSyncInterval", `is set without scaledkite:agentTokenSecretArn: it only applies to a token from Secrets Manager`);
+    if (setOtherThanDefault(raw, "tokenSyncInterval")) p.add("tokenSyncInterval", `is set without scaledkite:agentTokenSecretArn: it only applies to a token from Secrets Manager`);
     if (requireSecrets && !isSet(raw.agentToken)) {
         p.add("agentToken", `is required: the Buildkite agent token (pulumi config set --secret scaledkite:agentToken <token>), or its AWS Secrets Manager secret (pulumi config set scaledkite:agentTokenSecretArn <arn>)`);
     }

@@ -39,7 +39,7 @@ export interface ConfigError extends Error {
 }
 
 export function configError(problems: string[]): ConfigError {
-    const message = problems.length === 1 ? problems[0] : `${problems.length} configuration problems: ${problems.join("; ")}`;
+    const message = problems.length === 1 ? problems[0] : `${problems.length} configuration problems:\n  ${problems.join("\n  ")}`;
     return Object.assign(new Error(message), { name: "ConfigError", kind: "config" as const, retryable: false as const, problems });
 }
 

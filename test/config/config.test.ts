@@ -168,7 +168,7 @@ describe("stack configuration", () => {
         ["an agent token secret ARN that is not one", { agentToken: undefined, agentTokenSecretArn: "buildkite/agent-token" }, /agentTokenSecretArn "buildkite\/agent-token" is not a Secrets Manager secret ARN.*describe-secret/],
         ["both an agent token and its secret ARN", { agentTokenSecretArn: SECRET_ARN }, /agentToken and scaledkite:agentTokenSecretArn are both set: keep one/],
         ["a secret JSON key without the ARN", { agentTokenSecretKey: "token" }, /agentTokenSecretKey is set without scaledkite:agentTokenSecretArn/],
-        ["a token sync interval without the ARN", { tokenSyncInterval: 5 }, /tokenSyncInterval is set without scaledkite:agentTokenSecretArn/],
+        ["a token sync interval without the ARN", { tokenSyncInterval: 15 }, /tokenSyncInterval is set without scaledkite:agentTokenSecretArn/],
         ["a token sync interval over an hour", { agentToken: undefined, agentTokenSecretArn: SECRET_ARN, tokenSyncInterval: 90 }, /tokenSyncInterval must be a whole number from 1 to 60/],
         ["an ECR registry that is not an ECR host", { ecrRegistries: ["ghcr.io"] }, /ecrRegistries\[0\].registry "ghcr.io" is not an ECR registry host/],
         ["ECR registries that are not a list", { ecrRegistries: { a: 1 } }, /ecrRegistries must be a non-empty list of registries, e.g./],
