@@ -4,7 +4,7 @@
  *   npm run --silent scaledkite -- render   --event FILE|- [--stack dev | --config FILE]
  *     (a Job Finished event of a job that never started renders the deletion it would make)
  *   npm run --silent scaledkite -- schedule --event FILE|- [--kubeconfig PATH] [--stack dev | --config FILE]
- *   npm run --silent scaledkite -- token    --cluster NAME [--region R] [--at RFC3339]
+ *   npm run --silent scaledkite -- token    --cluster NAME [--region R] [--profile P] [--stack NAME] [--at RFC3339]
  *   npm run --silent scaledkite -- explain  JOB-UUID|JOB-URL [--kubeconfig PATH] [--namespace NS] [--stack dev | --config FILE]
  *
  * Exit codes: 0 done; 3 the event is not for this stack (reason on stderr); 2 invalid event, config or
@@ -14,7 +14,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { parseArgs } from "util";
 import { parseStackConfig, schedulerSettings } from "../config/config";
-import { execCredential, credentialsFromEnv, signEksToken } from "../clients/eksToken";
+import { AwsCredentials, execCredential, credentialsFromEnv, signEksToken } from "../clients/eksToken";
 import { configError, isConfigError, isRetryable } from "../core/errors";
 import { createEventHandler, decide } from "../schedule/lambda";
 import { kubeconfigJobClient, toKubernetesError } from "../clients/kube";
@@ -56,11 +56,12 @@ const COMMANDS: Record<string, { options: string[]; positional?: string; help: s
         ].join("\n"),
     },
     token: {
-        options: ["cluster", "region", "at"],
+        options: ["cluster", "region", "profile", "stack", "at"],
         help: [
-            "usage: scaledkite token --cluster NAME [--region R] [--at RFC3339]",
-            "  Prints an ExecCredential like `aws eks get-token`, from the standard AWS credential variables",
-            "  (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; region from --region or AWS_REGION).",
+            "usage: scaledkite token --cluster NAME [--region R] [--profile P] [--stack NAME] [--at RFC3339]",
+            "  Prints an ExecCredential like `aws eks get-token`. Credentials come as the AWS SDK finds them:",
+            "  the environment, --profile or AWS_PROFILE (shared files, SSO, assume-role, process), the container",
+            "  or instance role. Region: --region, else AWS_REGION, else the stack's aws:region (Pulumi.<stack>.yaml).",
         ].join("\n"),
     },
     explain: {
@@ -199,19 +200,46 @@ export function failure(e: unknown): string {
 
 async function token(flags: Record<string, string>, io: Io): Promise<number> {
     if (!flags.cluster) throw new UsageError(`--cluster NAME is required`);
-    const region = flags.region ?? io.env.AWS_REGION ?? io.env.AWS_DEFAULT_REGION;
-    if (!region) throw new UsageError(`no region: pass --region or set AWS_REGION`);
+    const region = flags.region ?? io.env.AWS_REGION ?? io.env.AWS_DEFAULT_REGION ?? stackRegion(flags.stack ?? "dev");
+    if (!region) throw new UsageError(`no region: pass --region, set AWS_REGION, or set aws:region in the stack (pulumi config set aws:region us-east-1)`);
     if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) throw new UsageError(`${JSON.stringify(region)} is not an AWS region (e.g. us-east-1)`);
     const at = flags.at ? new Date(flags.at) : new Date();
     if (Number.isNaN(at.getTime())) throw new UsageError(`--at ${JSON.stringify(flags.at)} is not an RFC 3339 time (e.g. 2024-08-19T07:08:47Z)`);
-    let credentials;
-    try {
-        credentials = credentialsFromEnv(io.env);
-    } catch (e) {
-        throw new UsageError((e as Error).message);
-    }
-    io.out(JSON.stringify(execCredential(await signEksToken(flags.cluster, region, credentials, at))));
+    io.out(JSON.stringify(execCredential(await signEksToken(flags.cluster, region, await cliCredentials(flags, io), at))));
     return EXIT.ok;
+}
+
+/** The stack's `aws:region` (Pulumi.<stack>.yaml), if the file and the key are there. */
+function stackRegion(stack: string): string | undefined {
+    try {
+        const yaml: typeof import("js-yaml") = require("js-yaml");
+        const doc = yaml.load(fs.readFileSync(path.join(PROJECT_ROOT, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> } | null;
+        const region = doc?.config?.["aws:region"];
+        return typeof region === "string" ? region : undefined;
+    } catch {
+        return undefined;
+    }
+}
+
+/**
+ * Credentials as the AWS SDK finds them (its Node.js provider chain: environment, shared files with
+ * profiles, SSO and assume-role, process, container and instance roles). Keys in the environment are
+ * taken directly, without loading the SDK.
+ */
+async function cliCredentials(flags: Record<string, string>, io: Io): Promise<AwsCredentials> {
+    if (io.env.AWS_ACCESS_KEY_ID && !flags.profile) return credentialsFromEnv(io.env);
+    const { fromNodeProviderChain }: typeof import("@aws-sdk/credential-providers") = require("@aws-sdk/credential-providers");
+    try {
+        const c = await fromNodeProviderChain({
+            profile: flags.profile ?? io.env.AWS_PROFILE,
+            filepath: io.env.AWS_SHARED_CREDENTIALS_FILE, configFilepath: io.env.AWS_CONFIG_FILE,
+        })();
+        return { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, sessionToken: c.sessionToken };
+    } catch (e) {
+        const why = ((e as Error).message ?? String(e)).split("\n")[0];
+        const profile = flags.profile ?? io.env.AWS_PROFILE;
+        throw new UsageError(`no AWS credentials${profile ? ` for profile ${profile}` : ""} (${why}): pass --profile or set AWS_PROFILE, run aws sso login, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+    }
 }
 
 /** What happened to one job's worker: exit 0 when it has one, 3 when this stack has none for it. */

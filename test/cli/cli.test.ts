@@ -126,11 +126,25 @@ describe("command line", () => {
         });
         const bad: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
             ["no cluster", ["token"], env, /--cluster NAME is required/],
-            ["no region", ["token", "--cluster", "c"], env, /no region: pass --region or set AWS_REGION/],
+            ["no region (a stack without aws:region)", ["token", "--cluster", "c", "--stack", "nope"], env, /no region: pass --region, set AWS_REGION, or set aws:region in the stack/],
             ["a bad region", ["token", "--cluster", "c", "--region", "moon"], env, /"moon" is not an AWS region/],
             ["a bad time", ["token", "--cluster", "c", "--region", "us-east-1", "--at", "yesterday"], env, /not an RFC 3339 time/],
-            ["no credentials", ["token", "--cluster", "c", "--region", "us-east-1"], {}, /set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/],
+            ["no credentials", ["token", "--cluster", "c", "--region", "us-east-1"], { AWS_CONFIG_FILE: "/nonexistent", AWS_SHARED_CREDENTIALS_FILE: "/nonexistent", AWS_EC2_METADATA_DISABLED: "true" },
+                /^no AWS credentials \(.*\): pass --profile or set AWS_PROFILE, run aws sso login, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\n$/],
+            ["an unknown profile", ["token", "--cluster", "c", "--region", "us-east-1", "--profile", "nope"], { AWS_CONFIG_FILE: "/nonexistent", AWS_SHARED_CREDENTIALS_FILE: "/nonexistent" }, /^no AWS credentials for profile nope \(/],
         ];
+        it("takes the region from the stack's aws:region, and credentials from a profile as the AWS SDK does", async () => {
+            const dir = fs.mkdtempSync(path.join(os.tmpdir(), "scaledkite-aws-"));
+            fs.writeFileSync(path.join(dir, "credentials"), `[ci]\naws_access_key_id = ${env.AWS_ACCESS_KEY_ID}\naws_secret_access_key = ${env.AWS_SECRET_ACCESS_KEY}\n`);
+            const files = { AWS_SHARED_CREDENTIALS_FILE: path.join(dir, "credentials"), AWS_CONFIG_FILE: path.join(dir, "config") };
+            const viaProfile = await cli(["token", "--cluster", "test-cluster", "--profile", "ci", "--at", "2023-04-28T00:00:00Z"], { env: files });
+            const viaEnv = await cli(["token", "--cluster", "test-cluster", "--region", "us-east-1", "--at", "2023-04-28T00:00:00Z"], { env });
+            fs.rmSync(dir, { recursive: true, force: true });
+            assert.strictEqual(viaProfile.code, EXIT.ok, viaProfile.err);
+            const token = (out: string) => Buffer.from(JSON.parse(out).status.token.slice("k8s-aws-v1.".length), "base64url").toString();
+            assert.match(token(viaProfile.out), /X-Amz-Credential=ASIAR2TG44V6AS3ZZE7C%2F20230428%2Fus-east-1%2Fsts/, "the dev stack's aws:region, the profile's key");
+            assert.strictEqual(viaProfile.out, viaEnv.out, "the same token as from the same keys in the environment");
+        });
         for (const [name, args, e, message] of bad) {
             it(`refuses ${name}`, async () => {
                 const r = await cli(args, { env: e });
