@@ -386,6 +386,13 @@ describe("Pulumi program", function () {
             for (const st of policy) assert.ok(st.Resource !== "*", `wildcard resource in ${st.Sid}`);
         });
 
+        it("packs the AWS SDK's Secrets Manager client into the token sync alone: the scheduler and the sweep leave it out", async () => {
+            const packaged = async (fn: string) => Object.keys(await lambdaArchive(r, fn)).filter((p) => p.startsWith("node_modules/@aws-sdk/client-secrets-manager"));
+            assert.ok((await packaged("token-sync-fn")).length > 0, "the token sync's package holds the client");
+            assert.match(await lambdaCode(r, "token-sync-fn"), /require\(["']@aws-sdk\/client-secrets-manager["']\)/);
+            for (const fn of ["scheduler-fn", "sweep-fn"]) assert.deepStrictEqual(await packaged(fn), [], `${fn} packs no Secrets Manager client`);
+        });
+
         it("syncs during pulumi up, on the secret's change events, and on a schedule", () => {
             const now = r.one("aws:lambda/invocation:Invocation").inputs;
             assert.deepStrictEqual(JSON.parse(now.input), { source: "scaledkite.deploy" });

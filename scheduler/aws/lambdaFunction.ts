@@ -121,6 +121,8 @@ export function createClosureFunction<R = void>(
         reservedConcurrency?: number;
         /** Subnets and security groups (undefined: no VPC). */
         network?: LambdaNetwork;
+        /** Production dependencies this function never loads, left out of its package (Pulumi packs them all by default). */
+        excludePackages?: string[];
         callbackFactory: aws.lambda.CallbackFactory<unknown, R>;
     },
     opts: pulumi.CustomResourceOptions,
@@ -134,6 +136,7 @@ export function createClosureFunction<R = void>(
         loggingConfig: { logFormat: "Text", logGroup: args.logGroup.name },
         ...(args.reservedConcurrency === undefined ? {} : { reservedConcurrentExecutions: args.reservedConcurrency }),
         ...(args.network ? { vpcConfig: { subnetIds: args.network.subnetIds, securityGroupIds: args.network.securityGroupIds } } : {}),
+        ...(args.excludePackages ? { codePathOptions: { extraExcludePackages: args.excludePackages } } : {}),
         callbackFactory: args.callbackFactory,
     }, { ...opts, dependsOn: [args.logGroup] });
 }
@@ -163,7 +166,7 @@ export function createClusterLambda<R>(
     args: ClusterLambdaArgs & {
         /** The role's description, and its one inline policy made from the log group's ARN. */
         roleDescription: string; policy: (logGroupArn: string) => object;
-        description: string; memoryMb: number; timeoutSeconds: number; reservedConcurrency?: number;
+        description: string; memoryMb: number; timeoutSeconds: number; reservedConcurrency?: number; excludePackages?: string[];
         factory: (cluster: EksClusterAccess) => (event: unknown, context?: LambdaContext) => Promise<R>;
     },
     opts: pulumi.CustomResourceOptions,
@@ -176,7 +179,7 @@ export function createClusterLambda<R>(
     const factory = args.factory;
     const fn = createClosureFunction<R>(name, {
         role: role.arn, logGroup, memoryMb: args.memoryMb, timeoutSeconds: args.timeoutSeconds,
-        reservedConcurrency: args.reservedConcurrency, network: args.network, description: args.description,
+        reservedConcurrency: args.reservedConcurrency, network: args.network, description: args.description, excludePackages: args.excludePackages,
         callbackFactory: () => factory(clusterAccess()),
     }, opts);
     createAlarms(name, { functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn }, opts);

@@ -1,5 +1,5 @@
 /**
- * One signed call to an AWS JSON-protocol API (Secrets Manager, SQS): SigV4 with the function's own
+ * One signed call to an AWS JSON-protocol API (SQS, from the scheduler): SigV4 with the function's own
  * credentials, global `fetch`, and the signer the EKS token already loads, so the Lambdas gain no
  * SDK (the AWS SDK would add megabytes and a slower cold start for a request or two).
  */

@@ -1,11 +1,14 @@
 /**
  * AWS Secrets Manager, the one call the token sync makes: GetSecretValue of the current version,
- * signed with SigV4 from the function's own credentials (awsJson.ts: no SDK).
+ * through the AWS SDK's Secrets Manager client with the function's own credentials. The token sync
+ * runs every few minutes, so the SDK's size and cold start cost nothing that matters (measured:
+ * the client and what it adds take 16.9 MB unpacked); the scheduler and the sweep, whose cold start
+ * matters, leave it out of their packages (see their components' `excludePackages`).
  *
  * The endpoint is the region's, or `AWS_ENDPOINT_URL_SECRETS_MANAGER` (the AWS SDKs' variable for a
  * service endpoint), which the tests point at a local stand-in.
  */
-import { awsJsonCaller, AwsUnreachable } from "./awsJson";
+import type * as SecretsManagerSdk from "@aws-sdk/client-secrets-manager";
 import { AwsCredentials } from "./eksToken";
 import { classifiedError, ClassifiedError } from "../core/errors";
 
@@ -80,27 +83,36 @@ export interface SecretVersion {
 /** Reads the current version of one secret. */
 export type SecretReader = () => Promise<SecretVersion>;
 
+/** The package the token sync's reader loads: the scheduler and the sweep leave it out of their Lambdas. */
+export const SECRETS_MANAGER_PACKAGE = "@aws-sdk/client-secrets-manager";
+
 /**
  * A reader of the current value of the secret `arn` (its SecretString). `credentials` is called per
- * read, so rotated Lambda credentials are picked up.
+ * read, so rotated Lambda credentials are picked up. One attempt per read: createTokenSync retries,
+ * with its own delays, what is worth retrying.
  */
 export function secretsManagerReader(arn: string, credentials: () => AwsCredentials, opts: { endpoint?: string; timeoutMs?: number } = {}): SecretReader {
     const parsed = parseSecretArn(arn);
     if (!parsed) throw secretsError(`${JSON.stringify(arn)} is not a Secrets Manager secret ARN; set scaledkite:agentTokenSecretArn to the secret's full ARN`, false);
-    const call = awsJsonCaller({
-        service: "secretsmanager", region: parsed.region, endpoint: opts.endpoint ?? secretsManagerEndpoint(parsed.region),
-        contentType: "application/x-amz-json-1.1", credentials,
+    const endpoint = opts.endpoint ?? secretsManagerEndpoint(parsed.region);
+    const sdk: typeof SecretsManagerSdk = require("@aws-sdk/client-secrets-manager");
+    const client = new sdk.SecretsManagerClient({
+        region: parsed.region, endpoint, maxAttempts: 1,
+        credentials: async () => credentials(),
+        requestHandler: { requestTimeout: opts.timeoutMs ?? 10_000, connectionTimeout: opts.timeoutMs ?? 10_000 },
     });
     return async () => {
-        let res;
+        let answer;
         try {
-            res = await call("secretsmanager.GetSecretValue", { SecretId: arn }, opts.timeoutMs ?? 10_000);
+            answer = await client.send(new sdk.GetSecretValueCommand({ SecretId: arn }));
         } catch (e) {
-            if (e instanceof AwsUnreachable) throw secretsError(`reading ${arn} from Secrets Manager: cannot reach ${e.endpoint} (${e.code}); will retry`, true);
-            throw e;
+            const err = e as Error & { $metadata?: { httpStatusCode?: number }; code?: string };
+            const status = err.$metadata?.httpStatusCode;
+            if (status === undefined) throw secretsError(`reading ${arn} from Secrets Manager: cannot reach ${new URL(endpoint).origin} (${err.code ?? err.name}); will retry`, true);
+            // An answer without an error type: the SDK names it Unknown, with no message of the service's.
+            const typed = !/^Unknown(Error)?$/.test(err.name);
+            throw classifySecretsManagerFailure(status, typed ? err.name : undefined, typed ? err.message : undefined, arn);
         }
-        if (!res.ok) throw classifySecretsManagerFailure(res.status, res.errorType, res.message, arn);
-        const answer = res.body as { SecretString?: unknown; VersionId?: string };
         if (typeof answer.SecretString !== "string") {
             throw secretsError(`reading ${arn} from Secrets Manager: the secret holds binary data, not text; store the agent token as a secret string`, false);
         }

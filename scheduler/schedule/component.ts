@@ -10,6 +10,7 @@ import { BatchResponse, handleBatch, isSqsBatch, queueRetries } from "./batch";
 import { JOB_FINISHED, JOB_SCHEDULED } from "../core/event";
 import { credentialsFromEnv } from "../clients/eksToken";
 import { createEventHandler, logLine } from "./lambda";
+import { SECRETS_MANAGER_PACKAGE } from "../clients/secretsManager";
 import { sqsVisibility } from "../clients/sqs";
 import { eksJobClient, invocationDeadline } from "../clients/kube";
 import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaRole } from "../aws/lambdaFunction";
@@ -190,6 +191,8 @@ export function createSchedulerFunction(
     return createClosureFunction(name, {
         role, logGroup, memoryMb: args.lambda.memoryMb, timeoutSeconds: args.lambda.timeoutSeconds,
         reservedConcurrency: args.lambda.schedulerConcurrency, network: args.lambda.network,
+        // Its cold start matters: it packs only what it loads.
+        excludePackages: [SECRETS_MANAGER_PACKAGE],
         description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
         callbackFactory: () => {
             const deadline = invocationDeadline();

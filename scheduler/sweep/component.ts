@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { bearerSecretReader, EksClusterAccess, eksJobClient, eksTokens, invocationDeadline } from "../clients/kube";
 import { ClusterLambdaArgs, createClusterLambda, invokeOnRule, LambdaContext, scheduleExpression } from "../aws/lambdaFunction";
 import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "../core/settings";
+import { SECRETS_MANAGER_PACKAGE } from "../clients/secretsManager";
 import { stacksApi } from "../clients/stacksApi";
 import { createSweeper, keepQueuesConnected } from "./lambda";
 import { heartbeatOffsets } from "../core/notices";
@@ -46,6 +47,7 @@ export class Sweeper extends pulumi.ComponentResource {
             }),
             description: "Scaledkite: schedules Buildkite jobs whose events were lost",
             memoryMb: 128, timeoutSeconds: Math.max(args.timeoutSeconds, 60), reservedConcurrency: args.reservedConcurrency,
+            excludePackages: [SECRETS_MANAGER_PACKAGE],
             factory: sweepFactory(args),
         }, parent);
         const schedule = new aws.cloudwatch.EventRule(`${name}-schedule`, {

@@ -10,7 +10,8 @@ import * as path from "path";
 import { load } from "js-yaml";
 import { readStackFile } from "../../scheduler/cli/cli";
 import { parseStackConfig, schedulerSettings, StackConfig } from "../../scheduler/config/config";
-import { CONFIG_KEYS, renderPulumiConfig, Setting, SETTINGS, WORKER_KEYS } from "../../scheduler/config/declaration";
+import { DEFAULT_AGENT_ENDPOINT } from "../../scheduler/clients/stacksApi";
+import { CONFIG_KEYS, DEFAULT_DIND_IMAGE, DEFAULT_DIND_ROOTLESS_IMAGE, renderPulumiConfig, Setting, SETTINGS, WORKER_KEYS } from "../../scheduler/config/declaration";
 import { PULUMI_CONFIG_MARK, withPulumiConfig, withTable } from "../../scheduler/config/writeDocs";
 import { decide } from "../../scheduler/schedule/lambda";
 import { rawConfig, sampleEvent } from "../helpers/builders";
@@ -71,6 +72,20 @@ describe("the declaration of every setting", () => {
             if (s.type === "integer") assert.ok(s.min !== undefined && s.max !== undefined, `${s.key} has bounds`);
             if (s.scope === "worker") assert.ok(s.merge, `${s.key} says how a queue's value meets the stack's`);
         }
+    });
+
+    it("settings.json holds only what Setting declares, with known values", () => {
+        const fields = ["key", "type", "scope", "required", "secret", "default", "defaultText", "min", "max", "values", "merge", "example", "exampleText", "exampleWith", "description"];
+        for (const s of SETTINGS) {
+            for (const f of Object.keys(s)) assert.ok(fields.includes(f), `${s.key}: unknown field ${f}`);
+            assert.ok(["string", "integer", "boolean", "json"].includes(s.type), `${s.key}: type ${s.type}`);
+            assert.ok(["stack", "worker"].includes(s.scope), `${s.key}: scope ${s.scope}`);
+            assert.ok(s.merge === undefined || ["map", "list", "replace"].includes(s.merge), `${s.key}: merge ${s.merge}`);
+            if (s.default !== undefined) assert.strictEqual(typeof s.default, s.type === "integer" ? "number" : s.type, `${s.key}: its default's type`);
+        }
+        assert.strictEqual(SETTINGS.find((s) => s.key === "agentEndpoint")!.default, DEFAULT_AGENT_ENDPOINT, "the Stacks API client's default");
+        const dindImage = SETTINGS.find((s) => s.key === "dindImage")!.defaultText!;
+        assert.ok(dindImage.includes(DEFAULT_DIND_IMAGE) && dindImage.includes(DEFAULT_DIND_ROOTLESS_IMAGE), dindImage);
     });
 
     it("the parser's defaults are the declared ones", () => {
