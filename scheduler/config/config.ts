@@ -468,27 +468,33 @@ function readQueues(value: unknown, defaults: WorkerSettings, stackDindImage: st
         }
         const o = workerOverrides(e as Raw, `queues.${name}.`, p);
         const dind = o.dind ?? defaults.dind;
-        const fargate = o.fargate ?? defaults.fargate;
-        out[name] = {
-            ...defaults,
-            ...o,
-            // One rule for every key (README, Configuration): maps merge key by key over the stack-wide
-            // value (resources per container), lists add to it, anything else replaces it. A Fargate
-            // queue takes no stack-wide nodeSelector or tolerations: Fargate picks the node.
-            resources: { ...defaults.resources, ...(o.resources ?? {}) },
-            nodeSelector: { ...(fargate ? {} : defaults.nodeSelector), ...(o.nodeSelector ?? {}) },
-            tolerations: unique([...(fargate ? [] : defaults.tolerations), ...(o.tolerations ?? [])]),
-            agentTags: unique([...defaults.agentTags, ...(o.agentTags ?? [])]),
-            envFrom: unique([...defaults.envFrom, ...(o.envFrom ?? [])]),
-            // The queue's own image; else the stack's, when the queue keeps the stack's mode; else the
-            // stock image of the queue's mode (a queue switched to rootless gets the rootless image).
-            dindImage: o.dindImage ?? (dind === defaults.dind ? stackDindImage : undefined) ?? defaultDindImage(dind),
-            env: { ...defaults.env, ...(o.env ?? {}) },
-            labels: { ...defaults.labels, ...(o.labels ?? {}) },
-            annotations: { ...defaults.annotations, ...(o.annotations ?? {}) },
-        };
+        // A Fargate queue takes no stack-wide nodeSelector or tolerations: Fargate picks the node.
+        const merged = mergeWorker(defaults, o, (o.fargate ?? defaults.fargate) ? ["nodeSelector", "tolerations"] : []);
+        // The queue's own image; else the stack's, when the queue keeps the stack's mode; else the
+        // stock image of the queue's mode (a queue switched to rootless gets the rootless image).
+        out[name] = { ...merged, dindImage: o.dindImage ?? (dind === defaults.dind ? stackDindImage : undefined) ?? defaultDindImage(dind) };
     }
     return out;
+}
+
+/**
+ * Worker settings over the ones below them (the stack's over the built-in, a queue's over the
+ * stack's), one rule for every key, as each key declares it (settings.json `merge`): maps merge key by
+ * key (resources per container), lists add without repeats, anything else replaces. `notInherited`
+ * keys start empty instead of from below.
+ */
+export function mergeWorker(below: WorkerSettings, own: Partial<WorkerSettings>, notInherited: (keyof WorkerSettings)[] = []): WorkerSettings {
+    const out: Record<string, unknown> = { ...below };
+    for (const key of WORKER_KEYS as (keyof WorkerSettings)[]) {
+        const base = notInherited.includes(key) ? undefined : below[key];
+        const mine = own[key];
+        const rule = setting(key).merge;
+        if (rule === "map") out[key] = { ...(base as object ?? {}), ...(mine as object ?? {}) };
+        else if (rule === "list") out[key] = unique([...(base as unknown[] ?? []), ...(mine as unknown[] ?? [])]);
+        else if (mine !== undefined) out[key] = mine;
+        else if (notInherited.includes(key)) delete out[key];
+    }
+    return out as unknown as WorkerSettings;
 }
 
 /** A list without repeats (by value). */
@@ -556,7 +562,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const agentToken = readAgentTokenSource(raw, opts.requireSecrets ?? true, p);
 
     const stackWide = workerOverrides(raw, "", p);
-    const defaults: WorkerSettings = { ...WORKER_DEFAULTS, ...stackWide, resources: { ...WORKER_DEFAULTS.resources, ...(stackWide.resources ?? {}) } };
+    const defaults = mergeWorker(WORKER_DEFAULTS, stackWide);
     const queues = readQueues(raw.queues, defaults, stackWide.dindImage, p);
     const patternLength = Object.keys(queues).length ? eventPatternLength(Object.keys(queues)) : 0;
     if (patternLength > MAX_EVENT_PATTERN_LENGTH) {

@@ -77,12 +77,20 @@ function defaultCell(s: Setting): string {
     return s.secret ? `${text}, secret` : text;
 }
 
+/** How a queue's value meets the stack's, as the README says it. */
+const MERGE_RULES: Record<NonNullable<Setting["merge"]>, string> = {
+    map: "merges with the stack's, key by key.",
+    list: "adds to the stack's.",
+    replace: "replaces the stack's.",
+};
+
 /** The README's configuration table, one row per setting. Pure. */
 export function renderReadmeTable(): string {
     const cell = (t: string) => t.replace(/\|/g, "\\|");
     const rows = SETTINGS.map((s) => {
         const example = `\`${s.exampleText ?? (s.secret ? `--secret '${s.example}'` : s.example)}\``;
-        return `| \`${s.key}\` | ${cell(defaultCell(s))} | ${cell(example)} | ${cell(s.description)} |`;
+        const perQueue = s.merge ? ` Per queue: ${MERGE_RULES[s.merge]}` : "";
+        return `| \`${s.key}\` | ${cell(defaultCell(s))} | ${cell(example)} | ${cell(s.description + perQueue)} |`;
     });
     return ["| key | default | example | what it does |", "|---|---|---|---|", ...rows].join("\n");
 }

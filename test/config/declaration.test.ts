@@ -9,7 +9,7 @@ import * as os from "os";
 import * as path from "path";
 import { load } from "js-yaml";
 import { readStackFile } from "../../scheduler/cli/cli";
-import { parseStackConfig, schedulerSettings, StackConfig } from "../../scheduler/config/config";
+import { mergeWorker, parseStackConfig, schedulerSettings, StackConfig, WORKER_DEFAULTS } from "../../scheduler/config/config";
 import { DEFAULT_AGENT_ENDPOINT } from "../../scheduler/clients/stacksApi";
 import { CONFIG_KEYS, DEFAULT_DIND_IMAGE, DEFAULT_DIND_ROOTLESS_IMAGE, renderPulumiConfig, Setting, SETTINGS, WORKER_KEYS } from "../../scheduler/config/declaration";
 import { PULUMI_CONFIG_MARK, withPulumiConfig, withTable } from "../../scheduler/config/writeDocs";
@@ -117,6 +117,19 @@ describe("the declaration of every setting", () => {
             for (const key of WORKER_KEYS) assert.strictEqual(SETTINGS.find((s) => s.key === key)!.scope, "worker");
             assert.throws(() => parseStackConfig(rawConfig({ queues: { a: { namespace: "x" } } })), /queues.a.namespace is not a queue setting/);
         });
+    });
+
+    describe("a queue's value meets the stack's by its key's declared rule", () => {
+        const values = { map: [{ a: "1", b: "1" }, { b: "2" }, { a: "1", b: "2" }], list: [["x"], ["y", "x"], ["x", "y"]], replace: ["B", "O", "O"] } as const;
+        for (const s of SETTINGS.filter((x) => x.scope === "worker")) {
+            it(`${s.key}: ${s.merge}`, () => {
+                const [below, own, expected] = values[s.merge!];
+                const merged = mergeWorker({ ...WORKER_DEFAULTS, [s.key]: below }, { [s.key]: own }) as unknown as Record<string, unknown>;
+                assert.deepStrictEqual(merged[s.key], expected);
+                const kept = mergeWorker({ ...WORKER_DEFAULTS, [s.key]: below }, {}) as unknown as Record<string, unknown>;
+                assert.deepStrictEqual(kept[s.key], below, "nothing of the queue's own: the stack's");
+            });
+        }
     });
 
     describe("every example renders a Job", () => {
