@@ -155,7 +155,7 @@ describe("Pulumi program", function () {
         assert.ok(paths.includes("node_modules/@smithy/signature-v4"));
         assert.ok(paths.includes("node_modules/@smithy/hash-node"));
         for (const p of paths) {
-            assert.ok(!/@pulumi|@kubernetes|typescript|mocha|ts-node|js-yaml|node_modules\/node$/.test(p), `${p} should not be packaged`);
+            assert.ok(!/@pulumi|@kubernetes|typescript|mocha|ts-node|js-yaml|zod|node_modules\/node$/.test(p), `${p} should not be packaged`);
         }
     });
 
@@ -391,6 +391,9 @@ describe("Pulumi program", function () {
             assert.ok((await packaged("token-sync-fn")).length > 0, "the token sync's package holds the client");
             assert.match(await lambdaCode(r, "token-sync-fn"), /require\(["']@aws-sdk\/client-secrets-manager["']\)/);
             for (const fn of ["scheduler-fn", "sweep-fn"]) assert.deepStrictEqual(await packaged(fn), [], `${fn} packs no Secrets Manager client`);
+            for (const fn of ["scheduler-fn", "sweep-fn", "token-sync-fn"]) {
+                assert.ok(!Object.keys(await lambdaArchive(r, fn)).some((p) => p.includes("zod")), `${fn} packs no config schema library`);
+            }
         });
 
         it("syncs during pulumi up, on the secret's change events, and on a schedule", () => {

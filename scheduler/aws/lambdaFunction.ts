@@ -112,6 +112,9 @@ export function clusterAtRuntime(cluster: ClusterInputs): () => EksClusterAccess
     return () => ({ name, region: region.get(), endpoint: endpoint.get(), caData: caData.get() });
 }
 
+/** Production dependencies only `pulumi up` loads (the config parser's schemas): never in a Lambda's package. */
+export const DEPLOY_TIME_PACKAGES = ["zod"];
+
 /** A closure-serialized Lambda on Node 24 with a given role and log group (no broad default policies). */
 export function createClosureFunction<R = void>(
     name: string,
@@ -136,7 +139,7 @@ export function createClosureFunction<R = void>(
         loggingConfig: { logFormat: "Text", logGroup: args.logGroup.name },
         ...(args.reservedConcurrency === undefined ? {} : { reservedConcurrentExecutions: args.reservedConcurrency }),
         ...(args.network ? { vpcConfig: { subnetIds: args.network.subnetIds, securityGroupIds: args.network.securityGroupIds } } : {}),
-        ...(args.excludePackages ? { codePathOptions: { extraExcludePackages: args.excludePackages } } : {}),
+        codePathOptions: { extraExcludePackages: [...DEPLOY_TIME_PACKAGES, ...(args.excludePackages ?? [])] },
         callbackFactory: args.callbackFactory,
     }, { ...opts, dependsOn: [args.logGroup] });
 }

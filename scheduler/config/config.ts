@@ -5,12 +5,19 @@
  * `Pulumi.<stack>.yaml` file) and returns the validated configuration, or throws one ConfigError that
  * lists every problem, each naming the key and the fix. Secret keys are only checked for presence
  * here; their values never pass through this module.
+ *
+ * Defaults, bounds and allowed values come from the declaration (declaration.ts, settings.json). The
+ * shapes of values are zod schemas whose messages are this parser's own (`read()` turns each issue
+ * into `scaledkite:<key><path> <message>`); what crosses keys (Fargate and dind, caps and requests,
+ * the token's source) is plain code below. zod runs at `pulumi up` only: no Lambda packs it
+ * (DEPLOY_TIME_PACKAGES).
  */
+import { z } from "zod";
 import { configError } from "../core/errors";
 import { DEFAULT_AGENT_ENDPOINT } from "../clients/stacksApi";
 import { DEFAULT_QUEUE, eventPatternLength, MAX_EVENT_PATTERN_LENGTH } from "../core/queue";
 import { SECRET_ARN } from "../clients/secretsManager";
-import { DindMode, ResourceSettings, SchedulerSettings, Toleration, WorkerSettings } from "../core/settings";
+import { DindMode, SchedulerSettings, Toleration, WorkerSettings } from "../core/settings";
 import {
     CONFIG_KEYS, DEFAULT_DIND_IMAGE, DEFAULT_DIND_ROOTLESS_IMAGE, DEFAULT_IMAGE, SECRET_KEYS, setting, WORKER_KEYS,
 } from "./declaration";
@@ -188,24 +195,97 @@ function structured(value: unknown, key: string, p: Problems): unknown {
     }
 }
 
-function asString(value: unknown, key: string, p: Problems): string | undefined {
-    if (value === undefined || value === null || value === "") return undefined;
-    if (typeof value !== "string") {
-        p.add(key, `must be a string, got ${JSON.stringify(value)}`);
-        return undefined;
+/** Unset: absent, null or "". */
+const unset = (v: unknown) => v === undefined || v === null || v === "";
+
+/**
+ * Reads one value with a schema; each problem becomes one line `scaledkite:<key><path> <message>`.
+ * `json`: the value may arrive as JSON text (see structured). Undefined when unset or invalid.
+ */
+function read<T>(schema: z.ZodType<T>, value: unknown, key: string, p: Problems, opts: { json?: boolean } = {}): T | undefined {
+    const v = opts.json ? structured(value, key, p) : value;
+    if (unset(v)) return undefined;
+    const r = schema.safeParse(v);
+    if (r.success) return r.data;
+    for (const issue of r.error.issues) {
+        const at = key + issue.path.map((x) => typeof x === "number" ? `[${x}]` : `.${String(x)}`).join("");
+        // Unknown fields: one problem naming them all ({keys}), or one per field, at the field.
+        if (issue.code === "unrecognized_keys" && issue.message.includes("{keys}")) p.add(at, issue.message.replace("{keys}", issue.keys.join(", ")));
+        else if (issue.code === "unrecognized_keys") for (const k of issue.keys) p.add(`${at}.${k}`, issue.message);
+        else p.add(at, issue.message);
     }
-    return value;
+    return undefined;
 }
 
-function asInteger(value: unknown, key: string, p: Problems, min: number, max: number): number | undefined {
-    if (value === undefined || value === null || value === "") return undefined;
-    const n = typeof value === "string" && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
-        p.add(key, `must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
-        return undefined;
-    }
-    return n;
+/** A check of each entry of a map or list, as zod issues at the entry's path. */
+function each<T>(check: (k: string, v: T) => string | undefined) {
+    return (entries: Record<string, T> | T[], ctx: z.RefinementCtx) => {
+        for (const [k, v] of Object.entries(entries)) {
+            const problem = check(k, v);
+            if (problem) ctx.addIssue({ code: "custom", path: Array.isArray(entries) ? [] : [k], message: problem });
+        }
+    };
 }
+
+const got = (i: { input?: unknown }) => `got ${JSON.stringify(i.input)}`;
+const STRING = z.string({ error: (i) => `must be a string, ${got(i)}` });
+const SCALAR = z.union([z.string(), z.number(), z.boolean()], { error: (i) => `must be a string, ${got(i)}` }).transform(String);
+const BOOLEAN = z.union([z.boolean(), z.enum(["true", "false"]).transform((v) => v === "true")], { error: (i) => `must be true or false, ${got(i)}` });
+const INTEGER = (min: number, max: number) => z.unknown().transform((v, ctx) => {
+    const n = typeof v === "string" && /^-?\d+$/.test(v.trim()) ? Number(v) : v;
+    if (typeof n === "number" && Number.isInteger(n) && n >= min && n <= max) return n;
+    ctx.addIssue({ code: "custom", message: `must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+});
+const DIND_MODE = z.union([
+    z.enum(setting("dind").values as [DindMode, ...DindMode[]]),
+    z.union([z.literal(true), z.literal("true")]).transform((): DindMode => "privileged"),
+    z.union([z.literal(false), z.literal("false")]).transform((): DindMode => "none"),
+], { error: (i) => `must be ${setting("dind").values!.slice(0, -1).join(", ")} or ${setting("dind").values!.slice(-1)} (true and false mean privileged and none), ${got(i)}` });
+const STRING_MAP = (check: (k: string, v: string) => string | undefined = () => undefined) =>
+    z.record(z.string(), SCALAR, { error: `must be a map of strings, e.g. {"name": "value"}` }).superRefine(each(check));
+const AMOUNTS = STRING_MAP((_k, q) => QUANTITY.test(q) ? undefined : `has ${JSON.stringify(q)}, not a Kubernetes quantity (e.g. 500m, 2, 1Gi)`);
+const RESOURCES = z.strictObject({ requests: AMOUNTS.optional(), limits: AMOUNTS.optional() }, {
+    error: (i) => i.code === "unrecognized_keys" ? `is not a resources key: use requests or limits` : `must be {requests: {cpu, memory}, limits: {cpu, memory}}`,
+});
+const WORKER_RESOURCES = z.strictObject({ agent: RESOURCES.optional(), command: RESOURCES.optional(), dind: RESOURCES.optional() }, {
+    error: (i) => i.code === "unrecognized_keys" ? `is not a container of the worker: use agent (buildkite-agent), command (the build) or dind`
+        : `must be {agent: {requests, limits}, command: {requests, limits}, dind: {requests, limits}}`,
+});
+const OBJECT = (name: string, allowed?: string[]) => z.record(z.string(), z.unknown(), { error: `must be an object` })
+    .superRefine(each((k) => !allowed || allowed.includes(k) ? undefined : `is not a field of ${name}: use ${allowed.join(", ")}`));
+const ENV_FROM_EXAMPLE = `e.g. [{"secretRef": {"name": "npm-token"}}, {"configMapRef": {"name": "build-env"}}]`;
+const REF = z.strictObject({ name: z.string().regex(DNS1123_SUBDOMAIN, { error: (i) => `${JSON.stringify(i.input)} is not a Kubernetes name (lowercase letters, digits, '-', '.')` }) });
+const ENV_FROM = z.array(z.union([z.strictObject({ secretRef: REF }), z.strictObject({ configMapRef: REF })], {
+    error: `must be {"secretRef": {"name": ...}} or {"configMapRef": {"name": ...}}, ${ENV_FROM_EXAMPLE}`,
+}), { error: `must be a list, ${ENV_FROM_EXAMPLE}` });
+const TOLERATIONS = z.array(z.strictObject({
+    key: z.string().optional(),
+    operator: z.enum(["Exists", "Equal"], { error: `must be Exists or Equal` }).optional(),
+    value: z.string().optional(),
+    effect: z.enum(["NoSchedule", "PreferNoSchedule", "NoExecute"], { error: `must be NoSchedule, PreferNoSchedule or NoExecute` }).optional(),
+    tolerationSeconds: z.number().optional(),
+}, {
+    error: (i) => i.code === "unrecognized_keys" ? `has unknown field {keys}: use key, operator, value, effect, tolerationSeconds` : `must be an object with key, operator, value, effect`,
+}).refine((t) => !(t.operator === "Exists" && t.value), { path: ["value"], message: `must be empty when operator is Exists` }), {
+    error: `must be a list of tolerations, e.g. [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]`,
+});
+const QUANTITY_VALUE = z.union([z.string(), z.number().transform(String)], { error: (i) => `must be a string, ${got(i)}` })
+    .refine((q) => QUANTITY.test(q), { error: (i) => `${JSON.stringify(i.input)} is not a Kubernetes quantity (e.g. 32, 64Gi)` });
+const STRING_LIST = (check: (s: string) => string | undefined) =>
+    z.array(z.string(), { error: `must be a list of strings` }).superRefine(each((_i, s: string) => check(s)));
+
+const asString = (value: unknown, key: string, p: Problems) => read(STRING, value, key, p);
+const asInteger = (value: unknown, key: string, p: Problems, min: number, max: number) => read(INTEGER(min, max), value, key, p);
+const asBoolean = (value: unknown, key: string, p: Problems) => read(BOOLEAN, value, key, p);
+const asDindMode = (value: unknown, key: string, p: Problems) => read(DIND_MODE, value, key, p);
+const asStringMap = (value: unknown, key: string, p: Problems, check?: (k: string, v: string) => string | undefined) => read(STRING_MAP(check), value, key, p, { json: true });
+const asWorkerResources = (value: unknown, key: string, p: Problems) => read(WORKER_RESOURCES, value, key, p, { json: true }) as Partial<WorkerSettings["resources"]> | undefined;
+const asObject = (value: unknown, key: string, p: Problems, allowed?: string[]) => read(OBJECT(key.split(".").pop()!, allowed), value, key, p, { json: true });
+const asEnvFrom = (value: unknown, key: string, p: Problems) => read(ENV_FROM, value, key, p, { json: true }) as WorkerSettings["envFrom"] | undefined;
+const asTolerations = (value: unknown, key: string, p: Problems) => read(TOLERATIONS, value, key, p, { json: true }) as Toleration[] | undefined;
+const asQuantity = (value: unknown, key: string, p: Problems) => read(QUANTITY_VALUE, value, key, p);
+const asStringList = (value: unknown, key: string, p: Problems, check: (s: string) => string | undefined) => read(STRING_LIST(check), value, key, p, { json: true });
 
 /** An integer setting, within its declared bounds; `where` names it in a message (e.g. queues.big.backoffLimit). */
 function int(value: unknown, name: string, p: Problems, where = name): number | undefined {
@@ -228,45 +308,6 @@ function setOtherThanDefault(raw: Raw, name: string): boolean {
     return isSet(raw[name]) && String(raw[name]) !== String(setting(name).default);
 }
 
-function asBoolean(value: unknown, key: string, p: Problems): boolean | undefined {
-    if (value === undefined || value === null || value === "") return undefined;
-    if (value === true || value === "true") return true;
-    if (value === false || value === "false") return false;
-    p.add(key, `must be true or false, got ${JSON.stringify(value)}`);
-    return undefined;
-}
-
-/** `dind`: a mode, or true (privileged) / false (none) as before modes existed. */
-function asDindMode(value: unknown, key: string, p: Problems): DindMode | undefined {
-    if (value === undefined || value === null || value === "") return undefined;
-    if (value === true || value === "true") return "privileged";
-    if (value === false || value === "false") return "none";
-    const modes = setting("dind").values!;
-    if (modes.includes(value as string)) return value as DindMode;
-    p.add(key, `must be ${modes.slice(0, -1).join(", ")} or ${modes[modes.length - 1]} (true and false mean privileged and none), got ${JSON.stringify(value)}`);
-    return undefined;
-}
-
-function asStringMap(value: unknown, key: string, p: Problems, check?: (k: string, v: string) => string | undefined): Record<string, string> | undefined {
-    const v = structured(value, key, p);
-    if (v === undefined || v === null || v === "") return undefined;
-    if (typeof v !== "object" || Array.isArray(v)) {
-        p.add(key, `must be a map of strings, e.g. {"name": "value"}`);
-        return undefined;
-    }
-    const out: Record<string, string> = {};
-    for (const [k, val] of Object.entries(v as Raw)) {
-        if (typeof val !== "string" && typeof val !== "number" && typeof val !== "boolean") {
-            p.add(`${key}.${k}`, `must be a string, got ${JSON.stringify(val)}`);
-            continue;
-        }
-        const problem = check?.(k, String(val));
-        if (problem) p.add(`${key}.${k}`, problem);
-        else out[k] = String(val);
-    }
-    return out;
-}
-
 function checkLabel(k: string, v: string): string | undefined {
     if (!LABEL_KEY.test(k) || k.length > 316) return `is not a valid Kubernetes label key`;
     if (!LABEL_VALUE.test(v)) return `has ${JSON.stringify(v)}, not a valid label value (63 characters of letters, digits, '-', '_', '.')`;
@@ -279,128 +320,6 @@ function checkAnnotation(k: string): string | undefined {
 
 function checkEnvName(k: string): string | undefined {
     return ENV_NAME.test(k) ? undefined : `is not a valid environment variable name`;
-}
-
-function asResources(value: unknown, key: string, p: Problems): ResourceSettings | undefined {
-    const v = structured(value, key, p);
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "object" || Array.isArray(v)) {
-        p.add(key, `must be {requests: {cpu, memory}, limits: {cpu, memory}}`);
-        return undefined;
-    }
-    const out: ResourceSettings = {};
-    for (const [part, amounts] of Object.entries(v as Raw)) {
-        if (part !== "requests" && part !== "limits") {
-            p.add(`${key}.${part}`, `is not a resources key: use requests or limits`);
-            continue;
-        }
-        const map = asStringMap(amounts, `${key}.${part}`, p, (_k, q) => QUANTITY.test(q) ? undefined : `has ${JSON.stringify(q)}, not a Kubernetes quantity (e.g. 500m, 2, 1Gi)`);
-        if (map) out[part] = map;
-    }
-    return out;
-}
-
-function asWorkerResources(value: unknown, key: string, p: Problems): Partial<WorkerSettings["resources"]> | undefined {
-    const v = structured(value, key, p);
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "object" || Array.isArray(v)) {
-        p.add(key, `must be {agent: {requests, limits}, command: {requests, limits}, dind: {requests, limits}}`);
-        return undefined;
-    }
-    const out: Partial<WorkerSettings["resources"]> = {};
-    for (const [container, r] of Object.entries(v as Raw)) {
-        if (container !== "agent" && container !== "command" && container !== "dind") {
-            p.add(`${key}.${container}`, `is not a container of the worker: use agent (buildkite-agent), command (the build) or dind`);
-            continue;
-        }
-        const res = asResources(r, `${key}.${container}`, p);
-        if (res) out[container] = res;
-    }
-    return out;
-}
-
-function asObject(value: unknown, key: string, p: Problems, allowedKeys?: string[]): Record<string, unknown> | undefined {
-    const v = structured(value, key, p);
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "object" || Array.isArray(v)) {
-        p.add(key, `must be an object`);
-        return undefined;
-    }
-    for (const k of Object.keys(v as Raw)) {
-        if (allowedKeys && !allowedKeys.includes(k)) p.add(`${key}.${k}`, `is not a field of ${key.split(".").pop()}: use ${allowedKeys.join(", ")}`);
-    }
-    return v as Record<string, unknown>;
-}
-
-function asEnvFrom(value: unknown, key: string, p: Problems): WorkerSettings["envFrom"] | undefined {
-    const v = structured(value, key, p);
-    if (v === undefined || v === null) return undefined;
-    const example = `e.g. [{"secretRef": {"name": "npm-token"}}, {"configMapRef": {"name": "build-env"}}]`;
-    if (!Array.isArray(v)) {
-        p.add(key, `must be a list, ${example}`);
-        return undefined;
-    }
-    const out: WorkerSettings["envFrom"] = [];
-    v.forEach((item, i) => {
-        const ref = item?.secretRef ?? item?.configMapRef;
-        const kind = item?.secretRef ? "secretRef" : "configMapRef";
-        if (typeof item !== "object" || Object.keys(item ?? {}).length !== 1 || typeof ref?.name !== "string" || !DNS1123_SUBDOMAIN.test(ref.name)) {
-            p.add(`${key}[${i}]`, `must be {"secretRef": {"name": ...}} or {"configMapRef": {"name": ...}}, ${example}`);
-            return;
-        }
-        out.push(kind === "secretRef" ? { secretRef: { name: ref.name } } : { configMapRef: { name: ref.name } });
-    });
-    return out;
-}
-
-const TOLERATION_KEYS = new Set(["key", "operator", "value", "effect", "tolerationSeconds"]);
-
-function asTolerations(value: unknown, key: string, p: Problems): Toleration[] | undefined {
-    const v = structured(value, key, p);
-    if (v === undefined || v === null) return undefined;
-    if (!Array.isArray(v)) {
-        p.add(key, `must be a list of tolerations, e.g. [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]`);
-        return undefined;
-    }
-    const out: Toleration[] = [];
-    v.forEach((t, i) => {
-        const where = `${key}[${i}]`;
-        if (typeof t !== "object" || t === null || Array.isArray(t)) {
-            p.add(where, `must be an object with key, operator, value, effect`);
-            return;
-        }
-        const unknown = Object.keys(t).filter((k) => !TOLERATION_KEYS.has(k));
-        if (unknown.length) p.add(where, `has unknown field ${unknown.join(", ")}: use key, operator, value, effect, tolerationSeconds`);
-        const tol = t as Toleration;
-        if (tol.operator !== undefined && tol.operator !== "Exists" && tol.operator !== "Equal") p.add(`${where}.operator`, `must be Exists or Equal`);
-        if (tol.effect !== undefined && !["NoSchedule", "PreferNoSchedule", "NoExecute"].includes(tol.effect)) p.add(`${where}.effect`, `must be NoSchedule, PreferNoSchedule or NoExecute`);
-        if (tol.operator === "Exists" && tol.value) p.add(`${where}.value`, `must be empty when operator is Exists`);
-        out.push(tol);
-    });
-    return out;
-}
-
-function asQuantity(value: unknown, key: string, p: Problems): string | undefined {
-    const v = typeof value === "number" ? String(value) : asString(value, key, p);
-    if (v !== undefined && !QUANTITY.test(v)) {
-        p.add(key, `${JSON.stringify(v)} is not a Kubernetes quantity (e.g. 32, 64Gi)`);
-        return undefined;
-    }
-    return v;
-}
-
-function asStringList(value: unknown, key: string, p: Problems, check: (s: string) => string | undefined): string[] | undefined {
-    const v = structured(value, key, p);
-    if (v === undefined || v === null) return undefined;
-    if (!Array.isArray(v) || v.some((s) => typeof s !== "string")) {
-        p.add(key, `must be a list of strings`);
-        return undefined;
-    }
-    for (const s of v) {
-        const problem = check(s);
-        if (problem) p.add(key, problem);
-    }
-    return v as string[];
 }
 
 /** Reads the worker keys present in `raw` (stack-wide or one queue's entry) as a partial override. */
