@@ -173,7 +173,7 @@ export function createClusterLambda<R>(
         factory: (cluster: EksClusterAccess) => (event: unknown, context?: LambdaContext) => Promise<R>;
     },
     opts: pulumi.CustomResourceOptions,
-): { fn: aws.lambda.CallbackFunction<unknown, R>; role: aws.iam.Role; access: aws.eks.AccessEntry } {
+): { fn: aws.lambda.CallbackFunction<unknown, R>; access: aws.eks.AccessEntry } {
     const { logGroup, role, access } = createLambdaIdentity(name, {
         description: args.roleDescription, policy: args.policy,
         clusterName: args.cluster.name, kubernetesGroups: args.kubernetesGroups, logRetentionDays: args.logRetentionDays, network: args.network,
@@ -186,7 +186,7 @@ export function createClusterLambda<R>(
         callbackFactory: () => factory(clusterAccess()),
     }, opts);
     createAlarms(name, { functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn }, opts);
-    return { fn, role, access };
+    return { fn, access };
 }
 
 /** The part of Lambda's context object the functions read. */

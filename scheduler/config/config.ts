@@ -287,15 +287,15 @@ const asTolerations = (value: unknown, key: string, p: Problems) => read(TOLERAT
 const asQuantity = (value: unknown, key: string, p: Problems) => read(QUANTITY_VALUE, value, key, p);
 const asStringList = (value: unknown, key: string, p: Problems, check: (s: string) => string | undefined) => read(STRING_LIST(check), value, key, p, { json: true });
 
-/** An integer setting, within its declared bounds; `where` names it in a message (e.g. queues.big.backoffLimit). */
-function int(value: unknown, name: string, p: Problems, where = name): number | undefined {
+/** An integer setting of `raw`, within its declared bounds; `prefix` places it (e.g. queues.big.). */
+function int(raw: Raw, name: string, p: Problems, prefix = ""): number | undefined {
     const s = setting(name);
-    return asInteger(value, where, p, s.min!, s.max!);
+    return asInteger(raw[name], prefix + name, p, s.min!, s.max!);
 }
 
 /** A stack-wide integer setting, or its declared default. */
 function intOrDefault(raw: Raw, name: string, p: Problems): number {
-    return int(raw[name], name, p) ?? setting(name).default as number;
+    return int(raw, name, p) ?? setting(name).default as number;
 }
 
 /** A stack-wide boolean setting, or its declared default. */
@@ -337,11 +337,12 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     if (resources) o.resources = resources as WorkerSettings["resources"];
     set("nodeSelector", asStringMap(raw.nodeSelector, k("nodeSelector"), p, checkLabel));
     set("tolerations", asTolerations(raw.tolerations, k("tolerations"), p));
-    set("activeDeadlineSeconds", int(raw.activeDeadlineSeconds, "activeDeadlineSeconds", p, k("activeDeadlineSeconds")));
-    set("ttlSecondsAfterFinished", int(raw.ttlSecondsAfterFinished, "ttlSecondsAfterFinished", p, k("ttlSecondsAfterFinished")));
-    set("backoffLimit", int(raw.backoffLimit, "backoffLimit", p, k("backoffLimit")));
-    // Under 10 s the agent cannot cancel the job and upload its last logs before the kubelet's SIGKILL.
-    set("terminationGracePeriodSeconds", int(raw.terminationGracePeriodSeconds, "terminationGracePeriodSeconds", p, k("terminationGracePeriodSeconds")));
+    // The whole numbers, bounded as declared (terminationGracePeriodSeconds at least 10: under that the
+    // agent cannot cancel the job and upload its last logs before the kubelet's SIGKILL).
+    for (const name of WORKER_KEYS.filter((key) => setting(key).type === "integer")) {
+        const n = int(raw, name, p, prefix);
+        if (n !== undefined) (o as Record<string, number>)[name] = n;
+    }
     set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => s.includes(",")
         ? `has ${JSON.stringify(s)}: a tag cannot hold a "," (the agent splits its tags on commas); list each tag on its own`
         : /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
@@ -508,7 +509,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     }
 
     const caps: SpendCaps = {
-        maxConcurrentJobs: int(raw.maxConcurrentJobs, "maxConcurrentJobs", p),
+        maxConcurrentJobs: int(raw, "maxConcurrentJobs", p),
         maxCpu: asQuantity(raw.maxCpu, "maxCpu", p),
         maxMemory: asQuantity(raw.maxMemory, "maxMemory", p),
     };
@@ -553,7 +554,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         // Performance): a cold start of 0.4 s instead of 1.8 s at 128 MB, for $0.43 instead of $0.25 per million events.
         memoryMb: intOrDefault(raw, "lambdaMemoryMb", p),
         timeoutSeconds: intOrDefault(raw, "lambdaTimeoutSeconds", p),
-        schedulerConcurrency: int(raw.schedulerConcurrency, "schedulerConcurrency", p),
+        schedulerConcurrency: int(raw, "schedulerConcurrency", p),
         sweepConcurrency: intOrDefault(raw, "sweepConcurrency", p),
         network: readLambdaNetwork(raw, p),
         logRetentionDays: intOrDefault(raw, "logRetentionDays", p),

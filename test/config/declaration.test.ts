@@ -17,14 +17,14 @@ import { decide } from "../../scheduler/schedule/lambda";
 import { rawConfig, sampleEvent } from "../helpers/builders";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
 
+const SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/bk-token-AbC123";
 const read = (file: string) => fs.readFileSync(path.join(PROJECT_ROOT, file), "utf8");
 
 /** The parsed value of each setting that has a plain default, as the program uses it. */
 const PARSED: Record<string, (c: StackConfig) => unknown> = {
     namespace: (c) => c.namespace,
     jobPrefix: (c) => c.jobPrefix,
-    tokenSyncInterval: (c) => parseStackConfig(rawConfig({ agentToken: undefined, agentTokenSecretArn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/bk-token-AbC123" })).agentToken.kind === "secretsManager"
-        && (parseStackConfig(rawConfig({ agentToken: undefined, agentTokenSecretArn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/bk-token-AbC123" })).agentToken as { intervalMinutes: number }).intervalMinutes,
+    tokenSyncInterval: () => (parseStackConfig(rawConfig({ agentToken: undefined, agentTokenSecretArn: SECRET_ARN })).agentToken as { intervalMinutes?: number }).intervalMinutes,
     workerIdentity: () => parseStackConfig(rawConfig({ ecrRegistries: ["123456789012.dkr.ecr.us-east-1.amazonaws.com"] })).ecr?.identity,
     image: (c) => c.defaults.image,
     dind: (c) => c.defaults.dind,
