@@ -157,6 +157,9 @@ describe("the declaration of every setting", () => {
             for (const key of Object.keys(raw)) assert.ok(CONFIG_KEYS.includes(key), `${name}: ${key} is declared`);
             renders(raw);
         }
+        // The README says Pulumi.dev.yaml shows every key: stack-wide, or per queue.
+        const shown = (key: string) => new RegExp(`scaledkite:${key}\\b|^\\s*#?\\s*${key}:`, "m").test(text);
+        assert.deepStrictEqual(CONFIG_KEYS.filter((k) => !shown(k)), [], "keys Pulumi.dev.yaml does not show");
         const queues = Object.keys((readStackFile(path.join(dir, "Pulumi.x.yaml")).queues ?? {}) as object);
         assert.deepStrictEqual(queues, ["dynamic", "docker-free", "arm", "deploy", "untrusted", "small"], "the commented queues are on");
         fs.rmSync(dir, { recursive: true, force: true });
