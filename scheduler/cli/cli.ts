@@ -104,8 +104,8 @@ export function parseCommandArgs(command: string, args: string[]): { flags: Reco
     return { flags, positional: parsed.positionals[0], help: (parsed.values as Record<string, unknown>).help === true };
 }
 
-/** Reads the non-secret `scaledkite:*` values of a stack file; secret values count only as "set". */
-export function readStackFile(file: string): Record<string, unknown> {
+/** The `config:` map of a stack file, as YAML gives it. */
+function stackFileConfig(file: string): Record<string, unknown> {
     let text: string;
     try {
         text = fs.readFileSync(file, "utf8");
@@ -119,9 +119,13 @@ export function readStackFile(file: string): Record<string, unknown> {
     } catch (e) {
         throw configError([`${file} is not valid YAML (${(e as Error).message.split("\n")[0]})`]);
     }
-    const config = (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
+    return (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
+}
+
+/** Reads the non-secret `scaledkite:*` values of a stack file; secret values count only as "set". */
+export function readStackFile(file: string): Record<string, unknown> {
     const raw: Record<string, unknown> = {};
-    for (const [key, value] of Object.entries(config)) {
+    for (const [key, value] of Object.entries(stackFileConfig(file))) {
         const [ns, name] = key.split(":");
         if (ns !== "scaledkite" || !name) continue;
         raw[name] = typeof value === "object" && value !== null && "secure" in value ? "<secret>" : value;
@@ -212,9 +216,7 @@ async function token(flags: Record<string, string>, io: Io): Promise<number> {
 /** The stack's `aws:region` (Pulumi.<stack>.yaml), if the file and the key are there. */
 function stackRegion(stack: string): string | undefined {
     try {
-        const yaml: typeof import("js-yaml") = require("js-yaml");
-        const doc = yaml.load(fs.readFileSync(path.join(PROJECT_ROOT, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> } | null;
-        const region = doc?.config?.["aws:region"];
+        const region = stackFileConfig(path.join(PROJECT_ROOT, `Pulumi.${stack}.yaml`))["aws:region"];
         return typeof region === "string" ? region : undefined;
     } catch {
         return undefined;

@@ -195,16 +195,13 @@ function structured(value: unknown, key: string, p: Problems): unknown {
     }
 }
 
-/** Unset: absent, null or "". */
-const unset = (v: unknown) => v === undefined || v === null || v === "";
-
 /**
  * Reads one value with a schema; each problem becomes one line `scaledkite:<key><path> <message>`.
  * `json`: the value may arrive as JSON text (see structured). Undefined when unset or invalid.
  */
 function read<T>(schema: z.ZodType<T>, value: unknown, key: string, p: Problems, opts: { json?: boolean } = {}): T | undefined {
     const v = opts.json ? structured(value, key, p) : value;
-    if (unset(v)) return undefined;
+    if (!isSet(v)) return undefined;
     const r = schema.safeParse(v);
     if (r.success) return r.data;
     for (const issue of r.error.issues) {
@@ -298,12 +295,17 @@ function intOrDefault(raw: Raw, name: string, p: Problems): number {
     return int(raw, name, p) ?? setting(name).default as number;
 }
 
+/** A stack-wide string setting, or its declared default. */
+function stringOrDefault(raw: Raw, name: string, p: Problems): string {
+    return asString(raw[name], name, p) ?? setting(name).default as string;
+}
+
 /** A stack-wide boolean setting, or its declared default. */
 function boolOrDefault(raw: Raw, name: string, p: Problems): boolean {
     return asBoolean(raw[name], name, p) ?? setting(name).default as boolean;
 }
 
-/** A string setting set to something other than its declared default (Pulumi.yaml's defaults arrive as values). */
+/** A setting set to something other than its declared default (Pulumi.yaml's defaults arrive as values). */
 function setOtherThanDefault(raw: Raw, name: string): boolean {
     return isSet(raw[name]) && String(raw[name]) !== String(setting(name).default);
 }
@@ -401,7 +403,7 @@ function readQueues(value: unknown, defaults: WorkerSettings, stackDindImage: st
  * Worker settings over the ones below them (the stack's over the built-in, a queue's over the
  * stack's), one rule for every key, as each key declares it (settings.json `merge`): maps merge key by
  * key (resources per container), lists add without repeats, anything else replaces. `notInherited`
- * keys start empty instead of from below.
+ * maps and lists start empty instead of from below.
  */
 export function mergeWorker(below: WorkerSettings, own: Partial<WorkerSettings>, notInherited: (keyof WorkerSettings)[] = []): WorkerSettings {
     const out: Record<string, unknown> = { ...below };
@@ -412,7 +414,6 @@ export function mergeWorker(below: WorkerSettings, own: Partial<WorkerSettings>,
         if (rule === "map") out[key] = { ...(base as object ?? {}), ...(mine as object ?? {}) };
         else if (rule === "list") out[key] = unique([...(base as unknown[] ?? []), ...(mine as unknown[] ?? [])]);
         else if (mine !== undefined) out[key] = mine;
-        else if (notInherited.includes(key)) delete out[key];
     }
     return out as unknown as WorkerSettings;
 }
@@ -469,10 +470,10 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const roleArn = asString(raw.roleArn, "roleArn", p);
     if (roleArn && !/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/.test(roleArn)) p.add("roleArn", `${JSON.stringify(roleArn)} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)`);
 
-    const namespace = asString(raw.namespace, "namespace", p) ?? setting("namespace").default as string;
+    const namespace = stringOrDefault(raw, "namespace", p);
     if (!DNS1123_LABEL.test(namespace) || namespace.length > 63) p.add("namespace", `${JSON.stringify(namespace)} is not a DNS-1123 label: use lowercase letters, digits and '-', at most 63`);
 
-    const jobPrefix = asString(raw.jobPrefix, "jobPrefix", p) ?? setting("jobPrefix").default as string;
+    const jobPrefix = stringOrDefault(raw, "jobPrefix", p);
     if (jobPrefix.length > MAX_JOB_PREFIX_LENGTH) {
         p.add("jobPrefix", `${JSON.stringify(jobPrefix)} is ${jobPrefix.length} characters: with the 36-character job UUID a Job name would pass 63; use at most ${MAX_JOB_PREFIX_LENGTH}`);
     } else if (!DNS1123_LABEL.test(jobPrefix + "0")) {
@@ -539,7 +540,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const sweep = {
         intervalMinutes: intOrDefault(raw, "sweepInterval", p),
         stackKey: asString(raw.stackKey, "stackKey", p),
-        endpoint: asString(raw.agentEndpoint, "agentEndpoint", p) ?? setting("agentEndpoint").default as string,
+        endpoint: stringOrDefault(raw, "agentEndpoint", p),
         podPendingTimeoutSeconds: intOrDefault(raw, "podPendingTimeout", p),
         startFailureGraceSeconds: intOrDefault(raw, "startFailureGrace", p),
         keepQueuesConnected: boolOrDefault(raw, "keepQueuesConnected", p),
