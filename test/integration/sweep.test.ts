@@ -12,7 +12,8 @@ import { createSweeper, eventFromStacksJob, keepQueuesConnected } from "../../sc
 import { heartbeatOffsets } from "../../scheduler/core/notices";
 import { newUuid } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, WorkerNode } from "../helpers/deploy";
-import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
+import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
+import { QUEUE_ANNOTATION } from "../../scheduler/core/manifest";
 import { StandIn, startStacksApi } from "../helpers/stacksApiStandIn";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { UNSCHEDULABLE_LABEL } from "../../k8s/local/podRunner";
@@ -67,13 +68,20 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
         assert.ok(api.registered.has("scaledkite-test/dynamic") && api.registered.has("scaledkite-test/other"), "the stack is registered per queue");
         assert.ok(lines.some((l) => l.startsWith('{"via":"sweep","msg":"scaledkite.schedule","outcome":"created"')));
         // Its metrics: what it created per queue, and the workers it saw (test/metrics.test.ts reads EMF as CloudWatch does).
-        const metricsOf = (msg: string, queue: string) => parseEmf(lines.find((l) => JSON.parse(l).msg === msg && JSON.parse(l).queue === queue)!);
+        const metricsOf = (msg: string, queue: string, from = lines) => parseEmf(from.find((l) => JSON.parse(l).msg === msg && JSON.parse(l).queue === queue)!);
         assert.deepStrictEqual(metricsOf("scaledkite.sweep", "dynamic").metrics.SweepCreated, { unit: "Count", value: 2 });
         assert.deepStrictEqual(metricsOf("scaledkite.sweep", "other").dimensions, { Namespace: s.namespace, Queue: "other" });
-        const workers = metricsOf("scaledkite.workers", "dynamic").metrics;
-        assert.strictEqual((workers.RunningWorkers.value as number) + (workers.PendingWorkers.value as number), 3, "the three workers of queue dynamic, running or pending");
         assert.deepStrictEqual(metricsOf("scaledkite.sweep.workers", "dynamic").metrics.FailedStuck, { unit: "Count", value: 0 });
-        assert.deepStrictEqual((await sweeperFor(s)()).queues.map((r) => r.created), [0, 0], "a second sweep creates nothing");
+
+        // The workers metric counts pods, and the Job controller makes the new Jobs' pods a moment after
+        // the sweep created them; so the next sweep, once they exist, sees all three.
+        const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
+        await eventually("the Job controller made the three pods of queue dynamic", async () =>
+            (await core.listNamespacedPod({ namespace: s.namespace })).items.filter((p) => p.metadata?.annotations?.[QUEUE_ANNOTATION] === "dynamic").length === 3 || undefined);
+        const again: string[] = [];
+        assert.deepStrictEqual((await sweeperFor(s, again)()).queues.map((r) => r.created), [0, 0], "a second sweep creates nothing");
+        const workers = metricsOf("scaledkite.workers", "dynamic", again).metrics;
+        assert.strictEqual((workers.RunningWorkers.value as number) + (workers.PendingWorkers.value as number), 3, "the three workers of queue dynamic, running or pending");
     });
 
     it("reads every page", async () => {
