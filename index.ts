@@ -13,7 +13,7 @@ import { WorkerEcrAccess } from "./k8s/ecr";
 import { createFargateProfiles } from "./k8s/fargate";
 import { SWEEPER_GROUP, TOKEN_SYNC_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
-import { podSecurityLabels, workerShape } from "./k8s/workerPolicy";
+import { podSecurityLabels, privilegedDindWarning, workerShape } from "./k8s/workerPolicy";
 import { WORKER_SERVICE_ACCOUNT } from "./scheduler/core/settings";
 import { readStackConfig } from "./scheduler/config/pulumiConfig";
 import { schedulerSettings } from "./scheduler/config/config";
@@ -23,6 +23,8 @@ import { Sweeper } from "./scheduler/sweep/component";
 import { TokenSyncer } from "./scheduler/tokenSync/component";
 
 const { config, secrets } = readStackConfig(new pulumi.Config("scaledkite"));
+const rootDind = privilegedDindWarning(config.queues);
+if (rootDind) pulumi.log.warn(rootDind);
 
 const cluster = readCluster(config.cluster);
 const provider = createClusterProvider("cluster", cluster);

@@ -4,7 +4,7 @@ import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY,
 import type { SpendCaps } from "../scheduler/config/config";
 import { TOKEN_SOURCE_ANNOTATIONS } from "../scheduler/clients/kube";
 import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac, tokenSyncRbac } from "./rbac";
-import { workerJobPolicy, WorkerShape } from "./workerPolicy";
+import { metadataNetworkPolicy, workerJobPolicy, WorkerShape } from "./workerPolicy";
 
 export { SCHEDULER_GROUP };
 
@@ -94,6 +94,8 @@ export class WorkerNamespace extends pulumi.ComponentResource {
                 spec: { hard: quota },
             }, inNs);
         }
+
+        new k8s.networking.v1.NetworkPolicy(`${name}-no-instance-metadata`, metadataNetworkPolicy(args.namespace) as k8s.networking.v1.NetworkPolicyArgs, inNs);
 
         const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
         if (args.sweeperGroup) createRbac(`${name}-sweeper`, sweeperRbac(args.namespace, SECRET_NAMES.agentToken, args.sweeperGroup), inNs);

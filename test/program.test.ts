@@ -97,7 +97,42 @@ describe("Pulumi program", function () {
         assert.deepStrictEqual(mapping.functionResponseTypes, ["ReportBatchItemFailures"], "only a batch's failed records are retried");
         assert.strictEqual(mapping.maximumBatchingWindowInSeconds, 0, "no waiting to fill a batch");
         assert.deepStrictEqual(mapping.scalingConfig, { maximumConcurrency: 100 });
-        assert.strictEqual(run.ofType("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").length, 0);
+        const asyncConfigs = run.ofType("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig");
+        assert.deepStrictEqual(asyncConfigs.map((c) => [c.name, c.inputs.maximumRetryAttempts]), [["sweep-async", 0]],
+            "the scheduler takes events from SQS (no async retries to set); a failed sweep waits for the next one instead of two retries");
+        assert.match(asyncConfigs[0].inputs.functionName, /sweep-fn/);
+    });
+
+    it("lets Lambda assume each function's role only for this account (aws:SourceAccount)", () => {
+        const roles = run.ofType("aws:iam/role:Role").filter((r) => r.inputs.assumeRolePolicy.includes("lambda.amazonaws.com"));
+        assert.deepStrictEqual(roles.map((r) => r.name).sort(), ["scheduler-role", "sweep-role"]);
+        for (const r of roles) {
+            const [trust] = statements(r.inputs.assumeRolePolicy);
+            assert.deepStrictEqual(trust.Condition, { StringEquals: { "aws:SourceAccount": "123456789012" } }, r.name);
+        }
+    });
+
+    it("says once at preview what dind: privileged grants, and nothing for a stack without it", async () => {
+        const warned: string[] = [];
+        const original = console.warn;
+        console.warn = (...args: unknown[]) => { warned.push(args.join(" ")); };
+        try {
+            await runProgram({ ...baseConfig(), "scaledkite:queues": JSON.stringify({ a: { dind: "privileged" }, b: { dind: "privileged" }, c: { dind: "rootless" } }) });
+            const before = warned.length;
+            await runProgram(baseConfig());
+            assert.strictEqual(warned.length, before, "no warning without privileged dind");
+        } finally {
+            console.warn = original;
+        }
+        const root = warned.filter((w) => w.includes("dind: privileged"));
+        assert.strictEqual(root.length, 1, `once for the stack: ${JSON.stringify(warned)}`);
+        assert.match(root[0], /queues a, b run dind: privileged: .* can be root on its node .* Use dind: rootless/);
+    });
+
+    it("keeps worker pods from the node's instance metadata service (and so its IAM role)", () => {
+        const policy = run.named("kubernetes:networking.k8s.io/v1:NetworkPolicy", "workers-no-instance-metadata").inputs;
+        assert.strictEqual(policy.metadata.namespace, "buildkite");
+        assert.deepStrictEqual(policy.spec.egress[0].to[0].ipBlock, { cidr: "0.0.0.0/0", except: ["169.254.169.254/32"] });
     });
 
     it("runs the Lambda on nodejs24.x with its own role, a log group with retention, and no broad policies", () => {
@@ -241,7 +276,7 @@ describe("Pulumi program", function () {
         const policy = run.named("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy", "workers-job-shape").inputs;
         assert.strictEqual(policy.metadata.name, "scaledkite-workers-buildkite");
         assert.match(policy.spec.matchConditions[0].expression, /\["scaledkite:scheduler", "scaledkite:sweeper"\]/);
-        assert.ok(policy.spec.validations.some((v: { expression: string }) => v.expression.includes('["buildkite/agent:3.138.3", "docker:28.5.2-dind"]')), "the stack's images");
+        assert.ok(policy.spec.validations.some((v: { expression: string }) => v.expression.includes('["buildkite/agent:3.138.3"]')), "the stack's images (no dind by default)");
         const binding = run.named("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding", "workers-job-shape").inputs;
         assert.deepStrictEqual([binding.spec.policyName, binding.spec.validationActions, binding.spec.matchResources.namespaceSelector.matchLabels],
             ["scaledkite-workers-buildkite", ["Deny"], { "kubernetes.io/metadata.name": "buildkite" }]);

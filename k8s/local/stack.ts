@@ -13,7 +13,7 @@ import { parseStackConfig, StackConfig } from "../../scheduler/config/config";
 import { AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, GIT_CREDENTIALS_KEY, HOOKS_CONFIGMAP, SECRET_NAMES, WORKER_SERVICE_ACCOUNT } from "../../scheduler/core/settings";
 import { ecrHookFiles } from "../ecrLogin";
 import { SCHEDULER_GROUP, schedulerRbac } from "../rbac";
-import { podSecurityLabels, workerJobPolicy, workerShape } from "../workerPolicy";
+import { metadataNetworkPolicy, podSecurityLabels, workerJobPolicy, workerShape } from "../workerPolicy";
 import { PROJECT_ROOT } from "./cluster";
 
 /** The stack file `Pulumi.<name>.yaml` of the project, parsed and checked (secrets may be unset). */
@@ -43,6 +43,7 @@ export function stackObjects(config: StackConfig, values: SecretValues = {}): ob
             { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: WORKER_SERVICE_ACCOUNT, namespace: ns }, automountServiceAccountToken: false },
             { apiVersion: "v1", kind: "ConfigMap", metadata: { name: ECR_HOOKS_CONFIGMAP, namespace: ns }, data: ecrHookFiles(config.ecr.registries) },
         ] : []),
+        metadataNetworkPolicy(ns),
         ...schedulerRbac(ns),
         ...workerJobPolicy(ns, [SCHEDULER_GROUP], workerShape(config.queues, config.ecr ? WORKER_SERVICE_ACCOUNT : undefined)),
     ];

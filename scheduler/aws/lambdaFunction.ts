@@ -78,14 +78,26 @@ export function vpcAccessPolicy(): object {
     };
 }
 
+/**
+ * The trust policy of a Lambda's role: Lambda may assume it only on behalf of a function of this
+ * account (aws:SourceAccount, AWS's guard against the confused deputy). Pure.
+ */
+export function lambdaTrustPolicy(account: string): object {
+    return {
+        Version: "2012-10-17",
+        Statement: [{
+            Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole",
+            Condition: { StringEquals: { "aws:SourceAccount": account } },
+        }],
+    };
+}
+
 /** A role only Lambda can assume, with one inline policy (and one for its VPC interfaces when in a VPC), no managed policies. */
 export function createLambdaRole(name: string, description: string, policy: pulumi.Output<object>, opts: pulumi.CustomResourceOptions, network?: LambdaNetwork): aws.iam.Role {
+    const account = aws.getCallerIdentityOutput({}, opts).accountId;
     const role = new aws.iam.Role(`${name}-role`, {
         description,
-        assumeRolePolicy: JSON.stringify({
-            Version: "2012-10-17",
-            Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
-        }),
+        assumeRolePolicy: account.apply((a) => JSON.stringify(lambdaTrustPolicy(a))),
     }, opts);
     new aws.iam.RolePolicy(`${name}-policy`, { role: role.id, policy: policy.apply((p) => JSON.stringify(p)) }, opts);
     if (network) new aws.iam.RolePolicy(`${name}-vpc`, { role: role.id, policy: JSON.stringify(vpcAccessPolicy()) }, opts);

@@ -13,7 +13,10 @@
  * (DEPLOY_TIME_PACKAGES).
  */
 import { z } from "zod";
+import { agentImageVersion, compareVersions, MIN_AGENT_VERSION } from "../core/agentLauncher";
 import { configError } from "../core/errors";
+import { AGENT_DYNAMIC_ENV, AGENT_FIXED_ENV } from "../core/manifest";
+import { patchViolations, POD_BOUNDARY } from "../core/podBoundary";
 import { DEFAULT_AGENT_ENDPOINT } from "../clients/stacksApi";
 import { DEFAULT_QUEUE, eventPatternLength, MAX_EVENT_PATTERN_LENGTH } from "../core/queue";
 import { SECRET_ARN } from "../clients/secretsManager";
@@ -320,7 +323,11 @@ function checkAnnotation(k: string): string | undefined {
     return LABEL_KEY.test(k) ? undefined : `is not a valid Kubernetes annotation key`;
 }
 
+/** The agent container's variables that Scaledkite sets itself (the admission policy pins them). */
+const AGENT_OWN_ENV = ["BUILDKITE_AGENT_TOKEN", "BUILDKITE_KUBERNETES_EXEC", "BUILDKITE_HOOKS_PATH", ...AGENT_FIXED_ENV.map(([k]) => k), ...AGENT_DYNAMIC_ENV];
+
 function checkEnvName(k: string): string | undefined {
+    if (AGENT_OWN_ENV.includes(k)) return `is set by Scaledkite for the agent (its token, hooks, job and Kubernetes mode): remove it from env`;
     return ENV_NAME.test(k) ? undefined : `is not a valid environment variable name`;
 }
 
@@ -347,7 +354,7 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     }
     set("agentTags", asStringList(raw.agentTags, k("agentTags"), p, (s) => s.includes(",")
         ? `has ${JSON.stringify(s)}: a tag cannot hold a "," (the agent splits its tags on commas); list each tag on its own`
-        : /^[^=\s]+=\S+$/.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" and queue= is set by the scheduler`));
+        : /^[^=\s\p{Cc}]+=[^\s\p{Cc}]+$/u.test(s) && !s.startsWith("queue=") ? undefined : `has ${JSON.stringify(s)}: tags are "key=value" (no spaces or control characters) and queue= is set by the scheduler`));
     set("labels", asStringMap(raw.labels, k("labels"), p, checkLabel));
     set("annotations", asStringMap(raw.annotations, k("annotations"), p, checkAnnotation));
     if (prefix !== "") set("env", asStringMap(raw.env, k("env"), p, checkEnvName));
@@ -355,11 +362,18 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
     set("fargate", asBoolean(raw.fargate, k("fargate"), p));
     set("affinity", asObject(raw.affinity, k("affinity"), p, ["nodeAffinity", "podAffinity", "podAntiAffinity"]));
     set("podSpecPatch", asObject(raw.podSpecPatch, k("podSpecPatch"), p));
+    for (const [rule, field] of patchViolations(o.podSpecPatch)) {
+        p.add(k("podSpecPatch"), `sets ${field}, which no worker may have: ${POD_BOUNDARY[rule]} (the admission policy would refuse every worker); remove it`);
+    }
     const sa = asString(raw.serviceAccountName, k("serviceAccountName"), p);
     if (sa !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(sa)) {
         p.add(k("serviceAccountName"), `${JSON.stringify(sa)} is not a Kubernetes name`);
     } else set("serviceAccountName", sa);
     if (o.image !== undefined && !/^[^\s]+$/.test(o.image)) p.add(k("image"), `must be an image reference with no spaces, e.g. ${DEFAULT_IMAGE}`);
+    const agentVersion = o.image === undefined ? undefined : agentImageVersion(o.image);
+    if (agentVersion && compareVersions(agentVersion, MIN_AGENT_VERSION) < 0) {
+        p.add(k("image"), `${JSON.stringify(o.image)} is buildkite-agent ${agentVersion.join(".")}, older than ${MIN_AGENT_VERSION.join(".")}, which cannot read its registration token from a file (Scaledkite mounts the token as a file so that no process of the pod holds it in its environment): use ${DEFAULT_IMAGE} or newer`);
+    }
     return o;
 }
 

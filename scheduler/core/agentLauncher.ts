@@ -145,3 +145,29 @@ export const COMMAND_SCRIPT = shScript({ ctx: JOB_CONTEXT_PATH, exited: AGENT_EX
 export function readOnlyCredentialHelper(file: string): string {
     return `!f() { if [ "$1" = get ]; then git credential-store --file=${file} get; fi; }; f`;
 }
+
+/**
+ * The oldest buildkite-agent Scaledkite's pod works with: the first that reads its registration token
+ * from a `file://` path (see AGENT_TOKEN_FILE in manifest.ts). An older agent sends the path itself as
+ * the token, so its registration fails: it fails closed, with the token in no process's environment.
+ */
+export const MIN_AGENT_VERSION: readonly number[] = [3, 133, 0];
+
+/**
+ * The buildkite-agent version an agent image's tag names (`buildkite/agent:3.138.3`,
+ * `…/buildkite-agent:v3.120.0-ubuntu-24.04`), or undefined when its tag names none (`latest`, a
+ * digest, another repository). Pure.
+ */
+export function agentImageVersion(image: string): number[] | undefined {
+    const m = /(?:^|\/)(?:buildkite\/agent|buildkite-agent):v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+@][^:]*)?$/.exec(image);
+    return m ? [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)] : undefined;
+}
+
+/** Negative, zero or positive as version `a` is older than, the same as or newer than `b`. Pure. */
+export function compareVersions(a: readonly number[], b: readonly number[]): number {
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+        const d = (a[i] ?? 0) - (b[i] ?? 0);
+        if (d !== 0) return d;
+    }
+    return 0;
+}

@@ -29,14 +29,49 @@ export interface ScheduledJob {
 export interface JobEvent {
     detailType: string;
     id?: string;
+    /** The EventBridge envelope's `source` and `account`, when it has them. */
+    source?: string;
+    account?: string;
     job: ScheduledJob;
+}
+
+/** Where the stack's events come from: its account, and the partner event source of its bus. */
+export interface EventOrigin {
+    account: string;
+    /** The event bus's name; a partner bus (`aws.partner/…`) is named after its only source. */
+    eventBusName: string;
+}
+
+/** The prefix of every Buildkite partner event source. */
+export const BUILDKITE_SOURCE_PREFIX = "aws.partner/buildkite.com/";
+
+/**
+ * Why an event did not come from the stack's own Buildkite event source, or undefined when it did:
+ * its account must be the stack's, and its source Buildkite's (the bus's own, on a partner bus). Pure.
+ */
+export function foreignOrigin(event: Pick<JobEvent, "source" | "account">, origin: EventOrigin): string | undefined {
+    if (event.account !== origin.account) {
+        return `event is from account ${JSON.stringify(event.account ?? null)}, not this stack's ${origin.account}: only the stack's own EventBridge rule should deliver to its queue`;
+    }
+    const expected = origin.eventBusName.startsWith("aws.partner/") ? origin.eventBusName : undefined;
+    if (expected ? event.source !== expected : !event.source?.startsWith(BUILDKITE_SOURCE_PREFIX)) {
+        return `event source ${JSON.stringify(event.source ?? null)} is not ${expected ? `the stack's event source ${expected}` : `a Buildkite partner event source (${BUILDKITE_SOURCE_PREFIX}…)`}`;
+    }
+    return undefined;
 }
 
 export const JOB_SCHEDULED = "Job Scheduled";
 export const JOB_FINISHED = "Job Finished";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const RULE = /^[^=\s]+=[^\s]*$/;
+/** `key=value`: no white space and no control character (a NUL would pass into the agent's tags). */
+const RULE = /^[^=\s\p{Cc}]+=[^\s\p{Cc}]*$/u;
+/**
+ * The most text a job's rules may hold together. They become the agent container's
+ * BUILDKITE_AGENT_TAGS, and Linux refuses one environment string over 128 KiB (MAX_ARG_STRLEN), so
+ * the container could never start; Buildkite's own rules are a few short tags.
+ */
+export const MAX_RULES_LENGTH = 16 * 1024;
 
 function isObject(v: unknown): v is Record<string, unknown> {
     return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -92,21 +127,28 @@ export function parseJobEvent(raw: unknown): JobEvent {
     if (!Array.isArray(rules)) throw invalidEvent(`detail.job.agent_query_rules must be a list of "key=value" strings`);
     for (const rule of rules) {
         if (typeof rule !== "string" || !RULE.test(rule)) {
-            throw invalidEvent(`detail.job.agent_query_rules has ${JSON.stringify(rule)}, not a "key=value" rule`);
+            throw invalidEvent(`detail.job.agent_query_rules has ${JSON.stringify(rule)}, not a "key=value" rule (no spaces or control characters)`);
         }
+    }
+    const rulesLength = (rules as string[]).reduce((n, r) => n + r.length + 1, 0);
+    if (rulesLength > MAX_RULES_LENGTH) {
+        throw invalidEvent(`detail.job.agent_query_rules hold ${rulesLength} characters, more than the ${MAX_RULES_LENGTH} an agent's tags may: shorten the step's agents rules`);
     }
 
     const build = optionalObject(detail, "build", "detail");
     const pipeline = optionalObject(detail, "pipeline", "detail");
     const organization = optionalObject(detail, "organization", "detail");
     const number = build.number;
-    if (number !== undefined && number !== null && (typeof number !== "number" || !Number.isInteger(number) || number < 0)) {
-        throw invalidEvent(`detail.build.number must be a whole number`);
+    // A safe integer: 1e21 is an integer too, but String() writes it as "1e+21", which no label takes.
+    if (number !== undefined && number !== null && (typeof number !== "number" || !Number.isSafeInteger(number) || number < 0)) {
+        throw invalidEvent(`detail.build.number must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(number)}`);
     }
 
     return {
         detailType,
         id: typeof event.id === "string" ? event.id : undefined,
+        source: typeof event.source === "string" ? event.source : undefined,
+        account: typeof event.account === "string" ? event.account : undefined,
         job: {
             uuid: uuid.toLowerCase(),
             type,

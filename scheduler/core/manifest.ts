@@ -18,8 +18,8 @@ import {
 } from "./agentLauncher";
 import { jobUrl, ScheduledJob } from "./event";
 import {
-    AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SchedulerSettings, SECRET_NAMES,
-    WORKER_SERVICE_ACCOUNT, WorkerSettings,
+    AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, queueSettings, SchedulerSettings,
+    SECRET_NAMES, WORKER_SERVICE_ACCOUNT, WorkerSettings,
 } from "./settings";
 import { strategicMerge } from "./strategicMerge";
 
@@ -33,6 +33,15 @@ const BUILD_PATH = "/buildkite/builds";
 const SECRETS_PATH = "/buildkite/secrets";
 const SSH_PATH = "/buildkite/ssh";
 const HOOKS_PATH = "/buildkite/hooks";
+/** Where the agent container, and only it, mounts the agent token Secret. */
+export const AGENT_TOKEN_DIR = "/buildkite/agent-token";
+/** The volume of the agent token Secret. */
+export const AGENT_TOKEN_VOLUME = "agent-token";
+/**
+ * The agent's token setting: a `file://` reference to the mounted Secret, which buildkite-agent
+ * (>= MIN_AGENT_VERSION) resolves to the file's contents when it registers.
+ */
+export const AGENT_TOKEN_REFERENCE = `file://${AGENT_TOKEN_DIR}/${AGENT_TOKEN_KEY}`;
 /** Scaledkite's own agent hooks (the ECR login), beside the user's: the agent runs both. */
 export const SCALEDKITE_HOOKS_PATH = "/buildkite/scaledkite-hooks";
 
@@ -87,21 +96,43 @@ function compact<T extends Record<string, string | undefined>>(obj: T): Record<s
     return out;
 }
 
+/** The agent container's command and arguments: the launcher in front of the image's entrypoint. */
+export const AGENT_COMMAND: readonly string[] = ["/bin/sh", "-c", LAUNCHER_SCRIPT, "scaledkite-agent"];
+export const AGENT_ARGS: readonly string[] = ["start"];
+
+/**
+ * The agent container's variables whose value is always the same (the admission policy pins them):
+ * where builds go, one job and one command container, and the job's hooks paths (any of the three
+ * lists Scaledkite writes: the user's ConfigMap, then Scaledkite's own ECR login; the agent passes
+ * them to the command container, where they are mounted).
+ */
+export const AGENT_FIXED_ENV: readonly [string, string][] = [
+    ["BUILDKITE_BUILD_PATH", BUILD_PATH],
+    ["BUILDKITE_AGENT_DISCONNECT_AFTER_JOB", "true"],
+    ["BUILDKITE_CONTAINER_COUNT", "1"],
+    ...[[HOOKS_PATH], [SCALEDKITE_HOOKS_PATH], [HOOKS_PATH, SCALEDKITE_HOOKS_PATH]].map((paths): [string, string] => ["BUILDKITE_ADDITIONAL_HOOKS_PATHS", paths.join(",")]),
+];
+/** The agent container's variables whose value depends on the job or the queue (none of them runs code). */
+export const AGENT_DYNAMIC_ENV: readonly string[] = [
+    "BUILDKITE_AGENT_ACQUIRE_JOB", "BUILDKITE_AGENT_TAGS", "BUILDKITE_AGENT_NAME", "BUILDKITE_CANCEL_GRACE_PERIOD", "BUILDKITE_SIGNAL_GRACE_PERIOD_SECONDS",
+];
+
 /** The agent container's environment: the token and the agent's own settings. */
 function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: ScheduledJob, tags: string[]): V1EnvVar[] {
-    // The job's hooks: the user's ConfigMap, then Scaledkite's own (the ECR login). The agent passes
-    // these paths to the command container, where they are mounted.
     const hookPaths = [...(settings.secrets.hooks ? [HOOKS_PATH] : []), ...(settings.secrets.ecr ? [SCALEDKITE_HOOKS_PATH] : [])];
+    const fixed = (name: string) => ({ name, value: AGENT_FIXED_ENV.find(([n]) => n === name)![1] });
     return [
-        { name: "BUILDKITE_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: SECRET_NAMES.agentToken, key: AGENT_TOKEN_KEY } } },
+        // A path, not the token: the agent reads the file itself, so no process of the pod (the
+        // launcher, tini, the agent before it re-execs) and no container config holds the token.
+        { name: "BUILDKITE_AGENT_TOKEN", value: AGENT_TOKEN_REFERENCE },
         { name: "BUILDKITE_AGENT_ACQUIRE_JOB", value: job.uuid },
         { name: "BUILDKITE_AGENT_TAGS", value: [...tags, ...worker.agentTags].join(",") },
         { name: "BUILDKITE_AGENT_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
-        { name: "BUILDKITE_BUILD_PATH", value: BUILD_PATH },
-        { name: "BUILDKITE_AGENT_DISCONNECT_AFTER_JOB", value: "true" },
+        fixed("BUILDKITE_BUILD_PATH"),
+        fixed("BUILDKITE_AGENT_DISCONNECT_AFTER_JOB"),
         // The job runs in the command container, which connects to the agent's socket.
         { name: "BUILDKITE_KUBERNETES_EXEC", value: "true" },
-        { name: "BUILDKITE_CONTAINER_COUNT", value: "1" },
+        fixed("BUILDKITE_CONTAINER_COUNT"),
         // Only the launcher's pre-bootstrap hook, on a volume the command container does not mount.
         { name: "BUILDKITE_HOOKS_PATH", value: AGENT_HOOKS_PATH },
         ...(hookPaths.length ? [{ name: "BUILDKITE_ADDITIONAL_HOOKS_PATHS", value: hookPaths.join(",") }] : []),
@@ -151,6 +182,9 @@ function gracePeriodEnv(worker: WorkerSettings): V1EnvVar[] {
     ];
 }
 
+/** The dind sidecar's arguments (see dindSidecar): the only privileged container runs exactly these. */
+export const DIND_ARGS: readonly string[] = ["dockerd", `--host=${DOCKER_HOST}`];
+
 /** The rootless sidecar's user: `rootless`, uid and gid 1000, in the stock docker:dind-rootless image. */
 export const ROOTLESS_DIND_USER = 1000;
 /**
@@ -187,7 +221,7 @@ function dindSidecar(worker: WorkerSettings): V1Container {
         // uid 1000, into `rootlesskit … dockerd`); a first argument starting with "-" would make it add
         // its defaults, among them --host=tcp://0.0.0.0:2375 (docker-library/docker, 28.5.2,
         // dockerd-entrypoint.sh).
-        args: ["dockerd", `--host=${DOCKER_HOST}`],
+        args: [...DIND_ARGS],
         // The agent starts once dockerd answers on its socket (not merely when a file exists). A
         // postStart hook waits for it in 50 ms steps: the kubelet runs the hook inside the container's
         // start (kubernetes v1.34.4, pkg/kubelet/kuberuntime/kuberuntime_container.go, startContainer
@@ -230,7 +264,7 @@ function podSpec(settings: SchedulerSettings, worker: WorkerSettings, containers
  * queue matching.
  */
 export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob, queue: string, tags: string[]): V1Job {
-    const worker = settings.queues[queue];
+    const worker = queueSettings(settings, queue);
     if (worker === undefined) throw new Error(`queue ${JSON.stringify(queue)} is not served by this stack`);
     const name = jobName(settings.jobPrefix, job.uuid);
 
@@ -264,10 +298,16 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
     };
     const podAnnotations = { ...annotations, ...DO_NOT_DISRUPT };
 
-    // `workspace` (the agent's socket and env files) is shared; `scaledkite` (the agent's hooks) is the
-    // agent's own; the build directory, dockerd's socket and the git and hook files are the command's.
-    const volumes: V1Volume[] = [{ name: "workspace", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }, { name: "build", emptyDir: {} }];
-    const agentMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "scaledkite", mountPath: LAUNCHER_PATH }];
+    // `workspace` (the agent's socket and env files) is shared; `scaledkite` (the agent's hooks) and
+    // the token are the agent's own; the build directory, dockerd's socket and the git and hook files are the command's.
+    const volumes: V1Volume[] = [
+        { name: "workspace", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }, { name: "build", emptyDir: {} },
+        { name: AGENT_TOKEN_VOLUME, secret: { secretName: SECRET_NAMES.agentToken, items: [{ key: AGENT_TOKEN_KEY, path: AGENT_TOKEN_KEY }], defaultMode: 0o400 } },
+    ];
+    const agentMounts: V1VolumeMount[] = [
+        { name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "scaledkite", mountPath: LAUNCHER_PATH },
+        { name: AGENT_TOKEN_VOLUME, mountPath: AGENT_TOKEN_DIR, readOnly: true },
+    ];
     const commandMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "build", mountPath: BUILD_PATH }];
     if (worker.dind !== "none") {
         volumes.push({ name: "docker", emptyDir: {} }, { name: "docker-socket", emptyDir: {} });
@@ -295,8 +335,8 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
     const agent: V1Container = {
         name: AGENT_CONTAINER,
         image: worker.image,
-        command: ["/bin/sh", "-c", LAUNCHER_SCRIPT, "scaledkite-agent"],
-        args: ["start"],
+        command: [...AGENT_COMMAND],
+        args: [...AGENT_ARGS],
         env: agentEnv(settings, worker, job, tags),
         ...(envFrom.length ? { envFrom } : {}),
         securityContext: unprivileged,

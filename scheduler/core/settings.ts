@@ -103,3 +103,11 @@ export interface SchedulerSettings {
      */
     secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean; ecr: boolean };
 }
+
+/**
+ * A served queue's settings, or undefined when `name` is not one: an own key only, so a name read from
+ * a pod's annotation ("constructor", "__proto__") cannot reach Object.prototype. Pure.
+ */
+export function queueSettings(settings: Pick<SchedulerSettings, "queues">, name: string | undefined): WorkerSettings | undefined {
+    return name !== undefined && Object.prototype.hasOwnProperty.call(settings.queues, name) ? settings.queues[name] : undefined;
+}

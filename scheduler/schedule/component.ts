@@ -187,6 +187,8 @@ export function createSchedulerFunction(
 ): aws.lambda.CallbackFunction<unknown, BatchResponse | undefined> {
     const settings = args.settings;
     const cluster = clusterAtRuntime(args.cluster);
+    const account = aws.getCallerIdentityOutput({}, opts).accountId;
+    const eventBusName = args.eventBusName;
     const retries = queueRetries(args.lambda.timeoutSeconds);
     return createClosureFunction(name, {
         role, logGroup, memoryMb: args.lambda.memoryMb, timeoutSeconds: args.lambda.timeoutSeconds,
@@ -196,7 +198,7 @@ export function createSchedulerFunction(
         description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
         callbackFactory: () => {
             const deadline = invocationDeadline();
-            const handle = createEventHandler(settings, eksJobClient(cluster(), undefined, deadline.get));
+            const handle = createEventHandler(settings, eksJobClient(cluster(), undefined, deadline.get), logLine, undefined, { account: account.get(), eventBusName });
             const retry = { setVisibility: sqsVisibility(() => credentialsFromEnv()), maxDelaySeconds: retries.visibilityTimeoutSeconds, log: logLine };
             return async (event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
                 deadline.start(context);

@@ -10,7 +10,7 @@
  */
 import type { JobClient } from "../clients/kube";
 import { isRetryable, oneLine } from "../core/errors";
-import { JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "../core/event";
+import { EventOrigin, foreignOrigin, JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "../core/event";
 import { buildJobManifest, jobName } from "../core/manifest";
 import { matchQueue } from "../core/queue";
 import { METRICS, msSince, NO_QUEUE, withMetrics } from "../core/metrics";
@@ -65,8 +65,11 @@ export type Verdict =
     | { outcome: "schedule"; reason: string; jobUuid: string; queue: string; manifest: ReturnType<typeof buildJobManifest>; runnableAt?: string }
     | { outcome: "cancel"; reason: string; jobUuid: string; queue: string; name: string };
 
-/** The decision for an event before any I/O: ignore it, reject it, make this manifest, or cancel. Pure. */
-export function decide(settings: SchedulerSettings, event: unknown): Verdict {
+/**
+ * The decision for an event before any I/O: ignore it, reject it, make this manifest, or cancel. With
+ * `origin` (the Lambda's), an event from another account or source is invalid. Pure.
+ */
+export function decide(settings: SchedulerSettings, event: unknown, origin?: EventOrigin): Verdict {
     let parsed;
     try {
         parsed = parseJobEvent(event);
@@ -74,6 +77,8 @@ export function decide(settings: SchedulerSettings, event: unknown): Verdict {
         return { outcome: "invalid", reason: (e as Error).message };
     }
     const { job, detailType } = parsed;
+    const foreign = origin && foreignOrigin(parsed, origin);
+    if (foreign) return { outcome: "invalid", reason: foreign, jobUuid: job.uuid };
     if (detailType === JOB_FINISHED) {
         if (job.startedAt) return { outcome: "ignored", reason: "the job ran: its worker finishes by itself", jobUuid: job.uuid };
         const match = matchQueue(job.agentQueryRules, Object.keys(settings.queues));
@@ -119,11 +124,12 @@ export function decisionLine(namespace: string, decision: Decision, now: number)
 /**
  * Makes the handler for a stack's settings and a client for its worker Jobs. The sweep's handler
  * (`via: "sweep"`) marks its lines so, and they carry no metrics: the sweep counts what it did itself.
+ * The Lambda's handler checks each event's `origin`; the sweep and the CLI make their own events.
  */
-export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = logLine, via?: "sweep"): EventHandler {
+export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = logLine, via?: "sweep", origin?: EventOrigin): EventHandler {
     return async (event: unknown): Promise<Decision> => {
         const started = performance.now();
-        const d = decide(settings, event);
+        const d = decide(settings, event, origin);
         const elapsed = () => Math.round((performance.now() - started) * 10) / 10;
         const emit = (decision: Decision) => {
             log(via ? jsonLine({ via, msg: "scaledkite.schedule", ...decision }) : decisionLine(settings.namespace, decision, Date.now()));

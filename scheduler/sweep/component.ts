@@ -55,6 +55,9 @@ export class Sweeper extends pulumi.ComponentResource {
             scheduleExpression: scheduleExpression(args.intervalMinutes),
         }, parent);
         invokeOnRule(schedule, fn, { permission: `${name}-invoke`, target: `${name}-target` }, parent);
+        // A failed sweep is not run again by Lambda (two async retries by default): the next one is
+        // due within the interval, and retries would overlap it under reserved concurrency 1.
+        new aws.lambda.FunctionEventInvokeConfig(`${name}-async`, { functionName: fn.name, maximumRetryAttempts: 0, maximumEventAgeInSeconds: 60 }, parent);
 
         this.functionName = fn.name;
         this.registerOutputs({ functionName: this.functionName });

@@ -15,7 +15,7 @@ import { createEventHandler, Decision, Logger, logLine } from "../schedule/lambd
 import type { JobClient } from "../clients/kube";
 import { LABELS, QUEUE_ANNOTATION } from "../core/manifest";
 import { FirstFailures, firstFailures, notRunReason, stuckReason, StuckOptions } from "../core/stuck";
-import { SchedulerSettings } from "../core/settings";
+import { queueSettings, SchedulerSettings } from "../core/settings";
 import { Metric, METRICS, withMetrics } from "../core/metrics";
 import { workerStats } from "../core/workerStats";
 import { DeferredJob, waitNotices } from "../core/notices";
@@ -113,8 +113,8 @@ export function createSweeper(
         const queueOf = new Map(all.map((p) => [workerOf(p).uuid, p.metadata?.annotations?.[QUEUE_ANNOTATION]]));
         const count = (uuid: string, what: "failedStuck" | "deletedCancelled") => {
             const queue = queueOf.get(uuid);
-            if (!queue) return;
-            const q = (result.byQueue![queue] ??= { failedStuck: 0, deletedCancelled: 0 });
+            if (!queueSettings(settings, queue)) return;
+            const q = (result.byQueue![queue!] ??= { failedStuck: 0, deletedCancelled: 0 });
             q[what]++;
         };
         logWorkerMetrics(all, now);
@@ -156,7 +156,7 @@ export function createSweeper(
         }
         for (const [jobName, pods] of byJob) {
             const uuid = workerOf(pods[0]).uuid;
-            const queue = settings.queues[pods[0].metadata?.annotations?.[QUEUE_ANNOTATION] ?? ""];
+            const queue = queueSettings(settings, pods[0].metadata?.annotations?.[QUEUE_ANNOTATION]);
             const reason = uuid && queue ? notRunReason(pods, queue.backoffLimit) : undefined;
             if (uuid && reason) await giveUp(uuid, jobName, reason);
         }

@@ -161,7 +161,7 @@ describe("the declaration of every setting", () => {
         const shown = (key: string) => new RegExp(`scaledkite:${key}\\b|^\\s*#?\\s*${key}:`, "m").test(text);
         assert.deepStrictEqual(CONFIG_KEYS.filter((k) => !shown(k)), [], "keys Pulumi.dev.yaml does not show");
         const queues = Object.keys((readStackFile(path.join(dir, "Pulumi.x.yaml")).queues ?? {}) as object);
-        assert.deepStrictEqual(queues, ["dynamic", "docker-free", "arm", "deploy", "untrusted", "small"], "the commented queues are on");
+        assert.deepStrictEqual(queues, ["dynamic", "docker-free", "arm", "deploy", "release", "small"], "the commented queues are on");
         fs.rmSync(dir, { recursive: true, force: true });
     });
 

@@ -11,6 +11,7 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import {
+    agentImageVersion, compareVersions, MIN_AGENT_VERSION,
     AGENT_EXIT_NOT_RUN, AGENT_EXITED_MARK, AGENT_HOOKS_PATH, agentGracePeriods, COMMAND_AFTER_AGENT_SECONDS, COMMAND_SCRIPT, JOB_CONTEXT_PATH, LAUNCHER_PATH, LAUNCHER_SCRIPT,
     readOnlyCredentialHelper,
 } from "../../scheduler/core/agentLauncher";
@@ -227,4 +228,29 @@ describe("read-only git credential helper (real git)", () => {
         const stock = gitWith(`store --file=${file}`, ["credential", "approve"], "protocol=https\nhost=git.example.com\nusername=bot\npassword=new\n\n");
         assert.match(stock.stderr, /unable to get credential storage lock/);
     });
+});
+
+describe("agentImageVersion: the buildkite-agent version an image's tag names", () => {
+    const table: [string, number[] | undefined, boolean][] = [
+        ["buildkite/agent:3.138.3", [3, 138, 3], true],
+        ["buildkite/agent:3.133.0", [3, 133, 0], true],
+        ["buildkite/agent:3.132.9", [3, 132, 9], false],
+        ["buildkite/agent:3.120.0", [3, 120, 0], false],
+        ["public.ecr.aws/buildkite/agent:v3.99.1-ubuntu-22.04", [3, 99, 1], false],
+        ["buildkite/agent:3.138.3-ubuntu-24.04", [3, 138, 3], true],
+        ["scaledkite.local/buildkite-agent:3.138.3", [3, 138, 3], true],
+        ["buildkite/agent:3.140", [3, 140, 0], true],
+        ["buildkite/agent:latest", undefined, true],
+        ["buildkite/agent:3", undefined, true],
+        ["buildkite/agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", undefined, true],
+        ["example.com/ci/agent:1.0.0", undefined, true],
+        ["registry.local:5000/buildkite/agent:3.100.0", [3, 100, 0], false],
+    ];
+    for (const [image, version, accepted] of table) {
+        it(`${image}: ${version ? version.join(".") : "no version"}, ${accepted ? "accepted" : `older than ${MIN_AGENT_VERSION.join(".")}`}`, () => {
+            const v = agentImageVersion(image);
+            assert.deepStrictEqual(v, version);
+            assert.strictEqual(v === undefined || compareVersions(v, MIN_AGENT_VERSION) >= 0, accepted);
+        });
+    }
 });

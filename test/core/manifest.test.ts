@@ -30,13 +30,17 @@ describe("buildJobManifest", () => {
         assert.ok(job.metadata!.name!.length <= 63);
     });
 
-    it("runs the stock agent for exactly this job, with the token from its Secret", () => {
+    it("runs the stock agent for exactly this job, with the token as a file from its Secret, mounted in the agent container alone", () => {
         assert.strictEqual(agent.image, settings.queues.dynamic.image);
         assert.deepStrictEqual(agent.command, ["/bin/sh", "-c", LAUNCHER_SCRIPT, "scaledkite-agent"], "the launcher runs the image's entrypoint");
         assert.deepStrictEqual(agent.args, ["start"]);
         const e = env(agent);
         assert.strictEqual(e.BUILDKITE_AGENT_ACQUIRE_JOB, "9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
-        assert.deepStrictEqual(e.BUILDKITE_AGENT_TOKEN, { secretKeyRef: { name: "scaledkite-agent-token", key: "token" } });
+        assert.strictEqual(e.BUILDKITE_AGENT_TOKEN, "file:///buildkite/agent-token/token", "a path the agent reads, not the token");
+        const tokenVolume = pod.volumes!.find((v) => v.secret?.secretName === "scaledkite-agent-token")!;
+        assert.deepStrictEqual(tokenVolume.secret, { secretName: "scaledkite-agent-token", items: [{ key: "token", path: "token" }], defaultMode: 0o400 });
+        assert.deepStrictEqual(agent.volumeMounts!.find((m) => m.name === tokenVolume.name), { name: tokenVolume.name, mountPath: "/buildkite/agent-token", readOnly: true });
+        assert.ok(!JSON.stringify([agent.env, agent.envFrom]).includes("scaledkite-agent-token"), "no process's environment holds the token");
         assert.strictEqual(e.BUILDKITE_AGENT_TAGS, "queue=dynamic");
         assert.ok(!JSON.stringify(job).includes("bk-agent-token"), "no token value anywhere");
         assert.strictEqual(e.BUILDKITE_KUBERNETES_EXEC, "true", "the agent's Kubernetes mode: the job runs in the command container");
@@ -58,7 +62,9 @@ describe("buildJobManifest", () => {
         assert.strictEqual(env(agent).BUILDKITE_HOOKS_PATH, AGENT_HOOKS_PATH);
         assert.ok(AGENT_HOOKS_PATH.startsWith(mountsOf(agent).scaledkite + "/"), "the agent's hooks are on the agent's own volume");
         assert.ok(!("scaledkite" in mountsOf(command)), "so a build cannot plant an agent hook");
-        assert.strictEqual(pod.initContainers!.some((c) => JSON.stringify(c).includes("scaledkite-agent-token")), false);
+        assert.strictEqual(pod.initContainers, undefined, "no dind by default");
+        const withDind = manifestFor(settingsFor({ dind: "rootless" })).spec!.template.spec!;
+        assert.strictEqual(withDind.initContainers!.some((c) => JSON.stringify(c).includes("agent-token")), false, "nor does the dind sidecar mount it");
     });
 
     it("labels and annotates so a person finds the Buildkite job, build and pipeline", () => {
@@ -72,8 +78,12 @@ describe("buildJobManifest", () => {
         assert.deepStrictEqual(job.spec!.template.metadata!.labels, labels, "the pod carries them too");
     });
 
+    // dind is off by default (README, Security model); a queue that turns it on:
+    const dindPod = manifestFor(settingsFor({ dind: "privileged" })).spec!.template.spec!;
+
     it("runs docker-in-docker as a privileged native sidecar, and only it", () => {
-        const dind = pod.initContainers![0];
+        const [agent, command] = dindPod.containers;
+        const dind = dindPod.initContainers![0];
         assert.strictEqual(dind.restartPolicy, "Always");
         assert.strictEqual(dind.securityContext!.privileged, true);
         const ready = dind.lifecycle!.postStart!.exec!.command!;
@@ -93,9 +103,9 @@ describe("buildJobManifest", () => {
     });
 
     it("passes dind arguments that start with dockerd, so the entrypoint adds no TCP listener", () => {
-        const dind = pod.initContainers![0];
+        const dind = dindPod.initContainers![0];
         assert.deepStrictEqual(dind.args, ["dockerd", `--host=${DOCKER_HOST}`]);
-        assert.ok(!JSON.stringify(pod).includes("tcp://"), "no TCP listener anywhere in the pod");
+        assert.ok(!JSON.stringify(dindPod).includes("tcp://"), "no TCP listener anywhere in the pod");
         assert.strictEqual(dind.ports, undefined);
     });
 

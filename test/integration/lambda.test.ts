@@ -33,6 +33,23 @@ describe("the serialized Lambda on a real API server", function () {
         assert.match(process.version, /^v24\./, "the project's pinned Node runs the tests and the Lambda");
     });
 
+    it("refuses, without retrying, an event from another account or another event source (only the stack's rule should deliver)", async () => {
+        const otherAccount = anEvent().queue("docker-free").with((e) => { e.account = "999999999999"; }).build();
+        const otherSource = anEvent().queue("docker-free").with((e) => { e.source = "aws.partner/buildkite.com/someone-else/0106-187c-12cd4fe"; }).build();
+        const noSource = anEvent().queue("docker-free").with((e) => { delete e.source; }).build();
+        const { results, logs } = await invokeLambda(dir, [otherAccount, otherSource, noSource]);
+        assert.deepStrictEqual(results.map((r) => r.ok), [true, true, true], "logged and done: never retried");
+        const decisions = logs.map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+        assert.deepStrictEqual(decisions.map((d) => d.outcome), ["invalid", "invalid", "invalid"]);
+        assert.match(decisions[0].reason, /event is from account "999999999999", not this stack's 123456789012/);
+        assert.match(decisions[1].reason, /event source "aws.partner\/buildkite.com\/someone-else\/0106-187c-12cd4fe" is not the stack's event source aws.partner\/buildkite.com\/my-org\/0106-187c-12cd4fe/);
+        assert.match(decisions[2].reason, /event source null is not the stack's event source/);
+        const batch = adminConfig(state).makeApiClient(k8sClient().BatchV1Api);
+        for (const e of [otherAccount, otherSource, noSource]) {
+            await assert.rejects(batch.readNamespacedJob({ name: `buildkite-agent-${e.detail.job.uuid}`, namespace: "lambda-workers" }), (err: { code?: number }) => err.code === 404);
+        }
+    });
+
     it("creates one worker Job per event, treats a duplicate as done, and ignores what is not its own", async () => {
         const job = anEvent().queue("docker-free").build();
         const foreign = anEvent().queue("gpu").build();

@@ -29,7 +29,8 @@ describe("scheduler RBAC on a real API server", function () {
     const elsewhere = "rbac-elsewhere";
     before(async function () {
         state = await localCluster(this);
-        stack = await deployStack(state, "rbac-workers");
+        // Privileged dind: the policy then admits a dind sidecar, so the bypasses below that dress up as one are real tests.
+        stack = await deployStack(state, "rbac-workers", { dind: "privileged" });
         await adminConfig(state).makeApiClient(k8sClient().CoreV1Api).createNamespace({ body: { metadata: { name: elsewhere } } })
             .catch((e) => { if (e.code !== 409) throw e; });
     });
@@ -94,12 +95,36 @@ describe("scheduler RBAC on a real API server", function () {
         const refused: [string, (job: any) => void, RegExp][] = [
             ["a hostPath volume (the node's disk)", (j) => pod(j).volumes.push({ name: "root", hostPath: { path: "/" } }), /hostPath volumes are not allowed/],
             ["another image", (j) => { pod(j).containers[1].image = "evil.example/root:1"; }, /image evil\.example\/root:1 is not one of the stack's worker images/],
-            ["a privileged command container", (j) => { pod(j).containers[1].securityContext = { privileged: true }; }, /only the dind sidecar may be privileged/],
-            ["a privileged init container that is not dind", (j) => { pod(j).initContainers.push({ name: "setup", image: pod(j).containers[0].image, securityContext: { privileged: true } }); }, /only the dind sidecar may be privileged/],
+            ["a privileged command container", (j) => { pod(j).containers[1].securityContext = { privileged: true }; }, /only the dind sidecar, with the stack.s dind image and dockerd.s arguments, may be privileged/],
+            ["a privileged init container that is not dind", (j) => { pod(j).initContainers.push({ name: "setup", image: pod(j).containers[0].image, securityContext: { privileged: true } }); }, /only the dind sidecar, with the stack.s dind image and dockerd.s arguments, may be privileged/],
             ["the host's process namespace", (j) => { pod(j).hostPID = true; }, /host namespaces \(hostNetwork, hostPID, hostIPC\) are not allowed/],
             ["the host's network", (j) => { pod(j).hostNetwork = true; }, /host namespaces/],
             ["another service account", (j) => { pod(j).serviceAccountName = "cluster-admin-sa"; }, /service account cluster-admin-sa is not one of the stack's \(default\)/],
             ["no worker labels", (j) => { delete j.metadata.labels["app.kubernetes.io/managed-by"]; }, /its labels .* are missing/],
+            // What a leaked credential would use to read the token or any Secret, or to take a node.
+            ["an agent container that runs another command (with the token mounted)", (j) => { pod(j).containers[0].command = ["sh", "-c", "cat /buildkite/agent-token/token"]; }, /the agent container is Scaledkite's/],
+            ["an agent container with other arguments", (j) => { pod(j).containers[0].args = ["start", "--spawn=5"]; }, /the agent container is Scaledkite's/],
+            ["an agent container that runs the dind image", (j) => { pod(j).containers[0].image = pod(j).initContainers[0].image; }, /the agent container is Scaledkite's/],
+            ["an agent whose hooks path is another volume", (j) => { pod(j).containers[0].env.find((e: any) => e.name === "BUILDKITE_HOOKS_PATH").value = "/workspace/hooks"; }, /the agent container is Scaledkite's/],
+            ["an agent with a variable of its own (a bootstrap script)", (j) => { pod(j).containers[0].env.push({ name: "BUILDKITE_BOOTSTRAP_SCRIPT_PATH", value: "/workspace/x" }); }, /the agent container is Scaledkite's/],
+            ["an agent that runs the job itself (not in Kubernetes mode)", (j) => { pod(j).containers[0].env = pod(j).containers[0].env.filter((e: any) => e.name !== "BUILDKITE_KUBERNETES_EXEC"); }, /the agent container is Scaledkite's/],
+            ["the command container mounting the token", (j) => { pod(j).containers[1].volumeMounts.push({ name: "agent-token", mountPath: "/token" }); }, /the agent token Secret \(scaledkite-agent-token\) may only be mounted in the agent container/],
+            ["the token in the command container's env", (j) => { pod(j).containers[1].env.push({ name: "T", valueFrom: { secretKeyRef: { name: "scaledkite-agent-token", key: "token" } } }); }, /the agent token Secret/],
+            ["the token as the agent's env (not the file)", (j) => { pod(j).containers[0].env.find((e: any) => e.name === "BUILDKITE_AGENT_TOKEN").value = undefined; pod(j).containers[0].env.find((e: any) => e.name === "BUILDKITE_AGENT_TOKEN").valueFrom = { secretKeyRef: { name: "scaledkite-agent-token", key: "token" } }; }, /(the agent token Secret|the agent container is Scaledkite's)/],
+            ["the token Secret in envFrom", (j) => { pod(j).containers[1].envFrom = [{ secretRef: { name: "scaledkite-agent-token" } }]; }, /the agent token Secret/],
+            ["another Secret of the namespace in envFrom", (j) => { pod(j).containers[1].envFrom = [{ secretRef: { name: "database-password" } }]; }, /other Secrets only those the stack's workers use/],
+            ["another Secret of the namespace as a volume", (j) => { pod(j).volumes.push({ name: "db", secret: { secretName: "database-password" } }); pod(j).containers[1].volumeMounts.push({ name: "db", mountPath: "/db" }); }, /other Secrets only those the stack's workers use/],
+            ["the token through a projected volume", (j) => { pod(j).volumes.push({ name: "p", projected: { sources: [{ secret: { name: "scaledkite-agent-token" } }] } }); pod(j).containers[1].volumeMounts.push({ name: "p", mountPath: "/p" }); }, /the agent token Secret/],
+            ["a privileged container merely named dind, running the agent image", (j) => { pod(j).initContainers[0].image = pod(j).containers[0].image; pod(j).initContainers[0].command = ["sh", "-c", "sleep 1d"]; }, /only the dind sidecar, with the stack's dind image and dockerd's arguments, may be privileged/],
+            ["the dind sidecar with another command", (j) => { pod(j).initContainers[0].args = ["sh", "-c", "nsenter -t 1 -m"]; }, /only the dind sidecar, with the stack's dind image and dockerd's arguments, may be privileged/],
+            ["added capabilities", (j) => { pod(j).containers[1].securityContext.capabilities = { add: ["SYS_ADMIN"] }; }, /added capabilities are not allowed/],
+            ["a seccomp profile Unconfined (pod)", (j) => { pod(j).securityContext = { seccompProfile: { type: "Unconfined" } }; }, /seccomp and AppArmor profiles may not be Unconfined/],
+            ["an AppArmor profile Unconfined (container)", (j) => { pod(j).containers[1].securityContext.appArmorProfile = { type: "Unconfined" }; }, /seccomp and AppArmor profiles may not be Unconfined/],
+            ["an AppArmor annotation unconfined", (j) => { j.spec.template.metadata.annotations["container.apparmor.security.beta.kubernetes.io/command"] = "unconfined"; }, /seccomp and AppArmor profiles may not be Unconfined/],
+            ["a chosen node (nodeName)", (j) => { pod(j).nodeName = "scaledkite-local-node"; }, /nodeName is not allowed/],
+            ["a shared process namespace", (j) => { pod(j).shareProcessNamespace = true; }, /shareProcessNamespace is not allowed/],
+            ["a host port", (j) => { pod(j).containers[1].ports = [{ containerPort: 80, hostPort: 80 }]; }, /host ports are not allowed/],
+            ["a CSI volume", (j) => { pod(j).volumes.push({ name: "c", csi: { driver: "secrets-store.csi.k8s.io" } }); }, /a volume's source is not one of/],
         ];
         for (const [what, change, message] of refused) {
             it(`refuses ${what}, created as the scheduler's identity, with a clear message`, async () => {
@@ -121,20 +146,22 @@ describe("scheduler RBAC on a real API server", function () {
         });
     });
 
-    it("Pod Security Admission: a stack without dind enforces baseline on its namespace, so even an admin's privileged pod is refused", async () => {
+    it("Pod Security Admission: a stack without dind (the default) enforces baseline on its namespace, so even an admin's privileged pod is refused", async () => {
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
         const labels = (await core.readNamespace({ name: stack.namespace })).metadata!.labels!;
-        assert.strictEqual(labels["pod-security.kubernetes.io/enforce"], "privileged", "dind (the default) needs privileged");
+        assert.strictEqual(labels["pod-security.kubernetes.io/enforce"], "privileged", "privileged dind needs privileged");
+        assert.strictEqual(labels["pod-security.kubernetes.io/enforce-version"], "v1.34", "pinned, not latest");
+        assert.strictEqual(labels["pod-security.kubernetes.io/warn"], "privileged");
         const docker = "rbac-no-dind";
         try {
-            await deployStack(state, docker, { dind: false });
+            await deployStack(state, docker);
             assert.strictEqual((await core.readNamespace({ name: docker })).metadata!.labels!["pod-security.kubernetes.io/enforce"], "baseline");
             const err = await core.createNamespacedPod({
                 namespace: docker,
                 body: { metadata: { name: "root-on-the-node" }, spec: { containers: [{ name: "c", image: "x", securityContext: { privileged: true } }] } },
             }).then(() => undefined, (e) => e as { code?: number; body?: string });
             assert.strictEqual(err?.code, 403);
-            assert.match(String(err?.body), /violates PodSecurity \\"baseline:latest\\": privileged/);
+            assert.match(String(err?.body), /violates PodSecurity \\"baseline:v1.34\\": privileged/);
         } finally {
             await deleteNamespace(state, docker);
         }

@@ -9,7 +9,7 @@ import * as crypto from "crypto";
 import { spawnSync } from "child_process";
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { ClusterState } from "../../k8s/local/cluster";
-import { LOCAL_IMAGES, POD_GATEWAY_IP } from "../../k8s/local/node";
+import { CONTAINERD_SOCKET, LOCAL_IMAGES, POD_GATEWAY_IP } from "../../k8s/local/node";
 import { AGENT_EXIT_NOT_RUN } from "../../scheduler/core/agentLauncher";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { createEventHandler } from "../../scheduler/schedule/lambda";
@@ -46,7 +46,8 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
             this.skip();
         }
         api = await new AgentApiStandIn().start(POD_GATEWAY_IP);
-        stack = await newStack("real-jobs");
+        // dind as root: the scenarios below that build images, and the contrast to rootless.
+        stack = await newStack("real-jobs", { dind: "privileged" });
     });
     after(async function () {
         this.timeout(60_000);
@@ -184,56 +185,83 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.match(privilegedLog, /uid_map: 0 0 4294967295\b/, privilegedLog);
         assert.match(privilegedLog, /root-owned \/usr of the sidecar: written/);
     });
-    it("the build cannot find the registration token: not in its environment, /proc, mounted files or shared volumes; checkout, docker, meta-data and artifact upload work", async function () {
-        this.timeout(240_000);
-        const server = await startGitHttpServer(POD_GATEWAY_IP, "bot", "s3cret-token", { "README.md": "checked out\n" });
-        try {
-            const s = await newStack("real-token", { gitCredentials: `http://bot:s3cret-token@${new URL(server.url).host}` });
-            const token = api.registrationToken;
-            const half = Math.floor(token.length / 2);
-            const uuid = newUuid();
-            api.addJob(uuid, {
-                queue: QUEUE, repo: server.url,
-                // The token is built at run time from two halves, so the step's own text and
-                // environment never hold it; `search` reports each place that does.
-                command: [
-                    `T="${token.slice(0, half)}""${token.slice(half)}"`,
-                    "search() {",
-                    "  for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qF -- \"$1\" && echo \"FOUND in $f\"; done",
-                    "  env | grep -qF -- \"$1\" && echo 'FOUND in env'",
-                    // Every mounted and shared volume (the image's /usr cannot hold it).
-                    "  grep -rlF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr -- \"$1\" / 2>/dev/null | sed 's/^/FOUND in file /'",
-                    "}",
-                    "echo \"registration token: $(search \"$T\" | wc -l) places\"; search \"$T\"",
-                    // The same search finds the job's own access token, which the step does hold.
-                    "echo \"access token: $(search \"$BUILDKITE_AGENT_ACCESS_TOKEN\" | grep -c /proc/) places in /proc\"",
-                    "echo \"mounts: $(grep -o ' /[^ ]*' /proc/self/mounts | sort -u | tr -d '\\n')\"",
-                    "cat README.md",
-                    "printf 'FROM scratch\\nCOPY README.md /\\n' > Dockerfile && docker build -q -t token-free . >/dev/null && echo 'docker build ok'",
-                    "buildkite-agent meta-data set checked-by-step yes && echo \"meta-data: $(buildkite-agent meta-data get checked-by-step)\"",
-                    "mkdir -p out && echo \"built by $BUILDKITE_JOB_ID\" > out/report.txt && buildkite-agent artifact upload 'out/*.txt' && echo 'artifact upload ok'",
-                ].join("\n"),
-            });
-            await schedule(s, uuid);
-            const job = await finished(uuid, 200_000);
-            const text = api.text(uuid);
-            assert.strictEqual(job.exitStatus, "0", text);
-            assert.match(text, /^registration token: 0 places$/m, text);
-            assert.doesNotMatch(text, /^FOUND in/m);
-            assert.match(text, /^access token: [1-9]\d* places in \/proc$/m, "the search works: it finds what the step holds");
-            assert.match(text, /^mounts: .*\/workspace/m, "the shared volume was searched");
-            assert.match(text, /^checked out$/m);
-            assert.match(text, /^docker build ok$/m);
-            assert.match(text, /^meta-data: yes$/m);
-            assert.match(text, /^artifact upload ok$/m);
-            const artifacts = [...job.artifacts.values()];
-            assert.deepStrictEqual(artifacts.map((a) => [a.path, a.state, a.content?.toString()]), [["out/report.txt", "finished", `built by ${uuid}\n`]],
-                "the file reached the storage and the agent reported it finished");
-            assert.strictEqual(crypto.createHash("sha256").update(artifacts[0].content!).digest("hex"), artifacts[0].sha256);
-        } finally {
-            await server.close();
-        }
-    });
+    // The default queue (no dind) and rootless dind: a step finds neither the registration token nor
+    // root on the node (README, Security model). Privileged dind is root on the node by design (above).
+    for (const mode of ["none", "rootless"] as const) {
+        it(`dind ${mode}${mode === "none" ? " (the default)" : ""}: the build finds neither the registration token (environment, /proc, mounted and shared files, containerd's container configs) nor root on the node; checkout, meta-data and artifact upload work`, async function () {
+            this.timeout(240_000);
+            const server = await startGitHttpServer(POD_GATEWAY_IP, "bot", "s3cret-token", { "README.md": "checked out\n" });
+            try {
+                const s = await newStack(`real-token-${mode}`, {
+                    gitCredentials: `http://bot:s3cret-token@${new URL(server.url).host}`,
+                    ...(mode === "rootless" ? { dind: "rootless", dindImage: LOCAL_IMAGES.dindRootless } : {}),
+                });
+                assert.strictEqual(s.settings.queues[QUEUE].dind, mode);
+                const token = api.registrationToken;
+                const half = Math.floor(token.length / 2);
+                const uuid = newUuid();
+                api.addJob(uuid, {
+                    queue: QUEUE, repo: server.url,
+                    // The token is built at run time from two halves, so the step's own text and
+                    // environment never hold it; `search` reports each place that does.
+                    command: [
+                        `T="${token.slice(0, half)}""${token.slice(half)}"`,
+                        "search() {",
+                        "  for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qF -- \"$1\" && echo \"FOUND in $f\"; done",
+                        "  env | grep -qF -- \"$1\" && echo 'FOUND in env'",
+                        // Every mounted and shared volume (the image's /usr cannot hold it).
+                        "  grep -rlF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr -- \"$1\" / 2>/dev/null | sed 's/^/FOUND in file /'",
+                        "}",
+                        "echo \"registration token: $(search \"$T\" | wc -l) places\"; search \"$T\"",
+                        // The same search finds the job's own access token, which the step does hold.
+                        "echo \"access token: $(search \"$BUILDKITE_AGENT_ACCESS_TOKEN\" | grep -c /proc/) places in /proc\"",
+                        "echo \"mounts: $(grep -o ' /[^ ]*' /proc/self/mounts | sort -u | tr -d '\\n')\"",
+                        // Root on the node: the capabilities of the step's processes, and a mount (CAP_SYS_ADMIN).
+                        "echo \"CapEff: $(awk '/^CapEff/ {print $2}' /proc/self/status)\"",
+                        "if mount -t tmpfs none /mnt 2>/dev/null; then echo 'mount: allowed'; else echo 'mount: refused'; fi",
+                        "cat README.md",
+                        ...(mode === "rootless"
+                            ? ["printf 'FROM scratch\\nCOPY README.md /\\n' > Dockerfile && docker build -q -t token-free . >/dev/null && echo 'docker build ok'"]
+                            : ["if [ -n \"${DOCKER_HOST:-}\" ] || [ -S /var/run/docker.sock ]; then echo 'docker: reachable'; else echo 'docker: none'; fi"]),
+                        "buildkite-agent meta-data set checked-by-step yes && echo \"meta-data: $(buildkite-agent meta-data get checked-by-step)\"",
+                        "mkdir -p out && echo \"built by $BUILDKITE_JOB_ID\" > out/report.txt && buildkite-agent artifact upload 'out/*.txt' && echo 'artifact upload ok'",
+                    ].join("\n"),
+                });
+                const name = await schedule(s, uuid);
+                const job = await finished(uuid, 200_000);
+                const text = api.text(uuid);
+                assert.strictEqual(job.exitStatus, "0", text);
+                assert.match(text, /^registration token: 0 places$/m, text);
+                assert.doesNotMatch(text, /^FOUND in/m);
+                assert.match(text, /^access token: [1-9]\d* places in \/proc$/m, "the search works: it finds what the step holds");
+                assert.match(text, /^mounts: .*\/workspace/m, "the shared volume was searched");
+                // The runtime's default set (no CAP_SYS_ADMIN, bit 21), not the full set a privileged container has.
+                const capEff = BigInt(`0x${/^CapEff: ([0-9a-f]+)$/m.exec(text)![1]}`);
+                assert.strictEqual(capEff & (1n << 21n), 0n, `no CAP_SYS_ADMIN: ${capEff.toString(16)}`);
+                assert.match(text, /^mount: refused$/m);
+                assert.match(text, /^checked out$/m);
+                assert.match(text, mode === "rootless" ? /^docker build ok$/m : /^docker: none$/m);
+                assert.match(text, /^meta-data: yes$/m);
+                assert.match(text, /^artifact upload ok$/m);
+                const artifacts = [...job.artifacts.values()];
+                assert.deepStrictEqual(artifacts.map((a) => [a.path, a.state, a.content?.toString()]), [["out/report.txt", "finished", `built by ${uuid}\n`]],
+                    "the file reached the storage and the agent reported it finished");
+                assert.strictEqual(crypto.createHash("sha256").update(artifacts[0].content!).digest("hex"), artifacts[0].sha256);
+                // On the node: no container config of the pod (its environment, arguments) holds the token.
+                const pod = (await podsOf(s, name))[0];
+                const ids = [...(pod.status!.containerStatuses ?? []), ...(pod.status!.initContainerStatuses ?? [])].map((c) => c.containerID!.replace(/^containerd:\/\//, ""));
+                assert.ok(ids.length >= 2, "the pod's containers were inspected");
+                for (const id of ids) {
+                    const info = spawnSync("ctr", ["--address", CONTAINERD_SOCKET, "-n", "k8s.io", "containers", "info", id], { encoding: "utf8" });
+                    assert.strictEqual(info.status, 0, info.stderr);
+                    assert.ok(info.stdout.includes("BUILDKITE_AGENT_TOKEN=file:///buildkite/agent-token/token") || !info.stdout.includes("BUILDKITE_AGENT_TOKEN"), "the agent's token setting is the file");
+                    assert.ok(!info.stdout.includes(token), `container ${id}'s config holds no token`);
+                }
+            } finally {
+                await server.close();
+            }
+        });
+    }
 
     it("reports a failing command's exit status; the worker completes and is not retried", async function () {
         this.timeout(180_000);

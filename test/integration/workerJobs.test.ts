@@ -10,7 +10,7 @@ import type { V1Job } from "@kubernetes/client-node";
 import { ClusterState } from "../../k8s/local/cluster";
 import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { AgentApiStandIn } from "../../k8s/local/agentApiStandIn";
-import { POD_GATEWAY_IP } from "../../k8s/local/node";
+import { LOCAL_IMAGES, POD_GATEWAY_IP } from "../../k8s/local/node";
 import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";
 import { anEvent } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
@@ -26,13 +26,13 @@ const scheduling = {
     terminationGracePeriodSeconds: 30, backoffLimit: 0,
 };
 
-/** dind x optional secrets x scheduling settings: every combination the config allows. */
+/** dind mode x optional secrets x scheduling settings: every combination the config allows, each admitted by the stack's admission policy. */
 const variants: Variant[] = [];
-for (const dind of [true, false]) {
+for (const dind of ["privileged", "rootless", "none"]) {
     for (const secrets of [false, true]) {
         for (const tuned of [false, true]) {
             variants.push({
-                name: `dind ${dind ? "on" : "off"}, ${secrets ? "env + git credentials" : "token only"}, ${tuned ? "tuned scheduling" : "default scheduling"}`,
+                name: `dind ${dind}, ${secrets ? "env + git credentials" : "token only"}, ${tuned ? "tuned scheduling" : "default scheduling"}`,
                 config: {
                     dind, ttlSecondsAfterFinished: 3, activeDeadlineSeconds: 600, jobPrefix: "bk-",
                     ...(secrets ? { env: { GITHUB_TOKEN: "ghp_local" }, gitCredentials: "https://x:y@github.com" } : {}),
@@ -52,7 +52,7 @@ describe("worker Jobs on a real API server", function () {
         if (state.node) api = await new AgentApiStandIn().start(POD_GATEWAY_IP);
         for (const [i, v] of variants.entries()) {
             const real = api ? {
-                ...LOCAL_WORKER_IMAGES, agentToken: api.registrationToken,
+                ...LOCAL_WORKER_IMAGES, ...(v.config.dind === "rootless" ? { dindImage: LOCAL_IMAGES.dindRootless } : {}), agentToken: api.registrationToken,
                 env: { ...(v.config.env as object | undefined), BUILDKITE_AGENT_ENDPOINT: api.endpoint },
             } : {};
             stacks.push(await deployStack(state, `variant-${i}`, { ...v.config, ...real }, api ? "real" : "stand-in"));
@@ -69,12 +69,13 @@ describe("worker Jobs on a real API server", function () {
             this.timeout(180_000);
             const event = anEvent().build();
             const uuid = event.detail.job.uuid;
-            api?.addJob(uuid, { queue: "dynamic", command: variant.config.dind ? "docker version --format 'docker {{.Server.Version}}'" : "echo no docker here" });
-            await runToCompletion(state, stacks[i], event, "bk-", Boolean(variant.config.dind));
+            const dind = variant.config.dind !== "none";
+            api?.addJob(uuid, { queue: "dynamic", command: dind ? "docker version --format 'docker {{.Server.Version}}'" : "echo no docker here" });
+            await runToCompletion(state, stacks[i], event, "bk-", dind);
             if (api) {
                 const job = api.jobs.get(uuid)!;
                 assert.strictEqual(job.exitStatus, "0", api.text(uuid));
-                assert.match(api.text(uuid), variant.config.dind ? /^docker 20\.10\.24/m : /^no docker here$/m);
+                assert.match(api.text(uuid), dind ? /^docker 20\.10\.24/m : /^no docker here$/m);
             }
         });
     });
@@ -105,7 +106,7 @@ describe("worker Jobs on a real API server", function () {
         for (const queue of Object.keys(queues)) {
             it(`queue ${queue}`, async function () {
                 this.timeout(120_000);
-                const stored = await runToCompletion(state, stack, anEvent().queue(queue).build(), "bk-", (queues[queue] as { dind?: boolean }).dind !== false && !(queues[queue] as { fargate?: boolean }).fargate);
+                const stored = await runToCompletion(state, stack, anEvent().queue(queue).build(), "bk-", stack.settings.queues[queue].dind !== "none");
                 const pod = stored.spec!.template.spec!;
                 if (queue === "fargate-small") assert.strictEqual(stored.spec!.template.metadata!.labels!["scaledkite.io/fargate-queue"], "fargate-small");
                 // The program's worker service account exists (the API server refuses pods of a missing one).

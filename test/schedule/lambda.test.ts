@@ -95,7 +95,7 @@ describe("the Lambdas' log lines", () => {
 
     it("cut an event's attacker-sized text, saying how much was cut", async () => {
         const lines: string[] = [];
-        const rule = `queue=${"q".repeat(200_000)}`;
+        const rule = `queue=${"q".repeat(15_000)}`;
         await createEventHandler(settingsFor(), scripted({}), (l) => lines.push(l))(anEvent().rules([rule]).build());
         assert.ok(lines[0].length < MAX_LOGGED_TEXT + 600, `${lines[0].length} characters (the text, the fields and the metrics directive)`);
         const reason: string = JSON.parse(lines[0]).reason;
