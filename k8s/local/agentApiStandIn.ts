@@ -83,7 +83,8 @@ export class AgentApiStandIn {
     readonly jobs = new Map<string, StandInJob>();
     readonly agents: StandInAgent[] = [];
     readonly metaData = new Map<string, Record<string, string>>();
-    readonly requests: { method: string; path: string; status: number; at: number }[] = [];
+    /** Every request, in order: what a test prints when an agent does not do what it waits for. `agent`: the calling agent's id. */
+    readonly requests: { method: string; path: string; status: number; at: number; agent?: string }[] = [];
     private readonly lockedFor = new Map<string, number>();
     /** Pending form uploads: the signature a batch's template carries → its job and artifacts by path. */
     private readonly uploadSignatures = new Map<string, { job: StandInJob; byPath: Map<string, StandInArtifact> }>();
@@ -142,6 +143,11 @@ export class AgentApiStandIn {
     }
 
     /** The job's log as the agent uploaded it, chunks in order. */
+    /** One agent's requests since `since` (ms), a line each with its time relative to `since`: for a wait's failure message. */
+    requestsOf(agentId: string | undefined, since: number): string {
+        return this.requests.filter((r) => r.agent === agentId && r.at >= since).map((r) => `+${r.at - since}ms ${r.method} ${r.path} ${r.status}`).join("; ") || "none";
+    }
+
     log(id: string): string {
         const job = this.jobs.get(id);
         if (!job) return "";
@@ -164,7 +170,8 @@ export class AgentApiStandIn {
         req.on("end", () => {
             const url = new URL(req.url ?? "/", "http://stand-in");
             const reply = (status: number, body: unknown = {}) => {
-                this.requests.push({ method: req.method ?? "", path: url.pathname, status, at: Date.now() });
+                const agent = this.agentByToken(/^Token (.+)$/.exec(req.headers.authorization ?? "")?.[1])?.id;
+                this.requests.push({ method: req.method ?? "", path: url.pathname, status, at: Date.now(), ...(agent ? { agent } : {}) });
                 res.writeHead(status, { "content-type": "application/json" });
                 res.end(JSON.stringify(body));
             };

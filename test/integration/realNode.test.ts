@@ -105,9 +105,16 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         }
     }
 
-    /** The agent that ran `job` has disconnected (it does so right after finishing the job). */
+    /**
+     * The agent that ran `job` has disconnected (it does so right after finishing the job). On a
+     * timeout the message says what the agent asked of the stand-in since the job finished.
+     */
     async function disconnected(job: StandInJob): Promise<boolean> {
-        return eventually(`the agent of job ${job.id} to disconnect`, async () => (api.agents.find((a) => a.id === job.acquiredBy)?.disconnected ? true : undefined), 15_000);
+        try {
+            return await eventually(`the agent of job ${job.id} to disconnect`, async () => (api.agents.find((a) => a.id === job.acquiredBy)?.disconnected ? true : undefined), 30_000);
+        } catch (e) {
+            throw new Error(`${(e as Error).message}; its requests since the job finished: ${api.requestsOf(job.acquiredBy, job.times.finished ?? 0)}`);
+        }
     }
 
     it("builds a FROM scratch image through the dind sidecar and runs it; the log and exit 0 reach Buildkite", async function () {
