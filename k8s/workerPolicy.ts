@@ -11,7 +11,7 @@
  */
 import { SECRET_NAMES, WorkerSettings } from "../scheduler/core/settings";
 import {
-    AGENT_ARGS, AGENT_COMMAND, AGENT_CONTAINER, AGENT_DYNAMIC_ENV, AGENT_FIXED_ENV, AGENT_TOKEN_DIR, AGENT_TOKEN_REFERENCE, DIND_ARGS, DIND_CONTAINER, LABELS,
+    AGENT_ARGS, AGENT_COMMAND, AGENT_CONTAINER, AGENT_DYNAMIC_ENV, AGENT_FIXED_ENV, AGENT_MOUNTS, AGENT_TOKEN_DIR, AGENT_TOKEN_REFERENCE, DIND_ARGS, DIND_CONTAINER, LABELS,
 } from "../scheduler/core/manifest";
 import { AGENT_HOOKS_PATH } from "../scheduler/core/agentLauncher";
 import { BoundaryRule, POD_BOUNDARY } from "../scheduler/core/podBoundary";
@@ -201,7 +201,8 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
                 + ` && has(c.command) && c.command == ${list(AGENT_COMMAND)} && has(c.args) && c.args == ${list(AGENT_ARGS)}`
                 + ` && ${list(PINNED_AGENT_ENV.map(([k]) => k))}.all(n, ${envNames("c")}.filter(e, e.name == n).size() == 1)`
                 + ` && ${envNames("c")}.all(e, ${agentEnvOk})`
-                + ` && has(c.volumeMounts) && c.volumeMounts.exists(m, m.name in variables.tokenVolumes && m.mountPath == ${q(AGENT_TOKEN_DIR)}))`,
+                + ` && has(c.volumeMounts) && c.volumeMounts.exists(m, m.name in variables.tokenVolumes && m.mountPath == ${q(AGENT_TOKEN_DIR)})`
+                + ` && c.volumeMounts.all(m, (m.name + ":" + m.mountPath) in ${list(AGENT_MOUNTS.map(([n, p]) => `${n}:${p}`))}))`,
             message: msg("agentContainer"),
         },
         ...(shape.rootDind ? [] : [{

@@ -42,6 +42,12 @@ export const AGENT_TOKEN_VOLUME = "agent-token";
  * (>= MIN_AGENT_VERSION) resolves to the file's contents when it registers.
  */
 export const AGENT_TOKEN_REFERENCE = `file://${AGENT_TOKEN_DIR}/${AGENT_TOKEN_KEY}`;
+/**
+ * The agent container's mounts, [volume, path], and no others (the admission policy pins them): the
+ * shared job context, its own hooks volume, and the token. Another mount could put a volume the build
+ * writes where the agent looks for its hooks (agent-startup, agent-shutdown run in the agent's process).
+ */
+export const AGENT_MOUNTS: readonly [string, string][] = [["workspace", JOB_CONTEXT_PATH], ["scaledkite", LAUNCHER_PATH], [AGENT_TOKEN_VOLUME, AGENT_TOKEN_DIR]];
 /** Scaledkite's own agent hooks (the ECR login), beside the user's: the agent runs both. */
 export const SCALEDKITE_HOOKS_PATH = "/buildkite/scaledkite-hooks";
 
@@ -304,10 +310,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
         { name: "workspace", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }, { name: "build", emptyDir: {} },
         { name: AGENT_TOKEN_VOLUME, secret: { secretName: SECRET_NAMES.agentToken, items: [{ key: AGENT_TOKEN_KEY, path: AGENT_TOKEN_KEY }], defaultMode: 0o400 } },
     ];
-    const agentMounts: V1VolumeMount[] = [
-        { name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "scaledkite", mountPath: LAUNCHER_PATH },
-        { name: AGENT_TOKEN_VOLUME, mountPath: AGENT_TOKEN_DIR, readOnly: true },
-    ];
+    const agentMounts: V1VolumeMount[] = AGENT_MOUNTS.map(([name, mountPath]) => ({ name, mountPath, ...(name === AGENT_TOKEN_VOLUME ? { readOnly: true } : {}) }));
     const commandMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "build", mountPath: BUILD_PATH }];
     if (worker.dind !== "none") {
         volumes.push({ name: "docker", emptyDir: {} }, { name: "docker-socket", emptyDir: {} });
