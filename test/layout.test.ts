@@ -26,6 +26,16 @@ export function valueImports(source: string): string[] {
     return [...imports, ...requires];
 }
 
+/** Every module a file names: its imports, `import type` and `export … from` included, and its require()s. */
+export function allImports(source: string): string[] {
+    const imports = [...source.matchAll(/^(?:import|export)\s[^;]*?from\s+"([^"]+)"/gms)].map((m) => m[1]);
+    const requires = [...source.matchAll(/\brequire\("([^"]+)"\)/g)].map((m) => m[1]);
+    return [...imports, ...requires];
+}
+
+/** The layers, lowest first: a file may name its own layer and those below it, never one above. */
+const LAYERS: Record<string, string[]> = { core: ["core"], clients: ["core", "clients"] };
+
 /** Where a file is: "core", "clients", "lambda" (a feature's Lambda code), "component", or a deploy-time folder. */
 function sideOf(file: string): string {
     const [folder, name] = path.relative(SCHEDULER, file).split(path.sep);
@@ -57,6 +67,20 @@ describe("layout: the closure-serialization boundary, by folder", () => {
                 const side = sideOf(target);
                 assert.ok(!DEPLOY_TIME.includes(side) && side !== "component", `${name} imports ${spec} (${side}): code the Lambda runs may not load deploy-time code`);
                 if (sideOf(file) === "core") assert.strictEqual(side, "core", `${name} imports ${spec}: the pure core imports only itself`);
+            }
+        });
+    }
+
+    it("reads `import type` and `export … from` as naming a module", () => {
+        assert.deepStrictEqual(allImports('import type { A } from "../clients/a";\nexport { b } from "./b";\nimport {\n  c,\n} from "./c";'), ["../clients/a", "./b", "./c"]);
+    });
+
+    for (const file of sourceFiles(SCHEDULER).filter((f) => sideOf(f) in LAYERS)) {
+        const name = path.relative(PROJECT_ROOT, file);
+        it(`${name} names no higher layer, not even for a type`, () => {
+            for (const spec of allImports(fs.readFileSync(file, "utf8")).filter((s) => s.startsWith("."))) {
+                const side = sideOf(path.resolve(path.dirname(file), spec) + ".ts");
+                assert.ok(LAYERS[sideOf(file)].includes(side), `${name} names ${spec} (${side}): ${sideOf(file)} may name only ${LAYERS[sideOf(file)].join(" and ")}`);
             }
         });
     }

@@ -5,8 +5,7 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { METRIC_NAMESPACE, METRICS, NO_QUEUE } from "../core/metrics";
-import type { Outcome } from "../schedule/lambda";
+import { METRIC_NAMESPACE, METRICS, NO_QUEUE, OUTCOMES } from "../core/metrics";
 
 /** What the dashboard shows, resolved. */
 export interface DashboardInput {
@@ -21,7 +20,6 @@ export interface DashboardInput {
     eventQueue: string;
 }
 
-const OUTCOMES: Outcome[] = ["created", "exists", "cancelled", "ignored", "invalid", "failed"];
 const PERIOD = 60;
 
 type MetricLine = (string | { stat?: string; label?: string; yAxis?: string })[];

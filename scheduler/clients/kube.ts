@@ -10,7 +10,6 @@ import type { CoreV1Event, V1Job, V1Pod } from "@kubernetes/client-node";
 import { classifyApiFailure, classifyNetworkFailure, isKubernetesError, kubernetesError, KubernetesError } from "../core/errors";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
-import type { TokenTarget } from "../tokenSync/lambda";
 
 /** The label selector of every worker pod. */
 export const WORKER_SELECTOR = "app.kubernetes.io/managed-by=scaledkite,app.kubernetes.io/component=buildkite-worker";
@@ -128,6 +127,16 @@ export const TOKEN_SOURCE_ANNOTATIONS = {
 } as const;
 
 /** The token sync's target: one key of one Secret, read and merge-patched with a bearer token. */
+/** Where the token sync puts the token: the workers' agent token Secret. */
+export interface TokenTarget {
+    /** The token the Secret holds now (undefined before the first sync). */
+    read(): Promise<string | undefined>;
+    /** Writes the token, recording which secret version it came from. */
+    write(token: string, source: { arn: string; versionId?: string }): Promise<void>;
+    /** namespace/name, for messages. */
+    readonly where: string;
+}
+
 export function bearerTokenTarget(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string): TokenTarget {
     const api = jobsApi(server, caData);
     const withToken = bearerCalls(tokens);

@@ -7,6 +7,7 @@
  */
 
 import { classifiedError, ClassifiedError } from "../core/errors";
+import type { StackNotification } from "../core/notices";
 
 export const DEFAULT_AGENT_ENDPOINT = "https://agent.buildkite.com/v3";
 
@@ -41,14 +42,6 @@ export interface StacksApi {
     notify(stackKey: string, notifications: StackNotification[]): Promise<void>;
 }
 
-/** A message on a job's timeline in Buildkite. */
-export interface StackNotification {
-    job_uuid: string;
-    /** At most MAX_NOTIFICATION_DETAIL characters. */
-    detail: string;
-    /** ISO 8601. */
-    timestamp: string;
-}
 
 /** The Stacks API's limit on a notification's detail. */
 export const MAX_NOTIFICATION_DETAIL = 256;

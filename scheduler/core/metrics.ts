@@ -14,6 +14,10 @@ export const MAX_METRIC_VALUES = 100;
 /** The Queue dimension's value when an event matched no queue (invalid or foreign events). */
 export const NO_QUEUE = "none";
 
+/** What the scheduler did with an event: the Outcome dimension of the Events metric. */
+export const OUTCOMES = ["created", "exists", "cancelled", "ignored", "invalid", "failed"] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
 /** The metric names, in one place for the emitters and the dashboard. */
 export const METRICS = {
     /** Events by outcome (created, exists, cancelled, ignored, invalid, failed). */

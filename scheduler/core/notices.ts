@@ -6,9 +6,17 @@
  */
 import type { V1Pod } from "@kubernetes/client-node";
 import { RUNNABLE_AT_ANNOTATION } from "./manifest";
-import type { StackNotification } from "../clients/stacksApi";
 
 /** Minutes of waiting at which a job is told why it waits. */
+/** A message on a job's timeline in Buildkite (the Stacks API's notification). */
+export interface StackNotification {
+    job_uuid: string;
+    /** At most MAX_NOTIFICATION_DETAIL characters (clients/stacksApi.ts). */
+    detail: string;
+    /** ISO 8601. */
+    timestamp: string;
+}
+
 export const NOTICE_AT_MINUTES = [1, 5, 15, 60];
 
 /** The checkpoint (minutes) a wait of `waitMs` passed during the last `intervalMs`, if any. Pure. */

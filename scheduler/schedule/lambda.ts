@@ -13,10 +13,9 @@ import { isRetryable, oneLine } from "../core/errors";
 import { EventOrigin, foreignOrigin, JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "../core/event";
 import { buildJobManifest, jobName } from "../core/manifest";
 import { matchQueue } from "../core/queue";
-import { METRICS, msSince, NO_QUEUE, withMetrics } from "../core/metrics";
+import { METRICS, msSince, NO_QUEUE, Outcome, withMetrics } from "../core/metrics";
 import { SchedulerSettings } from "../core/settings";
 
-export type Outcome = "created" | "exists" | "cancelled" | "ignored" | "invalid" | "failed";
 
 /** What happened to one event: also its log line. */
 export interface Decision {

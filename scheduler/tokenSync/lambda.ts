@@ -13,6 +13,7 @@
  */
 import { classifiedError, ClassifiedError, oneLine } from "../core/errors";
 import { parseSecretArn, SecretReader } from "../clients/secretsManager";
+import type { TokenTarget } from "../clients/kube";
 
 /** Secrets Manager API calls and service events after which the current value may be new. */
 export const SECRET_CHANGE_EVENTS = ["PutSecretValue", "UpdateSecret", "UpdateSecretVersionStage", "RotationSucceeded", "RestoreSecret"];
@@ -79,15 +80,6 @@ export function agentTokenFrom(secretString: string, arn: string, jsonKey?: stri
     return token;
 }
 
-/** Where the token goes: the workers' agent token Secret. */
-export interface TokenTarget {
-    /** The token the Secret holds now (undefined before the first sync). */
-    read(): Promise<string | undefined>;
-    /** Writes the token, recording which secret version it came from. */
-    write(token: string, source: { arn: string; versionId?: string }): Promise<void>;
-    /** namespace/name, for messages. */
-    readonly where: string;
-}
 
 export interface TokenSyncResult {
     outcome: "updated" | "unchanged" | "ignored";

@@ -1,6 +1,7 @@
 import * as assert from "assert";
 import { classifySecretsManagerFailure, parseSecretArn, secretsManagerEndpoint } from "../../scheduler/clients/secretsManager";
-import { agentTokenFrom, createTokenSync, DEPLOY_TRIGGER, syncTrigger, TokenTarget } from "../../scheduler/tokenSync/lambda";
+import { agentTokenFrom, createTokenSync, DEPLOY_TRIGGER, syncTrigger } from "../../scheduler/tokenSync/lambda";
+import type { TokenTarget } from "../../scheduler/clients/kube";
 import { tokenSyncPolicy } from "../../scheduler/tokenSync/component";
 import { secretChangedEvent } from "../helpers/secretsManagerStandIn";
 
