@@ -14,26 +14,27 @@ import { createFargateProfiles } from "./k8s/fargate";
 import { SWEEPER_GROUP, TOKEN_SYNC_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
 import { podSecurityLabels, privilegedDindWarning, workerShape } from "./k8s/workerPolicy";
-import { WORKER_SERVICE_ACCOUNT } from "./scheduler/core/settings";
 import { readStackConfig } from "./scheduler/config/pulumiConfig";
 import { schedulerSettings } from "./scheduler/config/config";
 import { createDashboard } from "./scheduler/aws/dashboard";
 import { Scheduler } from "./scheduler/schedule/component";
 import { Sweeper } from "./scheduler/sweep/component";
 import { TokenSyncer } from "./scheduler/tokenSync/component";
+import { WORKER_SERVICE_ACCOUNT } from "./scheduler/core/names";
 
 const { config, secrets } = readStackConfig(new pulumi.Config("scaledkite"));
 const rootDind = privilegedDindWarning(config.queues);
-if (rootDind) pulumi.log.warn(rootDind);
+if (rootDind) void pulumi.log.warn(rootDind);
 
 const cluster = readCluster(config.cluster);
 const provider = createClusterProvider("cluster", cluster);
 
 const workers = new WorkerNamespace("workers", {
     namespace: config.namespace,
-    agentToken: config.agentToken.kind === "secretsManager"
-        ? { secretsManagerArn: config.agentToken.arn, syncGroup: TOKEN_SYNC_GROUP }
-        : { value: secrets.agentToken! },
+    agentToken:
+        config.agentToken.kind === "secretsManager"
+            ? { secretsManagerArn: config.agentToken.arn, syncGroup: TOKEN_SYNC_GROUP }
+            : { value: secrets.agentToken! },
     env: secrets.env,
     gitCredentials: secrets.gitCredentials,
     gitSsh: secrets.gitSshKey && { key: secrets.gitSshKey, knownHosts: config.gitKnownHosts! },
@@ -47,14 +48,16 @@ const workers = new WorkerNamespace("workers", {
 });
 
 // ECR: the workers' IAM role, bound to their service account, and the login hook.
-const ecr = config.ecr && new WorkerEcrAccess("ecr", {
-    clusterName: config.cluster,
-    oidcIssuer: cluster.oidcIssuer,
-    namespace: workers.namespace,
-    registries: config.ecr.registries,
-    identity: config.ecr.identity,
-    provider,
-});
+const ecr =
+    config.ecr &&
+    new WorkerEcrAccess("ecr", {
+        clusterName: config.cluster,
+        oidcIssuer: cluster.oidcIssuer,
+        namespace: workers.namespace,
+        registries: config.ecr.registries,
+        identity: config.ecr.identity,
+        provider,
+    });
 
 createFargateProfiles("workers", {
     clusterName: config.cluster,
@@ -64,42 +67,65 @@ createFargateProfiles("workers", {
 });
 
 // What the token sync and the sweep, cluster-facing Lambdas of their own, share.
-const clusterLambda = { cluster, logRetentionDays: config.lambda.logRetentionDays, network: config.lambda.network, alarmTopicArn: config.alarmTopicArn };
+const clusterLambda = {
+    cluster,
+    logRetentionDays: config.lambda.logRetentionDays,
+    network: config.lambda.network,
+    alarmTopicArn: config.alarmTopicArn,
+};
 
 // With the token in Secrets Manager, the sync copies it into the workers' Secret (now and on rotation).
-const tokenSync = config.agentToken.kind === "secretsManager" ? new TokenSyncer("token-sync", {
-    secretArn: config.agentToken.arn,
-    jsonKey: config.agentToken.jsonKey,
-    intervalMinutes: config.agentToken.intervalMinutes,
-    namespace: config.namespace,
-    kubernetesGroups: [TOKEN_SYNC_GROUP],
-    targetUid: workers.agentTokenSecretUid,
-    ...clusterLambda,
-}, { dependsOn: [workers] }) : undefined;
+const tokenSync =
+    config.agentToken.kind === "secretsManager"
+        ? new TokenSyncer(
+              "token-sync",
+              {
+                  secretArn: config.agentToken.arn,
+                  jsonKey: config.agentToken.jsonKey,
+                  intervalMinutes: config.agentToken.intervalMinutes,
+                  namespace: config.namespace,
+                  kubernetesGroups: [TOKEN_SYNC_GROUP],
+                  targetUid: workers.agentTokenSecretUid,
+                  ...clusterLambda,
+              },
+              { dependsOn: [workers] },
+          )
+        : undefined;
 
-const scheduler = new Scheduler("scheduler", {
-    settings: schedulerSettings(config),
-    cluster,
-    eventBusName: config.eventBusName,
-    kubernetesGroups: [SCHEDULER_GROUP],
-    roleArn: config.roleArn,
-    alarmTopicArn: config.alarmTopicArn,
-    lambda: config.lambda,
-}, { dependsOn: ecr ? [workers, ecr] : [workers] });
+const scheduler = new Scheduler(
+    "scheduler",
+    {
+        settings: schedulerSettings(config),
+        cluster,
+        eventBusName: config.eventBusName,
+        kubernetesGroups: [SCHEDULER_GROUP],
+        roleArn: config.roleArn,
+        alarmTopicArn: config.alarmTopicArn,
+        lambda: config.lambda,
+    },
+    { dependsOn: ecr ? [workers, ecr] : [workers] },
+);
 
-const sweeper = config.sweep.intervalMinutes > 0 ? new Sweeper("sweep", {
-    settings: schedulerSettings(config),
-    intervalMinutes: config.sweep.intervalMinutes,
-    stackKey: config.sweep.stackKey ?? `scaledkite-${pulumi.getStack()}`,
-    endpoint: config.sweep.endpoint,
-    podPendingTimeoutSeconds: config.sweep.podPendingTimeoutSeconds,
-    startFailureGraceSeconds: config.sweep.startFailureGraceSeconds,
-    keepQueuesConnected: config.sweep.keepQueuesConnected,
-    kubernetesGroups: [SWEEPER_GROUP],
-    timeoutSeconds: config.lambda.timeoutSeconds,
-    reservedConcurrency: config.lambda.sweepConcurrency,
-    ...clusterLambda,
-}, { dependsOn: tokenSync ? [workers, tokenSync] : [workers] }) : undefined;
+const sweeper =
+    config.sweep.intervalMinutes > 0
+        ? new Sweeper(
+              "sweep",
+              {
+                  settings: schedulerSettings(config),
+                  intervalMinutes: config.sweep.intervalMinutes,
+                  stackKey: config.sweep.stackKey ?? `scaledkite-${pulumi.getStack()}`,
+                  endpoint: config.sweep.endpoint,
+                  podPendingTimeoutSeconds: config.sweep.podPendingTimeoutSeconds,
+                  startFailureGraceSeconds: config.sweep.startFailureGraceSeconds,
+                  keepQueuesConnected: config.sweep.keepQueuesConnected,
+                  kubernetesGroups: [SWEEPER_GROUP],
+                  timeoutSeconds: config.lambda.timeoutSeconds,
+                  reservedConcurrency: config.lambda.sweepConcurrency,
+                  ...clusterLambda,
+              },
+              { dependsOn: tokenSync ? [workers, tokenSync] : [workers] },
+          )
+        : undefined;
 
 // What it did and how long users waited: one dashboard per stack.
 const dashboard = createDashboard("dashboard", {
@@ -123,6 +149,7 @@ export const logGroupName = scheduler.logGroupName;
 export const dashboardName = dashboard.dashboardName;
 export const sweepFunctionName = sweeper?.functionName ?? "sweep off";
 export const workerRoleArn = ecr?.roleArn ?? "no ECR registries";
-export const agentTokenSource = config.agentToken.kind === "secretsManager" ? config.agentToken.arn : "pulumi config (secret)";
+export const agentTokenSource =
+    config.agentToken.kind === "secretsManager" ? config.agentToken.arn : "pulumi config (secret)";
 export const tokenSyncFunctionName = tokenSync?.functionName ?? "no sync (token from pulumi config)";
 export const watchWorkers = pulumi.interpolate`kubectl get jobs,pods -n ${workers.namespace} -l app.kubernetes.io/managed-by=scaledkite`;

@@ -34,27 +34,44 @@ export function readCluster(name: string, opts?: pulumi.InvokeOptions): Existing
 
 /** A kubeconfig for the cluster that authenticates with `aws eks get-token` (the caller's AWS identity). */
 export function kubeconfigFor(cluster: ExistingCluster): pulumi.Output<string> {
-    return pulumi.all([cluster.endpoint, cluster.caData, cluster.region]).apply(([endpoint, caData, region]) => JSON.stringify({
-        apiVersion: "v1",
-        kind: "Config",
-        clusters: [{ name: cluster.name, cluster: { server: endpoint, "certificate-authority-data": caData } }],
-        users: [{
-            name: "pulumi",
-            user: {
-                exec: {
-                    apiVersion: "client.authentication.k8s.io/v1beta1",
-                    command: "aws",
-                    args: ["eks", "get-token", "--cluster-name", cluster.name, "--region", region, "--output", "json"],
-                    interactiveMode: "Never",
+    return pulumi.all([cluster.endpoint, cluster.caData, cluster.region]).apply(([endpoint, caData, region]) =>
+        JSON.stringify({
+            apiVersion: "v1",
+            kind: "Config",
+            clusters: [{ name: cluster.name, cluster: { server: endpoint, "certificate-authority-data": caData } }],
+            users: [
+                {
+                    name: "pulumi",
+                    user: {
+                        exec: {
+                            apiVersion: "client.authentication.k8s.io/v1beta1",
+                            command: "aws",
+                            args: [
+                                "eks",
+                                "get-token",
+                                "--cluster-name",
+                                cluster.name,
+                                "--region",
+                                region,
+                                "--output",
+                                "json",
+                            ],
+                            interactiveMode: "Never",
+                        },
+                    },
                 },
-            },
-        }],
-        contexts: [{ name: cluster.name, context: { cluster: cluster.name, user: "pulumi" } }],
-        "current-context": cluster.name,
-    }));
+            ],
+            contexts: [{ name: cluster.name, context: { cluster: cluster.name, user: "pulumi" } }],
+            "current-context": cluster.name,
+        }),
+    );
 }
 
 /** The Kubernetes provider every in-cluster resource of the stack uses. */
-export function createClusterProvider(name: string, cluster: ExistingCluster, opts?: pulumi.CustomResourceOptions): k8s.Provider {
+export function createClusterProvider(
+    name: string,
+    cluster: ExistingCluster,
+    opts?: pulumi.CustomResourceOptions,
+): k8s.Provider {
     return new k8s.Provider(name, { kubeconfig: kubeconfigFor(cluster), enableServerSideApply: true }, opts);
 }

@@ -12,10 +12,8 @@ import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import type { EcrRegistry, WorkerIdentity } from "../scheduler/config/config";
-import { ECR_HOOKS_CONFIGMAP, WORKER_SERVICE_ACCOUNT } from "../scheduler/core/settings";
 import { ecrHookFiles } from "./ecrLogin";
-
-export { ECR_LOGIN_SCRIPT } from "./ecrLogin";
+import { ECR_HOOKS_CONFIGMAP, MANAGED_BY, WORKER_SERVICE_ACCOUNT } from "../scheduler/core/names";
 
 const PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
 const PUSH = ["ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"];
@@ -33,7 +31,9 @@ export function ecrPolicy(registries: EcrRegistry[]): object {
                 Sid: `${r.push ? "PullPush" : "Pull"}${i}`,
                 Effect: "Allow",
                 Action: r.push ? [...PULL, ...PUSH] : PULL,
-                Resource: r.repositories.map((repo) => `arn:${r.partition}:ecr:${r.region}:${r.account}:repository/${repo}`),
+                Resource: r.repositories.map(
+                    (repo) => `arn:${r.partition}:ecr:${r.region}:${r.account}:repository/${repo}`,
+                ),
             })),
         ],
     };
@@ -44,31 +44,54 @@ export function ecrPolicy(registries: EcrRegistry[]): object {
  * namespace (the session tags Pod Identity sets: without them any Pod Identity association in the
  * account could assume it), or the cluster's OIDC issuer for that service account. Pure.
  */
-export function workerTrustPolicy(identity: WorkerIdentity, account: string, namespace: string, oidcIssuer?: string, partition = "aws", clusterName = ""): object {
+export function workerTrustPolicy(
+    identity: WorkerIdentity,
+    account: string,
+    namespace: string,
+    oidcIssuer?: string,
+    partition = "aws",
+    clusterName = "",
+): object {
     if (identity === "podIdentity") {
         return {
             Version: "2012-10-17",
-            Statement: [{
-                Effect: "Allow", Principal: { Service: "pods.eks.amazonaws.com" }, Action: ["sts:AssumeRole", "sts:TagSession"],
-                Condition: {
-                    StringEquals: {
-                        "aws:SourceAccount": account,
-                        "aws:RequestTag/eks-cluster-name": clusterName,
-                        "aws:RequestTag/kubernetes-namespace": namespace,
-                        "aws:RequestTag/kubernetes-service-account": WORKER_SERVICE_ACCOUNT,
+            Statement: [
+                {
+                    Effect: "Allow",
+                    Principal: { Service: "pods.eks.amazonaws.com" },
+                    Action: ["sts:AssumeRole", "sts:TagSession"],
+                    Condition: {
+                        StringEquals: {
+                            "aws:SourceAccount": account,
+                            "aws:RequestTag/eks-cluster-name": clusterName,
+                            "aws:RequestTag/kubernetes-namespace": namespace,
+                            "aws:RequestTag/kubernetes-service-account": WORKER_SERVICE_ACCOUNT,
+                        },
                     },
                 },
-            }],
+            ],
         };
     }
     const issuer = (oidcIssuer ?? "").replace(/^https:\/\//, "");
-    if (!issuer) throw new pulumi.RunError(`the cluster has no OIDC issuer, so IRSA cannot work: use scaledkite:workerIdentity podIdentity, or enable the cluster's IAM OIDC provider`);
+    if (!issuer)
+        throw new pulumi.RunError(
+            `the cluster has no OIDC issuer, so IRSA cannot work: use scaledkite:workerIdentity podIdentity, or enable the cluster's IAM OIDC provider`,
+        );
     return {
         Version: "2012-10-17",
-        Statement: [{
-            Effect: "Allow", Principal: { Federated: `arn:${partition}:iam::${account}:oidc-provider/${issuer}` }, Action: "sts:AssumeRoleWithWebIdentity",
-            Condition: { StringEquals: { [`${issuer}:sub`]: `system:serviceaccount:${namespace}:${WORKER_SERVICE_ACCOUNT}`, [`${issuer}:aud`]: "sts.amazonaws.com" } },
-        }],
+        Statement: [
+            {
+                Effect: "Allow",
+                Principal: { Federated: `arn:${partition}:iam::${account}:oidc-provider/${issuer}` },
+                Action: "sts:AssumeRoleWithWebIdentity",
+                Condition: {
+                    StringEquals: {
+                        [`${issuer}:sub`]: `system:serviceaccount:${namespace}:${WORKER_SERVICE_ACCOUNT}`,
+                        [`${issuer}:aud`]: "sts.amazonaws.com",
+                    },
+                },
+            },
+        ],
     };
 }
 
@@ -94,31 +117,60 @@ export class WorkerEcrAccess extends pulumi.ComponentResource {
         const account = aws.getCallerIdentityOutput({}, parent).accountId;
         const partition = aws.getPartitionOutput({}, parent).partition;
 
-        const role = new aws.iam.Role(`${name}-workers`, {
-            description: "Scaledkite workers: pull from (and push to) the ECR registries of scaledkite:ecrRegistries",
-            assumeRolePolicy: pulumi.all([account, args.namespace, args.oidcIssuer, partition]).apply(([a, ns, issuer, p]) =>
-                JSON.stringify(workerTrustPolicy(args.identity, a, ns, issuer, p || "aws", args.clusterName))),
-        }, parent);
-        new aws.iam.RolePolicy(`${name}-workers`, { role: role.id, policy: JSON.stringify(ecrPolicy(args.registries)) }, parent);
-
-        const labels = { "app.kubernetes.io/managed-by": "scaledkite" };
-        const sa = new k8s.core.v1.ServiceAccount(`${name}-workers`, {
-            metadata: {
-                name: WORKER_SERVICE_ACCOUNT, namespace: args.namespace, labels,
-                ...(args.identity === "irsa" ? { annotations: { "eks.amazonaws.com/role-arn": role.arn } } : {}),
+        const role = new aws.iam.Role(
+            `${name}-workers`,
+            {
+                description:
+                    "Scaledkite workers: pull from (and push to) the ECR registries of scaledkite:ecrRegistries",
+                assumeRolePolicy: pulumi
+                    .all([account, args.namespace, args.oidcIssuer, partition])
+                    .apply(([a, ns, issuer, p]) =>
+                        JSON.stringify(workerTrustPolicy(args.identity, a, ns, issuer, p || "aws", args.clusterName)),
+                    ),
             },
-            // Workers need no Kubernetes API access; Pod Identity and IRSA mount their own tokens.
-            automountServiceAccountToken: false,
-        }, inCluster);
+            parent,
+        );
+        new aws.iam.RolePolicy(
+            `${name}-workers`,
+            { role: role.id, policy: JSON.stringify(ecrPolicy(args.registries)) },
+            parent,
+        );
+
+        const labels = { ...MANAGED_BY };
+        const sa = new k8s.core.v1.ServiceAccount(
+            `${name}-workers`,
+            {
+                metadata: {
+                    name: WORKER_SERVICE_ACCOUNT,
+                    namespace: args.namespace,
+                    labels,
+                    ...(args.identity === "irsa" ? { annotations: { "eks.amazonaws.com/role-arn": role.arn } } : {}),
+                },
+                // Workers need no Kubernetes API access; Pod Identity and IRSA mount their own tokens.
+                automountServiceAccountToken: false,
+            },
+            inCluster,
+        );
         if (args.identity === "podIdentity") {
-            new aws.eks.PodIdentityAssociation(`${name}-workers`, {
-                clusterName: args.clusterName, namespace: args.namespace, serviceAccount: WORKER_SERVICE_ACCOUNT, roleArn: role.arn,
-            }, { ...parent, dependsOn: [sa] });
+            new aws.eks.PodIdentityAssociation(
+                `${name}-workers`,
+                {
+                    clusterName: args.clusterName,
+                    namespace: args.namespace,
+                    serviceAccount: WORKER_SERVICE_ACCOUNT,
+                    roleArn: role.arn,
+                },
+                { ...parent, dependsOn: [sa] },
+            );
         }
-        new k8s.core.v1.ConfigMap(`${name}-login`, {
-            metadata: { name: ECR_HOOKS_CONFIGMAP, namespace: args.namespace, labels },
-            data: ecrHookFiles(args.registries),
-        }, inCluster);
+        new k8s.core.v1.ConfigMap(
+            `${name}-login`,
+            {
+                metadata: { name: ECR_HOOKS_CONFIGMAP, namespace: args.namespace, labels },
+                data: ecrHookFiles(args.registries),
+            },
+            inCluster,
+        );
 
         this.roleArn = role.arn;
         this.serviceAccountName = sa.metadata.name;

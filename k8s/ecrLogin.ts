@@ -23,4 +23,3 @@ export function ecrHookFiles(registries: EcrRegistry[]): Record<string, string> 
         "ecr-registries": registries.map((r) => r.registry).join("\n") + "\n",
     };
 }
-

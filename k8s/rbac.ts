@@ -51,7 +51,9 @@ function roleAndBinding(name: string, namespace: string, rules: PolicyRule[], gr
     return [
         { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: { name, namespace }, rules },
         {
-            apiVersion: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", metadata: { name, namespace },
+            apiVersion: "rbac.authorization.k8s.io/v1",
+            kind: "RoleBinding",
+            metadata: { name, namespace },
             roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name },
             subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: group }],
         },

@@ -1,10 +1,18 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { AGENT_TOKEN_KEY, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, SECRET_NAMES } from "../scheduler/core/settings";
 import type { SpendCaps } from "../scheduler/config/config";
 import { TOKEN_SOURCE_ANNOTATIONS } from "../scheduler/clients/kube";
 import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac, tokenSyncRbac } from "./rbac";
-import { metadataNetworkPolicy, workerJobPolicy, WorkerShape } from "./workerPolicy";
+import { metadataNetworkPolicy, workerJobPolicy, type WorkerShape } from "./workerPolicy";
+import {
+    AGENT_TOKEN_KEY,
+    GIT_CREDENTIALS_KEY,
+    GIT_KNOWN_HOSTS_KEY,
+    GIT_SSH_KEY,
+    HOOKS_CONFIGMAP,
+    MANAGED_BY,
+    SECRET_NAMES,
+} from "../scheduler/core/names";
 
 export { SCHEDULER_GROUP };
 
@@ -57,53 +65,128 @@ export class WorkerNamespace extends pulumi.ComponentResource {
         super("scaledkite:k8s:WorkerNamespace", name, {}, { ...opts, providers: [args.provider] });
         const parent = { parent: this, provider: args.provider };
 
-        const ns = new k8s.core.v1.Namespace(`${name}-namespace`, {
-            metadata: { name: args.namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite", ...args.podSecurity } },
-        }, parent);
+        const ns = new k8s.core.v1.Namespace(
+            `${name}-namespace`,
+            {
+                metadata: {
+                    name: args.namespace,
+                    labels: { ...MANAGED_BY, ...args.podSecurity },
+                },
+            },
+            parent,
+        );
         const namespace = ns.metadata.name;
         const inNs = { ...parent, dependsOn: [ns] };
 
-        const secrets = ["value" in args.agentToken
-            ? createSecret(`${name}-agent-token`, namespace, SECRET_NAMES.agentToken, { [AGENT_TOKEN_KEY]: args.agentToken.value }, inNs)
-            : createSyncedSecret(`${name}-agent-token`, namespace, SECRET_NAMES.agentToken, args.agentToken.secretsManagerArn, inNs)];
+        const secrets = [
+            "value" in args.agentToken
+                ? createSecret(
+                      `${name}-agent-token`,
+                      namespace,
+                      SECRET_NAMES.agentToken,
+                      { [AGENT_TOKEN_KEY]: args.agentToken.value },
+                      inNs,
+                  )
+                : createSyncedSecret(
+                      `${name}-agent-token`,
+                      namespace,
+                      SECRET_NAMES.agentToken,
+                      args.agentToken.secretsManagerArn,
+                      inNs,
+                  ),
+        ];
         if ("secretsManagerArn" in args.agentToken) {
-            createRbac(`${name}-token-sync`, tokenSyncRbac(args.namespace, SECRET_NAMES.agentToken, args.agentToken.syncGroup), inNs);
+            createRbac(
+                `${name}-token-sync`,
+                tokenSyncRbac(args.namespace, SECRET_NAMES.agentToken, args.agentToken.syncGroup),
+                inNs,
+            );
         }
-        if (args.env !== undefined) secrets.push(createSecret(`${name}-env`, namespace, SECRET_NAMES.env, args.env, inNs));
+        if (args.env !== undefined)
+            secrets.push(createSecret(`${name}-env`, namespace, SECRET_NAMES.env, args.env, inNs));
         if (args.gitCredentials !== undefined) {
-            secrets.push(createSecret(`${name}-git-credentials`, namespace, SECRET_NAMES.gitCredentials, { [GIT_CREDENTIALS_KEY]: args.gitCredentials }, inNs));
+            secrets.push(
+                createSecret(
+                    `${name}-git-credentials`,
+                    namespace,
+                    SECRET_NAMES.gitCredentials,
+                    { [GIT_CREDENTIALS_KEY]: args.gitCredentials },
+                    inNs,
+                ),
+            );
         }
 
         if (args.gitSsh !== undefined) {
-            secrets.push(createSecret(`${name}-git-ssh`, namespace, SECRET_NAMES.gitSsh, {
-                [GIT_SSH_KEY]: pulumi.output(args.gitSsh.key).apply((k) => (k.endsWith("\n") ? k : `${k}\n`)),
-                [GIT_KNOWN_HOSTS_KEY]: args.gitSsh.knownHosts,
-            }, inNs));
+            secrets.push(
+                createSecret(
+                    `${name}-git-ssh`,
+                    namespace,
+                    SECRET_NAMES.gitSsh,
+                    {
+                        [GIT_SSH_KEY]: pulumi.output(args.gitSsh.key).apply((k) => (k.endsWith("\n") ? k : `${k}\n`)),
+                        [GIT_KNOWN_HOSTS_KEY]: args.gitSsh.knownHosts,
+                    },
+                    inNs,
+                ),
+            );
         }
         if (args.hooks !== undefined && Object.keys(args.hooks).length > 0) {
-            new k8s.core.v1.ConfigMap(`${name}-hooks`, {
-                metadata: { name: HOOKS_CONFIGMAP, namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite" } },
-                data: args.hooks,
-            }, inNs);
+            new k8s.core.v1.ConfigMap(
+                `${name}-hooks`,
+                {
+                    metadata: {
+                        name: HOOKS_CONFIGMAP,
+                        namespace,
+                        labels: { ...MANAGED_BY },
+                    },
+                    data: args.hooks,
+                },
+                inNs,
+            );
         }
 
         const quota = spendQuota(args.caps ?? {});
         if (quota) {
-            new k8s.core.v1.ResourceQuota(`${name}-caps`, {
-                metadata: { name: "scaledkite-spend-caps", namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite" } },
-                spec: { hard: quota },
-            }, inNs);
+            new k8s.core.v1.ResourceQuota(
+                `${name}-caps`,
+                {
+                    metadata: {
+                        name: "scaledkite-spend-caps",
+                        namespace,
+                        labels: { ...MANAGED_BY },
+                    },
+                    spec: { hard: quota },
+                },
+                inNs,
+            );
         }
 
-        new k8s.networking.v1.NetworkPolicy(`${name}-no-instance-metadata`, metadataNetworkPolicy(args.namespace) as k8s.networking.v1.NetworkPolicyArgs, inNs);
+        new k8s.networking.v1.NetworkPolicy(
+            `${name}-no-instance-metadata`,
+            metadataNetworkPolicy(args.namespace) as k8s.networking.v1.NetworkPolicyArgs,
+            inNs,
+        );
 
         const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
-        if (args.sweeperGroup) createRbac(`${name}-sweeper`, sweeperRbac(args.namespace, SECRET_NAMES.agentToken, args.sweeperGroup), inNs);
+        if (args.sweeperGroup)
+            createRbac(
+                `${name}-sweeper`,
+                sweeperRbac(args.namespace, SECRET_NAMES.agentToken, args.sweeperGroup),
+                inNs,
+            );
         if (args.workerShape) {
             const groups = [args.schedulerGroup ?? SCHEDULER_GROUP, ...(args.sweeperGroup ? [args.sweeperGroup] : [])];
             const [policy, binding] = workerJobPolicy(args.namespace, groups, args.workerShape);
-            const vap = new k8s.admissionregistration.v1.ValidatingAdmissionPolicy(`${name}-job-shape`, policy as k8s.admissionregistration.v1.ValidatingAdmissionPolicyArgs, parent);
-            new k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(`${name}-job-shape`, binding as k8s.admissionregistration.v1.ValidatingAdmissionPolicyBindingArgs, { ...parent, dependsOn: [vap] });
+            const vap = new k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+                `${name}-job-shape`,
+                policy as k8s.admissionregistration.v1.ValidatingAdmissionPolicyArgs,
+                parent,
+            );
+            new k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+                `${name}-job-shape`,
+                binding as k8s.admissionregistration.v1.ValidatingAdmissionPolicyBindingArgs,
+                { ...parent, dependsOn: [vap] },
+            );
         }
 
         this.namespace = namespace;
@@ -128,14 +211,21 @@ export function spendQuota(caps: SpendCaps): Record<string, string> | undefined 
 
 /** A Secret whose values stay secret in Pulumi state. */
 export function createSecret(
-    resourceName: string, namespace: pulumi.Input<string>, secretName: string,
-    data: pulumi.Input<Record<string, pulumi.Input<string>>>, opts: pulumi.CustomResourceOptions,
+    resourceName: string,
+    namespace: pulumi.Input<string>,
+    secretName: string,
+    data: pulumi.Input<Record<string, pulumi.Input<string>>>,
+    opts: pulumi.CustomResourceOptions,
 ): k8s.core.v1.Secret {
-    return new k8s.core.v1.Secret(resourceName, {
-        metadata: { name: secretName, namespace, labels: { "app.kubernetes.io/managed-by": "scaledkite" } },
-        type: "Opaque",
-        stringData: pulumi.secret(data),
-    }, { ...opts, additionalSecretOutputs: ["data", "stringData"] });
+    return new k8s.core.v1.Secret(
+        resourceName,
+        {
+            metadata: { name: secretName, namespace, labels: { ...MANAGED_BY } },
+            type: "Opaque",
+            stringData: pulumi.secret(data),
+        },
+        { ...opts, additionalSecretOutputs: ["data", "stringData"] },
+    );
 }
 
 /**
@@ -145,24 +235,44 @@ export function createSecret(
  * that moves from `agentToken` to the ARN drops the config token here, and the sync during the same
  * `pulumi up` writes the secret's.
  */
-export function createSyncedSecret(resourceName: string, namespace: pulumi.Input<string>, secretName: string, sourceArn: string, opts: pulumi.CustomResourceOptions): k8s.core.v1.Secret {
-    return new k8s.core.v1.Secret(resourceName, {
-        metadata: {
-            name: secretName, namespace,
-            labels: { "app.kubernetes.io/managed-by": "scaledkite" },
-            annotations: { [TOKEN_SOURCE_ANNOTATIONS.source]: sourceArn },
+export function createSyncedSecret(
+    resourceName: string,
+    namespace: pulumi.Input<string>,
+    secretName: string,
+    sourceArn: string,
+    opts: pulumi.CustomResourceOptions,
+): k8s.core.v1.Secret {
+    return new k8s.core.v1.Secret(
+        resourceName,
+        {
+            metadata: {
+                name: secretName,
+                namespace,
+                labels: { ...MANAGED_BY },
+                annotations: { [TOKEN_SOURCE_ANNOTATIONS.source]: sourceArn },
+            },
+            type: "Opaque",
         },
-        type: "Opaque",
-    }, { ...opts, additionalSecretOutputs: ["data", "stringData"] });
+        { ...opts, additionalSecretOutputs: ["data", "stringData"] },
+    );
 }
 
 /** The scheduler's Role and its binding to the scheduler's group (the manifests of rbac.ts). */
-export function createSchedulerRole(name: string, namespace: string, group: string, opts: pulumi.CustomResourceOptions): k8s.rbac.v1.Role {
+export function createSchedulerRole(
+    name: string,
+    namespace: string,
+    group: string,
+    opts: pulumi.CustomResourceOptions,
+): k8s.rbac.v1.Role {
     return createRbac(`${name}-scheduler`, schedulerRbac(namespace, group), opts);
 }
 
 /** A Role and its RoleBinding from their manifests. */
-export function createRbac(name: string, [role, binding]: [object, object], opts: pulumi.CustomResourceOptions): k8s.rbac.v1.Role {
+export function createRbac(
+    name: string,
+    [role, binding]: [object, object],
+    opts: pulumi.CustomResourceOptions,
+): k8s.rbac.v1.Role {
     const created = new k8s.rbac.v1.Role(name, role as k8s.rbac.v1.RoleArgs, opts);
     new k8s.rbac.v1.RoleBinding(name, binding as k8s.rbac.v1.RoleBindingArgs, { ...opts, dependsOn: [created] });
     return created;

@@ -9,12 +9,20 @@
  * profiles, privilege outside the dind sidecar). Plain data, shared by the Pulumi program and the
  * local cluster tools, like rbac.ts.
  */
-import { SECRET_NAMES, WorkerSettings } from "../scheduler/core/settings";
+import { type WorkerSettings } from "../scheduler/core/settings";
 import {
-    AGENT_ARGS, AGENT_COMMAND, AGENT_CONTAINER, AGENT_DYNAMIC_ENV, AGENT_FIXED_ENV, AGENT_MOUNTS, AGENT_TOKEN_DIR, AGENT_TOKEN_REFERENCE, DIND_ARGS, DIND_CONTAINER, LABELS,
+    AGENT_ARGS,
+    AGENT_COMMAND,
+    AGENT_DYNAMIC_ENV,
+    AGENT_FIXED_ENV,
+    AGENT_MOUNTS,
+    AGENT_TOKEN_DIR,
+    AGENT_TOKEN_REFERENCE,
+    DIND_ARGS,
 } from "../scheduler/core/manifest";
 import { AGENT_HOOKS_PATH } from "../scheduler/core/agentLauncher";
-import { BoundaryRule, POD_BOUNDARY } from "../scheduler/core/podBoundary";
+import { type BoundaryRule, POD_BOUNDARY } from "../scheduler/core/podBoundary";
+import { AGENT_CONTAINER, DIND_CONTAINER, LABELS, MANAGED_BY, SECRET_NAMES } from "../scheduler/core/names";
 
 /** What a stack's workers may be: the policy admits Jobs of this shape only. */
 export interface WorkerShape {
@@ -36,14 +44,24 @@ export interface WorkerShape {
 }
 
 /** The volume sources Scaledkite's workers use, and those that hold nothing of the node's or of other Secrets. */
-const VOLUME_SOURCES = ["configMap", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
+const VOLUME_SOURCES = [
+    "configMap",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
 
 /** The images named in a pod spec patch's containers (a patch may replace an image). */
 function patchImages(patch: Record<string, unknown> | undefined): string[] {
     const out: string[] = [];
     for (const key of ["containers", "initContainers"]) {
         const list = patch?.[key];
-        if (Array.isArray(list)) for (const c of list) if (typeof (c as { image?: unknown }).image === "string") out.push((c as { image: string }).image);
+        if (Array.isArray(list))
+            for (const c of list)
+                if (typeof (c as { image?: unknown }).image === "string") out.push((c as { image: string }).image);
     }
     return out;
 }
@@ -54,7 +72,11 @@ function patchSecrets(v: unknown, out: string[] = []): string[] {
     else if (typeof v === "object" && v !== null) {
         for (const [k, x] of Object.entries(v)) {
             if (k === "secretName" && typeof x === "string") out.push(x);
-            else if ((k === "secretRef" || k === "secretKeyRef" || k === "secret") && typeof (x as { name?: unknown })?.name === "string") out.push((x as { name: string }).name);
+            else if (
+                (k === "secretRef" || k === "secretKeyRef" || k === "secret") &&
+                typeof (x as { name?: unknown })?.name === "string"
+            )
+                out.push((x as { name: string }).name);
             patchSecrets(x, out);
         }
     }
@@ -81,7 +103,10 @@ export function workerShape(queues: Record<string, WorkerSettings>, workerServic
         if (typeof patched === "string") serviceAccounts.push(patched);
     }
     const ownSecrets = [SECRET_NAMES.env, SECRET_NAMES.gitCredentials, SECRET_NAMES.gitSsh];
-    const queueSecrets = qs.flatMap((q) => [...q.envFrom.flatMap((f) => ("secretRef" in f ? [f.secretRef.name] : [])), ...patchSecrets(q.podSpecPatch)]);
+    const queueSecrets = qs.flatMap((q) => [
+        ...q.envFrom.flatMap((f) => ("secretRef" in f ? [f.secretRef.name] : [])),
+        ...patchSecrets(q.podSpecPatch),
+    ]);
     return {
         images: sorted([...agentImages, ...dindImages, ...qs.flatMap((q) => patchImages(q.podSpecPatch))]),
         agentImages,
@@ -90,7 +115,11 @@ export function workerShape(queues: Record<string, WorkerSettings>, workerServic
         rootDind: qs.some((q) => q.dind === "privileged"),
         secrets: sorted([...ownSecrets, ...queueSecrets].filter((s) => s !== SECRET_NAMES.agentToken)),
         agentEnv: sorted(qs.flatMap((q) => Object.entries(q.env).map(([k, v]) => `${k}=${v}`))),
-        volumeSources: sorted([...VOLUME_SOURCES, ...qs.flatMap((q) => patchVolumeSources(q.podSpecPatch))].filter((k) => k !== "hostPath")),
+        volumeSources: sorted(
+            [...VOLUME_SOURCES, ...qs.flatMap((q) => patchVolumeSources(q.podSpecPatch))].filter(
+                (k) => k !== "hostPath",
+            ),
+        ),
     };
 }
 
@@ -124,27 +153,41 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
     const q = JSON.stringify;
     const sc = (c: string, field: string) => `has(${c}.securityContext) && has(${c}.securityContext.${field})`;
     const privileged = (c: string) => `(${sc(c, "privileged")} && ${c}.securityContext.privileged)`;
-    const unconfined = (x: string) => `((${sc(x, "seccompProfile")} && ${x}.securityContext.seccompProfile.type == "Unconfined")`
-        + ` || (${sc(x, "appArmorProfile")} && ${x}.securityContext.appArmorProfile.type == "Unconfined"))`;
+    const unconfined = (x: string) =>
+        `((${sc(x, "seccompProfile")} && ${x}.securityContext.seccompProfile.type == "Unconfined")` +
+        ` || (${sc(x, "appArmorProfile")} && ${x}.securityContext.appArmorProfile.type == "Unconfined"))`;
     const envNames = (c: string) => `(has(${c}.env) ? ${c}.env : [])`;
-    const agentEnvOk = "(has(e.value) && (e.name + \"=\" + e.value) in variables.agentEnvPairs)"
-        + ` || (e.name in ${list(AGENT_DYNAMIC_ENV)} && (has(e.value) || (e.name == "BUILDKITE_AGENT_NAME" && has(e.valueFrom) && has(e.valueFrom.fieldRef))))`;
+    const agentEnvOk =
+        '(has(e.value) && (e.name + "=" + e.value) in variables.agentEnvPairs)' +
+        ` || (e.name in ${list(AGENT_DYNAMIC_ENV)} && (has(e.value) || (e.name == "BUILDKITE_AGENT_NAME" && has(e.valueFrom) && has(e.valueFrom.fieldRef))))`;
     const variables = [
         { name: "pod", expression: "object.spec.template.spec" },
-        { name: "containers", expression: "variables.pod.containers + (has(variables.pod.initContainers) ? variables.pod.initContainers : [])" },
+        {
+            name: "containers",
+            expression:
+                "variables.pod.containers + (has(variables.pod.initContainers) ? variables.pod.initContainers : [])",
+        },
         { name: "volumes", expression: "has(variables.pod.volumes) ? variables.pod.volumes : []" },
-        { name: "tokenVolumes", expression: `variables.volumes.filter(v, has(v.secret) && v.secret.secretName == ${q(SECRET_NAMES.agentToken)}).map(v, v.name)` },
+        {
+            name: "tokenVolumes",
+            expression: `variables.volumes.filter(v, has(v.secret) && v.secret.secretName == ${q(SECRET_NAMES.agentToken)}).map(v, v.name)`,
+        },
         { name: "agents", expression: `variables.pod.containers.filter(c, c.name == ${q(AGENT_CONTAINER)})` },
         {
             name: "agentEnvPairs",
-            expression: list([...PINNED_AGENT_ENV.map(([k, v]) => `${k}=${v}`), ...AGENT_FIXED_ENV.map(([k, v]) => `${k}=${v}`), ...shape.agentEnv]),
+            expression: list([
+                ...PINNED_AGENT_ENV.map(([k, v]) => `${k}=${v}`),
+                ...AGENT_FIXED_ENV.map(([k, v]) => `${k}=${v}`),
+                ...shape.agentEnv,
+            ]),
         },
     ];
     const validations = [
         {
-            expression: `has(object.metadata.labels) && ${q(LABELS.managedBy)} in object.metadata.labels && object.metadata.labels[${q(LABELS.managedBy)}] == "scaledkite"`
-                + ` && has(object.spec.template.metadata) && has(object.spec.template.metadata.labels) && ${q(LABELS.component)} in object.spec.template.metadata.labels`
-                + ` && object.spec.template.metadata.labels[${q(LABELS.component)}] == "buildkite-worker"`,
+            expression:
+                `has(object.metadata.labels) && ${q(LABELS.managedBy)} in object.metadata.labels && object.metadata.labels[${q(LABELS.managedBy)}] == "scaledkite"` +
+                ` && has(object.spec.template.metadata) && has(object.spec.template.metadata.labels) && ${q(LABELS.component)} in object.spec.template.metadata.labels` +
+                ` && object.spec.template.metadata.labels[${q(LABELS.component)}] == "buildkite-worker"`,
             message: `${refused} its labels (${LABELS.managedBy}=scaledkite, ${LABELS.component}=buildkite-worker) are missing`,
         },
         {
@@ -166,14 +209,19 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
             message: `${refused} a volume's source is not one of ${shape.volumeSources.join(", ")}`,
         },
         {
-            expression: "!(has(variables.pod.hostNetwork) && variables.pod.hostNetwork) && !(has(variables.pod.hostPID) && variables.pod.hostPID) && !(has(variables.pod.hostIPC) && variables.pod.hostIPC)",
+            expression:
+                "!(has(variables.pod.hostNetwork) && variables.pod.hostNetwork) && !(has(variables.pod.hostPID) && variables.pod.hostPID) && !(has(variables.pod.hostIPC) && variables.pod.hostIPC)",
             message: msg("hostNamespaces"),
         },
-        { expression: "!has(variables.pod.nodeName) || variables.pod.nodeName == \"\"", message: msg("nodeName") },
-        { expression: "!has(variables.pod.shareProcessNamespace) || !variables.pod.shareProcessNamespace", message: msg("shareProcessNamespace") },
+        { expression: '!has(variables.pod.nodeName) || variables.pod.nodeName == ""', message: msg("nodeName") },
         {
-            expression: `variables.pod.containers.all(c, !${privileged("c")}) && (!has(variables.pod.initContainers) || variables.pod.initContainers.all(c, !${privileged("c")}`
-                + ` || (c.name == ${q(DIND_CONTAINER)} && c.image in ${list(shape.dindImages)} && !has(c.command) && has(c.args) && c.args == ${list(DIND_ARGS)})))`,
+            expression: "!has(variables.pod.shareProcessNamespace) || !variables.pod.shareProcessNamespace",
+            message: msg("shareProcessNamespace"),
+        },
+        {
+            expression:
+                `variables.pod.containers.all(c, !${privileged("c")}) && (!has(variables.pod.initContainers) || variables.pod.initContainers.all(c, !${privileged("c")}` +
+                ` || (c.name == ${q(DIND_CONTAINER)} && c.image in ${list(shape.dindImages)} && !has(c.command) && has(c.args) && c.args == ${list(DIND_ARGS)})))`,
             message: msg("privileged"),
         },
         {
@@ -181,52 +229,79 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
             message: msg("capabilities"),
         },
         {
-            expression: `!${unconfined("variables.pod")} && variables.containers.all(c, !${unconfined("c")})`
-                + " && (!has(object.spec.template.metadata) || !has(object.spec.template.metadata.annotations) || object.spec.template.metadata.annotations.all(k, !k.startsWith(\"container.apparmor.security.beta.kubernetes.io/\") || object.spec.template.metadata.annotations[k] != \"unconfined\"))",
+            expression:
+                `!${unconfined("variables.pod")} && variables.containers.all(c, !${unconfined("c")})` +
+                ' && (!has(object.spec.template.metadata) || !has(object.spec.template.metadata.annotations) || object.spec.template.metadata.annotations.all(k, !k.startsWith("container.apparmor.security.beta.kubernetes.io/") || object.spec.template.metadata.annotations[k] != "unconfined"))',
             message: msg("unconfined"),
         },
-        { expression: "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0))", message: msg("hostPorts") },
+        {
+            expression:
+                "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0))",
+            message: msg("hostPorts"),
+        },
         {
             // The token Secret: a volume mounted by the agent container only; never in env or envFrom;
             // every other Secret one the stack's workers use.
-            expression: `variables.containers.all(c, c.name == ${q(AGENT_CONTAINER)} || !has(c.volumeMounts) || c.volumeMounts.all(m, !(m.name in variables.tokenVolumes)))`
-                + ` && variables.volumes.all(v, !has(v.secret) || v.secret.secretName == ${q(SECRET_NAMES.agentToken)} || v.secret.secretName in ${list(shape.secrets)})`
-                + ` && variables.volumes.all(v, !has(v.projected) || !has(v.projected.sources) || v.projected.sources.all(s, !has(s.secret) || s.secret.name in ${list(shape.secrets)}))`
-                + ` && variables.containers.all(c, ${envNames("c")}.all(e, !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef) || e.valueFrom.secretKeyRef.name in ${list(shape.secrets)}))`
-                + ` && variables.containers.all(c, !has(c.envFrom) || c.envFrom.all(f, !has(f.secretRef) || f.secretRef.name in ${list(shape.secrets)}))`,
+            expression:
+                `variables.containers.all(c, c.name == ${q(AGENT_CONTAINER)} || !has(c.volumeMounts) || c.volumeMounts.all(m, !(m.name in variables.tokenVolumes)))` +
+                ` && variables.volumes.all(v, !has(v.secret) || v.secret.secretName == ${q(SECRET_NAMES.agentToken)} || v.secret.secretName in ${list(shape.secrets)})` +
+                ` && variables.volumes.all(v, !has(v.projected) || !has(v.projected.sources) || v.projected.sources.all(s, !has(s.secret) || s.secret.name in ${list(shape.secrets)}))` +
+                ` && variables.containers.all(c, ${envNames("c")}.all(e, !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef) || e.valueFrom.secretKeyRef.name in ${list(shape.secrets)}))` +
+                ` && variables.containers.all(c, !has(c.envFrom) || c.envFrom.all(f, !has(f.secretRef) || f.secretRef.name in ${list(shape.secrets)}))`,
             message: `${msg("agentToken")}; other Secrets only those the stack's workers use (${shape.secrets.join(", ")})`,
         },
         {
-            expression: `size(variables.agents) == 1 && variables.agents.all(c, c.image in ${list(shape.agentImages)}`
-                + ` && has(c.command) && c.command == ${list(AGENT_COMMAND)} && has(c.args) && c.args == ${list(AGENT_ARGS)}`
-                + ` && ${list(PINNED_AGENT_ENV.map(([k]) => k))}.all(n, ${envNames("c")}.filter(e, e.name == n).size() == 1)`
-                + ` && ${envNames("c")}.all(e, ${agentEnvOk})`
-                + ` && has(c.volumeMounts) && c.volumeMounts.exists(m, m.name in variables.tokenVolumes && m.mountPath == ${q(AGENT_TOKEN_DIR)})`
-                + ` && c.volumeMounts.all(m, (m.name + ":" + m.mountPath) in ${list(AGENT_MOUNTS.map(([n, p]) => `${n}:${p}`))}))`,
+            expression:
+                `size(variables.agents) == 1 && variables.agents.all(c, c.image in ${list(shape.agentImages)}` +
+                ` && has(c.command) && c.command == ${list(AGENT_COMMAND)} && has(c.args) && c.args == ${list(AGENT_ARGS)}` +
+                ` && ${list(PINNED_AGENT_ENV.map(([k]) => k))}.all(n, ${envNames("c")}.filter(e, e.name == n).size() == 1)` +
+                ` && ${envNames("c")}.all(e, ${agentEnvOk})` +
+                ` && has(c.volumeMounts) && c.volumeMounts.exists(m, m.name in variables.tokenVolumes && m.mountPath == ${q(AGENT_TOKEN_DIR)})` +
+                ` && c.volumeMounts.all(m, (m.name + ":" + m.mountPath) in ${list(AGENT_MOUNTS.map(([n, p]) => `${n}:${p}`))}))`,
             message: msg("agentContainer"),
         },
-        ...(shape.rootDind ? [] : [{
-            // Every queue's dind is rootless (or off): a privileged sidecar must not run as root.
-            expression: `!has(variables.pod.initContainers) || variables.pod.initContainers.all(c, !${privileged("c")} || (has(c.securityContext.runAsNonRoot) && c.securityContext.runAsNonRoot && has(c.securityContext.runAsUser) && c.securityContext.runAsUser != 0))`,
-            message: `${refused} the ${DIND_CONTAINER} sidecar runs rootless on every queue, so it must run as a non-root user (runAsNonRoot, runAsUser other than 0)`,
-        }]),
+        ...(shape.rootDind
+            ? []
+            : [
+                  {
+                      // Every queue's dind is rootless (or off): a privileged sidecar must not run as root.
+                      expression: `!has(variables.pod.initContainers) || variables.pod.initContainers.all(c, !${privileged("c")} || (has(c.securityContext.runAsNonRoot) && c.securityContext.runAsNonRoot && has(c.securityContext.runAsUser) && c.securityContext.runAsUser != 0))`,
+                      message: `${refused} the ${DIND_CONTAINER} sidecar runs rootless on every queue, so it must run as a non-root user (runAsNonRoot, runAsUser other than 0)`,
+                  },
+              ]),
     ];
     return [
         {
-            apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingAdmissionPolicy",
-            metadata: { name, labels: { [LABELS.managedBy]: "scaledkite" } },
+            apiVersion: "admissionregistration.k8s.io/v1",
+            kind: "ValidatingAdmissionPolicy",
+            metadata: { name, labels: { ...MANAGED_BY } },
             spec: {
                 failurePolicy: "Fail",
-                matchConstraints: { resourceRules: [{ apiGroups: ["batch"], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["jobs"] }] },
+                matchConstraints: {
+                    resourceRules: [
+                        {
+                            apiGroups: ["batch"],
+                            apiVersions: ["v1"],
+                            operations: ["CREATE", "UPDATE"],
+                            resources: ["jobs"],
+                        },
+                    ],
+                },
                 // Only the Lambdas' identities: people and controllers are governed by their own RBAC.
-                matchConditions: [{ name: "scaledkite-identities", expression: `has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in ${list(groups)})` }],
+                matchConditions: [
+                    {
+                        name: "scaledkite-identities",
+                        expression: `has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in ${list(groups)})`,
+                    },
+                ],
                 variables,
                 validations,
             },
         },
         {
-            apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingAdmissionPolicyBinding",
-            metadata: { name, labels: { [LABELS.managedBy]: "scaledkite" } },
+            apiVersion: "admissionregistration.k8s.io/v1",
+            kind: "ValidatingAdmissionPolicyBinding",
+            metadata: { name, labels: { ...MANAGED_BY } },
             spec: {
                 policyName: name,
                 validationActions: ["Deny"],
@@ -275,11 +350,17 @@ export function podSecurityLabels(queues: Record<string, WorkerSettings>): Recor
 export function privilegedDindWarning(queues: Record<string, WorkerSettings>): string | undefined {
     const names = Object.keys(queues).filter((q) => queues[q].dind === "privileged");
     if (names.length === 0) return undefined;
-    const unpinned = names.filter((q) => !queues[q].tolerations.length || !(Object.keys(queues[q].nodeSelector).length || queues[q].affinity));
-    return `queue${names.length > 1 ? "s" : ""} ${names.join(", ")} run${names.length > 1 ? "" : "s"} dind: privileged: dockerd is root in a privileged container, so every step on `
-        + `${names.length > 1 ? "them" : "it"} can be root on its node (the kubelet's credentials, the Secrets of every pod there, the node's IAM role)`
-        + (unpinned.length ? `; ${unpinned.join(", ")} ${unpinned.length > 1 ? "are" : "is"} not pinned to a node pool of ${unpinned.length > 1 ? "their" : "its"} own (nodeSelector and a toleration of that pool's taint)` : "")
-        + `. Use dind: rootless for docker builds without root on the node (README, Security model).`;
+    const unpinned = names.filter(
+        (q) => !queues[q].tolerations.length || !(Object.keys(queues[q].nodeSelector).length || queues[q].affinity),
+    );
+    return (
+        `queue${names.length > 1 ? "s" : ""} ${names.join(", ")} run${names.length > 1 ? "" : "s"} dind: privileged: dockerd is root in a privileged container, so every step on ` +
+        `${names.length > 1 ? "them" : "it"} can be root on its node (the kubelet's credentials, the Secrets of every pod there, the node's IAM role)` +
+        (unpinned.length
+            ? `; ${unpinned.join(", ")} ${unpinned.length > 1 ? "are" : "is"} not pinned to a node pool of ${unpinned.length > 1 ? "their" : "its"} own (nodeSelector and a toleration of that pool's taint)`
+            : "") +
+        `. Use dind: rootless for docker builds without root on the node (README, Security model).`
+    );
 }
 
 /** The instance metadata service's addresses (IPv4, and IPv6 on Nitro instances). */
@@ -293,17 +374,24 @@ export const INSTANCE_METADATA_ADDRESSES = ["169.254.169.254/32", "fd00:ec2::254
  */
 export function metadataNetworkPolicy(namespace: string): object {
     return {
-        apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
-        metadata: { name: "scaledkite-workers-no-instance-metadata", namespace, labels: { [LABELS.managedBy]: "scaledkite" } },
+        apiVersion: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        metadata: {
+            name: "scaledkite-workers-no-instance-metadata",
+            namespace,
+            labels: { ...MANAGED_BY },
+        },
         spec: {
             podSelector: { matchLabels: { [LABELS.component]: "buildkite-worker" } },
             policyTypes: ["Egress"],
-            egress: [{
-                to: [
-                    { ipBlock: { cidr: "0.0.0.0/0", except: [INSTANCE_METADATA_ADDRESSES[0]] } },
-                    { ipBlock: { cidr: "::/0", except: [INSTANCE_METADATA_ADDRESSES[1]] } },
-                ],
-            }],
+            egress: [
+                {
+                    to: [
+                        { ipBlock: { cidr: "0.0.0.0/0", except: [INSTANCE_METADATA_ADDRESSES[0]] } },
+                        { ipBlock: { cidr: "::/0", except: [INSTANCE_METADATA_ADDRESSES[1]] } },
+                    ],
+                },
+            ],
         },
     };
 }

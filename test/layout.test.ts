@@ -15,8 +15,15 @@ const FEATURES = ["schedule", "sweep", "tokenSync"];
 const DEPLOY_TIME = ["aws", "config", "cli"];
 
 function sourceFiles(dir: string): string[] {
-    return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-        e.isDirectory() ? sourceFiles(path.join(dir, e.name)) : e.name.endsWith(".ts") ? [path.join(dir, e.name)] : []);
+    return fs
+        .readdirSync(dir, { withFileTypes: true })
+        .flatMap((e) =>
+            e.isDirectory()
+                ? sourceFiles(path.join(dir, e.name))
+                : e.name.endsWith(".ts")
+                  ? [path.join(dir, e.name)]
+                  : [],
+        );
 }
 
 /** The modules a file loads at run time: its imports that are not `import type`, and its require()s. */
@@ -47,32 +54,51 @@ const runtimeFiles = sourceFiles(SCHEDULER).filter((f) => ["core", "clients", "l
 
 describe("layout: the closure-serialization boundary, by folder", () => {
     it("finds the folders it checks", () => {
-        for (const f of [...FEATURES.flatMap((x) => [`${x}/component.ts`, `${x}/lambda.ts`]), "core/manifest.ts", "clients/kube.ts"]) {
+        for (const f of [
+            ...FEATURES.flatMap((x) => [`${x}/component.ts`, `${x}/lambda.ts`]),
+            "core/manifest.ts",
+            "clients/kube.ts",
+        ]) {
             assert.ok(fs.existsSync(path.join(SCHEDULER, f)), f);
         }
         assert.ok(runtimeFiles.length >= 20, `${runtimeFiles.length} files of Lambda code`);
     });
 
     it("reads `import type` as no import and a require() as one", () => {
-        assert.deepStrictEqual(valueImports('import type { A } from "@pulumi/pulumi";\nimport { b } from "./b";\nconst c = require("c");'), ["./b", "c"]);
+        assert.deepStrictEqual(
+            valueImports('import type { A } from "@pulumi/pulumi";\nimport { b } from "./b";\nconst c = require("c");'),
+            ["./b", "c"],
+        );
     });
 
     for (const file of runtimeFiles) {
         const name = path.relative(PROJECT_ROOT, file);
         it(`${name} loads no deploy-time code`, () => {
             for (const spec of valueImports(fs.readFileSync(file, "utf8"))) {
-                assert.ok(!spec.startsWith("@pulumi/"), `${name} imports ${spec}: Pulumi's SDK belongs in a component.ts`);
+                assert.ok(
+                    !spec.startsWith("@pulumi/"),
+                    `${name} imports ${spec}: Pulumi's SDK belongs in a component.ts`,
+                );
                 if (!spec.startsWith(".")) continue;
                 const target = path.resolve(path.dirname(file), spec) + ".ts";
                 const side = sideOf(target);
-                assert.ok(!DEPLOY_TIME.includes(side) && side !== "component", `${name} imports ${spec} (${side}): code the Lambda runs may not load deploy-time code`);
-                if (sideOf(file) === "core") assert.strictEqual(side, "core", `${name} imports ${spec}: the pure core imports only itself`);
+                assert.ok(
+                    !DEPLOY_TIME.includes(side) && side !== "component",
+                    `${name} imports ${spec} (${side}): code the Lambda runs may not load deploy-time code`,
+                );
+                if (sideOf(file) === "core")
+                    assert.strictEqual(side, "core", `${name} imports ${spec}: the pure core imports only itself`);
             }
         });
     }
 
     it("reads `import type` and `export … from` as naming a module", () => {
-        assert.deepStrictEqual(allImports('import type { A } from "../clients/a";\nexport { b } from "./b";\nimport {\n  c,\n} from "./c";'), ["../clients/a", "./b", "./c"]);
+        assert.deepStrictEqual(
+            allImports(
+                'import type { A } from "../clients/a";\nexport { b } from "./b";\nimport {\n  c,\n} from "./c";',
+            ),
+            ["../clients/a", "./b", "./c"],
+        );
     });
 
     for (const file of sourceFiles(SCHEDULER).filter((f) => sideOf(f) in LAYERS)) {
@@ -80,7 +106,10 @@ describe("layout: the closure-serialization boundary, by folder", () => {
         it(`${name} names no higher layer, not even for a type`, () => {
             for (const spec of allImports(fs.readFileSync(file, "utf8")).filter((s) => s.startsWith("."))) {
                 const side = sideOf(path.resolve(path.dirname(file), spec) + ".ts");
-                assert.ok(LAYERS[sideOf(file)].includes(side), `${name} names ${spec} (${side}): ${sideOf(file)} may name only ${LAYERS[sideOf(file)].join(" and ")}`);
+                assert.ok(
+                    LAYERS[sideOf(file)].includes(side),
+                    `${name} names ${spec} (${side}): ${sideOf(file)} may name only ${LAYERS[sideOf(file)].join(" and ")}`,
+                );
             }
         });
     }
@@ -93,7 +122,10 @@ describe("layout: the closure-serialization boundary, by folder", () => {
     });
 
     it("only deploy-time code loads Pulumi's SDK", () => {
-        const pulumiUsers = sourceFiles(SCHEDULER).filter((f) => valueImports(fs.readFileSync(f, "utf8")).some((s) => s.startsWith("@pulumi/")));
-        for (const f of pulumiUsers) assert.ok([...DEPLOY_TIME, "component"].includes(sideOf(f)), path.relative(PROJECT_ROOT, f));
+        const pulumiUsers = sourceFiles(SCHEDULER).filter((f) =>
+            valueImports(fs.readFileSync(f, "utf8")).some((s) => s.startsWith("@pulumi/")),
+        );
+        for (const f of pulumiUsers)
+            assert.ok([...DEPLOY_TIME, "component"].includes(sideOf(f)), path.relative(PROJECT_ROOT, f));
     });
 });

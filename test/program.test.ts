@@ -3,7 +3,7 @@
  */
 import * as assert from "assert";
 import { eventPattern } from "../scheduler/core/queue";
-import { baseConfig, lambdaArchive, lambdaCode, runProgram, ProgramRun } from "./helpers/pulumiProgram";
+import { baseConfig, lambdaArchive, lambdaCode, runProgram, type ProgramRun } from "./helpers/pulumiProgram";
 
 function statements(policyJson: string): any[] {
     return JSON.parse(policyJson).Statement;
@@ -18,7 +18,8 @@ describe("Pulumi program", function () {
             "scaledkite:queues": JSON.stringify({ dynamic: {}, "docker-free": { dind: false } }),
             "scaledkite:env": JSON.stringify({ GITHUB_TOKEN: "ghp_ENV-SECRET-VALUE" }),
             "scaledkite:gitCredentials": "https://x:GIT-SECRET-VALUE@github.com",
-            "scaledkite:gitSshKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nSSH-SECRET-VALUE\n-----END OPENSSH PRIVATE KEY-----",
+            "scaledkite:gitSshKey":
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nSSH-SECRET-VALUE\n-----END OPENSSH PRIVATE KEY-----",
             "scaledkite:gitKnownHosts": "github.com ssh-ed25519 AAAAC3Nza",
             "scaledkite:hooks": JSON.stringify({ environment: "#!/bin/sh\nexport FOO=1\n" }),
         });
@@ -26,15 +27,27 @@ describe("Pulumi program", function () {
 
     it("creates the namespace, the Secrets and least-privilege RBAC in the cluster", () => {
         assert.strictEqual(run.one("kubernetes:core/v1:Namespace").inputs.metadata.name, "buildkite");
-        const secrets = run.ofType("kubernetes:core/v1:Secret").map((s) => s.inputs.metadata.name).sort();
-        assert.deepStrictEqual(secrets, ["scaledkite-agent-token", "scaledkite-env", "scaledkite-git-credentials", "scaledkite-git-ssh"]);
+        const secrets = run
+            .ofType("kubernetes:core/v1:Secret")
+            .map((s) => s.inputs.metadata.name)
+            .sort();
+        assert.deepStrictEqual(secrets, [
+            "scaledkite-agent-token",
+            "scaledkite-env",
+            "scaledkite-git-credentials",
+            "scaledkite-git-ssh",
+        ]);
         const hooks = run.one("kubernetes:core/v1:ConfigMap").inputs;
         assert.strictEqual(hooks.metadata.name, "scaledkite-hooks");
         assert.strictEqual(hooks.data.environment, "#!/bin/sh\nexport FOO=1\n");
         const role = run.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-scheduler").inputs;
-        assert.deepStrictEqual(role.rules, [{ apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] }]);
+        assert.deepStrictEqual(role.rules, [
+            { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
+        ]);
         const binding = run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-scheduler").inputs;
-        assert.deepStrictEqual(binding.subjects, [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "scaledkite:scheduler" }]);
+        assert.deepStrictEqual(binding.subjects, [
+            { apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "scaledkite:scheduler" },
+        ]);
         assert.strictEqual(binding.metadata.namespace, "buildkite");
     });
 
@@ -65,11 +78,16 @@ describe("Pulumi program", function () {
     });
 
     it("serving the default queue widens the pattern to every Job Scheduled event", () => {
-        assert.deepStrictEqual(eventPattern("1", ["default", "x"]), { account: ["1"], "detail-type": ["Job Scheduled"] });
+        assert.deepStrictEqual(eventPattern("1", ["default", "x"]), {
+            account: ["1"],
+            "detail-type": ["Job Scheduled"],
+        });
     });
 
     it("delivers into an SQS queue whose records are retried for a day, then the DLQ, which redrives back to it", () => {
-        const targets = run.ofType("aws:cloudwatch/eventTarget:EventTarget").filter((t) => t.inputs.eventBusName !== undefined);
+        const targets = run
+            .ofType("aws:cloudwatch/eventTarget:EventTarget")
+            .filter((t) => t.inputs.eventBusName !== undefined);
         assert.strictEqual(targets.length, 2, "one per partner-bus rule");
         for (const { inputs: target } of targets) {
             assert.match(target.arn, /scheduler-events/, "into the event queue, not straight to Lambda");
@@ -77,7 +95,11 @@ describe("Pulumi program", function () {
             assert.match(target.deadLetterConfig.arn, /scheduler-dlq/);
             assert.strictEqual(target.eventBusName, "aws.partner/buildkite.com/my-org/0106-187c-12cd4fe");
         }
-        assert.strictEqual(run.ofType("aws:lambda/permission:Permission").filter((p) => p.name.startsWith("scheduler")).length, 0, "EventBridge no longer invokes the Lambda");
+        assert.strictEqual(
+            run.ofType("aws:lambda/permission:Permission").filter((p) => p.name.startsWith("scheduler")).length,
+            0,
+            "EventBridge no longer invokes the Lambda",
+        );
         const queue = run.named("aws:sqs/queue:Queue", "scheduler-events").inputs;
         const redrive = JSON.parse(queue.redrivePolicy);
         assert.match(redrive.deadLetterTargetArn, /scheduler-dlq/);
@@ -94,17 +116,26 @@ describe("Pulumi program", function () {
         }
         const mapping = run.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs;
         assert.match(mapping.eventSourceArn, /scheduler-events/);
-        assert.deepStrictEqual(mapping.functionResponseTypes, ["ReportBatchItemFailures"], "only a batch's failed records are retried");
+        assert.deepStrictEqual(
+            mapping.functionResponseTypes,
+            ["ReportBatchItemFailures"],
+            "only a batch's failed records are retried",
+        );
         assert.strictEqual(mapping.maximumBatchingWindowInSeconds, 0, "no waiting to fill a batch");
         assert.deepStrictEqual(mapping.scalingConfig, { maximumConcurrency: 100 });
         const asyncConfigs = run.ofType("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig");
-        assert.deepStrictEqual(asyncConfigs.map((c) => [c.name, c.inputs.maximumRetryAttempts]), [["sweep-async", 0]],
-            "the scheduler takes events from SQS (no async retries to set); a failed sweep waits for the next one instead of two retries");
+        assert.deepStrictEqual(
+            asyncConfigs.map((c) => [c.name, c.inputs.maximumRetryAttempts]),
+            [["sweep-async", 0]],
+            "the scheduler takes events from SQS (no async retries to set); a failed sweep waits for the next one instead of two retries",
+        );
         assert.match(asyncConfigs[0].inputs.functionName, /sweep-fn/);
     });
 
     it("lets Lambda assume each function's role only for this account (aws:SourceAccount)", () => {
-        const roles = run.ofType("aws:iam/role:Role").filter((r) => r.inputs.assumeRolePolicy.includes("lambda.amazonaws.com"));
+        const roles = run
+            .ofType("aws:iam/role:Role")
+            .filter((r) => r.inputs.assumeRolePolicy.includes("lambda.amazonaws.com"));
         assert.deepStrictEqual(roles.map((r) => r.name).sort(), ["scheduler-role", "sweep-role"]);
         for (const r of roles) {
             const [trust] = statements(r.inputs.assumeRolePolicy);
@@ -115,9 +146,18 @@ describe("Pulumi program", function () {
     it("says once at preview what dind: privileged grants, and nothing for a stack without it", async () => {
         const warned: string[] = [];
         const original = console.warn;
-        console.warn = (...args: unknown[]) => { warned.push(args.join(" ")); };
+        console.warn = (...args: unknown[]) => {
+            warned.push(args.join(" "));
+        };
         try {
-            await runProgram({ ...baseConfig(), "scaledkite:queues": JSON.stringify({ a: { dind: "privileged" }, b: { dind: "privileged" }, c: { dind: "rootless" } }) });
+            await runProgram({
+                ...baseConfig(),
+                "scaledkite:queues": JSON.stringify({
+                    a: { dind: "privileged" },
+                    b: { dind: "privileged" },
+                    c: { dind: "rootless" },
+                }),
+            });
             const before = warned.length;
             await runProgram(baseConfig());
             assert.strictEqual(warned.length, before, "no warning without privileged dind");
@@ -130,9 +170,15 @@ describe("Pulumi program", function () {
     });
 
     it("keeps worker pods from the node's instance metadata service (and so its IAM role)", () => {
-        const policy = run.named("kubernetes:networking.k8s.io/v1:NetworkPolicy", "workers-no-instance-metadata").inputs;
+        const policy = run.named(
+            "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+            "workers-no-instance-metadata",
+        ).inputs;
         assert.strictEqual(policy.metadata.namespace, "buildkite");
-        assert.deepStrictEqual(policy.spec.egress[0].to[0].ipBlock, { cidr: "0.0.0.0/0", except: ["169.254.169.254/32"] });
+        assert.deepStrictEqual(policy.spec.egress[0].to[0].ipBlock, {
+            cidr: "0.0.0.0/0",
+            except: ["169.254.169.254/32"],
+        });
     });
 
     it("runs the Lambda on nodejs24.x with its own role, a log group with retention, and no broad policies", () => {
@@ -142,34 +188,65 @@ describe("Pulumi program", function () {
         assert.strictEqual(fn.memorySize, 512, "the measured default (README Performance)");
         assert.strictEqual(fn.loggingConfig.logGroup, "/scaledkite/test/scheduler");
         assert.strictEqual(run.named("aws:cloudwatch/logGroup:LogGroup", "scheduler-logs").inputs.retentionInDays, 14);
-        assert.strictEqual(run.ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").length, 0, "no managed policy is attached");
-        for (const role of run.ofType("aws:iam/role:Role")) assert.strictEqual(role.inputs.managedPolicyArns, undefined);
+        assert.strictEqual(
+            run.ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").length,
+            0,
+            "no managed policy is attached",
+        );
+        for (const role of run.ofType("aws:iam/role:Role"))
+            assert.strictEqual(role.inputs.managedPolicyArns, undefined);
     });
 
     it("grants no wildcard action and no wildcard resource", () => {
-        const policies = [...run.ofType("aws:iam/rolePolicy:RolePolicy"), ...run.ofType("aws:sqs/queuePolicy:QueuePolicy")];
+        const policies = [
+            ...run.ofType("aws:iam/rolePolicy:RolePolicy"),
+            ...run.ofType("aws:sqs/queuePolicy:QueuePolicy"),
+        ];
         assert.ok(policies.length >= 2);
         for (const p of policies) {
             for (const s of statements(p.inputs.policy)) {
                 for (const action of [s.Action].flat()) assert.ok(!action.includes("*"), `wildcard action ${action}`);
                 // ecr:GetAuthorizationToken is the one action AWS grants on "*" only.
                 const tokenOnly = [s.Action].flat().join() === "ecr:GetAuthorizationToken";
-                for (const resource of [s.Resource].flat()) assert.ok(resource !== "*" || tokenOnly, `wildcard resource in ${p.name}`);
+                for (const resource of [s.Resource].flat())
+                    assert.ok(resource !== "*" || tokenOnly, `wildcard resource in ${p.name}`);
             }
         }
         const role = statements(run.named("aws:iam/rolePolicy:RolePolicy", "scheduler-policy").inputs.policy);
-        assert.deepStrictEqual(role.map((s) => s.Action).flat().sort(), [
-            "logs:CreateLogStream", "logs:PutLogEvents", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
-        ]);
+        assert.deepStrictEqual(
+            role
+                .map((s) => s.Action)
+                .flat()
+                .sort(),
+            [
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+            ],
+        );
         assert.match(role[1].Resource, /scheduler-events/, "its own event queue only");
         const sweep = statements(run.named("aws:iam/rolePolicy:RolePolicy", "sweep-policy").inputs.policy);
-        assert.deepStrictEqual(sweep.map((s) => s.Action).flat().sort(), ["logs:CreateLogStream", "logs:PutLogEvents"]);
+        assert.deepStrictEqual(
+            sweep
+                .map((s) => s.Action)
+                .flat()
+                .sort(),
+            ["logs:CreateLogStream", "logs:PutLogEvents"],
+        );
     });
 
     it("keeps secrets out of plain text: not in outputs, the Lambda code or its environment", async () => {
         const code = await lambdaCode(run);
         const fn = run.named("aws:lambda/function:Function", "scheduler-fn").inputs;
-        for (const secret of ["bk-agent-token-SECRET-VALUE", "ghp_ENV-SECRET-VALUE", "GIT-SECRET-VALUE", "SSH-SECRET-VALUE"]) {
+        for (const secret of [
+            "bk-agent-token-SECRET-VALUE",
+            "ghp_ENV-SECRET-VALUE",
+            "GIT-SECRET-VALUE",
+            "SSH-SECRET-VALUE",
+        ]) {
             assert.ok(!code.includes(secret), `${secret} in the Lambda code`);
             assert.ok(!(await lambdaCode(run, "sweep-fn")).includes(secret), `${secret} in the sweep's code`);
             assert.ok(!JSON.stringify(fn).includes(secret), `${secret} in the function's inputs`);
@@ -179,7 +256,22 @@ describe("Pulumi program", function () {
     });
 
     it("outputs what a user needs next", () => {
-        for (const key of ["namespace", "queues", "functionName", "sweepFunctionName", "schedulerRoleArn", "eventRuleArn", "cancelRuleArn", "deadLetterQueueUrl", "eventQueueUrl", "logGroupName", "watchWorkers", "workerRoleArn", "agentTokenSource", "tokenSyncFunctionName"]) {
+        for (const key of [
+            "namespace",
+            "queues",
+            "functionName",
+            "sweepFunctionName",
+            "schedulerRoleArn",
+            "eventRuleArn",
+            "cancelRuleArn",
+            "deadLetterQueueUrl",
+            "eventQueueUrl",
+            "logGroupName",
+            "watchWorkers",
+            "workerRoleArn",
+            "agentTokenSource",
+            "tokenSyncFunctionName",
+        ]) {
             assert.ok(run.outputs[key] !== undefined, `output ${key}`);
         }
         assert.deepStrictEqual(run.outputs.queues, ["dynamic", "docker-free"]);
@@ -190,7 +282,10 @@ describe("Pulumi program", function () {
         assert.ok(paths.includes("node_modules/@smithy/signature-v4"));
         assert.ok(paths.includes("node_modules/@smithy/hash-node"));
         for (const p of paths) {
-            assert.ok(!/@pulumi|@kubernetes|typescript|mocha|ts-node|js-yaml|zod|node_modules\/node$/.test(p), `${p} should not be packaged`);
+            assert.ok(
+                !/@pulumi|@kubernetes|typescript|mocha|ts-node|js-yaml|zod|node_modules\/node$/.test(p),
+                `${p} should not be packaged`,
+            );
         }
     });
 
@@ -199,7 +294,10 @@ describe("Pulumi program", function () {
             const code = await lambdaCode(run, fn);
             const required = [...code.matchAll(/require\(["']([^"']+)["']\)/g)].map((m) => m[1]);
             for (const r of required) {
-                assert.ok(!/^(@pulumi\/|typescript|ts-node|tsx|mocha|js-yaml|@kubernetes\/client-node)/.test(r), `${fn} requires ${r}, a deploy-time or dev-only package`);
+                assert.ok(
+                    !/^(@pulumi\/|typescript|ts-node|tsx|mocha|js-yaml|@kubernetes\/client-node)/.test(r),
+                    `${fn} requires ${r}, a deploy-time or dev-only package`,
+                );
             }
             for (const deployOnly of ["parseStackConfig", "readStackConfig", "WORKER_DEFAULTS", "ComponentResource"]) {
                 assert.ok(!code.includes(deployOnly), `${fn}'s code holds ${deployOnly} (deploy-time code)`);
@@ -209,13 +307,20 @@ describe("Pulumi program", function () {
 
     it("marks every Secret's data secret, so Pulumi encrypts it in state", () => {
         for (const secret of run.ofType("kubernetes:core/v1:Secret")) {
-            assert.ok(JSON.stringify(secret.inputs.stringData).includes("4dabf18193072939515e22adb298388d"), `${secret.name} stringData is a secret value`);
+            assert.ok(
+                JSON.stringify(secret.inputs.stringData).includes("4dabf18193072939515e22adb298388d"),
+                `${secret.name} stringData is a secret value`,
+            );
         }
     });
 
     it("alarms when the DLQ holds anything or the Lambda errs, and counts invalid events", () => {
         const alarms = run.ofType("aws:cloudwatch/metricAlarm:MetricAlarm").map((a) => a.inputs);
-        assert.deepStrictEqual(alarms.map((a) => a.metricName).sort(), ["ApproximateNumberOfMessagesVisible", "Errors", "Errors"], "DLQ, scheduler errors, sweep errors");
+        assert.deepStrictEqual(
+            alarms.map((a) => a.metricName).sort(),
+            ["ApproximateNumberOfMessagesVisible", "Errors", "Errors"],
+            "DLQ, scheduler errors, sweep errors",
+        );
         const dlq = alarms.find((a) => a.namespace === "AWS/SQS")!;
         assert.strictEqual(dlq.metricName, "ApproximateNumberOfMessagesVisible");
         assert.match(dlq.dimensions.QueueName, /scheduler-dlq/);
@@ -233,24 +338,55 @@ describe("Pulumi program", function () {
         const dashboard = run.one("aws:cloudwatch/dashboard:Dashboard").inputs;
         assert.strictEqual(dashboard.dashboardName, "scaledkite-test");
         assert.strictEqual(run.outputs.dashboardName, "scaledkite-test", "a stack output");
-        const widgets: { properties: { title: string; region: string; metrics: unknown[][] } }[] = JSON.parse(dashboard.dashboardBody).widgets;
+        const widgets: { properties: { title: string; region: string; metrics: unknown[][] } }[] = JSON.parse(
+            dashboard.dashboardBody,
+        ).widgets;
         const byTitle = (prefix: string) => widgets.find((w) => w.properties.title.startsWith(prefix))!.properties;
-        assert.deepStrictEqual(widgets.map((w) => w.properties.title.replace(/[:(].*/, "").trim()), [
-            "Start latency", "Schedule delay", "Events by outcome", "Event queue and dead-letter queue", "Lambda errors, throttles and duration", "Sweep actions", "Workers running and pending",
-        ]);
+        assert.deepStrictEqual(
+            widgets.map((w) => w.properties.title.replace(/[:(].*/, "").trim()),
+            [
+                "Start latency",
+                "Schedule delay",
+                "Events by outcome",
+                "Event queue and dead-letter queue",
+                "Lambda errors, throttles and duration",
+                "Sweep actions",
+                "Workers running and pending",
+            ],
+        );
         assert.ok(widgets.every((w) => w.properties.region === "us-east-1"));
         // p50, p90 and p99 for each queue, on the metric the sweep's log lines carry (test/metrics.test.ts).
         const latency = byTitle("Start latency").metrics;
-        assert.deepStrictEqual(latency.map((m) => [m[1], m[5], (m[6] as { stat: string }).stat]), [
-            ["StartLatency", "dynamic", "p50"], ["StartLatency", "dynamic", "p90"], ["StartLatency", "dynamic", "p99"],
-            ["StartLatency", "docker-free", "p50"], ["StartLatency", "docker-free", "p90"], ["StartLatency", "docker-free", "p99"],
-        ]);
+        assert.deepStrictEqual(
+            latency.map((m) => [m[1], m[5], (m[6] as { stat: string }).stat]),
+            [
+                ["StartLatency", "dynamic", "p50"],
+                ["StartLatency", "dynamic", "p90"],
+                ["StartLatency", "dynamic", "p99"],
+                ["StartLatency", "docker-free", "p50"],
+                ["StartLatency", "docker-free", "p90"],
+                ["StartLatency", "docker-free", "p99"],
+            ],
+        );
         assert.deepStrictEqual(latency[0].slice(0, 4), ["Scaledkite", "StartLatency", "Namespace", "buildkite"]);
-        assert.ok(byTitle("Schedule delay").metrics.every((m) => m.includes("Outcome") && m.includes("created")), "delay of created workers");
-        assert.strictEqual(byTitle("Events by outcome").metrics.length, 3 * 6, "each outcome for each queue and for events of no queue");
+        assert.ok(
+            byTitle("Schedule delay").metrics.every((m) => m.includes("Outcome") && m.includes("created")),
+            "delay of created workers",
+        );
+        assert.strictEqual(
+            byTitle("Events by outcome").metrics.length,
+            3 * 6,
+            "each outcome for each queue and for events of no queue",
+        );
         const sqs = byTitle("Event queue").metrics;
-        assert.ok(sqs.some((m) => m[1] === "ApproximateNumberOfMessagesVisible" && /scheduler-dlq/.test(String(m[3]))), "DLQ depth");
-        assert.ok(sqs.some((m) => /scheduler-events/.test(String(m[3]))), "the event queue");
+        assert.ok(
+            sqs.some((m) => m[1] === "ApproximateNumberOfMessagesVisible" && /scheduler-dlq/.test(String(m[3]))),
+            "DLQ depth",
+        );
+        assert.ok(
+            sqs.some((m) => /scheduler-events/.test(String(m[3]))),
+            "the event queue",
+        );
         const fns = byTitle("Lambda errors").metrics.map((m) => String(m[3]));
         assert.ok(fns.some((f) => /scheduler/.test(f)) && fns.some((f) => /sweep/.test(f)), "both Lambdas");
         assert.strictEqual(byTitle("Workers running").metrics.length, 2 * 2);
@@ -263,35 +399,76 @@ describe("Pulumi program", function () {
         const fn = run.named("aws:lambda/function:Function", "sweep-fn").inputs;
         assert.strictEqual(fn.runtime, "nodejs24.x");
         assert.strictEqual(fn.reservedConcurrentExecutions, 1, "sweeps never overlap");
-        assert.strictEqual(run.named("aws:lambda/function:Function", "scheduler-fn").inputs.reservedConcurrentExecutions, undefined, "the scheduler uses the unreserved pool unless told");
+        assert.strictEqual(
+            run.named("aws:lambda/function:Function", "scheduler-fn").inputs.reservedConcurrentExecutions,
+            undefined,
+            "the scheduler uses the unreserved pool unless told",
+        );
         assert.match(fn.role, /sweep-role/);
-        assert.deepStrictEqual(run.named("aws:eks/accessEntry:AccessEntry", "sweep-access").inputs.kubernetesGroups, ["scaledkite:sweeper"]);
+        assert.deepStrictEqual(run.named("aws:eks/accessEntry:AccessEntry", "sweep-access").inputs.kubernetesGroups, [
+            "scaledkite:sweeper",
+        ]);
         const role = run.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-sweeper").inputs;
-        assert.deepStrictEqual(role.rules[2], { apiGroups: [""], resources: ["events"], verbs: ["list"] }, "when a worker's container first failed to start");
-        assert.deepStrictEqual(role.rules[3], { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["scaledkite-agent-token"] });
-        assert.deepStrictEqual(run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-sweeper").inputs.subjects[0].name, "scaledkite:sweeper");
+        assert.deepStrictEqual(
+            role.rules[2],
+            { apiGroups: [""], resources: ["events"], verbs: ["list"] },
+            "when a worker's container first failed to start",
+        );
+        assert.deepStrictEqual(role.rules[3], {
+            apiGroups: [""],
+            resources: ["secrets"],
+            verbs: ["get"],
+            resourceNames: ["scaledkite-agent-token"],
+        });
+        assert.deepStrictEqual(
+            run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-sweeper").inputs.subjects[0].name,
+            "scaledkite:sweeper",
+        );
     });
 
     it("lets the Lambdas' groups create only worker Jobs of Scaledkite's shape (a ValidatingAdmissionPolicy for the namespace)", () => {
-        const policy = run.named("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy", "workers-job-shape").inputs;
+        const policy = run.named(
+            "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy",
+            "workers-job-shape",
+        ).inputs;
         assert.strictEqual(policy.metadata.name, "scaledkite-workers-buildkite");
         assert.match(policy.spec.matchConditions[0].expression, /\["scaledkite:scheduler", "scaledkite:sweeper"\]/);
-        assert.ok(policy.spec.validations.some((v: { expression: string }) => v.expression.includes('["buildkite/agent:3.138.3"]')), "the stack's images (no dind by default)");
-        const binding = run.named("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding", "workers-job-shape").inputs;
-        assert.deepStrictEqual([binding.spec.policyName, binding.spec.validationActions, binding.spec.matchResources.namespaceSelector.matchLabels],
-            ["scaledkite-workers-buildkite", ["Deny"], { "kubernetes.io/metadata.name": "buildkite" }]);
+        assert.ok(
+            policy.spec.validations.some((v: { expression: string }) =>
+                v.expression.includes('["buildkite/agent:3.138.3"]'),
+            ),
+            "the stack's images (no dind by default)",
+        );
+        const binding = run.named(
+            "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding",
+            "workers-job-shape",
+        ).inputs;
+        assert.deepStrictEqual(
+            [
+                binding.spec.policyName,
+                binding.spec.validationActions,
+                binding.spec.matchResources.namespaceSelector.matchLabels,
+            ],
+            ["scaledkite-workers-buildkite", ["Deny"], { "kubernetes.io/metadata.name": "buildkite" }],
+        );
     });
 
     describe("with spend caps and an alarm topic", () => {
         it("puts a ResourceQuota on the namespace and notifies the topic", async () => {
             const r = await runProgram({
                 ...baseConfig(),
-                "scaledkite:maxConcurrentJobs": "20", "scaledkite:maxCpu": "40", "scaledkite:maxMemory": "80Gi",
+                "scaledkite:maxConcurrentJobs": "20",
+                "scaledkite:maxCpu": "40",
+                "scaledkite:maxMemory": "80Gi",
                 "scaledkite:alarmTopicArn": "arn:aws:sns:us-east-1:123456789012:ci-alerts",
             });
             const quota = r.one("kubernetes:core/v1:ResourceQuota").inputs;
             assert.strictEqual(quota.metadata.namespace, "buildkite");
-            assert.deepStrictEqual(quota.spec.hard, { "count/jobs.batch": "20", "requests.cpu": "40", "requests.memory": "80Gi" });
+            assert.deepStrictEqual(quota.spec.hard, {
+                "count/jobs.batch": "20",
+                "requests.cpu": "40",
+                "requests.memory": "80Gi",
+            });
             for (const alarm of r.ofType("aws:cloudwatch/metricAlarm:MetricAlarm")) {
                 assert.deepStrictEqual(alarm.inputs.alarmActions, ["arn:aws:sns:us-east-1:123456789012:ci-alerts"]);
             }
@@ -308,21 +485,33 @@ describe("Pulumi program", function () {
             const profile = r.one("aws:eks/fargateProfile:FargateProfile").inputs;
             assert.strictEqual(profile.clusterName, "ci-cluster");
             assert.deepStrictEqual(profile.subnetIds, ["subnet-0abc", "subnet-0def"]);
-            assert.deepStrictEqual(profile.selectors, [{ namespace: "buildkite", labels: { "scaledkite.io/fargate-queue": "small" } }]);
+            assert.deepStrictEqual(profile.selectors, [
+                { namespace: "buildkite", labels: { "scaledkite.io/fargate-queue": "small" } },
+            ]);
             const attachment = r.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs;
             assert.strictEqual(attachment.policyArn, "arn:aws:iam::aws:policy/AmazonEKSFargatePodExecutionRolePolicy");
-            assert.match(attachment.role, /fargate-pods/, "the managed policy is on the Fargate role, not the Lambda's");
+            assert.match(
+                attachment.role,
+                /fargate-pods/,
+                "the managed policy is on the Fargate role, not the Lambda's",
+            );
             const [trust] = statements(r.named("aws:iam/role:Role", "workers-fargate-pods").inputs.assumeRolePolicy);
-            assert.deepStrictEqual(trust.Condition, { ArnLike: { "aws:SourceArn": "arn:aws:eks:us-east-1:123456789012:fargateprofile/ci-cluster/*" } },
-                "only this cluster's Fargate profiles may use the role");
+            assert.deepStrictEqual(
+                trust.Condition,
+                { ArnLike: { "aws:SourceArn": "arn:aws:eks:us-east-1:123456789012:fargateprofile/ci-cluster/*" } },
+                "only this cluster's Fargate profiles may use the role",
+            );
         });
     });
 
     describe("in a VPC, with reserved concurrency", () => {
         it("puts every Lambda in the configured subnets and security groups, lets each role manage its interfaces, and reserves what was asked", async () => {
             const config: Record<string, string> = {
-                ...baseConfig(), "scaledkite:agentTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/bk-token-AbC123",
-                "scaledkite:lambdaSubnetIds": JSON.stringify(["subnet-0abc1234", "subnet-0def5678"]), "scaledkite:lambdaSecurityGroupIds": JSON.stringify(["sg-0123abcd"]),
+                ...baseConfig(),
+                "scaledkite:agentTokenSecretArn":
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/bk-token-AbC123",
+                "scaledkite:lambdaSubnetIds": JSON.stringify(["subnet-0abc1234", "subnet-0def5678"]),
+                "scaledkite:lambdaSecurityGroupIds": JSON.stringify(["sg-0123abcd"]),
                 "scaledkite:schedulerConcurrency": "50",
             };
             delete config["scaledkite:agentToken"];
@@ -330,21 +519,42 @@ describe("Pulumi program", function () {
             const fns = r.ofType("aws:lambda/function:Function");
             assert.deepStrictEqual(fns.map((f) => f.name).sort(), ["scheduler-fn", "sweep-fn", "token-sync-fn"]);
             for (const f of fns) {
-                assert.deepStrictEqual(f.inputs.vpcConfig, { subnetIds: ["subnet-0abc1234", "subnet-0def5678"], securityGroupIds: ["sg-0123abcd"] }, f.name);
+                assert.deepStrictEqual(
+                    f.inputs.vpcConfig,
+                    { subnetIds: ["subnet-0abc1234", "subnet-0def5678"], securityGroupIds: ["sg-0123abcd"] },
+                    f.name,
+                );
             }
-            assert.strictEqual(r.named("aws:lambda/function:Function", "scheduler-fn").inputs.reservedConcurrentExecutions, 50);
+            assert.strictEqual(
+                r.named("aws:lambda/function:Function", "scheduler-fn").inputs.reservedConcurrentExecutions,
+                50,
+            );
             const vpcPolicies = r.ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.name.endsWith("-vpc"));
-            assert.deepStrictEqual(vpcPolicies.map((p) => p.name).sort(), ["scheduler-vpc", "sweep-vpc", "token-sync-vpc"]);
+            assert.deepStrictEqual(vpcPolicies.map((p) => p.name).sort(), [
+                "scheduler-vpc",
+                "sweep-vpc",
+                "token-sync-vpc",
+            ]);
             assert.ok(statements(vpcPolicies[0].inputs.policy)[0].Action.includes("ec2:CreateNetworkInterface"));
         });
     });
 
     describe("with an existing role", () => {
         it("uses it and creates no role of its own", async () => {
-            const r = await runProgram({ ...baseConfig(), "scaledkite:roleArn": "arn:aws:iam::123456789012:role/ci-scheduler", "scaledkite:sweepInterval": "0" });
+            const r = await runProgram({
+                ...baseConfig(),
+                "scaledkite:roleArn": "arn:aws:iam::123456789012:role/ci-scheduler",
+                "scaledkite:sweepInterval": "0",
+            });
             assert.strictEqual(r.ofType("aws:iam/role:Role").length, 0);
-            assert.strictEqual(r.one("aws:lambda/function:Function").inputs.role, "arn:aws:iam::123456789012:role/ci-scheduler");
-            assert.strictEqual(r.one("aws:eks/accessEntry:AccessEntry").inputs.principalArn, "arn:aws:iam::123456789012:role/ci-scheduler");
+            assert.strictEqual(
+                r.one("aws:lambda/function:Function").inputs.role,
+                "arn:aws:iam::123456789012:role/ci-scheduler",
+            );
+            assert.strictEqual(
+                r.one("aws:eks/accessEntry:AccessEntry").inputs.principalArn,
+                "arn:aws:iam::123456789012:role/ci-scheduler",
+            );
             assert.strictEqual(r.outputs.sweepFunctionName, "sweep off");
         });
     });
@@ -358,36 +568,67 @@ describe("Pulumi program", function () {
             const r = await runProgram({ ...baseConfig(), "scaledkite:ecrRegistries": JSON.stringify(registries) });
             const trust = statements(r.named("aws:iam/role:Role", "ecr-workers").inputs.assumeRolePolicy);
             assert.deepStrictEqual(trust[0].Principal, { Service: "pods.eks.amazonaws.com" });
-            assert.deepStrictEqual(trust[0].Condition.StringEquals, {
-                "aws:SourceAccount": "123456789012", "aws:RequestTag/eks-cluster-name": "ci-cluster",
-                "aws:RequestTag/kubernetes-namespace": "buildkite", "aws:RequestTag/kubernetes-service-account": "scaledkite-worker",
-            }, "only the workers' service account in this cluster and namespace, not any Pod Identity association in the account");
+            assert.deepStrictEqual(
+                trust[0].Condition.StringEquals,
+                {
+                    "aws:SourceAccount": "123456789012",
+                    "aws:RequestTag/eks-cluster-name": "ci-cluster",
+                    "aws:RequestTag/kubernetes-namespace": "buildkite",
+                    "aws:RequestTag/kubernetes-service-account": "scaledkite-worker",
+                },
+                "only the workers' service account in this cluster and namespace, not any Pod Identity association in the account",
+            );
             const policy = statements(r.named("aws:iam/rolePolicy:RolePolicy", "ecr-workers").inputs.policy);
-            assert.deepStrictEqual(policy.map((s) => [s.Sid, s.Resource]), [
-                ["EcrLogin", "*"],
-                ["Pull0", ["arn:aws:ecr:us-east-1:111122223333:repository/*"]],
-                ["PullPush1", ["arn:aws:ecr:eu-west-1:444455556666:repository/ci/*", "arn:aws:ecr:eu-west-1:444455556666:repository/cache"]],
-            ]);
+            assert.deepStrictEqual(
+                policy.map((s) => [s.Sid, s.Resource]),
+                [
+                    ["EcrLogin", "*"],
+                    ["Pull0", ["arn:aws:ecr:us-east-1:111122223333:repository/*"]],
+                    [
+                        "PullPush1",
+                        [
+                            "arn:aws:ecr:eu-west-1:444455556666:repository/ci/*",
+                            "arn:aws:ecr:eu-west-1:444455556666:repository/cache",
+                        ],
+                    ],
+                ],
+            );
             assert.ok(!policy[1].Action.includes("ecr:PutImage") && policy[2].Action.includes("ecr:PutImage"));
             const association = r.one("aws:eks/podIdentityAssociation:PodIdentityAssociation").inputs;
-            assert.deepStrictEqual([association.clusterName, association.namespace, association.serviceAccount], ["ci-cluster", "buildkite", "scaledkite-worker"]);
+            assert.deepStrictEqual(
+                [association.clusterName, association.namespace, association.serviceAccount],
+                ["ci-cluster", "buildkite", "scaledkite-worker"],
+            );
             const sa = r.named("kubernetes:core/v1:ServiceAccount", "ecr-workers").inputs;
-            assert.deepStrictEqual([sa.metadata.name, sa.automountServiceAccountToken, sa.metadata.annotations], ["scaledkite-worker", false, undefined]);
+            assert.deepStrictEqual(
+                [sa.metadata.name, sa.automountServiceAccountToken, sa.metadata.annotations],
+                ["scaledkite-worker", false, undefined],
+            );
             const hooks = r.named("kubernetes:core/v1:ConfigMap", "ecr-login").inputs;
             assert.strictEqual(hooks.metadata.name, "scaledkite-ecr-login");
             assert.deepStrictEqual(Object.keys(hooks.data).sort(), ["ecr-login", "ecr-registries", "environment"]);
-            assert.strictEqual(hooks.data["ecr-registries"], "111122223333.dkr.ecr.us-east-1.amazonaws.com\n444455556666.dkr.ecr.eu-west-1.amazonaws.com\n");
+            assert.strictEqual(
+                hooks.data["ecr-registries"],
+                "111122223333.dkr.ecr.us-east-1.amazonaws.com\n444455556666.dkr.ecr.eu-west-1.amazonaws.com\n",
+            );
             assert.match(hooks.data.environment, /\/buildkite\/scaledkite-hooks\/ecr-login"$/m);
             assert.match(String(r.outputs.workerRoleArn), /ecr-workers/);
         });
 
         it("binds the role with IRSA instead when asked: trust in the cluster's OIDC issuer for the one service account", async () => {
-            const r = await runProgram({ ...baseConfig(), "scaledkite:ecrRegistries": JSON.stringify(registries), "scaledkite:workerIdentity": "irsa" });
+            const r = await runProgram({
+                ...baseConfig(),
+                "scaledkite:ecrRegistries": JSON.stringify(registries),
+                "scaledkite:workerIdentity": "irsa",
+            });
             assert.strictEqual(r.ofType("aws:eks/podIdentityAssociation:PodIdentityAssociation").length, 0);
             const [trust] = statements(r.named("aws:iam/role:Role", "ecr-workers").inputs.assumeRolePolicy);
             const issuer = "oidc.eks.us-east-1.amazonaws.com/id/ABCDEF0123456789";
             assert.strictEqual(trust.Principal.Federated, `arn:aws:iam::123456789012:oidc-provider/${issuer}`);
-            assert.deepStrictEqual(trust.Condition.StringEquals, { [`${issuer}:sub`]: "system:serviceaccount:buildkite:scaledkite-worker", [`${issuer}:aud`]: "sts.amazonaws.com" });
+            assert.deepStrictEqual(trust.Condition.StringEquals, {
+                [`${issuer}:sub`]: "system:serviceaccount:buildkite:scaledkite-worker",
+                [`${issuer}:aud`]: "sts.amazonaws.com",
+            });
             const sa = r.named("kubernetes:core/v1:ServiceAccount", "ecr-workers").inputs;
             assert.match(sa.metadata.annotations["eks.amazonaws.com/role-arn"], /ecr-workers/);
         });
@@ -397,7 +638,11 @@ describe("Pulumi program", function () {
         const ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/buildkite-agent-token-AbC123";
         let r: ProgramRun;
         before(async () => {
-            const config: Record<string, string> = { ...baseConfig(), "scaledkite:agentTokenSecretArn": ARN, "scaledkite:agentTokenSecretKey": "token" };
+            const config: Record<string, string> = {
+                ...baseConfig(),
+                "scaledkite:agentTokenSecretArn": ARN,
+                "scaledkite:agentTokenSecretKey": "token",
+            };
             delete config["scaledkite:agentToken"];
             r = await runProgram(config);
         });
@@ -412,22 +657,48 @@ describe("Pulumi program", function () {
 
         it("gives the sync its own identity, which may only read and update that Secret", () => {
             const role = r.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-token-sync").inputs;
-            assert.deepStrictEqual(role.rules, [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "patch"], resourceNames: ["scaledkite-agent-token"] }]);
+            assert.deepStrictEqual(role.rules, [
+                {
+                    apiGroups: [""],
+                    resources: ["secrets"],
+                    verbs: ["get", "patch"],
+                    resourceNames: ["scaledkite-agent-token"],
+                },
+            ]);
             const binding = r.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-token-sync").inputs;
-            assert.deepStrictEqual(binding.subjects.map((s: { name: string }) => s.name), ["scaledkite:token-sync"]);
-            assert.deepStrictEqual(r.named("aws:eks/accessEntry:AccessEntry", "token-sync-access").inputs.kubernetesGroups, ["scaledkite:token-sync"]);
+            assert.deepStrictEqual(
+                binding.subjects.map((s: { name: string }) => s.name),
+                ["scaledkite:token-sync"],
+            );
+            assert.deepStrictEqual(
+                r.named("aws:eks/accessEntry:AccessEntry", "token-sync-access").inputs.kubernetesGroups,
+                ["scaledkite:token-sync"],
+            );
             const policy = statements(r.named("aws:iam/rolePolicy:RolePolicy", "token-sync-policy").inputs.policy);
-            assert.deepStrictEqual(policy.map((s) => s.Action).flat().sort(), ["kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue"]);
+            assert.deepStrictEqual(
+                policy
+                    .map((s) => s.Action)
+                    .flat()
+                    .sort(),
+                ["kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue"],
+            );
             for (const st of policy) assert.ok(st.Resource !== "*", `wildcard resource in ${st.Sid}`);
         });
 
         it("packs the AWS SDK's Secrets Manager client into the token sync alone: the scheduler and the sweep leave it out", async () => {
-            const packaged = async (fn: string) => Object.keys(await lambdaArchive(r, fn)).filter((p) => p.startsWith("node_modules/@aws-sdk/client-secrets-manager"));
+            const packaged = async (fn: string) =>
+                Object.keys(await lambdaArchive(r, fn)).filter((p) =>
+                    p.startsWith("node_modules/@aws-sdk/client-secrets-manager"),
+                );
             assert.ok((await packaged("token-sync-fn")).length > 0, "the token sync's package holds the client");
             assert.match(await lambdaCode(r, "token-sync-fn"), /require\(["']@aws-sdk\/client-secrets-manager["']\)/);
-            for (const fn of ["scheduler-fn", "sweep-fn"]) assert.deepStrictEqual(await packaged(fn), [], `${fn} packs no Secrets Manager client`);
+            for (const fn of ["scheduler-fn", "sweep-fn"])
+                assert.deepStrictEqual(await packaged(fn), [], `${fn} packs no Secrets Manager client`);
             for (const fn of ["scheduler-fn", "sweep-fn", "token-sync-fn"]) {
-                assert.ok(!Object.keys(await lambdaArchive(r, fn)).some((p) => p.includes("zod")), `${fn} packs no config schema library`);
+                assert.ok(
+                    !Object.keys(await lambdaArchive(r, fn)).some((p) => p.includes("zod")),
+                    `${fn} packs no config schema library`,
+                );
             }
         });
 
@@ -435,10 +706,18 @@ describe("Pulumi program", function () {
             const now = r.one("aws:lambda/invocation:Invocation").inputs;
             assert.deepStrictEqual(JSON.parse(now.input), { source: "scaledkite.deploy" });
             assert.strictEqual(now.triggers.secretArn, ARN);
-            const changed = JSON.parse(r.named("aws:cloudwatch/eventRule:EventRule", "token-sync-secret-changed").inputs.eventPattern);
+            const changed = JSON.parse(
+                r.named("aws:cloudwatch/eventRule:EventRule", "token-sync-secret-changed").inputs.eventPattern,
+            );
             assert.deepStrictEqual(changed.source, ["aws.secretsmanager"]);
-            assert.ok(changed.detail.eventName.includes("RotationSucceeded") && changed.detail.eventName.includes("PutSecretValue"));
-            assert.strictEqual(r.named("aws:cloudwatch/eventRule:EventRule", "token-sync-schedule").inputs.scheduleExpression, "rate(5 minutes)");
+            assert.ok(
+                changed.detail.eventName.includes("RotationSucceeded") &&
+                    changed.detail.eventName.includes("PutSecretValue"),
+            );
+            assert.strictEqual(
+                r.named("aws:cloudwatch/eventRule:EventRule", "token-sync-schedule").inputs.scheduleExpression,
+                "rate(5 minutes)",
+            );
             assert.strictEqual(r.named("aws:lambda/function:Function", "token-sync-fn").inputs.runtime, "nodejs24.x");
             assert.ok(r.named("aws:cloudwatch/metricAlarm:MetricAlarm", "token-sync-errors"));
         });
@@ -453,9 +732,19 @@ describe("Pulumi program", function () {
     describe("bad configuration", () => {
         const cases: [string, Record<string, string>, string[], RegExp][] = [
             ["a missing cluster", { "scaledkite:cluster": "" }, [], /scaledkite:cluster is required/],
-            ["an invalid job prefix", { "scaledkite:jobPrefix": "Build_" }, [], /scaledkite:jobPrefix "Build_" would not make a DNS-1123 Job name/],
+            [
+                "an invalid job prefix",
+                { "scaledkite:jobPrefix": "Build_" },
+                [],
+                /scaledkite:jobPrefix "Build_" would not make a DNS-1123 Job name/,
+            ],
             ["a typo in a key", { "scaledkite:queus": "{}" }, [], /scaledkite:queus is not a Scaledkite setting/],
-            ["an agent token in plain text", {}, ["scaledkite:env", "scaledkite:gitCredentials"], /scaledkite:agentToken is stored in plain text: set it again with pulumi config set --secret/],
+            [
+                "an agent token in plain text",
+                {},
+                ["scaledkite:env", "scaledkite:gitCredentials"],
+                /scaledkite:agentToken is stored in plain text: set it again with pulumi config set --secret/,
+            ],
         ];
         for (const [name, override, secretKeys, message] of cases) {
             it(`fails with a clear message for ${name}`, async () => {

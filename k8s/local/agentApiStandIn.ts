@@ -114,21 +114,43 @@ export class AgentApiStandIn {
     addJob(id: string, spec: JobSpec): StandInJob {
         const buildId = crypto.randomUUID();
         const job: StandInJob = {
-            id, buildId, queue: spec.queue ?? "default", command: spec.command,
+            id,
+            buildId,
+            queue: spec.queue ?? "default",
+            command: spec.command,
             env: {
-                BUILDKITE_JOB_ID: id, BUILDKITE_BUILD_ID: buildId, BUILDKITE_BUILD_NUMBER: "1",
-                BUILDKITE_BUILD_URL: `https://buildkite.com/acme/app/builds/1`, BUILDKITE_PIPELINE_SLUG: "app",
-                BUILDKITE_ORGANIZATION_SLUG: "acme", BUILDKITE_PIPELINE_PROVIDER: "git", BUILDKITE_PIPELINE_DEFAULT_BRANCH: "main", BUILDKITE_BRANCH: "main",
-                BUILDKITE_COMMIT: "HEAD", BUILDKITE_LABEL: "step",
+                BUILDKITE_JOB_ID: id,
+                BUILDKITE_BUILD_ID: buildId,
+                BUILDKITE_BUILD_NUMBER: "1",
+                BUILDKITE_BUILD_URL: `https://buildkite.com/acme/app/builds/1`,
+                BUILDKITE_PIPELINE_SLUG: "app",
+                BUILDKITE_ORGANIZATION_SLUG: "acme",
+                BUILDKITE_PIPELINE_PROVIDER: "git",
+                BUILDKITE_PIPELINE_DEFAULT_BRANCH: "main",
+                BUILDKITE_BRANCH: "main",
+                BUILDKITE_COMMIT: "HEAD",
+                BUILDKITE_LABEL: "step",
                 // Buildkite always sends the pipeline's repository; these jobs skip the checkout.
-                BUILDKITE_REPO: "https://git.example.invalid/acme/app.git", BUILDKITE_SKIP_CHECKOUT: "true", BUILDKITE_COMMAND: spec.command,
-                BUILDKITE_SCRIPT_PATH: spec.command, BUILDKITE_BUILD_CREATOR: "Local", BUILDKITE_MESSAGE: "local build",
-                BUILDKITE_SOURCE: "api", BUILDKITE_RETRY_COUNT: "0", BUILDKITE_TIMEOUT: "false",
+                BUILDKITE_REPO: "https://git.example.invalid/acme/app.git",
+                BUILDKITE_SKIP_CHECKOUT: "true",
+                BUILDKITE_COMMAND: spec.command,
+                BUILDKITE_SCRIPT_PATH: spec.command,
+                BUILDKITE_BUILD_CREATOR: "Local",
+                BUILDKITE_MESSAGE: "local build",
+                BUILDKITE_SOURCE: "api",
+                BUILDKITE_RETRY_COUNT: "0",
+                BUILDKITE_TIMEOUT: "false",
                 ...(spec.repo ? { BUILDKITE_REPO: spec.repo, BUILDKITE_SKIP_CHECKOUT: "false" } : {}),
                 ...spec.env,
             },
-            state: "scheduled", token: `bkaj_${crypto.randomBytes(12).toString("hex")}`,
-            acquireAttempts: 0, rejectedAcquisitions: 0, chunks: new Map(), times: { created: Date.now() }, headerTimes: {}, artifacts: new Map(),
+            state: "scheduled",
+            token: `bkaj_${crypto.randomBytes(12).toString("hex")}`,
+            acquireAttempts: 0,
+            rejectedAcquisitions: 0,
+            chunks: new Map(),
+            times: { created: Date.now() },
+            headerTimes: {},
+            artifacts: new Map(),
         };
         this.jobs.set(id, job);
         if (spec.lockedFor) this.lockedFor.set(id, spec.lockedFor);
@@ -145,19 +167,33 @@ export class AgentApiStandIn {
     /** The job's log as the agent uploaded it, chunks in order. */
     /** One agent's requests since `since` (ms), a line each with its time relative to `since`: for a wait's failure message. */
     requestsOf(agentId: string | undefined, since: number): string {
-        return this.requests.filter((r) => r.agent === agentId && r.at >= since).map((r) => `+${r.at - since}ms ${r.method} ${r.path} ${r.status}`).join("; ") || "none";
+        return (
+            this.requests
+                .filter((r) => r.agent === agentId && r.at >= since)
+                .map((r) => `+${r.at - since}ms ${r.method} ${r.path} ${r.status}`)
+                .join("; ") || "none"
+        );
     }
 
     log(id: string): string {
         const job = this.jobs.get(id);
         if (!job) return "";
-        return [...job.chunks.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t).join("");
+        return [...job.chunks.entries()]
+            .sort((a, b) => a[0] - b[0])
+            .map(([, t]) => t)
+            .join("");
     }
 
     /** The job's log as a person reads it: without the agent's timestamp markers, colours and CRs. */
     text(id: string): string {
-        // eslint-disable-next-line no-control-regex
-        return this.log(id).replace(/\x1b_bk;t=\d+\x07/g, "").replace(/\x1b\[[0-9;]*[a-zA-Z]/g, "").replace(/\r/g, "");
+        return (
+            this.log(id)
+                // eslint-disable-next-line no-control-regex -- the agent's escape sequences are what is removed
+                .replace(/\x1b_bk;t=\d+\x07/g, "")
+                // eslint-disable-next-line no-control-regex -- likewise
+                .replace(/\x1b\[[0-9;]*[a-zA-Z]/g, "")
+                .replace(/\r/g, "")
+        );
     }
 
     private agentByToken(token: string | undefined): StandInAgent | undefined {
@@ -171,16 +207,24 @@ export class AgentApiStandIn {
             const url = new URL(req.url ?? "/", "http://stand-in");
             const reply = (status: number, body: unknown = {}) => {
                 const agent = this.agentByToken(/^Token (.+)$/.exec(req.headers.authorization ?? "")?.[1])?.id;
-                this.requests.push({ method: req.method ?? "", path: url.pathname, status, at: Date.now(), ...(agent ? { agent } : {}) });
+                this.requests.push({
+                    method: req.method ?? "",
+                    path: url.pathname,
+                    status,
+                    at: Date.now(),
+                    ...(agent ? { agent } : {}),
+                });
                 res.writeHead(status, { "content-type": "application/json" });
                 res.end(JSON.stringify(body));
             };
             try {
                 const raw = Buffer.concat(chunks);
                 const auth = /^Token (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-                if (req.method === "POST" && url.pathname === "/artifact-uploads") return this.artifactUpload(raw, req.headers["content-type"] ?? "", reply);
+                if (req.method === "POST" && url.pathname === "/artifact-uploads")
+                    return this.artifactUpload(raw, req.headers["content-type"] ?? "", reply);
                 const route = url.pathname.replace(/^\/v3\//, "");
-                const json = () => (raw.length && req.headers["content-encoding"] !== "gzip" ? JSON.parse(raw.toString()) : {});
+                const json = () =>
+                    raw.length && req.headers["content-encoding"] !== "gzip" ? JSON.parse(raw.toString()) : {};
                 this.route(req.method ?? "GET", route, auth, json, raw, url, reply);
             } catch (e) {
                 reply(500, { message: (e as Error).message });
@@ -189,20 +233,37 @@ export class AgentApiStandIn {
     }
 
     private route(
-        method: string, route: string, auth: string | undefined, json: () => Record<string, unknown>, raw: Buffer, url: URL,
+        method: string,
+        route: string,
+        auth: string | undefined,
+        json: () => Record<string, unknown>,
+        raw: Buffer,
+        url: URL,
         reply: (status: number, body?: unknown) => void,
     ): void {
         if (method === "POST" && route === "register") {
             if (auth !== this.registrationToken) return reply(401, { message: "Invalid agent registration token" });
             const body = json();
             const agent: StandInAgent = {
-                id: crypto.randomUUID(), name: String(body.name ?? "agent"), token: `bkaa_${crypto.randomBytes(12).toString("hex")}`,
-                tags: (body.meta_data as string[] | undefined) ?? [], connected: false, disconnected: false, gracefulStop: false, registeredAt: Date.now(),
+                id: crypto.randomUUID(),
+                name: String(body.name ?? "agent"),
+                token: `bkaa_${crypto.randomBytes(12).toString("hex")}`,
+                tags: (body.meta_data as string[] | undefined) ?? [],
+                connected: false,
+                disconnected: false,
+                gracefulStop: false,
+                registeredAt: Date.now(),
             };
             this.agents.push(agent);
             return reply(200, {
-                id: agent.id, name: agent.name, access_token: agent.token, endpoint: this.endpoint,
-                ping_interval: 2, job_status_interval: 1, heartbeat_interval: 10, meta_data: agent.tags,
+                id: agent.id,
+                name: agent.name,
+                access_token: agent.token,
+                endpoint: this.endpoint,
+                ping_interval: 2,
+                job_status_interval: 1,
+                heartbeat_interval: 10,
+                meta_data: agent.tags,
             });
         }
         const agent = this.agentByToken(auth);
@@ -225,17 +286,32 @@ export class AgentApiStandIn {
         }
         if (!agent) return reply(401, { message: "Unauthorized" });
         switch (`${method} ${route}`) {
-            case "POST connect": agent.connected = true; return reply(200, { id: agent.id, connection_state: "connected" });
-            case "POST disconnect": agent.disconnected = true; return reply(200, { id: agent.id, connection_state: "disconnected" });
-            case "POST stop": agent.gracefulStop = true; return reply(200, {});
-            case "POST heartbeat": return reply(200, { ...json(), received_at: new Date().toISOString() });
-            case "GET ping": return reply(200, {});
-            default: return reply(404, { message: `stand-in has no route for ${method} ${route}` });
+            case "POST connect":
+                agent.connected = true;
+                return reply(200, { id: agent.id, connection_state: "connected" });
+            case "POST disconnect":
+                agent.disconnected = true;
+                return reply(200, { id: agent.id, connection_state: "disconnected" });
+            case "POST stop":
+                agent.gracefulStop = true;
+                return reply(200, {});
+            case "POST heartbeat":
+                return reply(200, { ...json(), received_at: new Date().toISOString() });
+            case "GET ping":
+                return reply(200, {});
+            default:
+                return reply(404, { message: `stand-in has no route for ${method} ${route}` });
         }
     }
 
     private jobRoute(
-        method: string, job: StandInJob, rest: string, agent: StandInAgent | undefined, json: () => Record<string, unknown>, raw: Buffer, url: URL,
+        method: string,
+        job: StandInJob,
+        rest: string,
+        agent: StandInAgent | undefined,
+        json: () => Record<string, unknown>,
+        raw: Buffer,
+        url: URL,
         reply: (status: number, body?: unknown) => void,
     ): void {
         switch (`${method} ${rest}`) {
@@ -253,16 +329,23 @@ export class AgentApiStandIn {
                 }
                 if (!agent.tags.includes(`queue=${job.queue}`)) {
                     job.rejectedAcquisitions++;
-                    return reply(422, { message: `Agent does not match the job's agent query rules (queue=${job.queue})` });
+                    return reply(422, {
+                        message: `Agent does not match the job's agent query rules (queue=${job.queue})`,
+                    });
                 }
                 job.state = "accepted";
                 job.acquiredBy = agent.id;
                 job.times.acquired = Date.now();
                 return reply(200, {
                     // Buildkite adds the acquiring agent to the job's environment (the bootstrap needs its name).
-                    id: job.id, endpoint: this.endpoint, state: job.state, token: job.token,
+                    id: job.id,
+                    endpoint: this.endpoint,
+                    state: job.state,
+                    token: job.token,
                     env: { ...job.env, BUILDKITE_AGENT_ID: agent.id, BUILDKITE_AGENT_NAME: agent.name },
-                    chunks_max_size_bytes: 102400, chunks_interval_seconds: 1, log_max_size_bytes: 100 * 1024 * 1024,
+                    chunks_max_size_bytes: 102400,
+                    chunks_interval_seconds: 1,
+                    log_max_size_bytes: 100 * 1024 * 1024,
                     runnable_at: new Date(job.times.created).toISOString(),
                 });
             }
@@ -296,14 +379,20 @@ export class AgentApiStandIn {
                 const byPath = new Map<string, StandInArtifact>();
                 const ids = (batch.artifacts ?? []).map((a) => {
                     const id = crypto.randomUUID();
-                    const artifact: StandInArtifact = { path: String(a.path), sha256: String(a.sha256sum ?? ""), size: Number(a.file_size ?? 0), state: "new" };
+                    const artifact: StandInArtifact = {
+                        path: String(a.path),
+                        sha256: String(a.sha256sum ?? ""),
+                        size: Number(a.file_size ?? 0),
+                        state: "new",
+                    };
                     job.artifacts.set(id, artifact);
                     byPath.set(artifact.path, artifact);
                     return id;
                 });
                 this.uploadSignatures.set(signature, { job, byPath });
                 return reply(201, {
-                    id: crypto.randomUUID(), artifact_ids: ids,
+                    id: crypto.randomUUID(),
+                    artifact_ids: ids,
                     upload_instructions: {
                         action: { url: this.endpoint, method: "POST", path: "/artifact-uploads", file_input: "file" },
                         data: { key: "${artifact:path}", signature },
@@ -328,18 +417,26 @@ export class AgentApiStandIn {
     /** The form upload: refused without a batch's signature or for a path the batch did not declare. */
     private artifactUpload(raw: Buffer, contentType: string, reply: (status: number, body?: unknown) => void): void {
         void (async () => {
-            const form = await new Response(new Uint8Array(raw), { headers: { "content-type": contentType } }).formData();
+            const form = await new Response(new Uint8Array(raw), {
+                headers: { "content-type": contentType },
+            }).formData();
             const pending = this.uploadSignatures.get(String(form.get("signature")));
             if (!pending) return reply(403, { message: "Invalid upload signature" });
             const artifact = pending.byPath.get(String(form.get("key")));
             const file = form.get("file");
-            if (!artifact || !(file instanceof Blob)) return reply(400, { message: `No such artifact in the batch, or no file (key ${form.get("key")})` });
+            if (!artifact || !(file instanceof Blob))
+                return reply(400, { message: `No such artifact in the batch, or no file (key ${form.get("key")})` });
             artifact.content = Buffer.from(await file.arrayBuffer());
             return reply(201, {});
         })().catch((e) => reply(400, { message: `bad form upload: ${(e as Error).message}` }));
     }
 
-    private metaDataRoute(buildId: string, rest: string, json: () => Record<string, unknown>, reply: (status: number, body?: unknown) => void): void {
+    private metaDataRoute(
+        buildId: string,
+        rest: string,
+        json: () => Record<string, unknown>,
+        reply: (status: number, body?: unknown) => void,
+    ): void {
         const store = this.metaData.get(buildId) ?? {};
         this.metaData.set(buildId, store);
         const body = json();
@@ -348,10 +445,13 @@ export class AgentApiStandIn {
                 store[String(body.key)] = String(body.value);
                 return reply(201, {});
             case "data/set-batch":
-                for (const item of (body.items as { key: string; value: string }[] | undefined) ?? []) store[item.key] = item.value;
+                for (const item of (body.items as { key: string; value: string }[] | undefined) ?? [])
+                    store[item.key] = item.value;
                 return reply(201, {});
             case "data/get":
-                return String(body.key) in store ? reply(200, { key: body.key, value: store[String(body.key)] }) : reply(404, { message: "No key found" });
+                return String(body.key) in store
+                    ? reply(200, { key: body.key, value: store[String(body.key)] })
+                    : reply(404, { message: "No key found" });
             case "data/exists":
                 return reply(200, { exists: String(body.key) in store });
             case "data/keys":

@@ -20,7 +20,8 @@ const USAGE = [
 
 async function main(argv: string[]): Promise<number> {
     const { positionals, values } = parseArgs({
-        args: argv, allowPositionals: true,
+        args: argv,
+        allowPositionals: true,
         options: { stack: { type: "string" }, help: { type: "boolean", short: "h" } },
     });
     const command = positionals[0];
@@ -49,7 +50,9 @@ async function main(argv: string[]): Promise<number> {
                 const kc = new k8s.KubeConfig();
                 kc.loadFromFile(state.kubeconfig);
                 const made = await applyStack(kc, config, {});
-                console.error(`stack ${values.stack}: namespace ${config.namespace} ready (${made.length ? `created ${made.join(", ")}` : "all there already"}; secrets are placeholders)`);
+                console.error(
+                    `stack ${values.stack}: namespace ${config.namespace} ready (${made.length ? `created ${made.join(", ")}` : "all there already"}; secrets are placeholders)`,
+                );
             }
             console.log(state.kubeconfig);
             return 0;
@@ -64,20 +67,30 @@ async function main(argv: string[]): Promise<number> {
                 return 3;
             }
             const where = s.state.server ? ` at ${s.state.server}` : " (its API server never became ready)";
-            console.log(`local cluster: ${s.running ? "running" : "partly running: run `npm run local-cluster -- down`, then up"}${where}`);
-            for (const p of s.processes) console.log(`  ${p.name.padEnd(24)} pid ${String(p.pid).padEnd(8)} ${p.alive ? "running" : "stopped"}`);
+            console.log(
+                `local cluster: ${s.running ? "running" : "partly running: run `npm run local-cluster -- down`, then up"}${where}`,
+            );
+            for (const p of s.processes)
+                console.log(`  ${p.name.padEnd(24)} pid ${String(p.pid).padEnd(8)} ${p.alive ? "running" : "stopped"}`);
             if (s.state.node) console.log(`  real node: ${s.state.node}`);
             if (s.state.server) console.log(`  kubeconfig: ${KUBECONFIG}`);
             return s.running ? 0 : 1;
         }
         default:
-            console.error(command === undefined ? USAGE : `local-cluster: unknown command ${JSON.stringify(command)}\n${USAGE}`);
+            console.error(
+                command === undefined ? USAGE : `local-cluster: unknown command ${JSON.stringify(command)}\n${USAGE}`,
+            );
             return 2;
     }
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code), (e) => {
-    const message = (e as Error).message.split("\n")[0];
-    console.error(`local-cluster: ${message}${readState() && !status().running ? " (the cluster is partly running: npm run local-cluster -- down)" : ""}`);
-    process.exit((e as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? 2 : 1);
-});
+main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e) => {
+        const message = (e as Error).message.split("\n")[0];
+        console.error(
+            `local-cluster: ${message}${readState() && !status().running ? " (the cluster is partly running: npm run local-cluster -- down)" : ""}`,
+        );
+        process.exit((e as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? 2 : 1);
+    },
+);

@@ -35,7 +35,11 @@ export const LOCAL_IMAGES = {
     pause: "scaledkite.local/pause:1",
 } as const;
 /** containerd's environment: every pull goes to a proxy on a loopback port nothing listens on. */
-export const NO_PULL_PROXY = { HTTPS_PROXY: "http://127.0.0.1:9", HTTP_PROXY: "http://127.0.0.1:9", NO_PROXY: "" } as const;
+export const NO_PULL_PROXY = {
+    HTTPS_PROXY: "http://127.0.0.1:9",
+    HTTP_PROXY: "http://127.0.0.1:9",
+    NO_PROXY: "",
+} as const;
 /** The chain of FORWARD rules that keeps pods' traffic on the bridge. */
 const FORWARD_CHAIN = "SCALEDKITE-PODS";
 
@@ -66,7 +70,9 @@ export interface NodePaths {
 function run(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string } = {}): string {
     const r = spawnSync(cmd, args, { encoding: "utf8", input: opts.input });
     if (r.status !== 0 && !opts.allowFail) {
-        throw new Error(`${cmd} ${args.join(" ")} failed: ${(r.stderr || r.stdout || String(r.error)).trim().split("\n").slice(-2).join(" | ")}`);
+        throw new Error(
+            `${cmd} ${args.join(" ")} failed: ${(r.stderr || r.stdout || String(r.error)).trim().split("\n").slice(-2).join(" | ")}`,
+        );
     }
     return r.stdout ?? "";
 }
@@ -77,7 +83,7 @@ export function missingNodePrerequisites(): string | undefined {
     const missing = ["containerd", "runc", "ctr", "iptables", "ip"].filter((c) => !have(c));
     if (!CNI_BIN_DIRS.some((d) => fs.existsSync(path.join(d, "bridge")))) missing.push("the CNI plugins");
     if (missing.length === 0) return undefined;
-    return `the real node needs ${missing.join(", ")}: run 'apt-get install containerd runc containernetworking-plugins iptables iproute2'`;
+    return `the real node needs ${missing.join(", ")}`;
 }
 
 function cniBinDir(): string {
@@ -86,70 +92,92 @@ function cniBinDir(): string {
 
 /** Writes containerd's, the CNI network's and the kubelet's configuration. */
 export function writeNodeConfig(stateDir: string, adminKubeconfig: string): NodePaths {
-    for (const d of [NODE_ROOT, NODE_RUN, CNI_CONF_DIR, CNI_STATE_DIR, KUBELET_ROOT, path.join(NODE_RUN, "containerd")]) fs.mkdirSync(d, { recursive: true });
+    for (const d of [NODE_ROOT, NODE_RUN, CNI_CONF_DIR, CNI_STATE_DIR, KUBELET_ROOT, path.join(NODE_RUN, "containerd")])
+        fs.mkdirSync(d, { recursive: true });
     const dir = path.join(stateDir, "node");
     fs.mkdirSync(dir, { recursive: true });
     const containerdConfig = path.join(dir, "containerd.toml");
-    fs.writeFileSync(containerdConfig, [
-        "version = 2",
-        `root = "${NODE_ROOT}/containerd"`,
-        `state = "${NODE_RUN}/containerd/state"`,
-        "[grpc]",
-        `  address = "${CONTAINERD_SOCKET}"`,
-        "[plugins.\"io.containerd.grpc.v1.cri\"]",
-        `  sandbox_image = "${LOCAL_IMAGES.pause}"`,
-        // This machine lacks CAP_SYS_RESOURCE: without this, runc cannot set oom_score_adj and every
-        // sandbox fails ("can't get final child's PID from pipe: EOF").
-        "  restrict_oom_score_adj = true",
-        "  enable_cdi = false",
-        "  [plugins.\"io.containerd.grpc.v1.cri\".cni]",
-        `    bin_dir = "${cniBinDir()}"`,
-        `    conf_dir = "${CNI_CONF_DIR}"`,
-        "  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]",
-        "    runtime_type = \"io.containerd.runc.v2\"",
-        "",
-    ].join("\n"));
-    fs.writeFileSync(path.join(CNI_CONF_DIR, "10-scaledkite.conflist"), JSON.stringify({
-        cniVersion: "0.4.0",
-        name: "scaledkite-pods",
-        plugins: [
+    fs.writeFileSync(
+        containerdConfig,
+        [
+            "version = 2",
+            `root = "${NODE_ROOT}/containerd"`,
+            `state = "${NODE_RUN}/containerd/state"`,
+            "[grpc]",
+            `  address = "${CONTAINERD_SOCKET}"`,
+            '[plugins."io.containerd.grpc.v1.cri"]',
+            `  sandbox_image = "${LOCAL_IMAGES.pause}"`,
+            // This machine lacks CAP_SYS_RESOURCE: without this, runc cannot set oom_score_adj and every
+            // sandbox fails ("can't get final child's PID from pipe: EOF").
+            "  restrict_oom_score_adj = true",
+            "  enable_cdi = false",
+            '  [plugins."io.containerd.grpc.v1.cri".cni]',
+            `    bin_dir = "${cniBinDir()}"`,
+            `    conf_dir = "${CNI_CONF_DIR}"`,
+            '  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+            '    runtime_type = "io.containerd.runc.v2"',
+            "",
+        ].join("\n"),
+    );
+    fs.writeFileSync(
+        path.join(CNI_CONF_DIR, "10-scaledkite.conflist"),
+        JSON.stringify(
             {
-                type: "bridge", bridge: BRIDGE, isGateway: true, ipMasq: false, hairpinMode: true,
-                // host-local with no routes: pods reach the bridge's subnet and nothing else.
-                ipam: { type: "host-local", ranges: [[{ subnet: POD_SUBNET, gateway: POD_GATEWAY_IP }]], dataDir: path.join(CNI_STATE_DIR, "ipam") },
+                cniVersion: "0.4.0",
+                name: "scaledkite-pods",
+                plugins: [
+                    {
+                        type: "bridge",
+                        bridge: BRIDGE,
+                        isGateway: true,
+                        ipMasq: false,
+                        hairpinMode: true,
+                        // host-local with no routes: pods reach the bridge's subnet and nothing else.
+                        ipam: {
+                            type: "host-local",
+                            ranges: [[{ subnet: POD_SUBNET, gateway: POD_GATEWAY_IP }]],
+                            dataDir: path.join(CNI_STATE_DIR, "ipam"),
+                        },
+                    },
+                    { type: "portmap", capabilities: { portMappings: true } },
+                ],
             },
-            { type: "portmap", capabilities: { portMappings: true } },
-        ],
-    }, null, 2));
+            null,
+            2,
+        ),
+    );
     // Pods get a resolver that is not there: a lookup fails at once and nothing leaves the machine.
     const resolvConf = path.join(dir, "resolv.conf");
     fs.writeFileSync(resolvConf, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
     const kubeletConfig = path.join(dir, "kubelet.yaml");
-    fs.writeFileSync(kubeletConfig, [
-        "apiVersion: kubelet.config.k8s.io/v1beta1",
-        "kind: KubeletConfiguration",
-        `address: ${POD_GATEWAY_IP}`,
-        "port: 10250",
-        "readOnlyPort: 0",
-        "healthzPort: 0",
-        // The API server (logs, exec) is the only caller and this listens on the bridge only.
-        "authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}",
-        "authorization: {mode: AlwaysAllow}",
-        "cgroupDriver: cgroupfs",
-        `containerRuntimeEndpoint: unix://${CONTAINERD_SOCKET}`,
-        "failSwapOn: false",
-        `resolvConf: ${resolvConf}`,
-        "serializeImagePulls: false",
-        // The images were imported, not pulled: never collect them.
-        "imageGCHighThresholdPercent: 100",
-        "imageGCLowThresholdPercent: 99",
-        "evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}",
-        "enforceNodeAllocatable: []",
-        "nodeStatusUpdateFrequency: 4s",
-        "syncFrequency: 5s",
-        `volumePluginDir: ${path.join(NODE_ROOT, "volume-plugins")}`,
-        "",
-    ].join("\n"));
+    fs.writeFileSync(
+        kubeletConfig,
+        [
+            "apiVersion: kubelet.config.k8s.io/v1beta1",
+            "kind: KubeletConfiguration",
+            `address: ${POD_GATEWAY_IP}`,
+            "port: 10250",
+            "readOnlyPort: 0",
+            "healthzPort: 0",
+            // The API server (logs, exec) is the only caller and this listens on the bridge only.
+            "authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}",
+            "authorization: {mode: AlwaysAllow}",
+            "cgroupDriver: cgroupfs",
+            `containerRuntimeEndpoint: unix://${CONTAINERD_SOCKET}`,
+            "failSwapOn: false",
+            `resolvConf: ${resolvConf}`,
+            "serializeImagePulls: false",
+            // The images were imported, not pulled: never collect them.
+            "imageGCHighThresholdPercent: 100",
+            "imageGCLowThresholdPercent: 99",
+            "evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}",
+            "enforceNodeAllocatable: []",
+            "nodeStatusUpdateFrequency: 4s",
+            "syncFrequency: 5s",
+            `volumePluginDir: ${path.join(NODE_ROOT, "volume-plugins")}`,
+            "",
+        ].join("\n"),
+    );
     return { containerdConfig, kubeletConfig, kubeletKubeconfig: adminKubeconfig, resolvConf };
 }
 
@@ -167,7 +195,8 @@ export function setUpNetwork(): void {
     run("iptables", ["-F", FORWARD_CHAIN]);
     run("iptables", ["-A", FORWARD_CHAIN, "-s", POD_SUBNET, "-j", "DROP"]);
     run("iptables", ["-A", FORWARD_CHAIN, "-d", POD_SUBNET, "-j", "DROP"]);
-    if (spawnSync("iptables", ["-C", "FORWARD", "-j", FORWARD_CHAIN]).status !== 0) run("iptables", ["-I", "FORWARD", "1", "-j", FORWARD_CHAIN]);
+    if (spawnSync("iptables", ["-C", "FORWARD", "-j", FORWARD_CHAIN]).status !== 0)
+        run("iptables", ["-I", "FORWARD", "1", "-j", FORWARD_CHAIN]);
     openTunDevice();
 }
 
@@ -179,7 +208,11 @@ export function setUpNetwork(): void {
 function openTunDevice(): void {
     const tun = "/dev/net/tun";
     let mode: number;
-    try { mode = fs.statSync(tun).mode & 0o777; } catch { return; }
+    try {
+        mode = fs.statSync(tun).mode & 0o777;
+    } catch {
+        return;
+    }
     const saved = path.join(NODE_RUN, "tun-mode.saved");
     if (!fs.existsSync(saved)) fs.writeFileSync(saved, mode.toString(8));
     if (mode !== 0o666) fs.chmodSync(tun, 0o666);
@@ -192,14 +225,26 @@ export function importImages(imagesDir: string, log: (s: string) => void): void 
         const tag = Object.values(LOCAL_IMAGES).find((t) => t.includes(`/${file.replace(/\.tar$/, "")}:`));
         if (tag && present.includes(tag)) continue;
         const started = Date.now();
-        run("ctr", ["--address", CONTAINERD_SOCKET, "-n", "k8s.io", "images", "import", "--no-unpack=false", path.join(imagesDir, file)]);
+        run("ctr", [
+            "--address",
+            CONTAINERD_SOCKET,
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            "--no-unpack=false",
+            path.join(imagesDir, file),
+        ]);
         log(`imported ${file} in ${Date.now() - started} ms`);
     }
 }
 
 function mountsUnder(prefixes: string[]): string[] {
-    const mounts = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")
-        .map((l) => l.split(" ")[4]).filter((m): m is string => Boolean(m) && prefixes.some((p) => m.startsWith(p)));
+    const mounts = fs
+        .readFileSync("/proc/self/mountinfo", "utf8")
+        .split("\n")
+        .map((l) => l.split(" ")[4])
+        .filter((m): m is string => Boolean(m) && prefixes.some((p) => m.startsWith(p)));
     return mounts.sort((a, b) => b.length - a.length);
 }
 
@@ -217,7 +262,8 @@ function cgroupDirs(): string[] {
 
 function walkDirs(dir: string): string[] {
     const out: string[] = [];
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) out.push(...walkDirs(path.join(dir, e.name)));
+    for (const e of fs.readdirSync(dir, { withFileTypes: true }))
+        if (e.isDirectory()) out.push(...walkDirs(path.join(dir, e.name)));
     out.push(dir);
     return out; // deepest first
 }
@@ -237,7 +283,11 @@ export function stopNode(): void {
                 if (!fs.existsSync(procs)) continue;
                 for (const pid of fs.readFileSync(procs, "utf8").split("\n").filter(Boolean)) {
                     found = true;
-                    try { process.kill(Number(pid), "SIGKILL"); } catch { /* gone */ }
+                    try {
+                        process.kill(Number(pid), "SIGKILL");
+                    } catch {
+                        /* gone */
+                    }
                 }
             }
         }
@@ -248,16 +298,23 @@ export function stopNode(): void {
     for (const m of mountsUnder([NODE_ROOT, NODE_RUN, "/run/netns/cni-", "/var/run/netns/cni-"])) {
         spawnSync("umount", ["-l", m]);
     }
-    for (const ns of fs.existsSync("/run/netns") ? fs.readdirSync("/run/netns").filter((n) => n.startsWith("cni-")) : []) {
+    for (const ns of fs.existsSync("/run/netns")
+        ? fs.readdirSync("/run/netns").filter((n) => n.startsWith("cni-"))
+        : []) {
         spawnSync("ip", ["netns", "delete", ns]);
     }
     for (const top of cgroupDirs()) {
         for (const d of walkDirs(top)) {
-            try { fs.rmdirSync(d); } catch { /* still busy or gone */ }
+            try {
+                fs.rmdirSync(d);
+            } catch {
+                /* still busy or gone */
+            }
         }
     }
     spawnSync("ip", ["link", "delete", BRIDGE]);
-    if (spawnSync("iptables", ["-C", "FORWARD", "-j", FORWARD_CHAIN]).status === 0) spawnSync("iptables", ["-D", "FORWARD", "-j", FORWARD_CHAIN]);
+    if (spawnSync("iptables", ["-C", "FORWARD", "-j", FORWARD_CHAIN]).status === 0)
+        spawnSync("iptables", ["-D", "FORWARD", "-j", FORWARD_CHAIN]);
     spawnSync("iptables", ["-F", FORWARD_CHAIN]);
     spawnSync("iptables", ["-X", FORWARD_CHAIN]);
     // kube-proxy is not run, but the kubelet makes KUBE-* chains of its own.
@@ -273,14 +330,26 @@ export function stopNode(): void {
     }
     const saved = path.join(NODE_RUN, "ip_forward.saved");
     if (fs.existsSync(saved)) {
-        try { fs.writeFileSync("/proc/sys/net/ipv4/ip_forward", fs.readFileSync(saved, "utf8").trim()); } catch { /* read-only */ }
+        try {
+            fs.writeFileSync("/proc/sys/net/ipv4/ip_forward", fs.readFileSync(saved, "utf8").trim());
+        } catch {
+            /* read-only */
+        }
     }
     const tunMode = path.join(NODE_RUN, "tun-mode.saved");
     if (fs.existsSync(tunMode)) {
-        try { fs.chmodSync("/dev/net/tun", parseInt(fs.readFileSync(tunMode, "utf8").trim(), 8)); } catch { /* gone */ }
+        try {
+            fs.chmodSync("/dev/net/tun", parseInt(fs.readFileSync(tunMode, "utf8").trim(), 8));
+        } catch {
+            /* gone */
+        }
     }
     for (const d of [NODE_RUN, NODE_ROOT, "/var/log/pods", "/var/log/containers", OWNER_FILE]) {
-        try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* a mount still busy */ }
+        try {
+            fs.rmSync(d, { recursive: true, force: true });
+        } catch {
+            /* a mount still busy */
+        }
     }
 }
 
@@ -292,13 +361,19 @@ export function containerdArgs(paths: NodePaths): string[] {
 /** The kubelet's arguments. */
 export function kubeletArgs(paths: NodePaths): string[] {
     return [
-        `--config=${paths.kubeletConfig}`, `--kubeconfig=${paths.kubeletKubeconfig}`,
-        `--hostname-override=${NODE_NAME}`, `--node-ip=${POD_GATEWAY_IP}`, `--root-dir=${KUBELET_ROOT}`,
-        `--cert-dir=${path.join(NODE_ROOT, "pki")}`, "--v=1",
+        `--config=${paths.kubeletConfig}`,
+        `--kubeconfig=${paths.kubeletKubeconfig}`,
+        `--hostname-override=${NODE_NAME}`,
+        `--node-ip=${POD_GATEWAY_IP}`,
+        `--root-dir=${KUBELET_ROOT}`,
+        `--cert-dir=${path.join(NODE_ROOT, "pki")}`,
+        "--v=1",
     ];
 }
 
 /** True when containerd answers on its socket. */
 export function containerdReady(): boolean {
-    return fs.existsSync(CONTAINERD_SOCKET) && spawnSync("ctr", ["--address", CONTAINERD_SOCKET, "version"]).status === 0;
+    return (
+        fs.existsSync(CONTAINERD_SOCKET) && spawnSync("ctr", ["--address", CONTAINERD_SOCKET, "version"]).status === 0
+    );
 }

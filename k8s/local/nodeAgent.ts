@@ -18,7 +18,11 @@ function serveWebhook(port: number): Promise<http.Server> {
                 try {
                     answer = await reviewToken(JSON.parse(Buffer.concat(chunks).toString() || "{}"), LOCAL_IDENTITIES);
                 } catch (e) {
-                    answer = { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", status: { authenticated: false, error: (e as Error).message } };
+                    answer = {
+                        apiVersion: "authentication.k8s.io/v1",
+                        kind: "TokenReview",
+                        status: { authenticated: false, error: (e as Error).message },
+                    };
                 }
                 res.writeHead(200, { "content-type": "application/json" });
                 res.end(JSON.stringify(answer));

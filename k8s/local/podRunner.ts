@@ -47,37 +47,81 @@ export function nextStatus(pod: V1Pod, outcome: "start" | "finish" | "image-miss
     const started = status.startTime ?? now();
     const init = spec.initContainers ?? [];
     const running = (name: string, image: string): V1ContainerStatus => ({
-        name, image, imageID: `local://${image}`, ready: true, started: true, restartCount: 0,
-        state: { running: { startedAt: started } }, containerID: `local://${pod.metadata!.uid}/${name}`,
+        name,
+        image,
+        imageID: `local://${image}`,
+        ready: true,
+        started: true,
+        restartCount: 0,
+        state: { running: { startedAt: started } },
+        containerID: `local://${pod.metadata!.uid}/${name}`,
     });
     const terminated = (name: string, image: string, exitCode: number, reason: string): V1ContainerStatus => ({
-        name, image, imageID: `local://${image}`, ready: false, started: false, restartCount: 0,
-        state: { terminated: { exitCode, reason, startedAt: started, finishedAt: now() } }, containerID: `local://${pod.metadata!.uid}/${name}`,
+        name,
+        image,
+        imageID: `local://${image}`,
+        ready: false,
+        started: false,
+        restartCount: 0,
+        state: { terminated: { exitCode, reason, startedAt: started, finishedAt: now() } },
+        containerID: `local://${pod.metadata!.uid}/${name}`,
     });
     const condition = (type: string, value: boolean, reason?: string, message?: string) => ({
-        type, status: value ? "True" : "False", lastTransitionTime: now(), ...(reason ? { reason } : {}), ...(message ? { message } : {}),
+        type,
+        status: value ? "True" : "False",
+        lastTransitionTime: now(),
+        ...(reason ? { reason } : {}),
+        ...(message ? { message } : {}),
     });
 
     switch (outcome) {
         case "image-missing": {
             const waiting = (name: string, image: string): V1ContainerStatus => ({
-                name, image, imageID: "", ready: false, started: false, restartCount: 0,
-                state: { waiting: { reason: "ErrImagePull", message: `failed to pull and unpack image "${image}": not found` } },
+                name,
+                image,
+                imageID: "",
+                ready: false,
+                started: false,
+                restartCount: 0,
+                state: {
+                    waiting: {
+                        reason: "ErrImagePull",
+                        message: `failed to pull and unpack image "${image}": not found`,
+                    },
+                },
             });
             return {
                 phase: "Pending",
-                hostIP: "127.0.0.1", podIP: "127.0.0.1", startTime: started,
-                conditions: [condition("PodScheduled", true), condition("Initialized", false), condition("Ready", false, "ContainersNotReady")],
-                initContainerStatuses: init.map((c) => (c.image?.endsWith(MISSING_IMAGE_TAG) ? waiting(c.name, c.image!) : running(c.name, c.image!))),
+                hostIP: "127.0.0.1",
+                podIP: "127.0.0.1",
+                startTime: started,
+                conditions: [
+                    condition("PodScheduled", true),
+                    condition("Initialized", false),
+                    condition("Ready", false, "ContainersNotReady"),
+                ],
+                initContainerStatuses: init.map((c) =>
+                    c.image?.endsWith(MISSING_IMAGE_TAG) ? waiting(c.name, c.image!) : running(c.name, c.image!),
+                ),
                 containerStatuses: spec.containers.map((c) => waiting(c.name, c.image!)),
             };
         }
         case "start":
             return {
                 phase: "Running",
-                hostIP: "127.0.0.1", podIP: "127.0.0.1", podIPs: [{ ip: "127.0.0.1" }], startTime: started,
-                conditions: [condition("PodScheduled", true), condition("Initialized", true), condition("ContainersReady", true), condition("Ready", true)],
-                initContainerStatuses: init.map((c) => (isSidecar(c) ? running(c.name, c.image!) : terminated(c.name, c.image!, 0, "Completed"))),
+                hostIP: "127.0.0.1",
+                podIP: "127.0.0.1",
+                podIPs: [{ ip: "127.0.0.1" }],
+                startTime: started,
+                conditions: [
+                    condition("PodScheduled", true),
+                    condition("Initialized", true),
+                    condition("ContainersReady", true),
+                    condition("Ready", true),
+                ],
+                initContainerStatuses: init.map((c) =>
+                    isSidecar(c) ? running(c.name, c.image!) : terminated(c.name, c.image!, 0, "Completed"),
+                ),
                 containerStatuses: spec.containers.map((c) => running(c.name, c.image!)),
             };
         case "finish": {
@@ -86,10 +130,19 @@ export function nextStatus(pod: V1Pod, outcome: "start" | "finish" | "image-miss
             return {
                 ...status,
                 phase,
-                conditions: [condition("PodScheduled", true), condition("Initialized", true), condition("ContainersReady", false, "PodCompleted"), condition("Ready", false, "PodCompleted")],
+                conditions: [
+                    condition("PodScheduled", true),
+                    condition("Initialized", true),
+                    condition("ContainersReady", false, "PodCompleted"),
+                    condition("Ready", false, "PodCompleted"),
+                ],
                 // Sidecars are stopped by the kubelet once the main containers have exited.
-                initContainerStatuses: init.map((c) => terminated(c.name, c.image!, isSidecar(c) ? 137 : 0, isSidecar(c) ? "Error" : "Completed")),
-                containerStatuses: spec.containers.map((c) => terminated(c.name, c.image!, exitCode, exitCode === 0 ? "Completed" : "Error")),
+                initContainerStatuses: init.map((c) =>
+                    terminated(c.name, c.image!, isSidecar(c) ? 137 : 0, isSidecar(c) ? "Error" : "Completed"),
+                ),
+                containerStatuses: spec.containers.map((c) =>
+                    terminated(c.name, c.image!, exitCode, exitCode === 0 ? "Completed" : "Error"),
+                ),
             };
         }
     }
@@ -100,7 +153,9 @@ function isTerminal(pod: V1Pod): boolean {
 }
 
 function imageMissing(pod: V1Pod): boolean {
-    return [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].some((c) => c.image?.endsWith(MISSING_IMAGE_TAG));
+    return [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].some((c) =>
+        c.image?.endsWith(MISSING_IMAGE_TAG),
+    );
 }
 
 /** Runs pods of the cluster behind `kc` until `stop()` is called. */
@@ -114,7 +169,14 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
     try {
         await core.createNode({
             body: {
-                metadata: { name: LOCAL_NODE, labels: { "kubernetes.io/hostname": LOCAL_NODE, "kubernetes.io/os": "linux", [STAND_IN_LABEL]: "true" } },
+                metadata: {
+                    name: LOCAL_NODE,
+                    labels: {
+                        "kubernetes.io/hostname": LOCAL_NODE,
+                        "kubernetes.io/os": "linux",
+                        [STAND_IN_LABEL]: "true",
+                    },
+                },
                 spec: { taints: [{ key: STAND_IN_LABEL, value: "true", effect: "NoSchedule" }] },
             },
         });
@@ -129,11 +191,19 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
             const node = await core.readNodeStatus({ name: LOCAL_NODE });
             const ready = node.status?.conditions?.find((c) => c.type === "Ready" && c.status === "True");
             node.status = {
-                ...node.status, capacity, allocatable: capacity,
-                conditions: [{
-                    type: "Ready", status: "True", reason: "StandIn", message: "the stand-in pod runner",
-                    lastHeartbeatTime: now(), lastTransitionTime: ready?.lastTransitionTime ?? now(),
-                }],
+                ...node.status,
+                capacity,
+                allocatable: capacity,
+                conditions: [
+                    {
+                        type: "Ready",
+                        status: "True",
+                        reason: "StandIn",
+                        message: "the stand-in pod runner",
+                        lastHeartbeatTime: now(),
+                        lastTransitionTime: ready?.lastTransitionTime ?? now(),
+                    },
+                ],
                 addresses: [{ type: "Hostname", address: LOCAL_NODE }],
             };
             try {
@@ -146,17 +216,29 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
         }
     };
     await postStatus();
-    const heartbeat = setInterval(() => { void postStatus().catch((e) => log(`node status: ${(e as Error).message.split("\n")[0]}`)); }, 10_000);
+    const heartbeat = setInterval(() => {
+        void postStatus().catch((e) => log(`node status: ${(e as Error).message.split("\n")[0]}`));
+    }, 10_000);
 
     const key = (pod: V1Pod) => `${pod.metadata!.namespace}/${pod.metadata!.name}`;
 
     async function setStatus(pod: V1Pod, step: "start" | "finish" | "image-missing"): Promise<void> {
         for (let attempt = 0; attempt < 5; attempt++) {
             try {
-                const fresh = attempt === 0 ? pod : await core.readNamespacedPodStatus({ name: pod.metadata!.name!, namespace: pod.metadata!.namespace! });
+                const fresh =
+                    attempt === 0
+                        ? pod
+                        : await core.readNamespacedPodStatus({
+                              name: pod.metadata!.name!,
+                              namespace: pod.metadata!.namespace!,
+                          });
                 if (fresh.metadata?.deletionTimestamp || isTerminal(fresh)) return;
                 fresh.status = nextStatus(fresh, step);
-                await core.replaceNamespacedPodStatus({ name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, body: fresh });
+                await core.replaceNamespacedPodStatus({
+                    name: pod.metadata!.name!,
+                    namespace: pod.metadata!.namespace!,
+                    body: fresh,
+                });
                 log(`${key(pod)}: ${step}`);
                 return;
             } catch (e) {
@@ -187,8 +269,14 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
             handled.set(uid, "deleting");
             clearTimeout(timers.get(uid));
             try {
-                await core.deleteNamespacedPod({ name: pod.metadata.name!, namespace: pod.metadata.namespace!, gracePeriodSeconds: 0 });
-            } catch { /* already gone */ }
+                await core.deleteNamespacedPod({
+                    name: pod.metadata.name!,
+                    namespace: pod.metadata.namespace!,
+                    gracePeriodSeconds: 0,
+                });
+            } catch {
+                /* already gone */
+            }
             return;
         }
         if (isTerminal(pod)) return;
@@ -201,10 +289,16 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
         handled.set(uid, "started");
         await setStatus(pod, "start");
         const seconds = Number(pod.metadata?.annotations?.[ANNOTATION_RUN_SECONDS] ?? "1");
-        timers.set(uid, setTimeout(() => {
-            timers.delete(uid);
-            void setStatus(pod, "finish");
-        }, Math.max(0, seconds) * 1000));
+        timers.set(
+            uid,
+            setTimeout(
+                () => {
+                    timers.delete(uid);
+                    void setStatus(pod, "finish");
+                },
+                Math.max(0, seconds) * 1000,
+            ),
+        );
     }
 
     const watch = new k8s.Watch(kc);
@@ -212,9 +306,16 @@ export async function runPods(kc: K8s.KubeConfig, log: (s: string) => void = () 
     const start = async (): Promise<void> => {
         if (stopped) return;
         try {
-            current = await watch.watch("/api/v1/pods", {},
-                (type: string, obj: V1Pod) => { void onPod(type, obj); },
-                () => { if (!stopped) setTimeout(() => void start(), 200); });
+            current = await watch.watch(
+                "/api/v1/pods",
+                {},
+                (type: string, obj: V1Pod) => {
+                    void onPod(type, obj);
+                },
+                () => {
+                    if (!stopped) setTimeout(() => void start(), 200);
+                },
+            );
         } catch (e) {
             log(`watch failed: ${(e as Error).message}; retrying`);
             setTimeout(() => void start(), 1000);

@@ -24,38 +24,141 @@ const PERIOD = 60;
 
 type MetricLine = (string | { stat?: string; label?: string; yAxis?: string })[];
 
-function widget(title: string, metrics: MetricLine[], region: string, x: number, y: number, opts: { stat?: string; unit?: string } = {}): object {
+function widget(
+    title: string,
+    metrics: MetricLine[],
+    region: string,
+    x: number,
+    y: number,
+    opts: { stat?: string; unit?: string } = {},
+): object {
     return {
-        type: "metric", x, y, width: 12, height: 6,
-        properties: { title, region, metrics, view: "timeSeries", stacked: false, period: PERIOD, stat: opts.stat ?? "Sum", ...(opts.unit ? { yAxis: { left: { label: opts.unit, showUnits: false } } } : {}) },
+        type: "metric",
+        x,
+        y,
+        width: 12,
+        height: 6,
+        properties: {
+            title,
+            region,
+            metrics,
+            view: "timeSeries",
+            stacked: false,
+            period: PERIOD,
+            stat: opts.stat ?? "Sum",
+            ...(opts.unit ? { yAxis: { left: { label: opts.unit, showUnits: false } } } : {}),
+        },
     };
 }
 
 /** The dashboard body (CloudWatch's JSON), one widget per question a platform engineer asks. Pure. */
 export function dashboardBody(d: DashboardInput): { widgets: object[] } {
-    const own = (metric: string, queue: string, extra: Record<string, string> = {}) =>
-        [METRIC_NAMESPACE, metric, "Namespace", d.namespace, "Queue", queue, ...Object.entries(extra).flat()];
+    const own = (metric: string, queue: string, extra: Record<string, string> = {}) => [
+        METRIC_NAMESPACE,
+        metric,
+        "Namespace",
+        d.namespace,
+        "Queue",
+        queue,
+        ...Object.entries(extra).flat(),
+    ];
     const percentiles = (metric: string, extra: Record<string, string> = {}) =>
-        d.queues.flatMap((q) => ["p50", "p90", "p99"].map((stat) => [...own(metric, q, extra), { stat, label: `${q} ${stat}` }]));
+        d.queues.flatMap((q) =>
+            ["p50", "p90", "p99"].map((stat) => [...own(metric, q, extra), { stat, label: `${q} ${stat}` }]),
+        );
     const perQueue = (metrics: string[], stat: string) =>
         d.queues.flatMap((q) => metrics.map((m) => [...own(m, q), { stat, label: `${q} ${m}` }]));
     const lambdas = [["scheduler", d.schedulerFunction], ...(d.sweepFunction ? [["sweep", d.sweepFunction]] : [])];
     const widgets = [
-        widget("Start latency: job runnable → agent running (ms)", percentiles(METRICS.startLatency), d.region, 0, 0, { unit: "ms" }),
-        widget("Schedule delay: job runnable → worker Job created (ms)", percentiles(METRICS.scheduleDelay, { Outcome: "created" }), d.region, 12, 0, { unit: "ms" }),
-        widget("Events by outcome", [...d.queues, NO_QUEUE].flatMap((q) => OUTCOMES.map((o) => [...own(METRICS.events, q, { Outcome: o }), { label: `${q} ${o}` }])), d.region, 0, 6),
-        widget("Event queue and dead-letter queue", [
-            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", d.deadLetterQueue, { stat: "Maximum", label: "DLQ depth" }],
-            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", d.eventQueue, { stat: "Maximum", label: "waiting events" }],
-            ["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", d.eventQueue, { stat: "Maximum", label: "oldest event (s)", yAxis: "right" }],
-        ], d.region, 12, 6),
-        widget("Lambda errors, throttles and duration", lambdas.flatMap(([label, fn]) => [
-            ["AWS/Lambda", "Errors", "FunctionName", fn, { stat: "Sum", label: `${label} errors` }],
-            ["AWS/Lambda", "Throttles", "FunctionName", fn, { stat: "Sum", label: `${label} throttles` }],
-            ["AWS/Lambda", "Duration", "FunctionName", fn, { stat: "p99", label: `${label} duration p99 (ms)`, yAxis: "right" }],
-        ]), d.region, 0, 12),
-        widget("Sweep actions", perQueue([METRICS.sweepCreated, METRICS.sweepDeferred, METRICS.sweepFailed, METRICS.failedStuck, METRICS.deletedCancelled], "Sum"), d.region, 12, 12),
-        widget("Workers running and pending", perQueue([METRICS.runningWorkers, METRICS.pendingWorkers], "Maximum"), d.region, 0, 18),
+        widget("Start latency: job runnable → agent running (ms)", percentiles(METRICS.startLatency), d.region, 0, 0, {
+            unit: "ms",
+        }),
+        widget(
+            "Schedule delay: job runnable → worker Job created (ms)",
+            percentiles(METRICS.scheduleDelay, { Outcome: "created" }),
+            d.region,
+            12,
+            0,
+            { unit: "ms" },
+        ),
+        widget(
+            "Events by outcome",
+            [...d.queues, NO_QUEUE].flatMap((q) =>
+                OUTCOMES.map((o) => [...own(METRICS.events, q, { Outcome: o }), { label: `${q} ${o}` }]),
+            ),
+            d.region,
+            0,
+            6,
+        ),
+        widget(
+            "Event queue and dead-letter queue",
+            [
+                [
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    "QueueName",
+                    d.deadLetterQueue,
+                    { stat: "Maximum", label: "DLQ depth" },
+                ],
+                [
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    "QueueName",
+                    d.eventQueue,
+                    { stat: "Maximum", label: "waiting events" },
+                ],
+                [
+                    "AWS/SQS",
+                    "ApproximateAgeOfOldestMessage",
+                    "QueueName",
+                    d.eventQueue,
+                    { stat: "Maximum", label: "oldest event (s)", yAxis: "right" },
+                ],
+            ],
+            d.region,
+            12,
+            6,
+        ),
+        widget(
+            "Lambda errors, throttles and duration",
+            lambdas.flatMap(([label, fn]) => [
+                ["AWS/Lambda", "Errors", "FunctionName", fn, { stat: "Sum", label: `${label} errors` }],
+                ["AWS/Lambda", "Throttles", "FunctionName", fn, { stat: "Sum", label: `${label} throttles` }],
+                [
+                    "AWS/Lambda",
+                    "Duration",
+                    "FunctionName",
+                    fn,
+                    { stat: "p99", label: `${label} duration p99 (ms)`, yAxis: "right" },
+                ],
+            ]),
+            d.region,
+            0,
+            12,
+        ),
+        widget(
+            "Sweep actions",
+            perQueue(
+                [
+                    METRICS.sweepCreated,
+                    METRICS.sweepDeferred,
+                    METRICS.sweepFailed,
+                    METRICS.failedStuck,
+                    METRICS.deletedCancelled,
+                ],
+                "Sum",
+            ),
+            d.region,
+            12,
+            12,
+        ),
+        widget(
+            "Workers running and pending",
+            perQueue([METRICS.runningWorkers, METRICS.pendingWorkers], "Maximum"),
+            d.region,
+            0,
+            18,
+        ),
     ];
     return { widgets };
 }
@@ -75,11 +178,37 @@ export interface DashboardArgs {
 }
 
 /** Creates the stack's dashboard in the provider's region. */
-export function createDashboard(name: string, args: DashboardArgs, opts?: pulumi.CustomResourceOptions): aws.cloudwatch.Dashboard {
+export function createDashboard(
+    name: string,
+    args: DashboardArgs,
+    opts?: pulumi.CustomResourceOptions,
+): aws.cloudwatch.Dashboard {
     const region = aws.getRegionOutput({}, opts).region;
-    const body = pulumi.all([region, args.namespace, args.schedulerFunction, args.sweepFunction, args.deadLetterQueue, args.eventQueue])
-        .apply(([r, namespace, schedulerFunction, sweepFunction, deadLetterQueue, eventQueue]) => JSON.stringify(dashboardBody({
-            region: r, namespace, queues: args.queues, schedulerFunction, sweepFunction, deadLetterQueue, eventQueue,
-        })));
-    return new aws.cloudwatch.Dashboard(name, { dashboardName: dashboardName(pulumi.getProject(), pulumi.getStack()), dashboardBody: body }, opts);
+    const body = pulumi
+        .all([
+            region,
+            args.namespace,
+            args.schedulerFunction,
+            args.sweepFunction,
+            args.deadLetterQueue,
+            args.eventQueue,
+        ])
+        .apply(([r, namespace, schedulerFunction, sweepFunction, deadLetterQueue, eventQueue]) =>
+            JSON.stringify(
+                dashboardBody({
+                    region: r,
+                    namespace,
+                    queues: args.queues,
+                    schedulerFunction,
+                    sweepFunction,
+                    deadLetterQueue,
+                    eventQueue,
+                }),
+            ),
+        );
+    return new aws.cloudwatch.Dashboard(
+        name,
+        { dashboardName: dashboardName(pulumi.getProject(), pulumi.getStack()), dashboardBody: body },
+        opts,
+    );
 }

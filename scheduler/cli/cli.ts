@@ -14,14 +14,15 @@ import * as fs from "fs";
 import * as path from "path";
 import { parseArgs } from "util";
 import { parseStackConfig, schedulerSettings } from "../config/config";
-import { AwsCredentials, execCredential, credentialsFromEnv, signEksToken } from "../clients/eksToken";
+import { type AwsCredentials, execCredential, credentialsFromEnv, signEksToken } from "../clients/eksToken";
 import { configError, isConfigError, isRetryable } from "../core/errors";
 import { createEventHandler, decide } from "../schedule/lambda";
 import { kubeconfigJobClient, toKubernetesError } from "../clients/kube";
 import { explainWorker, jobUuidOf } from "./explain";
-import { jobName, LABELS } from "../core/manifest";
+import { jobName } from "../core/manifest";
 
-import { SchedulerSettings } from "../core/settings";
+import { type SchedulerSettings } from "../core/settings";
+import { LABELS } from "../core/names";
 
 const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
 
@@ -84,23 +85,37 @@ const USAGE = [
  * A command's flags (`node:util` parseArgs: `--flag value` or `--flag=value`), its one positional if
  * it takes one, and whether --help was asked. Unknown flags are refused with the command's usage.
  */
-export function parseCommandArgs(command: string, args: string[]): { flags: Record<string, string>; positional?: string; help: boolean } {
+export function parseCommandArgs(
+    command: string,
+    args: string[],
+): { flags: Record<string, string>; positional?: string; help: boolean } {
     const spec = COMMANDS[command];
-    const options = Object.fromEntries([...spec.options.map((o) => [o, { type: "string" as const }]), ["help", { type: "boolean" as const, short: "h" }]]);
+    const options = Object.fromEntries([
+        ...spec.options.map((o) => [o, { type: "string" as const }]),
+        ["help", { type: "boolean" as const, short: "h" }],
+    ]);
     let parsed;
     try {
         parsed = parseArgs({ args, options, allowPositionals: spec.positional !== undefined, strict: true });
     } catch (e) {
         const code = (e as { code?: string }).code;
         const flag = /'(-[^']*)'/.exec((e as Error).message)?.[1];
-        if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError(`unknown argument ${JSON.stringify(flag)}; ${spec.help.split("\n")[0]}`);
-        if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") throw new UsageError(`${flag?.split(" ")[0] ?? "an option"} needs a value; ${spec.help.split("\n")[0]}`);
-        if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") throw new UsageError(`unexpected argument ${JSON.stringify(/'([^']*)'/.exec((e as Error).message)?.[1])}; ${spec.help.split("\n")[0]}`);
+        if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION")
+            throw new UsageError(`unknown argument ${JSON.stringify(flag)}; ${spec.help.split("\n")[0]}`);
+        if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE")
+            throw new UsageError(`${flag?.split(" ")[0] ?? "an option"} needs a value; ${spec.help.split("\n")[0]}`);
+        if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL")
+            throw new UsageError(
+                `unexpected argument ${JSON.stringify(/'([^']*)'/.exec((e as Error).message)?.[1])}; ${spec.help.split("\n")[0]}`,
+            );
         throw new UsageError(`${(e as Error).message.split("\n")[0]}; ${spec.help.split("\n")[0]}`);
     }
     const flags: Record<string, string> = {};
     for (const [k, v] of Object.entries(parsed.values)) if (typeof v === "string") flags[k] = v;
-    if (parsed.positionals.length > 1) throw new UsageError(`${command} takes one ${spec.positional}, got ${parsed.positionals.length}; ${spec.help.split("\n")[0]}`);
+    if (parsed.positionals.length > 1)
+        throw new UsageError(
+            `${command} takes one ${spec.positional}, got ${parsed.positionals.length}; ${spec.help.split("\n")[0]}`,
+        );
     return { flags, positional: parsed.positionals[0], help: (parsed.values as Record<string, unknown>).help === true };
 }
 
@@ -135,7 +150,9 @@ export function readStackFile(file: string): Record<string, unknown> {
 
 function loadSettings(flags: Record<string, string>, io: Io): SchedulerSettings {
     // Stack files live beside Pulumi.yaml; --config is relative to where the command was run.
-    const file = flags.config ? path.resolve(io.cwd, flags.config) : path.join(PROJECT_ROOT, `Pulumi.${flags.stack ?? "dev"}.yaml`);
+    const file = flags.config
+        ? path.resolve(io.cwd, flags.config)
+        : path.join(PROJECT_ROOT, `Pulumi.${flags.stack ?? "dev"}.yaml`);
     return schedulerSettings(parseStackConfig(readStackFile(file), { requireSecrets: false }));
 }
 
@@ -146,7 +163,14 @@ function readEvent(flags: Record<string, string>, io: Io): string {
         return fs.readFileSync(path.resolve(io.cwd, flags.event), "utf8");
     } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        const why = err.code === "ENOENT" ? "no such file" : err.code === "EACCES" ? "permission denied" : err.code === "EISDIR" ? "it is a directory" : err.message;
+        const why =
+            err.code === "ENOENT"
+                ? "no such file"
+                : err.code === "EACCES"
+                  ? "permission denied"
+                  : err.code === "EISDIR"
+                    ? "it is a directory"
+                    : err.message;
         throw new UsageError(`cannot read event file ${flags.event}: ${why}`);
     }
 }
@@ -168,7 +192,10 @@ async function render(flags: Record<string, string>, io: Io): Promise<number> {
 
 function kubeconfigPath(flags: Record<string, string>, io: Io): string {
     const kubeconfig = flags.kubeconfig ?? (io.env.KUBECONFIG || path.join(io.env.HOME ?? "", ".kube", "config"));
-    if (!fs.existsSync(kubeconfig)) throw new UsageError(`no kubeconfig at ${kubeconfig}: pass --kubeconfig PATH (npm run local-cluster -- up prints one)`);
+    if (!fs.existsSync(kubeconfig))
+        throw new UsageError(
+            `no kubeconfig at ${kubeconfig}: pass --kubeconfig PATH (npm run local-cluster -- up prints one)`,
+        );
     return kubeconfig;
 }
 
@@ -181,11 +208,21 @@ async function schedule(flags: Record<string, string>, io: Io): Promise<number> 
     try {
         const d = await handler(event);
         switch (d.outcome) {
-            case "created": io.out(`created ${d.job}`); return EXIT.ok;
-            case "exists": io.out(`exists ${d.job}`); return EXIT.ok;
-            case "cancelled": io.out(`deleted ${d.job}`); return EXIT.ok;
-            case "ignored": io.err(`ignored: ${d.reason}`); return EXIT.ignored;
-            default: io.err(`invalid event: ${d.reason}`); return EXIT.invalid;
+            case "created":
+                io.out(`created ${d.job}`);
+                return EXIT.ok;
+            case "exists":
+                io.out(`exists ${d.job}`);
+                return EXIT.ok;
+            case "cancelled":
+                io.out(`deleted ${d.job}`);
+                return EXIT.ok;
+            case "ignored":
+                io.err(`ignored: ${d.reason}`);
+                return EXIT.ignored;
+            default:
+                io.err(`invalid event: ${d.reason}`);
+                return EXIT.invalid;
         }
     } catch (e) {
         io.err(failure(e));
@@ -198,18 +235,27 @@ async function schedule(flags: Record<string, string>, io: Io): Promise<number> 
  * the command line retries nothing, so it says whether running the command again may help.
  */
 export function failure(e: unknown): string {
-    const message = ((e as Error)?.message ?? String(e)).split("\n")[0].replace(/;? (will retry[^;]*|the next sweep tries again)$/, "");
+    const message = ((e as Error)?.message ?? String(e))
+        .split("\n")[0]
+        .replace(/;? (will retry[^;]*|the next sweep tries again)$/, "");
     return `failed: ${message}${isRetryable(e) ? "; worth retrying: run the command again" : ""}`;
 }
 
 async function token(flags: Record<string, string>, io: Io): Promise<number> {
     if (!flags.cluster) throw new UsageError(`--cluster NAME is required`);
     const region = flags.region ?? io.env.AWS_REGION ?? io.env.AWS_DEFAULT_REGION ?? stackRegion(flags.stack ?? "dev");
-    if (!region) throw new UsageError(`no region: pass --region, set AWS_REGION, or set aws:region in the stack (pulumi config set aws:region us-east-1)`);
-    if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) throw new UsageError(`${JSON.stringify(region)} is not an AWS region (e.g. us-east-1)`);
+    if (!region)
+        throw new UsageError(
+            `no region: pass --region, set AWS_REGION, or set aws:region in the stack (pulumi config set aws:region us-east-1)`,
+        );
+    if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region))
+        throw new UsageError(`${JSON.stringify(region)} is not an AWS region (e.g. us-east-1)`);
     const at = flags.at ? new Date(flags.at) : new Date();
-    if (Number.isNaN(at.getTime())) throw new UsageError(`--at ${JSON.stringify(flags.at)} is not an RFC 3339 time (e.g. 2024-08-19T07:08:47Z)`);
-    io.out(JSON.stringify(execCredential(await signEksToken(flags.cluster, region, await cliCredentials(flags, io), at))));
+    if (Number.isNaN(at.getTime()))
+        throw new UsageError(`--at ${JSON.stringify(flags.at)} is not an RFC 3339 time (e.g. 2024-08-19T07:08:47Z)`);
+    io.out(
+        JSON.stringify(execCredential(await signEksToken(flags.cluster, region, await cliCredentials(flags, io), at))),
+    );
     return EXIT.ok;
 }
 
@@ -230,25 +276,36 @@ function stackRegion(stack: string): string | undefined {
  */
 async function cliCredentials(flags: Record<string, string>, io: Io): Promise<AwsCredentials> {
     if (io.env.AWS_ACCESS_KEY_ID && !flags.profile) return credentialsFromEnv(io.env);
-    const { fromNodeProviderChain }: typeof import("@aws-sdk/credential-providers") = require("@aws-sdk/credential-providers");
+    const {
+        fromNodeProviderChain,
+    }: typeof import("@aws-sdk/credential-providers") = require("@aws-sdk/credential-providers");
     try {
         const c = await fromNodeProviderChain({
             profile: flags.profile ?? io.env.AWS_PROFILE,
-            filepath: io.env.AWS_SHARED_CREDENTIALS_FILE, configFilepath: io.env.AWS_CONFIG_FILE,
+            filepath: io.env.AWS_SHARED_CREDENTIALS_FILE,
+            configFilepath: io.env.AWS_CONFIG_FILE,
         })();
         return { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, sessionToken: c.sessionToken };
     } catch (e) {
         const why = ((e as Error).message ?? String(e)).split("\n")[0];
         const profile = flags.profile ?? io.env.AWS_PROFILE;
-        throw new UsageError(`no AWS credentials${profile ? ` for profile ${profile}` : ""} (${why}): pass --profile or set AWS_PROFILE, run aws sso login, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+        throw new UsageError(
+            `no AWS credentials${profile ? ` for profile ${profile}` : ""} (${why}): pass --profile or set AWS_PROFILE, run aws sso login, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`,
+        );
     }
 }
 
 /** What happened to one job's worker: exit 0 when it has one, 3 when this stack has none for it. */
 async function explain(flags: Record<string, string>, target: string | undefined, io: Io): Promise<number> {
-    if (!target) throw new UsageError(`explain needs a job UUID or a Buildkite job URL; ${COMMANDS.explain.help.split("\n")[0]}`);
+    if (!target)
+        throw new UsageError(
+            `explain needs a job UUID or a Buildkite job URL; ${COMMANDS.explain.help.split("\n")[0]}`,
+        );
     const uuid = jobUuidOf(target);
-    if (!uuid) throw new UsageError(`${JSON.stringify(target)} holds no job UUID: pass the job's UUID or its Buildkite URL (…/builds/123#<uuid>)`);
+    if (!uuid)
+        throw new UsageError(
+            `${JSON.stringify(target)} holds no job UUID: pass the job's UUID or its Buildkite URL (…/builds/123#<uuid>)`,
+        );
     const settings = loadSettings(flags, io);
     const namespace = flags.namespace ?? settings.namespace;
     const kubeconfig = kubeconfigPath(flags, io);
@@ -260,10 +317,13 @@ async function explain(flags: Record<string, string>, target: string | undefined
     const batch = kc.makeApiClient(k8s.BatchV1Api);
     const core = kc.makeApiClient(k8s.CoreV1Api);
     try {
-        const job = await batch.readNamespacedJob({ name, namespace }).catch((e) => (e?.code === 404 ? undefined : Promise.reject(e)));
+        const job = await batch
+            .readNamespacedJob({ name, namespace })
+            .catch((e) => (e?.code === 404 ? undefined : Promise.reject(e)));
         const pods = (await core.listNamespacedPod({ namespace, labelSelector: `${LABELS.jobUuid}=${uuid}` })).items;
-        const events = (await core.listNamespacedEvent({ namespace })).items
-            .filter((e) => e.involvedObject?.name === name || pods.some((p) => p.metadata?.name === e.involvedObject?.name));
+        const events = (await core.listNamespacedEvent({ namespace })).items.filter(
+            (e) => e.involvedObject?.name === name || pods.some((p) => p.metadata?.name === e.involvedObject?.name),
+        );
         const lines = explainWorker({ jobUuid: uuid, namespace, jobName: name, job, pods, events });
         for (const l of lines) io.out(l);
         return job || pods.length ? EXIT.ok : EXIT.ignored;
@@ -283,7 +343,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
             return EXIT.ok;
         }
         if (!command || !(command in COMMANDS)) {
-            io.err(command ? `unknown command ${JSON.stringify(command)}; commands: ${Object.keys(COMMANDS).join(", ")} (scaledkite --help)` : USAGE.split("\n")[0]);
+            io.err(
+                command
+                    ? `unknown command ${JSON.stringify(command)}; commands: ${Object.keys(COMMANDS).join(", ")} (scaledkite --help)`
+                    : USAGE.split("\n")[0],
+            );
             return EXIT.invalid;
         }
         const { flags, positional, help } = parseCommandArgs(command, args);
@@ -292,14 +356,23 @@ export async function run(argv: string[], io: Io): Promise<number> {
             return EXIT.ok;
         }
         switch (command) {
-            case "render": return await render(flags, io);
-            case "schedule": return await schedule(flags, io);
-            case "token": return await token(flags, io);
-            default: return await explain(flags, positional, io);
+            case "render":
+                return await render(flags, io);
+            case "schedule":
+                return await schedule(flags, io);
+            case "token":
+                return await token(flags, io);
+            default:
+                return await explain(flags, positional, io);
         }
     } catch (e) {
         // One problem per line, as pulumi preview prints them.
-        if (isConfigError(e)) io.err(e.problems.length === 1 ? `invalid configuration: ${e.problems[0]}` : `invalid configuration (${e.problems.length} problems):\n  ${e.problems.join("\n  ")}`);
+        if (isConfigError(e))
+            io.err(
+                e.problems.length === 1
+                    ? `invalid configuration: ${e.problems[0]}`
+                    : `invalid configuration (${e.problems.length} problems):\n  ${e.problems.join("\n  ")}`,
+            );
         else if (e instanceof UsageError) io.err(e.message);
         else io.err(`error: ${((e as Error)?.message ?? String(e)).split("\n")[0]}`);
         return isRetryable(e) ? EXIT.retry : EXIT.invalid;
@@ -308,13 +381,15 @@ export async function run(argv: string[], io: Io): Promise<number> {
 
 /** Runs the command line in this process: the `scaledkite` bin (scheduler/cli/scaledkite.js) calls it. */
 export function main(argv: string[] = process.argv.slice(2)): void {
-    run(argv, {
+    void run(argv, {
         out: (s) => process.stdout.write(s + "\n"),
         err: (s) => process.stderr.write(s + "\n"),
         readStdin: () => fs.readFileSync(0, "utf8"),
         cwd: process.env.INIT_CWD ?? process.cwd(),
         env: process.env,
-    }).then((code) => { process.exitCode = code; });
+    }).then((code) => {
+        process.exitCode = code;
+    });
 }
 
 if (require.main === module) main();

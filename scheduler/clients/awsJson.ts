@@ -6,6 +6,7 @@
 import { Hash } from "@smithy/hash-node";
 import { SignatureV4 } from "@smithy/signature-v4";
 import type { AwsCredentials } from "./eksToken";
+import { classifiedError } from "../core/errors";
 
 /** What the service answered: the JSON body, and for an error its type and message. */
 export interface AwsJsonAnswer {
@@ -16,20 +17,32 @@ export interface AwsJsonAnswer {
     message?: string;
 }
 
-/** The transport failed (no answer): `code` says how (ECONNREFUSED, TimeoutError, ...). */
-export class AwsUnreachable extends Error {
-    constructor(readonly endpoint: string, readonly code: string) {
-        super(`cannot reach ${endpoint} (${code})`);
-    }
+/**
+ * The transport failed (no answer): `code` says how (ECONNREFUSED, TimeoutError, ...). A plain Error
+ * with fields, as every error in Lambda code is (core/errors.ts): worth retrying.
+ */
+export function awsUnreachable(endpoint: string, code: string) {
+    return classifiedError("aws", "AwsUnreachable", `cannot reach ${endpoint} (${code})`, true, { endpoint, code });
 }
 
 /**
  * A caller of one service at one endpoint. One signer per container; it asks for the credentials at
- * each signing, so rotated Lambda credentials are picked up. Throws AwsUnreachable when no answer came.
+ * each signing, so rotated Lambda credentials are picked up. Throws awsUnreachable() when no answer came.
  */
-export function awsJsonCaller(args: { service: string; region: string; endpoint: string; contentType: string; credentials: () => AwsCredentials }) {
+export function awsJsonCaller(args: {
+    service: string;
+    region: string;
+    endpoint: string;
+    contentType: string;
+    credentials: () => AwsCredentials;
+}) {
     const endpoint = new URL(args.endpoint);
-    const signer = new SignatureV4({ service: args.service, region: args.region, credentials: async () => args.credentials(), sha256: Hash.bind(null, "sha256") });
+    const signer = new SignatureV4({
+        service: args.service,
+        region: args.region,
+        credentials: async () => args.credentials(),
+        sha256: Hash.bind(null, "sha256"),
+    });
     return async (target: string, payload: object, timeoutMs = 10_000): Promise<AwsJsonAnswer> => {
         const body = JSON.stringify(payload);
         const signed = await signer.sign({
@@ -43,9 +56,17 @@ export function awsJsonCaller(args: { service: string; region: string; endpoint:
         });
         let res: Response;
         try {
-            res = await fetch(endpoint, { method: "POST", headers: signed.headers as Record<string, string>, body, signal: AbortSignal.timeout(timeoutMs) });
+            res = await fetch(endpoint, {
+                method: "POST",
+                headers: signed.headers as Record<string, string>,
+                body,
+                signal: AbortSignal.timeout(timeoutMs),
+            });
         } catch (e) {
-            throw new AwsUnreachable(endpoint.origin, (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name);
+            throw awsUnreachable(
+                endpoint.origin,
+                (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name,
+            );
         }
         const text = await res.text();
         let answer: Record<string, unknown>;
@@ -56,6 +77,12 @@ export function awsJsonCaller(args: { service: string; region: string; endpoint:
         }
         const errorType = (answer.__type as string | undefined) ?? res.headers.get("x-amzn-errortype") ?? undefined;
         const message = (answer.message ?? answer.Message) as string | undefined;
-        return { ok: res.ok, status: res.status, body: answer, errorType: res.ok ? undefined : errorType, message: res.ok ? undefined : message };
+        return {
+            ok: res.ok,
+            status: res.status,
+            body: answer,
+            errorType: res.ok ? undefined : errorType,
+            message: res.ok ? undefined : message,
+        };
     };
 }

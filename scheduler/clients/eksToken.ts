@@ -27,7 +27,9 @@ export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): AwsCre
     const accessKeyId = env.AWS_ACCESS_KEY_ID;
     const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
     if (!accessKeyId || !secretAccessKey) {
-        throw new Error("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)");
+        throw new Error(
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)",
+        );
     }
     return { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN || undefined };
 }
@@ -38,9 +40,20 @@ export function stsHost(region: string): string {
 }
 
 /** Signs a token for `cluster` as of `now`. */
-export async function signEksToken(cluster: string, region: string, credentials: AwsCredentials, now: Date = new Date()): Promise<EksToken> {
+export async function signEksToken(
+    cluster: string,
+    region: string,
+    credentials: AwsCredentials,
+    now: Date = new Date(),
+): Promise<EksToken> {
     const hostname = stsHost(region);
-    const signer = new SignatureV4({ service: "sts", region, credentials, sha256: Hash.bind(null, "sha256"), uriEscapePath: true });
+    const signer = new SignatureV4({
+        service: "sts",
+        region,
+        credentials,
+        sha256: Hash.bind(null, "sha256"),
+        uriEscapePath: true,
+    });
     const signed = await signer.presign(
         {
             method: "GET",
@@ -54,7 +67,9 @@ export async function signEksToken(cluster: string, region: string, credentials:
     );
     // Sorted parameters with the signature last, as aws-iam-authenticator writes them.
     const query = signed.query as Record<string, string>;
-    const names = Object.keys(query).filter((k) => k !== "X-Amz-Signature").sort();
+    const names = Object.keys(query)
+        .filter((k) => k !== "X-Amz-Signature")
+        .sort();
     names.push("X-Amz-Signature");
     const qs = names.map((k) => `${encodeURIComponent(k)}=${encodeURIComponent(query[k])}`).join("&");
     const url = `https://${hostname}/?${qs}`;
@@ -91,7 +106,9 @@ export class TokenCache {
     async get(): Promise<string> {
         if (this.current && this.current.expiresAt.getTime() - this.marginMs > this.now()) return this.current.token;
         // Concurrent callers share one signing.
-        this.pending ??= this.sign().finally(() => { this.pending = undefined; });
+        this.pending ??= this.sign().finally(() => {
+            this.pending = undefined;
+        });
         this.current = await this.pending;
         return this.current.token;
     }

@@ -20,7 +20,11 @@ export interface JobsApi {
     /** Creates the Job; resolves with the HTTP status (201, or 409 when it exists). Throws KubernetesError. */
     create(job: V1Job, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
     /** Deletes a Job and its pods; resolves with 200/202, or 404 when there was none. Throws KubernetesError. */
-    remove(namespace: string, name: string, token: string): Promise<{ status: number; body: { reason?: string; message?: string } }>;
+    remove(
+        namespace: string,
+        name: string,
+        token: string,
+    ): Promise<{ status: number; body: { reason?: string; message?: string } }>;
     /** Lists the pods matching a label selector (the sweep looks for workers that will never run). */
     listPods(namespace: string, labelSelector: string, token: string): Promise<V1Pod[]>;
     /** The Warning events about pods with this reason (the sweep: when a container first failed to start). Throws KubernetesError. */
@@ -30,7 +34,12 @@ export interface JobsApi {
     /** A Secret's data, decoded (the token sync compares before it writes). Throws KubernetesError. */
     readSecret(namespace: string, name: string, token: string): Promise<{ data: Record<string, string> }>;
     /** Merge-patches a Secret's data (plain values, encoded here) and annotations. Throws KubernetesError. */
-    patchSecret(namespace: string, name: string, patch: { data: Record<string, string>; annotations?: Record<string, string> }, token: string): Promise<void>;
+    patchSecret(
+        namespace: string,
+        name: string,
+        patch: { data: Record<string, string>; annotations?: Record<string, string> },
+        token: string,
+    ): Promise<void>;
     readonly server: string;
 }
 
@@ -50,59 +59,78 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
         maxSockets: 64,
     });
     const basePath = url.pathname.replace(/\/$/, "");
-    const secretPath = (namespace: string, name: string) => `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`;
-    const jobsPath = (namespace: string) => `${basePath}/apis/batch/v1/namespaces/${encodeURIComponent(namespace)}/jobs`;
+    const secretPath = (namespace: string, name: string) =>
+        `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`;
+    const jobsPath = (namespace: string) =>
+        `${basePath}/apis/batch/v1/namespaces/${encodeURIComponent(namespace)}/jobs`;
     type Body = { reason?: string; message?: string };
 
-    function call(method: string, path: string, payload: string, token: string, what: string, ok: (status: number, body: Body) => boolean, contentType = "application/json"): Promise<{ status: number; body: Body }> {
+    function call(
+        method: string,
+        path: string,
+        payload: string,
+        token: string,
+        what: string,
+        ok: (status: number, body: Body) => boolean,
+        contentType = "application/json",
+    ): Promise<{ status: number; body: Body }> {
         const left = deadline() - Date.now();
         const budget = Math.min(REQUEST_TIMEOUT_MS, left);
-        const late = () => kubernetesError(left < REQUEST_TIMEOUT_MS
-            ? `${what}: no answer from the Kubernetes API ${server} before this invocation's deadline (${Math.max(0, Math.round(left))} ms were left of the Lambda's timeout); will retry`
-            : `${what}: no complete answer from the Kubernetes API ${server} in ${REQUEST_TIMEOUT_MS} ms; will retry`, true);
+        const late = () =>
+            kubernetesError(
+                left < REQUEST_TIMEOUT_MS
+                    ? `${what}: no answer from the Kubernetes API ${server} before this invocation's deadline (${Math.max(0, Math.round(left))} ms were left of the Lambda's timeout); will retry`
+                    : `${what}: no complete answer from the Kubernetes API ${server} in ${REQUEST_TIMEOUT_MS} ms; will retry`,
+                true,
+            );
         if (budget <= 0) return Promise.reject(late());
         return new Promise((settle, fail) => {
             // The first outcome wins: an answer, a transport error, or the deadline.
             let settled = false;
             let timer: NodeJS.Timeout | undefined;
-            const once = <A extends unknown[]>(f: (...a: A) => void) => (...a: A) => {
-                if (settled) return;
-                settled = true;
-                clearTimeout(timer);
-                f(...a);
-            };
+            const once =
+                <A extends unknown[]>(f: (...a: A) => void) =>
+                (...a: A) => {
+                    if (settled) return;
+                    settled = true;
+                    clearTimeout(timer);
+                    f(...a);
+                };
             const resolve = once(settle);
             const reject = once(fail);
-            const req = https.request({
-                agent,
-                host: url.hostname,
-                port: url.port || 443,
-                method,
-                path,
-                headers: {
-                    authorization: `Bearer ${token}`,
-                    "content-type": contentType,
-                    accept: "application/json",
-                    "content-length": Buffer.byteLength(payload),
-                    "user-agent": "scaledkite-scheduler",
+            const req = https.request(
+                {
+                    agent,
+                    host: url.hostname,
+                    port: url.port || 443,
+                    method,
+                    path,
+                    headers: {
+                        authorization: `Bearer ${token}`,
+                        "content-type": contentType,
+                        accept: "application/json",
+                        "content-length": Buffer.byteLength(payload),
+                        "user-agent": "scaledkite-scheduler",
+                    },
                 },
-            }, (res) => {
-                const chunks: Buffer[] = [];
-                res.on("data", (c: Buffer) => chunks.push(c));
-                res.on("end", () => {
-                    const status = res.statusCode ?? 0;
-                    const text = Buffer.concat(chunks).toString();
-                    let body: Body = {};
-                    try {
-                        body = JSON.parse(text || "{}");
-                    } catch {
-                        body = { message: text.slice(0, 200) };
-                    }
-                    if (ok(status, body)) resolve({ status, body });
-                    else reject(classifyApiFailure(status, body, what));
-                });
-                res.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
-            });
+                (res) => {
+                    const chunks: Buffer[] = [];
+                    res.on("data", (c: Buffer) => chunks.push(c));
+                    res.on("end", () => {
+                        const status = res.statusCode ?? 0;
+                        const text = Buffer.concat(chunks).toString();
+                        let body: Body;
+                        try {
+                            body = JSON.parse(text || "{}");
+                        } catch {
+                            body = { message: text.slice(0, 200) };
+                        }
+                        if (ok(status, body)) resolve({ status, body });
+                        else reject(classifyApiFailure(status, body, what));
+                    });
+                    res.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
+                },
+            );
             req.on("error", (e) => reject(classifyNetworkFailure(e, what, server)));
             timer = setTimeout(() => {
                 reject(late());
@@ -113,19 +141,43 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
     }
 
     async function readSecret(namespace: string, name: string, token: string) {
-        const { body } = await call("GET", secretPath(namespace, name), "", token, `reading Secret ${namespace}/${name}`, (status) => status === 200);
+        const { body } = await call(
+            "GET",
+            secretPath(namespace, name),
+            "",
+            token,
+            `reading Secret ${namespace}/${name}`,
+            (status) => status === 200,
+        );
         const secret = body as { data?: Record<string, string> };
-        return { data: Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()])) };
+        return {
+            data: Object.fromEntries(
+                Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]),
+            ),
+        };
     }
 
     /** Every item of a namespaced core/v1 list, page by page. */
-    async function list<T>(namespace: string, resource: string, selector: Record<string, string>, token: string, what: string): Promise<T[]> {
+    async function list<T>(
+        namespace: string,
+        resource: string,
+        selector: Record<string, string>,
+        token: string,
+        what: string,
+    ): Promise<T[]> {
         const q = new URLSearchParams({ ...selector, limit: "500" });
         const items: T[] = [];
         let cont: string | undefined;
         do {
             if (cont) q.set("continue", cont);
-            const { body } = await call("GET", `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/${resource}?${q}`, "", token, what, (status) => status === 200);
+            const { body } = await call(
+                "GET",
+                `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/${resource}?${q}`,
+                "",
+                token,
+                what,
+                (status) => status === 200,
+            );
             const page = body as { items?: T[]; metadata?: { continue?: string } };
             items.push(...(page.items ?? []));
             cont = page.metadata?.continue || undefined;
@@ -137,31 +189,75 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
         server,
         create(job: V1Job, token: string) {
             const namespace = job.metadata!.namespace!;
-            return call("POST", `${jobsPath(namespace)}`, JSON.stringify(job), token, `creating Job ${namespace}/${job.metadata!.name}`,
-                (status, body) => status === 201 || status === 200 || status === 202 || (status === 409 && body.reason === "AlreadyExists"));
+            return call(
+                "POST",
+                `${jobsPath(namespace)}`,
+                JSON.stringify(job),
+                token,
+                `creating Job ${namespace}/${job.metadata!.name}`,
+                (status, body) =>
+                    status === 201 ||
+                    status === 200 ||
+                    status === 202 ||
+                    (status === 409 && body.reason === "AlreadyExists"),
+            );
         },
         listPods(namespace: string, labelSelector: string, token: string) {
             return list<V1Pod>(namespace, "pods", { labelSelector }, token, `listing worker pods in ${namespace}`);
         },
         listPodWarnings(namespace: string, reason: string, token: string) {
-            return list<CoreV1Event>(namespace, "events", { fieldSelector: `involvedObject.kind=Pod,type=Warning,reason=${reason}` }, token, `listing pod events in ${namespace}`);
+            return list<CoreV1Event>(
+                namespace,
+                "events",
+                { fieldSelector: `involvedObject.kind=Pod,type=Warning,reason=${reason}` },
+                token,
+                `listing pod events in ${namespace}`,
+            );
         },
         async secretValue(namespace: string, name: string, key: string, token: string) {
             const value = (await readSecret(namespace, name, token)).data[key];
-            if (value === undefined) throw classifyApiFailure(404, { message: `Secret ${namespace}/${name} has no key ${key}` }, `reading Secret ${namespace}/${name}`);
+            if (value === undefined)
+                throw classifyApiFailure(
+                    404,
+                    { message: `Secret ${namespace}/${name} has no key ${key}` },
+                    `reading Secret ${namespace}/${name}`,
+                );
             return value;
         },
         readSecret,
-        async patchSecret(namespace: string, name: string, patch: { data: Record<string, string>; annotations?: Record<string, string> }, token: string) {
-            const data = Object.fromEntries(Object.entries(patch.data).map(([k, v]) => [k, Buffer.from(v).toString("base64")]));
-            const body = JSON.stringify({ metadata: patch.annotations ? { annotations: patch.annotations } : undefined, data });
-            await call("PATCH", `${secretPath(namespace, name)}?fieldManager=scaledkite-token-sync`, body, token, `updating Secret ${namespace}/${name}`,
-                (status) => status === 200, "application/merge-patch+json");
+        async patchSecret(
+            namespace: string,
+            name: string,
+            patch: { data: Record<string, string>; annotations?: Record<string, string> },
+            token: string,
+        ) {
+            const data = Object.fromEntries(
+                Object.entries(patch.data).map(([k, v]) => [k, Buffer.from(v).toString("base64")]),
+            );
+            const body = JSON.stringify({
+                metadata: patch.annotations ? { annotations: patch.annotations } : undefined,
+                data,
+            });
+            await call(
+                "PATCH",
+                `${secretPath(namespace, name)}?fieldManager=scaledkite-token-sync`,
+                body,
+                token,
+                `updating Secret ${namespace}/${name}`,
+                (status) => status === 200,
+                "application/merge-patch+json",
+            );
         },
         remove(namespace: string, name: string, token: string) {
             // Background propagation: the garbage collector removes the pod.
-            return call("DELETE", `${jobsPath(namespace)}/${encodeURIComponent(name)}`, JSON.stringify({ propagationPolicy: "Background" }), token,
-                `deleting Job ${namespace}/${name}`, (status) => status === 200 || status === 202 || status === 404);
+            return call(
+                "DELETE",
+                `${jobsPath(namespace)}/${encodeURIComponent(name)}`,
+                JSON.stringify({ propagationPolicy: "Background" }),
+                token,
+                `deleting Job ${namespace}/${name}`,
+                (status) => status === 200 || status === 202 || status === 404,
+            );
         },
     };
 }

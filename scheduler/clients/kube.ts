@@ -7,7 +7,13 @@
  */
 import type * as K8s from "@kubernetes/client-node";
 import type { CoreV1Event, V1Job, V1Pod } from "@kubernetes/client-node";
-import { classifyApiFailure, classifyNetworkFailure, isKubernetesError, kubernetesError, KubernetesError } from "../core/errors";
+import {
+    classifyApiFailure,
+    classifyNetworkFailure,
+    isKubernetesError,
+    kubernetesError,
+    type KubernetesError,
+} from "../core/errors";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
 
@@ -44,7 +50,12 @@ function bearerCalls(tokens: TokenCache): <T>(call: (token: string) => Promise<T
  * A JobClient for any API server that takes bearer tokens: one request per Job, one keep-alive
  * connection per container; a refused token is dropped so the next attempt signs a new one.
  */
-export function bearerJobClient(server: string, caData: string | undefined, tokens: TokenCache, deadline?: () => number): JobClient {
+export function bearerJobClient(
+    server: string,
+    caData: string | undefined,
+    tokens: TokenCache,
+    deadline?: () => number,
+): JobClient {
     const api = jobsApi(server, caData, deadline);
     const withToken = bearerCalls(tokens);
     return {
@@ -81,7 +92,11 @@ export function eksTokens(cluster: EksClusterAccess): TokenCache {
 }
 
 /** The Lambda's JobClient; its calls end before `deadline()` (epoch ms, see invocationDeadline). */
-export function eksJobClient(cluster: EksClusterAccess, tokens: TokenCache = eksTokens(cluster), deadline?: () => number): JobClient {
+export function eksJobClient(
+    cluster: EksClusterAccess,
+    tokens: TokenCache = eksTokens(cluster),
+    deadline?: () => number,
+): JobClient {
     return bearerJobClient(cluster.endpoint, cluster.caData, tokens, deadline);
 }
 
@@ -92,7 +107,10 @@ export const DEADLINE_MARGIN_MS = 1_500;
  * The deadline of the current invocation for the Lambda's calls: `start(context)` at the beginning of
  * each invocation sets it from `getRemainingTimeInMillis()`, less DEADLINE_MARGIN_MS.
  */
-export function invocationDeadline(): { get: () => number; start: (context: { getRemainingTimeInMillis?: () => number } | undefined) => void } {
+export function invocationDeadline(): {
+    get: () => number;
+    start: (context: { getRemainingTimeInMillis?: () => number } | undefined) => void;
+} {
     let at = Infinity;
     return {
         get: () => at,
@@ -108,7 +126,15 @@ export function invocationDeadline(): { get: () => number; start: (context: { ge
  * sweep of a warm container reads it once, and a rotated token is used from the next sweep on).
  * The sweep reads the agent token this way: it never passes through Pulumi state into the Lambda.
  */
-export function bearerSecretReader(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string, ttlMs = 50_000): () => Promise<string> {
+export function bearerSecretReader(
+    server: string,
+    caData: string | undefined,
+    tokens: TokenCache,
+    namespace: string,
+    name: string,
+    key: string,
+    ttlMs = 50_000,
+): () => Promise<string> {
     const api = jobsApi(server, caData);
     const withToken = bearerCalls(tokens);
     let cached: { value: string; at: number } | undefined;
@@ -137,20 +163,35 @@ export interface TokenTarget {
     readonly where: string;
 }
 
-export function bearerTokenTarget(server: string, caData: string | undefined, tokens: TokenCache, namespace: string, name: string, key: string): TokenTarget {
+export function bearerTokenTarget(
+    server: string,
+    caData: string | undefined,
+    tokens: TokenCache,
+    namespace: string,
+    name: string,
+    key: string,
+): TokenTarget {
     const api = jobsApi(server, caData);
     const withToken = bearerCalls(tokens);
     return {
         where: `${namespace}/${name}`,
         read: () => withToken(async (t) => (await api.readSecret(namespace, name, t)).data[key]),
-        write: (value, from) => withToken((t) => api.patchSecret(namespace, name, {
-            data: { [key]: value },
-            annotations: {
-                [TOKEN_SOURCE_ANNOTATIONS.source]: from.arn,
-                [TOKEN_SOURCE_ANNOTATIONS.version]: from.versionId ?? "",
-                [TOKEN_SOURCE_ANNOTATIONS.syncedAt]: new Date().toISOString(),
-            },
-        }, t)),
+        write: (value, from) =>
+            withToken((t) =>
+                api.patchSecret(
+                    namespace,
+                    name,
+                    {
+                        data: { [key]: value },
+                        annotations: {
+                            [TOKEN_SOURCE_ANNOTATIONS.source]: from.arn,
+                            [TOKEN_SOURCE_ANNOTATIONS.version]: from.versionId ?? "",
+                            [TOKEN_SOURCE_ANNOTATIONS.syncedAt]: new Date().toISOString(),
+                        },
+                    },
+                    t,
+                ),
+            ),
     };
 }
 
@@ -181,7 +222,8 @@ export function kubeconfigJobClient(kubeconfig?: string): JobClient {
     if (kubeconfig) kc.loadFromFile(kubeconfig);
     else kc.loadFromDefault();
     const cluster = kc.getCurrentCluster();
-    if (!cluster) throw kubernetesError(`the kubeconfig has no current cluster; pass --kubeconfig or set KUBECONFIG`, false);
+    if (!cluster)
+        throw kubernetesError(`the kubeconfig has no current cluster; pass --kubeconfig or set KUBECONFIG`, false);
     const api = kc.makeApiClient(k8s.BatchV1Api);
     return {
         server: cluster.server,

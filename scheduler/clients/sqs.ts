@@ -8,6 +8,7 @@
  */
 import { awsJsonCaller } from "./awsJson";
 import type { AwsCredentials } from "./eksToken";
+import { classifiedError } from "../core/errors";
 
 /** Hides a received record for `seconds` more. Throws (one line) when SQS refuses or cannot be reached. */
 export type SetVisibility = (queueArn: string, receiptHandle: string, seconds: number) => Promise<void>;
@@ -25,14 +26,31 @@ export function sqsVisibility(credentials: () => AwsCredentials, env: NodeJS.Pro
     const callers = new Map<string, ReturnType<typeof awsJsonCaller>>();
     return async (queueArn, receiptHandle, seconds) => {
         const queue = queueUrl(queueArn);
-        if (!queue) throw new Error(`${JSON.stringify(queueArn)} is not an SQS queue ARN`);
+        if (!queue)
+            throw classifiedError("aws", "SqsError", `${JSON.stringify(queueArn)} is not an SQS queue ARN`, false);
         let call = callers.get(queue.region);
         if (!call) {
             const endpoint = env.AWS_ENDPOINT_URL_SQS || env.AWS_ENDPOINT_URL || new URL(queue.url).origin;
-            call = awsJsonCaller({ service: "sqs", region: queue.region, endpoint, contentType: "application/x-amz-json-1.0", credentials });
+            call = awsJsonCaller({
+                service: "sqs",
+                region: queue.region,
+                endpoint,
+                contentType: "application/x-amz-json-1.0",
+                credentials,
+            });
             callers.set(queue.region, call);
         }
-        const res = await call("AmazonSQS.ChangeMessageVisibility", { QueueUrl: queue.url, ReceiptHandle: receiptHandle, VisibilityTimeout: seconds }, 3_000);
-        if (!res.ok) throw new Error(`SQS answered ${res.status}${res.errorType ? ` ${res.errorType.split("#").pop()}` : ""}${res.message ? ` (${res.message.split("\n")[0]})` : ""}`);
+        const res = await call(
+            "AmazonSQS.ChangeMessageVisibility",
+            { QueueUrl: queue.url, ReceiptHandle: receiptHandle, VisibilityTimeout: seconds },
+            3_000,
+        );
+        if (!res.ok)
+            throw classifiedError(
+                "aws",
+                "SqsError",
+                `SQS answered ${res.status}${res.errorType ? ` ${res.errorType.split("#").pop()}` : ""}${res.message ? ` (${res.message.split("\n")[0]})` : ""}`,
+                res.status >= 500 || res.status === 429 || /Throttl/.test(res.errorType ?? ""),
+            );
     };
 }

@@ -6,7 +6,7 @@
  * network failures are errors worth retrying (the next sweep does); 401/403/404 are not.
  */
 
-import { classifiedError, ClassifiedError } from "../core/errors";
+import { classifiedError, type ClassifiedError } from "../core/errors";
 import type { StackNotification } from "../core/notices";
 
 export const DEFAULT_AGENT_ENDPOINT = "https://agent.buildkite.com/v3";
@@ -42,7 +42,6 @@ export interface StacksApi {
     notify(stackKey: string, notifications: StackNotification[]): Promise<void>;
 }
 
-
 /** The Stacks API's limit on a notification's detail. */
 export const MAX_NOTIFICATION_DETAIL = 256;
 
@@ -68,7 +67,11 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
             try {
                 res = await fetch(`${endpoint}${path}`, {
                     method,
-                    headers: { authorization: `Token ${agentToken}`, "content-type": "application/json", accept: "application/json" },
+                    headers: {
+                        authorization: `Token ${agentToken}`,
+                        "content-type": "application/json",
+                        accept: "application/json",
+                    },
                     body: body === undefined ? undefined : JSON.stringify(body),
                     signal: AbortSignal.timeout(15_000),
                 });
@@ -94,10 +97,18 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
                 }
             })().slice(0, 200);
             if (res.status === 401 || res.status === 403) {
-                throw stacksError(`${what}: ${res.status} (${message}); the agent token must be a cluster agent token with access to this queue`, false, res.status);
+                throw stacksError(
+                    `${what}: ${res.status} (${message}); the agent token must be a cluster agent token with access to this queue`,
+                    false,
+                    res.status,
+                );
             }
             const retryable = res.status === 429 || res.status >= 500;
-            throw stacksError(`${what}: ${res.status} (${message})${retryable ? "; the next sweep tries again" : ""}`, retryable, res.status);
+            throw stacksError(
+                `${what}: ${res.status} (${message})${retryable ? "; the next sweep tries again" : ""}`,
+                retryable,
+                res.status,
+            );
         }
     }
 
@@ -111,8 +122,11 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
             let after: string | undefined;
             for (let page = 0; page < 100; page++) {
                 const q = new URLSearchParams({ queue_key: queueKey, limit: "1000", ...(after ? { after } : {}) });
-                const r = await call<{ jobs?: StacksJob[]; page_info?: { has_next_page?: boolean; end_cursor?: string }; cluster_queue?: { dispatch_paused?: boolean } }>(
-                    "GET", `/stacks/${encodeURIComponent(stackKey)}/scheduled-jobs?${q}`);
+                const r = await call<{
+                    jobs?: StacksJob[];
+                    page_info?: { has_next_page?: boolean; end_cursor?: string };
+                    cluster_queue?: { dispatch_paused?: boolean };
+                }>("GET", `/stacks/${encodeURIComponent(stackKey)}/scheduled-jobs?${q}`);
                 paused = paused || Boolean(r.cluster_queue?.dispatch_paused);
                 jobs.push(...(r.jobs ?? []));
                 if (!r.page_info?.has_next_page || !r.page_info.end_cursor) break;
@@ -121,12 +135,19 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
             return { jobs, paused };
         },
         async finish(stackKey, jobUuid, detail) {
-            await call("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/${encodeURIComponent(jobUuid)}/finish`, { exit_status: -1, detail: detail.slice(0, 4000) });
+            await call("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/${encodeURIComponent(jobUuid)}/finish`, {
+                exit_status: -1,
+                detail: detail.slice(0, 4000),
+            });
         },
         async jobStates(stackKey, jobUuids) {
             const states: Record<string, string> = {};
             for (let i = 0; i < jobUuids.length; i += 100) {
-                const r = await call<{ states?: Record<string, string> }>("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/get-states`, { job_uuids: jobUuids.slice(i, i + 100) });
+                const r = await call<{ states?: Record<string, string> }>(
+                    "POST",
+                    `/stacks/${encodeURIComponent(stackKey)}/jobs/get-states`,
+                    { job_uuids: jobUuids.slice(i, i + 100) },
+                );
                 Object.assign(states, r.states ?? {});
             }
             return states;
@@ -137,7 +158,13 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
         },
         async notify(stackKey, notifications) {
             for (let i = 0; i < notifications.length; i += 100) {
-                const batch = notifications.slice(i, i + 100).map((n) => ({ ...n, detail: n.detail.length > MAX_NOTIFICATION_DETAIL ? `${n.detail.slice(0, MAX_NOTIFICATION_DETAIL - 1)}…` : n.detail }));
+                const batch = notifications.slice(i, i + 100).map((n) => ({
+                    ...n,
+                    detail:
+                        n.detail.length > MAX_NOTIFICATION_DETAIL
+                            ? `${n.detail.slice(0, MAX_NOTIFICATION_DETAIL - 1)}…`
+                            : n.detail,
+                }));
                 await call("POST", `/stacks/${encodeURIComponent(stackKey)}/notifications`, { notifications: batch });
             }
         },

@@ -57,10 +57,6 @@ export function setting(key: string): Setting {
 
 /** The agent's image by default. */
 export const DEFAULT_IMAGE = setting("image").default as string;
-/** The scheduler Lambda's memory by default (see the bench's memory phase). */
-export const DEFAULT_LAMBDA_MEMORY_MB = setting("lambdaMemoryMb").default as number;
-/** The shortest Lambda timeout: one whole Kubernetes call (jobsApi's REQUEST_TIMEOUT_MS, 10 s) and time to log and return. */
-export const MIN_LAMBDA_TIMEOUT_SECONDS = setting("lambdaTimeoutSeconds").min as number;
 
 /** Every key a stack may set (the stack-wide `env` is a secret map, the per-queue one plain). */
 export const CONFIG_KEYS: readonly string[] = SETTINGS.map((s) => s.key);
@@ -68,12 +64,13 @@ export const CONFIG_KEYS: readonly string[] = SETTINGS.map((s) => s.key);
 export const SECRET_KEYS: readonly string[] = SETTINGS.filter((s) => s.secret).map((s) => s.key);
 /** Keys a queue's entry may set. */
 export const WORKER_KEYS: readonly string[] = [
-    ...SETTINGS.filter((s) => s.scope === "worker" && !s.secret), ...SETTINGS.filter((s) => s.scope === "worker" && s.secret),
+    ...SETTINGS.filter((s) => s.scope === "worker" && !s.secret),
+    ...SETTINGS.filter((s) => s.scope === "worker" && s.secret),
 ].map((s) => s.key);
 
 /** How the default reads in the README. */
 function defaultCell(s: Setting): string {
-    const text = s.required ? "required" : s.defaultText ?? (s.default === undefined ? "none" : `\`${s.default}\``);
+    const text = s.required ? "required" : (s.defaultText ?? (s.default === undefined ? "none" : `\`${s.default}\``));
     return s.secret ? `${text}, secret` : text;
 }
 
@@ -107,7 +104,12 @@ export function renderPulumiConfig(): Record<string, Record<string, unknown>> {
     for (const s of SETTINGS) {
         if (s.type === "json" || (!s.required && s.default === undefined)) continue;
         const description = s.description.replace(/\s*\(see [^)]*\)/g, "");
-        out[`scaledkite:${s.key}`] = { type: s.type, description, ...(s.default === undefined ? {} : { default: s.default }), ...(s.secret ? { secret: true } : {}) };
+        out[`scaledkite:${s.key}`] = {
+            type: s.type,
+            description,
+            ...(s.default === undefined ? {} : { default: s.default }),
+            ...(s.secret ? { secret: true } : {}),
+        };
     }
     return out;
 }

@@ -4,7 +4,7 @@
  * passed to validation.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_KEYS, parseStackConfig, SECRET_KEYS, StackConfig } from "./config";
+import { CONFIG_KEYS, parseStackConfig, SECRET_KEYS, type StackConfig } from "./config";
 import { isConfigError } from "../core/errors";
 
 export interface StackSecrets {
@@ -47,16 +47,24 @@ export function readStackConfig(cfg: pulumi.Config): { config: StackConfig; secr
     try {
         config = parseStackConfig(raw);
     } catch (e) {
-        if (isConfigError(e)) throw new pulumi.RunError(`invalid Scaledkite configuration:\n  ${e.problems.join("\n  ")}`);
+        if (isConfigError(e))
+            throw new pulumi.RunError(`invalid Scaledkite configuration:\n  ${e.problems.join("\n  ")}`);
         throw e;
     }
     const secretProblems: string[] = [];
     for (const key of SECRET_CONFIG_KEYS) {
-        if (cfg.get(key) !== undefined && runtimeConfig.isConfigSecret && !runtimeConfig.isConfigSecret(`${cfg.name}:${key}`)) {
-            secretProblems.push(`scaledkite:${key} is stored in plain text: set it again with pulumi config set --secret scaledkite:${key} ...`);
+        if (
+            cfg.get(key) !== undefined &&
+            runtimeConfig.isConfigSecret &&
+            !runtimeConfig.isConfigSecret(`${cfg.name}:${key}`)
+        ) {
+            secretProblems.push(
+                `scaledkite:${key} is stored in plain text: set it again with pulumi config set --secret scaledkite:${key} ...`,
+            );
         }
     }
-    if (secretProblems.length) throw new pulumi.RunError(`invalid Scaledkite configuration:\n  ${secretProblems.join("\n  ")}`);
+    if (secretProblems.length)
+        throw new pulumi.RunError(`invalid Scaledkite configuration:\n  ${secretProblems.join("\n  ")}`);
 
     const envText = cfg.getSecret("env");
     return {
@@ -76,14 +84,17 @@ export function parseSecretEnv(text: string): Record<string, string> {
     try {
         v = JSON.parse(text);
     } catch {
-        throw new pulumi.RunError(`scaledkite:env must be a JSON map of variable names to values, e.g. pulumi config set --secret scaledkite:env '{"GITHUB_TOKEN":"..."}'`);
+        throw new pulumi.RunError(
+            `scaledkite:env must be a JSON map of variable names to values, e.g. pulumi config set --secret scaledkite:env '{"GITHUB_TOKEN":"..."}'`,
+        );
     }
     if (typeof v !== "object" || v === null || Array.isArray(v)) {
         throw new pulumi.RunError(`scaledkite:env must be a JSON map of variable names to values`);
     }
     const out: Record<string, string> = {};
     for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
-        if (!/^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(k)) throw new pulumi.RunError(`scaledkite:env.${k} is not a valid environment variable name`);
+        if (!/^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(k))
+            throw new pulumi.RunError(`scaledkite:env.${k} is not a valid environment variable name`);
         if (typeof val !== "string") throw new pulumi.RunError(`scaledkite:env.${k} must be a string`);
         out[k] = val;
     }

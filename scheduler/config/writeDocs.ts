@@ -29,7 +29,10 @@ export function withPulumiConfig(project: string): string {
 }
 
 if (require.main === module) {
-    for (const [file, write] of [["README.md", withTable], ["Pulumi.yaml", withPulumiConfig]] as const) {
+    for (const [file, write] of [
+        ["README.md", withTable],
+        ["Pulumi.yaml", withPulumiConfig],
+    ] as const) {
         const p = path.join(ROOT, file);
         fs.writeFileSync(p, write(fs.readFileSync(p, "utf8")));
         console.log(`wrote ${file}`);

@@ -57,7 +57,10 @@ export const AGENT_EXIT_NOT_RUN = 28;
 export const COMMAND_AFTER_AGENT_SECONDS = 10;
 
 /** The agent's cancel and signal grace periods for a pod that gets `terminationGracePeriodSeconds`. */
-export function agentGracePeriods(terminationGracePeriodSeconds: number): { cancelSeconds: number; signalSeconds: number } {
+export function agentGracePeriods(terminationGracePeriodSeconds: number): {
+    cancelSeconds: number;
+    signalSeconds: number;
+} {
     // The agent exits at most cancel + 1 s after the signal; keep 4 s more for the kubelet's SIGKILL.
     const cancelSeconds = Math.max(2, terminationGracePeriodSeconds - 5);
     // The job's processes get SIGTERM, then SIGKILL after signalSeconds; what is left of the cancel
@@ -76,21 +79,21 @@ function shScript(vars: Record<string, string>, lines: string[]): string {
  * entrypoint (or buildkite-agent when the image has none) with the container's arguments.
  */
 export const LAUNCHER_SCRIPT = shScript({ run: LAUNCHER_PATH, hooks: AGENT_HOOKS_PATH, exited: AGENT_EXITED_MARK }, [
-    "mkdir -p \"$run\" \"$hooks\" && rm -f \"$run/job-started\" \"$exited\"",
-    "printf '#!/bin/sh\\n: > %s/job-started\\n' \"$run\" > \"$hooks/pre-bootstrap\" && chmod 0755 \"$hooks/pre-bootstrap\"",
+    'mkdir -p "$run" "$hooks" && rm -f "$run/job-started" "$exited"',
+    'printf \'#!/bin/sh\\n: > %s/job-started\\n\' "$run" > "$hooks/pre-bootstrap" && chmod 0755 "$hooks/pre-bootstrap"',
     // tini in the stock entrypoint is then not PID 1: as a subreaper it still reaps orphans.
     "export TINI_SUBREAPER=1",
-    "if command -v buildkite-agent-entrypoint >/dev/null 2>&1; then set -- buildkite-agent-entrypoint \"$@\"; else set -- buildkite-agent \"$@\"; fi",
-    "\"$@\" & agent=$!",
-    "stop() { echo \"scaledkite: the pod is stopping: cancelling the job (grace ${BUILDKITE_CANCEL_GRACE_PERIOD:-10}s)\" >&2; kill -TERM \"$agent\" 2>/dev/null; }",
+    'if command -v buildkite-agent-entrypoint >/dev/null 2>&1; then set -- buildkite-agent-entrypoint "$@"; else set -- buildkite-agent "$@"; fi',
+    '"$@" & agent=$!',
+    'stop() { echo "scaledkite: the pod is stopping: cancelling the job (grace ${BUILDKITE_CANCEL_GRACE_PERIOD:-10}s)" >&2; kill -TERM "$agent" 2>/dev/null; }',
     "trap stop TERM INT",
-    "while :; do wait \"$agent\"; rc=$?; kill -0 \"$agent\" 2>/dev/null || break; done",
+    'while :; do wait "$agent"; rc=$?; kill -0 "$agent" 2>/dev/null || break; done',
     `if [ "$rc" -eq 0 ] && [ ! -e "$run/job-started" ]; then`,
     `  echo "scaledkite: buildkite-agent exited without running job \${BUILDKITE_AGENT_ACQUIRE_JOB:-?} (its acquire errors are above); exiting ${AGENT_EXIT_NOT_RUN} so Kubernetes gives the job a new worker" >&2`,
     `  rc=${AGENT_EXIT_NOT_RUN}`,
     "fi",
-    "echo \"$rc\" > \"$exited\" 2>/dev/null",
-    "exit \"$rc\"",
+    'echo "$rc" > "$exited" 2>/dev/null',
+    'exit "$rc"',
 ]);
 
 /**
@@ -107,32 +110,32 @@ export const LAUNCHER_SCRIPT = shScript({ run: LAUNCHER_PATH, hooks: AGENT_HOOKS
  * It exits 0 (see the top of this file).
  */
 export const COMMAND_SCRIPT = shScript({ ctx: JOB_CONTEXT_PATH, exited: AGENT_EXITED_MARK }, [
-    "while [ ! -S \"$ctx/buildkite.sock\" ]; do",
-    "  if [ -e \"$exited\" ]; then echo \"scaledkite: the agent exited ($(cat \"$exited\" 2>/dev/null)) without starting a job here; nothing to run\" >&2; exit 0; fi",
+    'while [ ! -S "$ctx/buildkite.sock" ]; do',
+    '  if [ -e "$exited" ]; then echo "scaledkite: the agent exited ($(cat "$exited" 2>/dev/null)) without starting a job here; nothing to run" >&2; exit 0; fi',
     "  sleep 0.2",
     "done",
-    "for f in \"$ctx\"/job-env-json-*; do",
-    "  [ -f \"$f\" ] || continue",
-    "  if ! command -v jq >/dev/null 2>&1; then echo \"scaledkite: this image has no jq, so the step's command cannot be passed on (use an image with sh, jq and buildkite-agent, like the stock one)\" >&2; break; fi",
-    "  cmd=$(jq -r '.BUILDKITE_COMMAND // empty' \"$f\") && [ -n \"$cmd\" ] && export BUILDKITE_COMMAND=\"$cmd\"",
+    'for f in "$ctx"/job-env-json-*; do',
+    '  [ -f "$f" ] || continue',
+    '  if ! command -v jq >/dev/null 2>&1; then echo "scaledkite: this image has no jq, so the step\'s command cannot be passed on (use an image with sh, jq and buildkite-agent, like the stock one)" >&2; break; fi',
+    '  cmd=$(jq -r \'.BUILDKITE_COMMAND // empty\' "$f") && [ -n "$cmd" ] && export BUILDKITE_COMMAND="$cmd"',
     "  break",
     "done",
     "set -- buildkite-agent kubernetes-bootstrap",
-    "if command -v tini >/dev/null 2>&1; then set -- tini -s -- \"$@\"; fi",
-    "\"$@\" & boot=$!",
+    'if command -v tini >/dev/null 2>&1; then set -- tini -s -- "$@"; fi',
+    '"$@" & boot=$!',
     // PID 1 ignores signals it has no handler for; the bootstrap learns of a stop from the agent.
     "trap 'echo \"scaledkite: the pod is stopping: the agent cancels the job\" >&2' TERM INT",
     "left=-1",
-    "while kill -0 \"$boot\" 2>/dev/null; do",
+    'while kill -0 "$boot" 2>/dev/null; do',
     `  if [ "$left" -lt 0 ] && [ -e "$exited" ]; then left=${COMMAND_AFTER_AGENT_SECONDS}; fi`,
-    "  if [ \"$left\" -eq 0 ]; then",
-    "    echo \"scaledkite: the agent exited ($(cat \"$exited\" 2>/dev/null)) and this container's bootstrap has not: stopping (the agent container's exit code is the pod's outcome)\" >&2",
+    '  if [ "$left" -eq 0 ]; then',
+    '    echo "scaledkite: the agent exited ($(cat "$exited" 2>/dev/null)) and this container\'s bootstrap has not: stopping (the agent container\'s exit code is the pod\'s outcome)" >&2',
     "    exit 0",
     "  fi",
-    "  [ \"$left\" -gt 0 ] && left=$((left - 1))",
+    '  [ "$left" -gt 0 ] && left=$((left - 1))',
     "  sleep 1",
     "done",
-    "wait \"$boot\"; rc=$?",
+    'wait "$boot"; rc=$?',
     "echo \"scaledkite: the job's bootstrap exited $rc; the agent reports the job's result to Buildkite\" >&2",
     "exit 0",
 ]);

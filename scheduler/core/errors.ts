@@ -13,7 +13,13 @@
 /** An error of an outside service (`kind`) that says whether retrying may help. */
 export type ClassifiedError<K extends string, X extends object = object> = Error & { kind: K; retryable: boolean } & X;
 
-export function classifiedError<K extends string, X extends object = object>(kind: K, name: string, message: string, retryable: boolean, extra?: X): ClassifiedError<K, X> {
+export function classifiedError<K extends string, X extends object = object>(
+    kind: K,
+    name: string,
+    message: string,
+    retryable: boolean,
+    extra?: X,
+): ClassifiedError<K, X> {
     return Object.assign(new Error(message), { name, kind, retryable }, extra) as ClassifiedError<K, X>;
 }
 
@@ -24,7 +30,11 @@ export interface InvalidEventError extends Error {
 }
 
 export function invalidEvent(message: string): InvalidEventError {
-    return Object.assign(new Error(message), { name: "InvalidEventError", kind: "invalid-event" as const, retryable: false as const });
+    return Object.assign(new Error(message), {
+        name: "InvalidEventError",
+        kind: "invalid-event" as const,
+        retryable: false as const,
+    });
 }
 
 export function isInvalidEvent(e: unknown): e is InvalidEventError {
@@ -39,8 +49,14 @@ export interface ConfigError extends Error {
 }
 
 export function configError(problems: string[]): ConfigError {
-    const message = problems.length === 1 ? problems[0] : `${problems.length} configuration problems:\n  ${problems.join("\n  ")}`;
-    return Object.assign(new Error(message), { name: "ConfigError", kind: "config" as const, retryable: false as const, problems });
+    const message =
+        problems.length === 1 ? problems[0] : `${problems.length} configuration problems:\n  ${problems.join("\n  ")}`;
+    return Object.assign(new Error(message), {
+        name: "ConfigError",
+        kind: "config" as const,
+        retryable: false as const,
+        problems,
+    });
 }
 
 export function isConfigError(e: unknown): e is ConfigError {
@@ -58,8 +74,19 @@ export interface KubernetesError extends Error {
     reason?: string;
 }
 
-export function kubernetesError(message: string, retryable: boolean, status?: number, reason?: string): KubernetesError {
-    return Object.assign(new Error(message), { name: "KubernetesError", kind: "kubernetes" as const, retryable, status, reason });
+export function kubernetesError(
+    message: string,
+    retryable: boolean,
+    status?: number,
+    reason?: string,
+): KubernetesError {
+    return Object.assign(new Error(message), {
+        name: "KubernetesError",
+        kind: "kubernetes" as const,
+        retryable,
+        status,
+        reason,
+    });
 }
 
 export function isKubernetesError(e: unknown): e is KubernetesError {
@@ -72,8 +99,18 @@ const RETRYABLE_STATUSES = [401, 408, 409, 429, 500, 502, 503, 504];
 
 /** Network error codes of Node's http stack that mean "try again". */
 const RETRYABLE_CODES = [
-    "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH",
-    "ENETUNREACH", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET", "UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT",
+    "ECONNREFUSED",
+    "ECONNRESET",
+    "ETIMEDOUT",
+    "EPIPE",
+    "ENOTFOUND",
+    "EAI_AGAIN",
+    "EHOSTUNREACH",
+    "ENETUNREACH",
+    "UND_ERR_CONNECT_TIMEOUT",
+    "UND_ERR_SOCKET",
+    "UND_ERR_HEADERS_TIMEOUT",
+    "UND_ERR_BODY_TIMEOUT",
 ];
 
 /** The parts of an API server `Status` body that classification reads. */
@@ -97,34 +134,59 @@ export function classifyApiFailure(status: number, body: ApiStatus | undefined, 
     const detail = (body?.message ?? "").split("\n")[0];
     if (status === 403 && /exceeded quota/i.test(detail)) {
         return kubernetesError(
-            `${what}: the namespace quota is full (${detail}); will retry once running workers finish`, true, status, QUOTA_FULL);
+            `${what}: the namespace quota is full (${detail}); will retry once running workers finish`,
+            true,
+            status,
+            QUOTA_FULL,
+        );
     }
     if (status === 403) {
         return kubernetesError(
             `${what}: forbidden (${detail}); check the scheduler's RBAC Role and EKS access entry (pulumi up recreates them)`,
-            false, status, reason);
+            false,
+            status,
+            reason,
+        );
     }
     if (status === 401) {
         return kubernetesError(
             `${what}: unauthorized; the token was refused (expired or the IAM role is not mapped by an EKS access entry); retrying with a new token`,
-            true, status, reason);
+            true,
+            status,
+            reason,
+        );
     }
     if (status === 404) {
         return kubernetesError(
-            `${what}: not found (${detail}); the namespace may be missing: run pulumi up`, false, status, reason);
+            `${what}: not found (${detail}); the namespace may be missing: run pulumi up`,
+            false,
+            status,
+            reason,
+        );
     }
     if (status === 422 || status === 400) {
         return kubernetesError(
             `${what}: rejected by the API server as invalid (${detail}); fix the worker settings in the stack config`,
-            false, status, reason);
+            false,
+            status,
+            reason,
+        );
     }
     if (status === 429) {
-        return kubernetesError(`${what}: the API server is throttling requests (429); will retry`, true, status, reason);
+        return kubernetesError(
+            `${what}: the API server is throttling requests (429); will retry`,
+            true,
+            status,
+            reason,
+        );
     }
     const retryable = RETRYABLE_STATUSES.includes(status) || status >= 500;
     return kubernetesError(
         `${what}: API server answered ${status}${reason ? ` ${reason}` : ""}${detail ? ` (${detail})` : ""}${retryable ? "; will retry" : ""}`,
-        retryable, status, reason);
+        retryable,
+        status,
+        reason,
+    );
 }
 
 /** Classifies a transport-level failure (no HTTP answer). */
@@ -134,11 +196,15 @@ export function classifyNetworkFailure(err: unknown, what: string, server?: stri
     const where = server ? ` ${server}` : "";
     if (code && RETRYABLE_CODES.includes(code)) {
         return kubernetesError(
-            `${what}: cannot reach the Kubernetes API${where} (${code}); check the cluster endpoint and network access; will retry`, true);
+            `${what}: cannot reach the Kubernetes API${where} (${code}); check the cluster endpoint and network access; will retry`,
+            true,
+        );
     }
     if (code && /CERT|SSL|TLS|SELF_SIGNED/i.test(code)) {
         return kubernetesError(
-            `${what}: TLS failure talking to the Kubernetes API${where} (${code}); check the cluster CA certificate`, false);
+            `${what}: TLS failure talking to the Kubernetes API${where} (${code}); check the cluster CA certificate`,
+            false,
+        );
     }
     const cause = (e as { cause?: { message?: string } })?.cause?.message;
     const message = `${e?.message ?? String(err)}${cause ? `: ${cause}` : ""}`.split("\n")[0];

@@ -105,7 +105,9 @@ export function parseJobEvent(raw: unknown): JobEvent {
         }
     }
     if (!isObject(event)) {
-        throw invalidEvent(`event must be a JSON object, got ${event === null ? "null" : Array.isArray(event) ? "an array" : typeof event}`);
+        throw invalidEvent(
+            `event must be a JSON object, got ${event === null ? "null" : Array.isArray(event) ? "an array" : typeof event}`,
+        );
     }
     const detailType = event["detail-type"];
     if (typeof detailType !== "string" || detailType === "") {
@@ -127,12 +129,16 @@ export function parseJobEvent(raw: unknown): JobEvent {
     if (!Array.isArray(rules)) throw invalidEvent(`detail.job.agent_query_rules must be a list of "key=value" strings`);
     for (const rule of rules) {
         if (typeof rule !== "string" || !RULE.test(rule)) {
-            throw invalidEvent(`detail.job.agent_query_rules has ${JSON.stringify(rule)}, not a "key=value" rule (no spaces or control characters)`);
+            throw invalidEvent(
+                `detail.job.agent_query_rules has ${JSON.stringify(rule)}, not a "key=value" rule (no spaces or control characters)`,
+            );
         }
     }
     const rulesLength = (rules as string[]).reduce((n, r) => n + r.length + 1, 0);
     if (rulesLength > MAX_RULES_LENGTH) {
-        throw invalidEvent(`detail.job.agent_query_rules hold ${rulesLength} characters, more than the ${MAX_RULES_LENGTH} an agent's tags may: shorten the step's agents rules`);
+        throw invalidEvent(
+            `detail.job.agent_query_rules hold ${rulesLength} characters, more than the ${MAX_RULES_LENGTH} an agent's tags may: shorten the step's agents rules`,
+        );
     }
 
     const build = optionalObject(detail, "build", "detail");
@@ -140,8 +146,14 @@ export function parseJobEvent(raw: unknown): JobEvent {
     const organization = optionalObject(detail, "organization", "detail");
     const number = build.number;
     // A safe integer: 1e21 is an integer too, but String() writes it as "1e+21", which no label takes.
-    if (number !== undefined && number !== null && (typeof number !== "number" || !Number.isSafeInteger(number) || number < 0)) {
-        throw invalidEvent(`detail.build.number must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(number)}`);
+    if (
+        number !== undefined &&
+        number !== null &&
+        (typeof number !== "number" || !Number.isSafeInteger(number) || number < 0)
+    ) {
+        throw invalidEvent(
+            `detail.build.number must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(number)}`,
+        );
     }
 
     return {

@@ -14,19 +14,38 @@
  */
 import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import {
-    AGENT_EXIT_NOT_RUN, AGENT_HOOKS_PATH, agentGracePeriods, COMMAND_SCRIPT, JOB_CONTEXT_PATH, LAUNCHER_PATH, LAUNCHER_SCRIPT, readOnlyCredentialHelper,
+    AGENT_EXIT_NOT_RUN,
+    AGENT_HOOKS_PATH,
+    agentGracePeriods,
+    COMMAND_SCRIPT,
+    JOB_CONTEXT_PATH,
+    LAUNCHER_PATH,
+    LAUNCHER_SCRIPT,
+    readOnlyCredentialHelper,
 } from "./agentLauncher";
-import { jobUrl, ScheduledJob } from "./event";
-import {
-    AGENT_TOKEN_KEY, ECR_HOOKS_CONFIGMAP, FARGATE_LABEL, GIT_CREDENTIALS_KEY, GIT_KNOWN_HOSTS_KEY, GIT_SSH_KEY, HOOKS_CONFIGMAP, queueSettings, SchedulerSettings,
-    SECRET_NAMES, WORKER_SERVICE_ACCOUNT, WorkerSettings,
-} from "./settings";
+import { jobUrl, type ScheduledJob } from "./event";
+import { queueSettings, type SchedulerSettings, type WorkerSettings } from "./settings";
 import { strategicMerge } from "./strategicMerge";
+import {
+    AGENT_CONTAINER,
+    AGENT_TOKEN_KEY,
+    AGENT_TOKEN_VOLUME,
+    COMMAND_CONTAINER,
+    DIND_CONTAINER,
+    DO_NOT_DISRUPT,
+    ECR_HOOKS_CONFIGMAP,
+    FARGATE_LABEL,
+    GIT_CREDENTIALS_KEY,
+    GIT_KNOWN_HOSTS_KEY,
+    GIT_SSH_KEY,
+    HOOKS_CONFIGMAP,
+    LABELS,
+    QUEUE_ANNOTATION,
+    RUNNABLE_AT_ANNOTATION,
+    SECRET_NAMES,
+    WORKER_SERVICE_ACCOUNT,
+} from "./names";
 
-export const AGENT_CONTAINER = "agent";
-/** The container that runs the job's checkout, hooks and command (without the registration token). */
-export const COMMAND_CONTAINER = "command";
-export const DIND_CONTAINER = "dind";
 /** The agent exits with this code when it cannot acquire the job (taken, cancelled): never retry it. */
 export const AGENT_EXIT_CANNOT_ACQUIRE = 27;
 const BUILD_PATH = "/buildkite/builds";
@@ -35,8 +54,6 @@ const SSH_PATH = "/buildkite/ssh";
 const HOOKS_PATH = "/buildkite/hooks";
 /** Where the agent container, and only it, mounts the agent token Secret. */
 export const AGENT_TOKEN_DIR = "/buildkite/agent-token";
-/** The volume of the agent token Secret. */
-export const AGENT_TOKEN_VOLUME = "agent-token";
 /**
  * The agent's token setting: a `file://` reference to the mounted Secret, which buildkite-agent
  * (>= MIN_AGENT_VERSION) resolves to the file's contents when it registers.
@@ -47,34 +64,17 @@ export const AGENT_TOKEN_REFERENCE = `file://${AGENT_TOKEN_DIR}/${AGENT_TOKEN_KE
  * shared job context, its own hooks volume, and the token. Another mount could put a volume the build
  * writes where the agent looks for its hooks (agent-startup, agent-shutdown run in the agent's process).
  */
-export const AGENT_MOUNTS: readonly [string, string][] = [["workspace", JOB_CONTEXT_PATH], ["scaledkite", LAUNCHER_PATH], [AGENT_TOKEN_VOLUME, AGENT_TOKEN_DIR]];
+export const AGENT_MOUNTS: readonly [string, string][] = [
+    ["workspace", JOB_CONTEXT_PATH],
+    ["scaledkite", LAUNCHER_PATH],
+    [AGENT_TOKEN_VOLUME, AGENT_TOKEN_DIR],
+];
 /** Scaledkite's own agent hooks (the ECR login), beside the user's: the agent runs both. */
 export const SCALEDKITE_HOOKS_PATH = "/buildkite/scaledkite-hooks";
 
-/** Annotations that keep node autoscalers from evicting a running build. */
-export const DO_NOT_DISRUPT = {
-    "karpenter.sh/do-not-disrupt": "true",
-    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
-} as const;
 /** dockerd's socket, in a volume shared by the dind sidecar and the agent container. */
 const DOCKER_SOCKET_DIR = "/var/run/dind";
 export const DOCKER_HOST = `unix://${DOCKER_SOCKET_DIR}/docker.sock`;
-
-/** Labels that find a worker from its Buildkite job (and back). */
-export const LABELS = {
-    managedBy: "app.kubernetes.io/managed-by",
-    component: "app.kubernetes.io/component",
-    jobUuid: "buildkite.com/job-uuid",
-    queue: "scaledkite.io/queue",
-    pipeline: "buildkite.com/pipeline-slug",
-    buildNumber: "buildkite.com/build-number",
-    organization: "buildkite.com/organization-slug",
-} as const;
-
-/** The annotation that carries the worker's queue (the settings key, unlike the label: not shortened). */
-export const QUEUE_ANNOTATION = "scaledkite.io/queue";
-/** The annotation that carries when the job became runnable (ISO 8601). */
-export const RUNNABLE_AT_ANNOTATION = "scaledkite.io/runnable-at";
 
 /** The Job name for a Buildkite job: deterministic, so a second event for the job collides. */
 export function jobName(prefix: string, jobUuid: string): string {
@@ -86,13 +86,18 @@ export const MAX_ANNOTATION_LENGTH = 1024;
 
 /** An annotation value from free text: at most MAX_ANNOTATION_LENGTH characters, so a huge branch name cannot make every create fail. */
 export function annotationValue(text: string | undefined): string | undefined {
-    return text === undefined || text.length <= MAX_ANNOTATION_LENGTH ? text : `${text.slice(0, MAX_ANNOTATION_LENGTH - 1)}…`;
+    return text === undefined || text.length <= MAX_ANNOTATION_LENGTH
+        ? text
+        : `${text.slice(0, MAX_ANNOTATION_LENGTH - 1)}…`;
 }
 
 /** A label value from free text: at most 63 characters of [A-Za-z0-9-_.], alphanumeric at both ends. */
 export function labelValue(text: string | undefined): string | undefined {
     if (text === undefined) return undefined;
-    const cleaned = text.replace(/[^A-Za-z0-9\-_.]/g, "-").slice(0, 63).replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, "");
+    const cleaned = text
+        .replace(/[^A-Za-z0-9\-_.]/g, "-")
+        .slice(0, 63)
+        .replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, "");
     return cleaned === "" ? undefined : cleaned;
 }
 
@@ -116,16 +121,26 @@ export const AGENT_FIXED_ENV: readonly [string, string][] = [
     ["BUILDKITE_BUILD_PATH", BUILD_PATH],
     ["BUILDKITE_AGENT_DISCONNECT_AFTER_JOB", "true"],
     ["BUILDKITE_CONTAINER_COUNT", "1"],
-    ...[[HOOKS_PATH], [SCALEDKITE_HOOKS_PATH], [HOOKS_PATH, SCALEDKITE_HOOKS_PATH]].map((paths): [string, string] => ["BUILDKITE_ADDITIONAL_HOOKS_PATHS", paths.join(",")]),
+    ...[[HOOKS_PATH], [SCALEDKITE_HOOKS_PATH], [HOOKS_PATH, SCALEDKITE_HOOKS_PATH]].map((paths): [string, string] => [
+        "BUILDKITE_ADDITIONAL_HOOKS_PATHS",
+        paths.join(","),
+    ]),
 ];
 /** The agent container's variables whose value depends on the job or the queue (none of them runs code). */
 export const AGENT_DYNAMIC_ENV: readonly string[] = [
-    "BUILDKITE_AGENT_ACQUIRE_JOB", "BUILDKITE_AGENT_TAGS", "BUILDKITE_AGENT_NAME", "BUILDKITE_CANCEL_GRACE_PERIOD", "BUILDKITE_SIGNAL_GRACE_PERIOD_SECONDS",
+    "BUILDKITE_AGENT_ACQUIRE_JOB",
+    "BUILDKITE_AGENT_TAGS",
+    "BUILDKITE_AGENT_NAME",
+    "BUILDKITE_CANCEL_GRACE_PERIOD",
+    "BUILDKITE_SIGNAL_GRACE_PERIOD_SECONDS",
 ];
 
 /** The agent container's environment: the token and the agent's own settings. */
 function agentEnv(settings: SchedulerSettings, worker: WorkerSettings, job: ScheduledJob, tags: string[]): V1EnvVar[] {
-    const hookPaths = [...(settings.secrets.hooks ? [HOOKS_PATH] : []), ...(settings.secrets.ecr ? [SCALEDKITE_HOOKS_PATH] : [])];
+    const hookPaths = [
+        ...(settings.secrets.hooks ? [HOOKS_PATH] : []),
+        ...(settings.secrets.ecr ? [SCALEDKITE_HOOKS_PATH] : []),
+    ];
     const fixed = (name: string) => ({ name, value: AGENT_FIXED_ENV.find(([n]) => n === name)![1] });
     return [
         // A path, not the token: the agent reads the file itself, so no process of the pod (the
@@ -170,7 +185,11 @@ function commandEnv(settings: SchedulerSettings, worker: WorkerSettings): V1EnvV
         });
     }
     // The login's messages name the service account that should carry the role.
-    if (settings.secrets.ecr) env.push({ name: "SCALEDKITE_SERVICE_ACCOUNT", valueFrom: { fieldRef: { fieldPath: "spec.serviceAccountName" } } });
+    if (settings.secrets.ecr)
+        env.push({
+            name: "SCALEDKITE_SERVICE_ACCOUNT",
+            valueFrom: { fieldRef: { fieldPath: "spec.serviceAccountName" } },
+        });
     return [...env, ...plainEnv(worker)];
 }
 
@@ -247,7 +266,12 @@ function dindSidecar(worker: WorkerSettings): V1Container {
     };
 }
 
-function podSpec(settings: SchedulerSettings, worker: WorkerSettings, containers: V1Container[], volumes: V1Volume[]): V1PodSpec {
+function podSpec(
+    settings: SchedulerSettings,
+    worker: WorkerSettings,
+    containers: V1Container[],
+    volumes: V1Volume[],
+): V1PodSpec {
     // With ECR, the workers' own service account carries their IAM role (a queue may name another).
     const serviceAccountName = worker.serviceAccountName ?? (settings.secrets.ecr ? WORKER_SERVICE_ACCOUNT : undefined);
     const spec: V1PodSpec = {
@@ -262,7 +286,9 @@ function podSpec(settings: SchedulerSettings, worker: WorkerSettings, containers
         containers,
         volumes,
     };
-    return worker.podSpecPatch ? strategicMerge(spec as unknown as Record<string, unknown>, worker.podSpecPatch) as unknown as V1PodSpec : spec;
+    return worker.podSpecPatch
+        ? (strategicMerge(spec as unknown as Record<string, unknown>, worker.podSpecPatch) as unknown as V1PodSpec)
+        : spec;
 }
 
 /**
@@ -307,11 +333,27 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
     // `workspace` (the agent's socket and env files) is shared; `scaledkite` (the agent's hooks) and
     // the token are the agent's own; the build directory, dockerd's socket and the git and hook files are the command's.
     const volumes: V1Volume[] = [
-        { name: "workspace", emptyDir: {} }, { name: "scaledkite", emptyDir: {} }, { name: "build", emptyDir: {} },
-        { name: AGENT_TOKEN_VOLUME, secret: { secretName: SECRET_NAMES.agentToken, items: [{ key: AGENT_TOKEN_KEY, path: AGENT_TOKEN_KEY }], defaultMode: 0o400 } },
+        { name: "workspace", emptyDir: {} },
+        { name: "scaledkite", emptyDir: {} },
+        { name: "build", emptyDir: {} },
+        {
+            name: AGENT_TOKEN_VOLUME,
+            secret: {
+                secretName: SECRET_NAMES.agentToken,
+                items: [{ key: AGENT_TOKEN_KEY, path: AGENT_TOKEN_KEY }],
+                defaultMode: 0o400,
+            },
+        },
     ];
-    const agentMounts: V1VolumeMount[] = AGENT_MOUNTS.map(([name, mountPath]) => ({ name, mountPath, ...(name === AGENT_TOKEN_VOLUME ? { readOnly: true } : {}) }));
-    const commandMounts: V1VolumeMount[] = [{ name: "workspace", mountPath: JOB_CONTEXT_PATH }, { name: "build", mountPath: BUILD_PATH }];
+    const agentMounts: V1VolumeMount[] = AGENT_MOUNTS.map(([name, mountPath]) => ({
+        name,
+        mountPath,
+        ...(name === AGENT_TOKEN_VOLUME ? { readOnly: true } : {}),
+    }));
+    const commandMounts: V1VolumeMount[] = [
+        { name: "workspace", mountPath: JOB_CONTEXT_PATH },
+        { name: "build", mountPath: BUILD_PATH },
+    ];
     if (worker.dind !== "none") {
         volumes.push({ name: "docker", emptyDir: {} }, { name: "docker-socket", emptyDir: {} });
         commandMounts.push({ name: "docker-socket", mountPath: DOCKER_SOCKET_DIR });
@@ -369,10 +411,20 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             podFailurePolicy: {
                 rules: [
                     // The job was taken or cancelled: another pod would fail the same way.
-                    { action: "FailJob", onExitCodes: { containerName: AGENT_CONTAINER, operator: "In", values: [AGENT_EXIT_CANNOT_ACQUIRE] } },
+                    {
+                        action: "FailJob",
+                        onExitCodes: {
+                            containerName: AGENT_CONTAINER,
+                            operator: "In",
+                            values: [AGENT_EXIT_CANNOT_ACQUIRE],
+                        },
+                    },
                     // The agent could not acquire the job and exited without running it (locked too
                     // long, API unreachable): a new worker may, so count it against backoffLimit.
-                    { action: "Count", onExitCodes: { containerName: AGENT_CONTAINER, operator: "In", values: [AGENT_EXIT_NOT_RUN] } },
+                    {
+                        action: "Count",
+                        onExitCodes: { containerName: AGENT_CONTAINER, operator: "In", values: [AGENT_EXIT_NOT_RUN] },
+                    },
                     // A node drained or preempted before the job ran: retry without counting it.
                     { action: "Ignore", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] },
                 ],

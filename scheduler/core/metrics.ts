@@ -51,7 +51,12 @@ export interface Metric {
  * top-level fields, described by `_aws`. Metrics without a value (an empty list) are left out; with
  * none left, the record is returned as it was. Pure.
  */
-export function withMetrics(record: Record<string, unknown>, dimensions: Record<string, string>, metrics: Metric[], now: number): Record<string, unknown> {
+export function withMetrics(
+    record: Record<string, unknown>,
+    dimensions: Record<string, string>,
+    metrics: Metric[],
+    now: number,
+): Record<string, unknown> {
     const present = metrics
         .map((m) => ({ ...m, value: Array.isArray(m.value) ? m.value.slice(0, MAX_METRIC_VALUES) : m.value }))
         .filter((m) => !Array.isArray(m.value) || m.value.length > 0);
@@ -60,11 +65,13 @@ export function withMetrics(record: Record<string, unknown>, dimensions: Record<
     for (const m of present) out[m.name] = m.value;
     out._aws = {
         Timestamp: now,
-        CloudWatchMetrics: [{
-            Namespace: METRIC_NAMESPACE,
-            Dimensions: [Object.keys(dimensions)],
-            Metrics: present.map((m) => ({ Name: m.name, Unit: m.unit })),
-        }],
+        CloudWatchMetrics: [
+            {
+                Namespace: METRIC_NAMESPACE,
+                Dimensions: [Object.keys(dimensions)],
+                Metrics: present.map((m) => ({ Name: m.name, Unit: m.unit })),
+            },
+        ],
     };
     return out;
 }

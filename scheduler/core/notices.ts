@@ -5,7 +5,7 @@
  * the one sweep whose interval that moment falls in, so it gets at most four messages per reason.
  */
 import type { V1Pod } from "@kubernetes/client-node";
-import { RUNNABLE_AT_ANNOTATION } from "./manifest";
+import { LABELS, RUNNABLE_AT_ANNOTATION } from "./names";
 
 /** Minutes of waiting at which a job is told why it waits. */
 /** A message on a job's timeline in Buildkite (the Stacks API's notification). */
@@ -50,7 +50,12 @@ export interface DeferredJob {
  * The notifications one sweep sends: for each waiting worker pod and each deferred job whose wait
  * passed a checkpoint since the last sweep. Each detail fits the Stacks API's 256 characters. Pure.
  */
-export function waitNotices(pods: V1Pod[], deferred: DeferredJob[], now: Date, intervalMs: number): StackNotification[] {
+export function waitNotices(
+    pods: V1Pod[],
+    deferred: DeferredJob[],
+    now: Date,
+    intervalMs: number,
+): StackNotification[] {
     const out: StackNotification[] = [];
     const timestamp = now.toISOString();
     const add = (uuid: string, since: number, reason: (minutes: number) => string) => {
@@ -61,7 +66,7 @@ export function waitNotices(pods: V1Pod[], deferred: DeferredJob[], now: Date, i
         out.push({ job_uuid: uuid, detail: detail.length > 256 ? `${detail.slice(0, 255)}…` : detail, timestamp });
     };
     for (const pod of pods) {
-        const uuid = pod.metadata?.labels?.["buildkite.com/job-uuid"];
+        const uuid = pod.metadata?.labels?.[LABELS.jobUuid];
         const reason = waitingReason(pod);
         if (!uuid || !reason) continue;
         const runnable = pod.metadata?.annotations?.[RUNNABLE_AT_ANNOTATION];
@@ -69,7 +74,12 @@ export function waitNotices(pods: V1Pod[], deferred: DeferredJob[], now: Date, i
         add(uuid, since, () => reason);
     }
     for (const job of deferred) {
-        add(job.uuid, Date.parse(job.scheduledAt ?? ""), () => "the stack's spend cap is full (maxConcurrentJobs, maxCpu or maxMemory); its worker starts when a running one finishes");
+        add(
+            job.uuid,
+            Date.parse(job.scheduledAt ?? ""),
+            () =>
+                "the stack's spend cap is full (maxConcurrentJobs, maxCpu or maxMemory); its worker starts when a running one finishes",
+        );
     }
     return out;
 }
@@ -84,6 +94,7 @@ export const HEARTBEAT_EVERY_MS = 20_000;
  */
 export function heartbeatOffsets(intervalMs: number, timeoutMs: number, marginMs = 5_000): number[] {
     const out: number[] = [];
-    for (let t = HEARTBEAT_EVERY_MS; t + marginMs <= Math.min(intervalMs, timeoutMs); t += HEARTBEAT_EVERY_MS) out.push(t);
+    for (let t = HEARTBEAT_EVERY_MS; t + marginMs <= Math.min(intervalMs, timeoutMs); t += HEARTBEAT_EVERY_MS)
+        out.push(t);
     return out;
 }

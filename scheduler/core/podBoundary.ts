@@ -1,3 +1,4 @@
+import { SECRET_NAMES } from "./names";
 /**
  * What no worker pod may have, whoever asks for it. Pure.
  *
@@ -6,20 +7,21 @@
  * the config parser refuses a stack whose own `podSpecPatch` crosses it at `pulumi preview` (so a
  * stack never deploys workers the policy would refuse). Each rule has one id and one message, used by both.
  */
-import { SECRET_NAMES } from "./settings";
 
 /** The rules of the boundary: id -> what is refused and why (the message's tail). */
 export const POD_BOUNDARY = {
     hostNamespaces: "host namespaces (hostNetwork, hostPID, hostIPC) are not allowed",
     hostPath: "hostPath volumes are not allowed",
     nodeName: "nodeName is not allowed: the scheduler places workers (a chosen node is a way onto it)",
-    shareProcessNamespace: "shareProcessNamespace is not allowed: it shows the agent's processes, and so its token, to the build",
+    shareProcessNamespace:
+        "shareProcessNamespace is not allowed: it shows the agent's processes, and so its token, to the build",
     privileged: "only the dind sidecar, with the stack's dind image and dockerd's arguments, may be privileged",
     capabilities: "added capabilities are not allowed",
     unconfined: "seccomp and AppArmor profiles may not be Unconfined",
     hostPorts: "host ports are not allowed",
     agentToken: `the agent token Secret (${SECRET_NAMES.agentToken}) may only be mounted in the agent container, as Scaledkite mounts it`,
-    agentContainer: "the agent container is Scaledkite's: its image, command, arguments, token and hooks are as Scaledkite renders them",
+    agentContainer:
+        "the agent container is Scaledkite's: its image, command, arguments, token and hooks are as Scaledkite renders them",
 } as const;
 
 export type BoundaryRule = keyof typeof POD_BOUNDARY;
@@ -38,7 +40,8 @@ const AGENT_FIELDS_KEPT = ["image", "command", "args", "env", "envFrom", "volume
 export function patchViolations(patch: Obj | undefined): [BoundaryRule, string][] {
     if (!patch) return [];
     const out: [BoundaryRule, string][] = [];
-    for (const f of ["hostNetwork", "hostPID", "hostIPC"]) if (patch[f] === true) out.push(["hostNamespaces", `${f}: true`]);
+    for (const f of ["hostNetwork", "hostPID", "hostIPC"])
+        if (patch[f] === true) out.push(["hostNamespaces", `${f}: true`]);
     if (patch.shareProcessNamespace === true) out.push(["shareProcessNamespace", "shareProcessNamespace: true"]);
     if (patch.nodeName !== undefined) out.push(["nodeName", "nodeName"]);
     if (unconfined(patch.securityContext)) out.push(["unconfined", "securityContext"]);
@@ -51,11 +54,14 @@ export function patchViolations(patch: Obj | undefined): [BoundaryRule, string][
             const where = `${key}[${c.name}]`;
             const sc = isObj(c.securityContext) ? c.securityContext : {};
             if (sc.privileged === true) out.push(["privileged", `${where}.securityContext.privileged`]);
-            if (isObj(sc.capabilities) && Array.isArray(sc.capabilities.add) && sc.capabilities.add.length) out.push(["capabilities", `${where}.securityContext.capabilities.add`]);
+            if (isObj(sc.capabilities) && Array.isArray(sc.capabilities.add) && sc.capabilities.add.length)
+                out.push(["capabilities", `${where}.securityContext.capabilities.add`]);
             if (unconfined(sc)) out.push(["unconfined", `${where}.securityContext`]);
             if (list(c.ports).some((p) => p.hostPort !== undefined)) out.push(["hostPorts", `${where}.ports`]);
             if (mentionsToken({ env: c.env, envFrom: c.envFrom })) out.push(["agentToken", `${where}.env`]);
-            if (c.name === "agent") for (const f of AGENT_FIELDS_KEPT) if (c[f] !== undefined) out.push(["agentContainer", `${where}.${f}`]);
+            if (c.name === "agent")
+                for (const f of AGENT_FIELDS_KEPT)
+                    if (c[f] !== undefined) out.push(["agentContainer", `${where}.${f}`]);
         }
     }
     return out;

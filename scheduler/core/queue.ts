@@ -10,9 +10,7 @@ import { JOB_FINISHED, JOB_SCHEDULED } from "./event";
 
 export const DEFAULT_QUEUE = "default";
 
-export type QueueMatch =
-    | { matched: true; queue: string; tags: string[] }
-    | { matched: false; reason: string };
+export type QueueMatch = { matched: true; queue: string; tags: string[] } | { matched: false; reason: string };
 
 function splitRule(rule: string): [string, string] {
     const i = rule.indexOf("=");
@@ -21,7 +19,14 @@ function splitRule(rule: string): [string, string] {
 
 function wildcardMatches(pattern: string, value: string): boolean {
     if (!pattern.includes("*")) return pattern === value;
-    const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$");
+    const re = new RegExp(
+        "^" +
+            pattern
+                .split("*")
+                .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&"))
+                .join(".*") +
+            "$",
+    );
     return re.test(value);
 }
 
@@ -37,8 +42,14 @@ export function matchQueue(rules: readonly string[], served: readonly string[]):
     const wanted = queueRules.length > 0 ? queueRules : [DEFAULT_QUEUE];
     const queue = served.find((q) => wanted.every((pattern) => wildcardMatches(pattern, q)));
     if (queue === undefined) {
-        const asked = queueRules.length > 0 ? queueRules.map((q) => `queue=${q}`).join(", ") : `no queue rule (the "${DEFAULT_QUEUE}" queue)`;
-        return { matched: false, reason: `job targets ${asked}, which this stack does not serve (served: ${served.join(", ") || "none"})` };
+        const asked =
+            queueRules.length > 0
+                ? queueRules.map((q) => `queue=${q}`).join(", ")
+                : `no queue rule (the "${DEFAULT_QUEUE}" queue)`;
+        return {
+            matched: false,
+            reason: `job targets ${asked}, which this stack does not serve (served: ${served.join(", ") || "none"})`,
+        };
     }
     const tags = [`queue=${queue}`];
     for (const rule of rules) {
@@ -47,7 +58,10 @@ export function matchQueue(rules: readonly string[], served: readonly string[]):
         // BUILDKITE_AGENT_TAGS is a comma-separated list: a "," would split the tag in two, and the
         // agent, carrying neither half as the rule, could never acquire the job.
         if (rule.includes(",")) {
-            return { matched: false, reason: `job rule ${JSON.stringify(rule)} holds a ",", which no buildkite-agent tag can carry (the agent splits tags on commas): change the step's agents rule` };
+            return {
+                matched: false,
+                reason: `job rule ${JSON.stringify(rule)} holds a ",", which no buildkite-agent tag can carry (the agent splits tags on commas): change the step's agents rule`,
+            };
         }
         tags.push(rule);
     }
@@ -58,13 +72,21 @@ export function matchQueue(rules: readonly string[], served: readonly string[]):
  * The EventBridge patterns, for this account and the served queues only: Job Scheduled events, and
  * Job Finished events of jobs that never started (cancelled before a worker ran them).
  */
-export function eventPattern(accountId: string, queues: string[], detailType: typeof JOB_SCHEDULED | typeof JOB_FINISHED = JOB_SCHEDULED): Record<string, unknown> {
+export function eventPattern(
+    accountId: string,
+    queues: string[],
+    detailType: typeof JOB_SCHEDULED | typeof JOB_FINISHED = JOB_SCHEDULED,
+): Record<string, unknown> {
     const job: Record<string, unknown> = {};
     // A job without a queue rule belongs to the default queue, which no array pattern can select;
     // serving it means receiving every such event (the handler ignores foreign ones).
     if (!queues.includes(DEFAULT_QUEUE)) job.agent_query_rules = [...queues].sort().map((q) => `queue=${q}`);
     if (detailType === JOB_FINISHED) job.started_at = [null];
-    return { account: [accountId], "detail-type": [detailType], ...(Object.keys(job).length ? { detail: { job } } : {}) };
+    return {
+        account: [accountId],
+        "detail-type": [detailType],
+        ...(Object.keys(job).length ? { detail: { job } } : {}),
+    };
 }
 
 /** EventBridge's limit on a rule's event pattern, in characters (adjustable up to 4,096 by a quota request). */
@@ -72,5 +94,9 @@ export const MAX_EVENT_PATTERN_LENGTH = 2048;
 
 /** The length of the longest rule pattern for these queues, as the stack writes it (a 12-digit account). Pure. */
 export function eventPatternLength(queues: string[]): number {
-    return Math.max(...([JOB_SCHEDULED, JOB_FINISHED] as const).map((t) => JSON.stringify(eventPattern("123456789012", queues, t)).length));
+    return Math.max(
+        ...([JOB_SCHEDULED, JOB_FINISHED] as const).map(
+            (t) => JSON.stringify(eventPattern("123456789012", queues, t)).length,
+        ),
+    );
 }

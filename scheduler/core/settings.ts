@@ -21,7 +21,6 @@ export interface Toleration {
 
 /** How a queue's workers run docker: see WorkerSettings.dind. */
 export type DindMode = "privileged" | "rootless" | "none";
-export const DIND_MODES: readonly DindMode[] = ["privileged", "rootless", "none"];
 
 /** How one queue's workers look. Every key can be set stack-wide and overridden per queue. */
 export interface WorkerSettings {
@@ -72,25 +71,6 @@ export interface WorkerSettings {
 /** An `envFrom` source: a whole Secret or ConfigMap as environment variables. */
 export type EnvFromSource = { secretRef: { name: string } } | { configMapRef: { name: string } };
 
-/** The names of the Secrets (in the workers' namespace) that workers read. */
-export const SECRET_NAMES = { agentToken: "scaledkite-agent-token", env: "scaledkite-env", gitCredentials: "scaledkite-git-credentials", gitSsh: "scaledkite-git-ssh" } as const;
-
-/** The ConfigMap that holds the agent hooks (`scaledkite:hooks`). */
-export const HOOKS_CONFIGMAP = "scaledkite-hooks";
-/** The ConfigMap with the ECR login hook and registry list, and the workers' service account. */
-export const ECR_HOOKS_CONFIGMAP = "scaledkite-ecr-login";
-export const WORKER_SERVICE_ACCOUNT = "scaledkite-worker";
-/** Keys inside the git SSH Secret. */
-export const GIT_SSH_KEY = "id_ssh";
-export const GIT_KNOWN_HOSTS_KEY = "known_hosts";
-/** The label that puts a worker pod on its queue's Fargate profile. */
-export const FARGATE_LABEL = "scaledkite.io/fargate-queue";
-
-/** The key inside the agent token Secret. */
-export const AGENT_TOKEN_KEY = "token";
-/** The key inside the git credentials Secret (a git-credentials file). */
-export const GIT_CREDENTIALS_KEY = "git-credentials";
-
 /** Everything the scheduler needs to turn an event into a Job. */
 export interface SchedulerSettings {
     namespace: string;
@@ -108,6 +88,11 @@ export interface SchedulerSettings {
  * A served queue's settings, or undefined when `name` is not one: an own key only, so a name read from
  * a pod's annotation ("constructor", "__proto__") cannot reach Object.prototype. Pure.
  */
-export function queueSettings(settings: Pick<SchedulerSettings, "queues">, name: string | undefined): WorkerSettings | undefined {
-    return name !== undefined && Object.prototype.hasOwnProperty.call(settings.queues, name) ? settings.queues[name] : undefined;
+export function queueSettings(
+    settings: Pick<SchedulerSettings, "queues">,
+    name: string | undefined,
+): WorkerSettings | undefined {
+    return name !== undefined && Object.prototype.hasOwnProperty.call(settings.queues, name)
+        ? settings.queues[name]
+        : undefined;
 }

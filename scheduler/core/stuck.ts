@@ -14,7 +14,7 @@
  */
 import type { CoreV1Event, V1Pod } from "@kubernetes/client-node";
 import { AGENT_EXIT_NOT_RUN } from "./agentLauncher";
-import { AGENT_CONTAINER } from "./manifest";
+import { AGENT_CONTAINER } from "./names";
 
 export interface StuckOptions {
     /** How long a pod may stay unscheduled (no node fits, no capacity). */
@@ -24,7 +24,13 @@ export interface StuckOptions {
 }
 
 /** Waiting reasons that say a container is failing to start (as opposed to still starting). */
-export const START_FAILURES = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"];
+export const START_FAILURES = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
 
 /** When each pod's containers first failed to start, from the kubelet's Warning events: `<pod>/<container>` -> time. */
 export type FirstFailures = ReadonlyMap<string, Date>;
@@ -51,7 +57,12 @@ export function firstFailures(events: CoreV1Event[]): FirstFailures {
 const minutes = (ms: number) => Math.round(ms / 60_000);
 
 /** The reason `pod` will never run, or undefined while it may still. */
-export function stuckReason(pod: V1Pod, now: Date, opts: StuckOptions, failures: FirstFailures = new Map()): string | undefined {
+export function stuckReason(
+    pod: V1Pod,
+    now: Date,
+    opts: StuckOptions,
+    failures: FirstFailures = new Map(),
+): string | undefined {
     if (pod.status?.phase !== "Pending" || pod.metadata?.deletionTimestamp) return undefined;
     const created = pod.metadata?.creationTimestamp ? new Date(pod.metadata.creationTimestamp) : now;
     const scheduled = pod.status.conditions?.find((c) => c.type === "PodScheduled");
@@ -83,8 +94,13 @@ export function stuckReason(pod: V1Pod, now: Date, opts: StuckOptions, failures:
 export function notRunReason(pods: V1Pod[], backoffLimit: number): string | undefined {
     const live = pods.filter((p) => !p.metadata?.deletionTimestamp);
     if (live.some((p) => p.status?.phase === "Pending" || p.status?.phase === "Running")) return undefined;
-    const notRun = live.filter((p) => p.status?.phase === "Failed" &&
-        (p.status.containerStatuses ?? []).some((c) => c.name === AGENT_CONTAINER && c.state?.terminated?.exitCode === AGENT_EXIT_NOT_RUN));
+    const notRun = live.filter(
+        (p) =>
+            p.status?.phase === "Failed" &&
+            (p.status.containerStatuses ?? []).some(
+                (c) => c.name === AGENT_CONTAINER && c.state?.terminated?.exitCode === AGENT_EXIT_NOT_RUN,
+            ),
+    );
     if (notRun.length === 0 || notRun.length < backoffLimit + 1) return undefined;
     const last = notRun[notRun.length - 1].metadata?.name ?? "?";
     return `the worker's agent exited ${notRun.length} time(s) without running the job (it could not acquire it; the agent container's log of pod ${last} says why)`;

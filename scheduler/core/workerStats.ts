@@ -4,7 +4,7 @@
  * Pure: from the listed pods and the time.
  */
 import type { V1Pod } from "@kubernetes/client-node";
-import { AGENT_CONTAINER, QUEUE_ANNOTATION, RUNNABLE_AT_ANNOTATION } from "./manifest";
+import { AGENT_CONTAINER, QUEUE_ANNOTATION, RUNNABLE_AT_ANNOTATION } from "./names";
 
 export interface QueueWorkers {
     running: number;
@@ -36,7 +36,12 @@ export function workerStats(pods: V1Pod[], now: Date, windowMs: number): Map<str
         if (pod.status?.phase === "Pending") q.pending++;
         const started = agentStartedAt(pod);
         const runnable = Date.parse(pod.metadata?.annotations?.[RUNNABLE_AT_ANNOTATION] ?? "");
-        if (started && !Number.isNaN(runnable) && started.getTime() <= now.getTime() && now.getTime() - started.getTime() < windowMs) {
+        if (
+            started &&
+            !Number.isNaN(runnable) &&
+            started.getTime() <= now.getTime() &&
+            now.getTime() - started.getTime() < windowMs
+        ) {
             q.startLatencyMs.push(Math.max(0, started.getTime() - runnable));
         }
     }

@@ -7,7 +7,8 @@
  *
  * Runs in the Lambda; pure except for calling the handler it is given.
  */
-import type { EventHandler, Logger } from "./lambda";
+import type { EventHandler } from "./lambda";
+import type { Logger } from "../clients/log";
 import type { SetVisibility } from "../clients/sqs";
 
 /** The part of an SQS record the scheduler reads. */
@@ -29,7 +30,11 @@ export interface BatchResponse {
 /** Whether a Lambda event is a batch from SQS (rather than one event, as the CLI and tests send). Pure. */
 export function isSqsBatch(event: unknown): event is { Records: SqsRecord[] } {
     const records = (event as { Records?: unknown } | null)?.Records;
-    return Array.isArray(records) && records.length > 0 && records.every((r) => (r as SqsRecord)?.eventSource === "aws:sqs");
+    return (
+        Array.isArray(records) &&
+        records.length > 0 &&
+        records.every((r) => (r as SqsRecord)?.eventSource === "aws:sqs")
+    );
 }
 
 /** How many records of one batch are handled at once. */
@@ -53,33 +58,45 @@ export function retryDelaySeconds(receiveCount: number, maxSeconds: number): num
  * delivery); if that call fails, the queue's own visibility timeout applies, which is logged.
  */
 export async function handleBatch(
-    records: SqsRecord[], handle: EventHandler, retry?: { setVisibility: SetVisibility; maxDelaySeconds: number; log: Logger },
+    records: SqsRecord[],
+    handle: EventHandler,
+    retry?: { setVisibility: SetVisibility; maxDelaySeconds: number; log: Logger },
 ): Promise<BatchResponse> {
     const failures: { itemIdentifier: string }[] = [];
     let next = 0;
-    await Promise.all(Array.from({ length: Math.min(PARALLEL, records.length) }, async () => {
-        while (next < records.length) {
-            const record = records[next++];
-            let event: unknown;
-            try {
-                event = JSON.parse(record.body);
-            } catch {
-                event = record.body;
-            }
-            try {
-                await handle(event);
-            } catch {
-                failures.push({ itemIdentifier: record.messageId });
-                if (retry && record.eventSourceARN && record.receiptHandle) {
-                    const seconds = retryDelaySeconds(Number(record.attributes?.ApproximateReceiveCount ?? 1), retry.maxDelaySeconds);
-                    await retry.setVisibility(record.eventSourceARN, record.receiptHandle, seconds).catch((e) => retry.log(JSON.stringify({
-                        msg: "scaledkite.schedule", messageId: record.messageId,
-                        warning: `could not set this record's retry delay to ${seconds} s, so it comes back after the queue's visibility timeout: ${(e as Error).message}`,
-                    })));
+    await Promise.all(
+        Array.from({ length: Math.min(PARALLEL, records.length) }, async () => {
+            while (next < records.length) {
+                const record = records[next++];
+                let event: unknown;
+                try {
+                    event = JSON.parse(record.body);
+                } catch {
+                    event = record.body;
+                }
+                try {
+                    await handle(event);
+                } catch {
+                    failures.push({ itemIdentifier: record.messageId });
+                    if (retry && record.eventSourceARN && record.receiptHandle) {
+                        const seconds = retryDelaySeconds(
+                            Number(record.attributes?.ApproximateReceiveCount ?? 1),
+                            retry.maxDelaySeconds,
+                        );
+                        await retry.setVisibility(record.eventSourceARN, record.receiptHandle, seconds).catch((e) =>
+                            retry.log(
+                                JSON.stringify({
+                                    msg: "scaledkite.schedule",
+                                    messageId: record.messageId,
+                                    warning: `could not set this record's retry delay to ${seconds} s, so it comes back after the queue's visibility timeout: ${(e as Error).message}`,
+                                }),
+                            ),
+                        );
+                    }
                 }
             }
-        }
-    }));
+        }),
+    );
     return { batchItemFailures: failures };
 }
 
@@ -102,6 +119,7 @@ export function queueRetries(lambdaTimeoutSeconds: number): QueueRetries {
     const visibilityTimeoutSeconds = Math.min(43_200, Math.max(900, 6 * lambdaTimeoutSeconds));
     // Deliveries until the growing delays add up to a day.
     let maxReceiveCount = 1;
-    for (let waited = 0; waited < 24 * 3600; maxReceiveCount++) waited += retryDelaySeconds(maxReceiveCount, visibilityTimeoutSeconds);
+    for (let waited = 0; waited < 24 * 3600; maxReceiveCount++)
+        waited += retryDelaySeconds(maxReceiveCount, visibilityTimeoutSeconds);
     return { visibilityTimeoutSeconds, maxReceiveCount, messageRetentionSeconds: 14 * 24 * 3600 };
 }

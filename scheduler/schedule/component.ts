@@ -6,16 +6,23 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import type { LambdaConfig, LambdaNetwork } from "../config/config";
-import { BatchResponse, handleBatch, isSqsBatch, queueRetries } from "./batch";
+import { type BatchResponse, handleBatch, isSqsBatch, queueRetries } from "./batch";
 import { JOB_FINISHED, JOB_SCHEDULED } from "../core/event";
 import { credentialsFromEnv } from "../clients/eksToken";
-import { createEventHandler, logLine } from "./lambda";
+import { createEventHandler } from "./lambda";
+import { logLine } from "../clients/log";
 import { SECRETS_MANAGER_PACKAGE } from "../clients/secretsManager";
 import { sqsVisibility } from "../clients/sqs";
 import { eksJobClient, invocationDeadline } from "../clients/kube";
-import { ClusterInputs, clusterAtRuntime, createAlarms, createClosureFunction, createLambdaRole } from "../aws/lambdaFunction";
+import {
+    type ClusterInputs,
+    clusterAtRuntime,
+    createAlarms,
+    createClosureFunction,
+    createLambdaRole,
+} from "../aws/lambdaFunction";
 import { eventPattern } from "../core/queue";
-import { SchedulerSettings } from "../core/settings";
+import { type SchedulerSettings } from "../core/settings";
 
 /** Arguments of Scheduler. */
 export interface SchedulerArgs {
@@ -34,14 +41,28 @@ export interface SchedulerArgs {
     lambda: LambdaConfig;
 }
 
-
 /** The Lambda role's only permissions: write its logs, and take batches from its own event queue. */
 export function schedulerPolicy(logGroupArn: string, queueArn: string): object {
     return {
         Version: "2012-10-17",
         Statement: [
-            { Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${logGroupArn}:*` },
-            { Sid: "TakeEvents", Effect: "Allow", Action: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], Resource: queueArn },
+            {
+                Sid: "WriteLogs",
+                Effect: "Allow",
+                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+                Resource: `${logGroupArn}:*`,
+            },
+            {
+                Sid: "TakeEvents",
+                Effect: "Allow",
+                Action: [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ChangeMessageVisibility",
+                ],
+                Resource: queueArn,
+            },
         ],
     };
 }
@@ -50,14 +71,16 @@ export function schedulerPolicy(logGroupArn: string, queueArn: string): object {
 export function eventBridgeQueuePolicy(queueArn: string, ruleArns: string[]): object {
     return {
         Version: "2012-10-17",
-        Statement: [{
-            Sid: "EventBridgeSends",
-            Effect: "Allow",
-            Principal: { Service: "events.amazonaws.com" },
-            Action: "sqs:SendMessage",
-            Resource: queueArn,
-            Condition: { ArnEquals: { "aws:SourceArn": ruleArns } },
-        }],
+        Statement: [
+            {
+                Sid: "EventBridgeSends",
+                Effect: "Allow",
+                Principal: { Service: "events.amazonaws.com" },
+                Action: "sqs:SendMessage",
+                Resource: queueArn,
+                Condition: { ArnEquals: { "aws:SourceArn": ruleArns } },
+            },
+        ],
     };
 }
 
@@ -66,21 +89,37 @@ export function eventBridgeQueuePolicy(queueArn: string, ruleArns: string[]): ob
  * account) and an explicit target with a retry policy and the DLQ for events it cannot deliver.
  */
 export function createEventRoute(
-    name: string, pattern: Record<string, unknown>, args: SchedulerArgs, account: pulumi.Output<string>,
-    queueArn: pulumi.Output<string>, dlqArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions,
+    name: string,
+    pattern: Record<string, unknown>,
+    args: SchedulerArgs,
+    account: pulumi.Output<string>,
+    queueArn: pulumi.Output<string>,
+    dlqArn: pulumi.Output<string>,
+    opts: pulumi.CustomResourceOptions,
 ): aws.cloudwatch.EventRule {
-    const rule = new aws.cloudwatch.EventRule(name, {
-        eventBusName: args.eventBusName,
-        description: `Buildkite ${(pattern["detail-type"] as string[])[0]} events for queues ${Object.keys(args.settings.queues).join(", ")} (Scaledkite)`,
-        eventPattern: account.apply((a) => JSON.stringify({ ...pattern, account: [a] })),
-    }, opts);
-    new aws.cloudwatch.EventTarget(`${name}-target`, {
-        rule: rule.name,
-        eventBusName: args.eventBusName,
-        arn: queueArn,
-        retryPolicy: { maximumRetryAttempts: args.lambda.retryAttempts, maximumEventAgeInSeconds: args.lambda.maxEventAgeSeconds },
-        deadLetterConfig: { arn: dlqArn },
-    }, opts);
+    const rule = new aws.cloudwatch.EventRule(
+        name,
+        {
+            eventBusName: args.eventBusName,
+            description: `Buildkite ${(pattern["detail-type"] as string[])[0]} events for queues ${Object.keys(args.settings.queues).join(", ")} (Scaledkite)`,
+            eventPattern: account.apply((a) => JSON.stringify({ ...pattern, account: [a] })),
+        },
+        opts,
+    );
+    new aws.cloudwatch.EventTarget(
+        `${name}-target`,
+        {
+            rule: rule.name,
+            eventBusName: args.eventBusName,
+            arn: queueArn,
+            retryPolicy: {
+                maximumRetryAttempts: args.lambda.retryAttempts,
+                maximumEventAgeInSeconds: args.lambda.maxEventAgeSeconds,
+            },
+            deadLetterConfig: { arn: dlqArn },
+        },
+        opts,
+    );
     return rule;
 }
 
@@ -103,56 +142,116 @@ export class Scheduler extends pulumi.ComponentResource {
         const parent = { parent: this };
         const account = aws.getCallerIdentityOutput({}, parent).accountId;
 
-        const dlq = new aws.sqs.Queue(`${name}-dlq`, { messageRetentionSeconds: 14 * 24 * 3600, sqsManagedSseEnabled: true }, parent);
+        const dlq = new aws.sqs.Queue(
+            `${name}-dlq`,
+            { messageRetentionSeconds: 14 * 24 * 3600, sqsManagedSseEnabled: true },
+            parent,
+        );
         // Events wait here until they are scheduled: a failed record is delivered again after the
         // visibility timeout, for at least a day, then it goes to the DLQ (and may be redriven back).
         const retries = queueRetries(args.lambda.timeoutSeconds);
-        const events = new aws.sqs.Queue(`${name}-events`, {
-            visibilityTimeoutSeconds: retries.visibilityTimeoutSeconds,
-            messageRetentionSeconds: retries.messageRetentionSeconds,
-            sqsManagedSseEnabled: true,
-            redrivePolicy: dlq.arn.apply((arn) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount: retries.maxReceiveCount })),
-        }, parent);
-        new aws.sqs.RedriveAllowPolicy(`${name}-dlq-redrive`, {
-            queueUrl: dlq.url,
-            redriveAllowPolicy: events.arn.apply((arn) => JSON.stringify({ redrivePermission: "byQueue", sourceQueueArns: [arn] })),
-        }, parent);
-        const logGroup = new aws.cloudwatch.LogGroup(`${name}-logs`, {
-            name: `/scaledkite/${pulumi.getStack()}/${name}`,
-            retentionInDays: args.lambda.logRetentionDays,
-        }, parent);
-        const role = args.roleArn === undefined ? createSchedulerRole(name, logGroup.arn, events.arn, parent, args.lambda.network) : undefined;
+        const events = new aws.sqs.Queue(
+            `${name}-events`,
+            {
+                visibilityTimeoutSeconds: retries.visibilityTimeoutSeconds,
+                messageRetentionSeconds: retries.messageRetentionSeconds,
+                sqsManagedSseEnabled: true,
+                redrivePolicy: dlq.arn.apply((arn) =>
+                    JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount: retries.maxReceiveCount }),
+                ),
+            },
+            parent,
+        );
+        new aws.sqs.RedriveAllowPolicy(
+            `${name}-dlq-redrive`,
+            {
+                queueUrl: dlq.url,
+                redriveAllowPolicy: events.arn.apply((arn) =>
+                    JSON.stringify({ redrivePermission: "byQueue", sourceQueueArns: [arn] }),
+                ),
+            },
+            parent,
+        );
+        const logGroup = new aws.cloudwatch.LogGroup(
+            `${name}-logs`,
+            {
+                name: `/scaledkite/${pulumi.getStack()}/${name}`,
+                retentionInDays: args.lambda.logRetentionDays,
+            },
+            parent,
+        );
+        const role =
+            args.roleArn === undefined
+                ? createSchedulerRole(name, logGroup.arn, events.arn, parent, args.lambda.network)
+                : undefined;
         const roleArn = args.roleArn ?? role!.arn;
 
         const fn = createSchedulerFunction(name, args, roleArn, logGroup, parent);
-        new aws.lambda.EventSourceMapping(`${name}-events`, {
-            eventSourceArn: events.arn,
-            functionName: fn.name,
-            batchSize: 10,
-            // No batching window: a record is handed over as soon as it arrives.
-            maximumBatchingWindowInSeconds: 0,
-            functionResponseTypes: ["ReportBatchItemFailures"],
-            scalingConfig: { maximumConcurrency: eventSourceConcurrency(args.lambda.schedulerConcurrency) },
-        }, { ...parent, dependsOn: role ? [role] : [] });
+        new aws.lambda.EventSourceMapping(
+            `${name}-events`,
+            {
+                eventSourceArn: events.arn,
+                functionName: fn.name,
+                batchSize: 10,
+                // No batching window: a record is handed over as soon as it arrives.
+                maximumBatchingWindowInSeconds: 0,
+                functionResponseTypes: ["ReportBatchItemFailures"],
+                scalingConfig: { maximumConcurrency: eventSourceConcurrency(args.lambda.schedulerConcurrency) },
+            },
+            { ...parent, dependsOn: role ? [role] : [] },
+        );
 
-        new aws.eks.AccessEntry(`${name}-access`, {
-            clusterName: args.cluster.name,
-            principalArn: roleArn,
-            kubernetesGroups: args.kubernetesGroups,
-            type: "STANDARD",
-        }, parent);
+        new aws.eks.AccessEntry(
+            `${name}-access`,
+            {
+                clusterName: args.cluster.name,
+                principalArn: roleArn,
+                kubernetesGroups: args.kubernetesGroups,
+                type: "STANDARD",
+            },
+            parent,
+        );
 
         const queues = Object.keys(args.settings.queues);
-        const rule = createEventRoute(`${name}-job-scheduled`, eventPattern("", queues, JOB_SCHEDULED), args, account, events.arn, dlq.arn, parent);
-        const cancelRule = createEventRoute(`${name}-job-cancelled`, eventPattern("", queues, JOB_FINISHED), args, account, events.arn, dlq.arn, parent);
-        for (const [queue, id] of [[dlq, "dlq"], [events, "events"]] as const) {
-            new aws.sqs.QueuePolicy(`${name}-${id}-policy`, {
-                queueUrl: queue.url,
-                policy: pulumi.all([queue.arn, rule.arn, cancelRule.arn]).apply(([q, ...rules]) => JSON.stringify(eventBridgeQueuePolicy(q, rules))),
-            }, parent);
+        const rule = createEventRoute(
+            `${name}-job-scheduled`,
+            eventPattern("", queues, JOB_SCHEDULED),
+            args,
+            account,
+            events.arn,
+            dlq.arn,
+            parent,
+        );
+        const cancelRule = createEventRoute(
+            `${name}-job-cancelled`,
+            eventPattern("", queues, JOB_FINISHED),
+            args,
+            account,
+            events.arn,
+            dlq.arn,
+            parent,
+        );
+        for (const [queue, id] of [
+            [dlq, "dlq"],
+            [events, "events"],
+        ] as const) {
+            new aws.sqs.QueuePolicy(
+                `${name}-${id}-policy`,
+                {
+                    queueUrl: queue.url,
+                    policy: pulumi
+                        .all([queue.arn, rule.arn, cancelRule.arn])
+                        .apply(([q, ...rules]) => JSON.stringify(eventBridgeQueuePolicy(q, rules))),
+                },
+                parent,
+            );
         }
 
-        createAlarms(name, { dlqName: dlq.name, functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn }, parent);
+        createAlarms(
+            name,
+            { dlqName: dlq.name, functionName: fn.name, logGroupName: logGroup.name, topicArn: args.alarmTopicArn },
+            parent,
+        );
 
         this.functionName = fn.name;
         this.functionArn = fn.arn;
@@ -165,16 +264,30 @@ export class Scheduler extends pulumi.ComponentResource {
         this.deadLetterQueueName = dlq.name;
         this.eventQueueName = events.name;
         this.registerOutputs({
-            functionName: this.functionName, roleArn: this.roleArn, ruleArn: this.ruleArn,
-            deadLetterQueueUrl: this.deadLetterQueueUrl, logGroupName: this.logGroupName,
+            functionName: this.functionName,
+            roleArn: this.roleArn,
+            ruleArn: this.ruleArn,
+            deadLetterQueueUrl: this.deadLetterQueueUrl,
+            logGroupName: this.logGroupName,
         });
     }
 }
 
 /** The Lambda's own role, with an inline least-privilege policy and no managed policies. */
-export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<string>, queueArn: pulumi.Output<string>, opts: pulumi.CustomResourceOptions, network?: LambdaNetwork): aws.iam.Role {
-    return createLambdaRole(name, "Scaledkite scheduler Lambda: writes its logs and takes its event queue; Kubernetes access comes from its EKS access entry",
-        pulumi.all([logGroupArn, queueArn]).apply(([l, q]) => schedulerPolicy(l, q)), opts, network);
+export function createSchedulerRole(
+    name: string,
+    logGroupArn: pulumi.Output<string>,
+    queueArn: pulumi.Output<string>,
+    opts: pulumi.CustomResourceOptions,
+    network?: LambdaNetwork,
+): aws.iam.Role {
+    return createLambdaRole(
+        name,
+        "Scaledkite scheduler Lambda: writes its logs and takes its event queue; Kubernetes access comes from its EKS access entry",
+        pulumi.all([logGroupArn, queueArn]).apply(([l, q]) => schedulerPolicy(l, q)),
+        opts,
+        network,
+    );
 }
 
 /**
@@ -183,32 +296,54 @@ export function createSchedulerRole(name: string, logGroupArn: pulumi.Output<str
  * client and token cache there, so each event costs one API call.
  */
 export function createSchedulerFunction(
-    name: string, args: SchedulerArgs, role: pulumi.Input<string>, logGroup: aws.cloudwatch.LogGroup, opts: pulumi.CustomResourceOptions,
+    name: string,
+    args: SchedulerArgs,
+    role: pulumi.Input<string>,
+    logGroup: aws.cloudwatch.LogGroup,
+    opts: pulumi.CustomResourceOptions,
 ): aws.lambda.CallbackFunction<unknown, BatchResponse | undefined> {
     const settings = args.settings;
     const cluster = clusterAtRuntime(args.cluster);
     const account = aws.getCallerIdentityOutput({}, opts).accountId;
     const eventBusName = args.eventBusName;
     const retries = queueRetries(args.lambda.timeoutSeconds);
-    return createClosureFunction(name, {
-        role, logGroup, memoryMb: args.lambda.memoryMb, timeoutSeconds: args.lambda.timeoutSeconds,
-        reservedConcurrency: args.lambda.schedulerConcurrency, network: args.lambda.network,
-        // Its cold start matters: it packs only what it loads.
-        excludePackages: [SECRETS_MANAGER_PACKAGE],
-        description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
-        callbackFactory: () => {
-            const deadline = invocationDeadline();
-            const handle = createEventHandler(settings, eksJobClient(cluster(), undefined, deadline.get), logLine, undefined, { account: account.get(), eventBusName });
-            const retry = { setVisibility: sqsVisibility(() => credentialsFromEnv()), maxDelaySeconds: retries.visibilityTimeoutSeconds, log: logLine };
-            return async (event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
-                deadline.start(context);
-                // A batch from the event queue, or one event (the CLI, a test, a direct invoke).
-                if (isSqsBatch(event)) return handleBatch(event.Records, handle, retry);
-                await handle(event);
-                return undefined;
-            };
+    return createClosureFunction(
+        name,
+        {
+            role,
+            logGroup,
+            memoryMb: args.lambda.memoryMb,
+            timeoutSeconds: args.lambda.timeoutSeconds,
+            reservedConcurrency: args.lambda.schedulerConcurrency,
+            network: args.lambda.network,
+            // Its cold start matters: it packs only what it loads.
+            excludePackages: [SECRETS_MANAGER_PACKAGE],
+            description: "Scaledkite: turns Buildkite Job Scheduled events into worker Jobs",
+            callbackFactory: () => {
+                const deadline = invocationDeadline();
+                const handle = createEventHandler(
+                    settings,
+                    eksJobClient(cluster(), undefined, deadline.get),
+                    logLine,
+                    undefined,
+                    { account: account.get(), eventBusName },
+                );
+                const retry = {
+                    setVisibility: sqsVisibility(() => credentialsFromEnv()),
+                    maxDelaySeconds: retries.visibilityTimeoutSeconds,
+                    log: logLine,
+                };
+                return async (event: unknown, context?: { getRemainingTimeInMillis?: () => number }) => {
+                    deadline.start(context);
+                    // A batch from the event queue, or one event (the CLI, a test, a direct invoke).
+                    if (isSqsBatch(event)) return handleBatch(event.Records, handle, retry);
+                    await handle(event);
+                    return undefined;
+                };
+            },
         },
-    }, opts);
+        opts,
+    );
 }
 
 /** The event source mapping's maximum concurrency: the scheduler's reserved concurrency (SQS allows 2 to 1,000). Pure. */

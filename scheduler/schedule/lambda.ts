@@ -9,13 +9,13 @@
  * keeps it after that.
  */
 import type { JobClient } from "../clients/kube";
+import { jsonLine, type Logger, logLine } from "../clients/log";
 import { isRetryable, oneLine } from "../core/errors";
-import { EventOrigin, foreignOrigin, JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "../core/event";
+import { type EventOrigin, foreignOrigin, JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "../core/event";
 import { buildJobManifest, jobName } from "../core/manifest";
 import { matchQueue } from "../core/queue";
-import { METRICS, msSince, NO_QUEUE, Outcome, withMetrics } from "../core/metrics";
-import { SchedulerSettings } from "../core/settings";
-
+import { METRICS, msSince, NO_QUEUE, type Outcome, withMetrics } from "../core/metrics";
+import { type SchedulerSettings } from "../core/settings";
 
 /** What happened to one event: also its log line. */
 export interface Decision {
@@ -31,29 +31,6 @@ export interface Decision {
     delayMs?: number;
 }
 
-export type Logger = (line: string) => void;
-
-/**
- * The Lambdas' logger: each line written to stdout as is. In Lambda's Text log format console.log
- * prefixes a timestamp, request id and level, so the line would no longer be a JSON log event that a
- * metric filter (`{ $.outcome = "invalid" }`) or Embedded Metric Format can read; stdout is not prefixed.
- */
-export const logLine: Logger = (line) => {
-    process.stdout.write(`${line}\n`);
-};
-
-/** The longest text field a log line carries: an event's own text (labels, rules, bad values) is attacker-sized. */
-export const MAX_LOGGED_TEXT = 1000;
-
-/** A log record as one JSON line, each string field cut to MAX_LOGGED_TEXT characters (saying how much was cut). Pure. */
-export function jsonLine(record: Record<string, unknown>): string {
-    const clipped: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(record)) {
-        clipped[k] = typeof v === "string" && v.length > MAX_LOGGED_TEXT ? `${v.slice(0, MAX_LOGGED_TEXT)}… (${v.length - MAX_LOGGED_TEXT} more characters)` : v;
-    }
-    return JSON.stringify(clipped);
-}
-
 /** A handler turns one event into a Decision; it throws (after logging) what is worth retrying. */
 export type EventHandler = (event: unknown) => Promise<Decision>;
 
@@ -61,7 +38,14 @@ export type EventHandler = (event: unknown) => Promise<Decision>;
 export type Verdict =
     | { outcome: "ignored"; reason: string; jobUuid?: string }
     | { outcome: "invalid"; reason: string; jobUuid?: string }
-    | { outcome: "schedule"; reason: string; jobUuid: string; queue: string; manifest: ReturnType<typeof buildJobManifest>; runnableAt?: string }
+    | {
+          outcome: "schedule";
+          reason: string;
+          jobUuid: string;
+          queue: string;
+          manifest: ReturnType<typeof buildJobManifest>;
+          runnableAt?: string;
+      }
     | { outcome: "cancel"; reason: string; jobUuid: string; queue: string; name: string };
 
 /**
@@ -79,7 +63,8 @@ export function decide(settings: SchedulerSettings, event: unknown, origin?: Eve
     const foreign = origin && foreignOrigin(parsed, origin);
     if (foreign) return { outcome: "invalid", reason: foreign, jobUuid: job.uuid };
     if (detailType === JOB_FINISHED) {
-        if (job.startedAt) return { outcome: "ignored", reason: "the job ran: its worker finishes by itself", jobUuid: job.uuid };
+        if (job.startedAt)
+            return { outcome: "ignored", reason: "the job ran: its worker finishes by itself", jobUuid: job.uuid };
         const match = matchQueue(job.agentQueryRules, Object.keys(settings.queues));
         if (!match.matched) return { outcome: "ignored", reason: match.reason, jobUuid: job.uuid };
         return {
@@ -91,10 +76,18 @@ export function decide(settings: SchedulerSettings, event: unknown, origin?: Eve
         };
     }
     if (detailType !== JOB_SCHEDULED) {
-        return { outcome: "ignored", reason: `detail-type "${detailType}" is not "${JOB_SCHEDULED}"`, jobUuid: job.uuid };
+        return {
+            outcome: "ignored",
+            reason: `detail-type "${detailType}" is not "${JOB_SCHEDULED}"`,
+            jobUuid: job.uuid,
+        };
     }
     if (job.type !== "script") {
-        return { outcome: "ignored", reason: `job type "${job.type}" runs no command, so it needs no worker`, jobUuid: job.uuid };
+        return {
+            outcome: "ignored",
+            reason: `job type "${job.type}" runs no command, so it needs no worker`,
+            jobUuid: job.uuid,
+        };
     }
     const match = matchQueue(job.agentQueryRules, Object.keys(settings.queues));
     if (!match.matched) return { outcome: "ignored", reason: match.reason, jobUuid: job.uuid };
@@ -114,10 +107,19 @@ export function decide(settings: SchedulerSettings, event: unknown, origin?: Eve
  */
 export function decisionLine(namespace: string, decision: Decision, now: number): string {
     const record = { msg: "scaledkite.schedule", ...decision };
-    return jsonLine(withMetrics(record, { Namespace: namespace, Queue: decision.queue ?? NO_QUEUE, Outcome: decision.outcome }, [
-        { name: METRICS.events, unit: "Count", value: 1 },
-        ...(decision.delayMs === undefined ? [] : [{ name: METRICS.scheduleDelay, unit: "Milliseconds" as const, value: decision.delayMs }]),
-    ], now));
+    return jsonLine(
+        withMetrics(
+            record,
+            { Namespace: namespace, Queue: decision.queue ?? NO_QUEUE, Outcome: decision.outcome },
+            [
+                { name: METRICS.events, unit: "Count", value: 1 },
+                ...(decision.delayMs === undefined
+                    ? []
+                    : [{ name: METRICS.scheduleDelay, unit: "Milliseconds" as const, value: decision.delayMs }]),
+            ],
+            now,
+        ),
+    );
 }
 
 /**
@@ -125,16 +127,27 @@ export function decisionLine(namespace: string, decision: Decision, now: number)
  * (`via: "sweep"`) marks its lines so, and they carry no metrics: the sweep counts what it did itself.
  * The Lambda's handler checks each event's `origin`; the sweep and the CLI make their own events.
  */
-export function createEventHandler(settings: SchedulerSettings, jobs: JobClient, log: Logger = logLine, via?: "sweep", origin?: EventOrigin): EventHandler {
+export function createEventHandler(
+    settings: SchedulerSettings,
+    jobs: JobClient,
+    log: Logger = logLine,
+    via?: "sweep",
+    origin?: EventOrigin,
+): EventHandler {
     return async (event: unknown): Promise<Decision> => {
         const started = performance.now();
         const d = decide(settings, event, origin);
         const elapsed = () => Math.round((performance.now() - started) * 10) / 10;
         const emit = (decision: Decision) => {
-            log(via ? jsonLine({ via, msg: "scaledkite.schedule", ...decision }) : decisionLine(settings.namespace, decision, Date.now()));
+            log(
+                via
+                    ? jsonLine({ via, msg: "scaledkite.schedule", ...decision })
+                    : decisionLine(settings.namespace, decision, Date.now()),
+            );
             return decision;
         };
-        if (d.outcome === "ignored" || d.outcome === "invalid") return emit({ outcome: d.outcome, reason: d.reason, jobUuid: d.jobUuid, ms: elapsed() });
+        if (d.outcome === "ignored" || d.outcome === "invalid")
+            return emit({ outcome: d.outcome, reason: d.reason, jobUuid: d.jobUuid, ms: elapsed() });
 
         const job = `${settings.namespace}/${jobName(settings.jobPrefix, d.jobUuid)}`;
         try {
@@ -142,15 +155,22 @@ export function createEventHandler(settings: SchedulerSettings, jobs: JobClient,
                 const removed = await jobs.deleteJob(settings.namespace, d.name);
                 return emit({
                     outcome: removed === "deleted" ? "cancelled" : "ignored",
-                    reason: removed === "deleted" ? d.reason : "the job finished before it started, and it had no worker",
-                    jobUuid: d.jobUuid, queue: d.queue, job, ms: elapsed(),
+                    reason:
+                        removed === "deleted" ? d.reason : "the job finished before it started, and it had no worker",
+                    jobUuid: d.jobUuid,
+                    queue: d.queue,
+                    job,
+                    ms: elapsed(),
                 });
             }
             const result = await jobs.createJob(d.manifest);
             const delayMs = result === "created" ? msSince(d.runnableAt, Date.now()) : undefined;
             return emit({
                 outcome: result,
-                reason: result === "created" ? d.reason : "a worker Job for this job already exists (duplicate or replayed event)",
+                reason:
+                    result === "created"
+                        ? d.reason
+                        : "a worker Job for this job already exists (duplicate or replayed event)",
                 jobUuid: d.jobUuid,
                 queue: d.queue,
                 job,
@@ -159,7 +179,15 @@ export function createEventHandler(settings: SchedulerSettings, jobs: JobClient,
             });
         } catch (e) {
             const retryable = isRetryable(e);
-            emit({ outcome: "failed", reason: (e as Error).message, jobUuid: d.jobUuid, queue: d.queue, job, retryable, ms: elapsed() });
+            emit({
+                outcome: "failed",
+                reason: (e as Error).message,
+                jobUuid: d.jobUuid,
+                queue: d.queue,
+                job,
+                retryable,
+                ms: elapsed(),
+            });
             // Thrown either way: a retryable failure is retried; a permanent one still lands in the DLQ
             // with its reason, so no job is lost silently.
             throw e instanceof Error ? oneLine(e) : e;

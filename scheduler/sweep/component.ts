@@ -5,13 +5,26 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { bearerSecretReader, EksClusterAccess, eksJobClient, eksTokens, invocationDeadline } from "../clients/kube";
-import { ClusterLambdaArgs, createClusterLambda, invokeOnRule, LambdaContext, scheduleExpression } from "../aws/lambdaFunction";
-import { AGENT_TOKEN_KEY, SchedulerSettings, SECRET_NAMES } from "../core/settings";
+import {
+    bearerSecretReader,
+    type EksClusterAccess,
+    eksJobClient,
+    eksTokens,
+    invocationDeadline,
+} from "../clients/kube";
+import {
+    type ClusterLambdaArgs,
+    createClusterLambda,
+    invokeOnRule,
+    type LambdaContext,
+    scheduleExpression,
+} from "../aws/lambdaFunction";
+import { type SchedulerSettings } from "../core/settings";
 import { SECRETS_MANAGER_PACKAGE } from "../clients/secretsManager";
 import { stacksApi } from "../clients/stacksApi";
 import { createSweeper, keepQueuesConnected } from "./lambda";
 import { heartbeatOffsets } from "../core/notices";
+import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
 
 /** Arguments of Sweeper. */
 export interface SweeperArgs extends ClusterLambdaArgs {
@@ -38,26 +51,48 @@ export class Sweeper extends pulumi.ComponentResource {
     constructor(name: string, args: SweeperArgs, opts?: pulumi.ComponentResourceOptions) {
         super("scaledkite:scheduler:Sweeper", name, {}, opts);
         const parent = { parent: this };
-        const { fn } = createClusterLambda(name, {
-            ...args,
-            roleDescription: "Scaledkite sweep Lambda: writes its logs; Kubernetes access comes from its EKS access entry",
-            policy: (l) => ({
-                Version: "2012-10-17",
-                Statement: [{ Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${l}:*` }],
-            }),
-            description: "Scaledkite: schedules Buildkite jobs whose events were lost",
-            memoryMb: 128, timeoutSeconds: Math.max(args.timeoutSeconds, 60), reservedConcurrency: args.reservedConcurrency,
-            excludePackages: [SECRETS_MANAGER_PACKAGE],
-            factory: sweepFactory(args),
-        }, parent);
-        const schedule = new aws.cloudwatch.EventRule(`${name}-schedule`, {
-            description: `Scaledkite sweep: schedules jobs whose events were lost (${scheduleExpression(args.intervalMinutes)})`,
-            scheduleExpression: scheduleExpression(args.intervalMinutes),
-        }, parent);
+        const { fn } = createClusterLambda(
+            name,
+            {
+                ...args,
+                roleDescription:
+                    "Scaledkite sweep Lambda: writes its logs; Kubernetes access comes from its EKS access entry",
+                policy: (l) => ({
+                    Version: "2012-10-17",
+                    Statement: [
+                        {
+                            Sid: "WriteLogs",
+                            Effect: "Allow",
+                            Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+                            Resource: `${l}:*`,
+                        },
+                    ],
+                }),
+                description: "Scaledkite: schedules Buildkite jobs whose events were lost",
+                memoryMb: 128,
+                timeoutSeconds: Math.max(args.timeoutSeconds, 60),
+                reservedConcurrency: args.reservedConcurrency,
+                excludePackages: [SECRETS_MANAGER_PACKAGE],
+                factory: sweepFactory(args),
+            },
+            parent,
+        );
+        const schedule = new aws.cloudwatch.EventRule(
+            `${name}-schedule`,
+            {
+                description: `Scaledkite sweep: schedules jobs whose events were lost (${scheduleExpression(args.intervalMinutes)})`,
+                scheduleExpression: scheduleExpression(args.intervalMinutes),
+            },
+            parent,
+        );
         invokeOnRule(schedule, fn, { permission: `${name}-invoke`, target: `${name}-target` }, parent);
         // A failed sweep is not run again by Lambda (two async retries by default): the next one is
         // due within the interval, and retries would overlap it under reserved concurrency 1.
-        new aws.lambda.FunctionEventInvokeConfig(`${name}-async`, { functionName: fn.name, maximumRetryAttempts: 0, maximumEventAgeInSeconds: 60 }, parent);
+        new aws.lambda.FunctionEventInvokeConfig(
+            `${name}-async`,
+            { functionName: fn.name, maximumRetryAttempts: 0, maximumEventAgeInSeconds: 60 },
+            parent,
+        );
 
         this.functionName = fn.name;
         this.registerOutputs({ functionName: this.functionName });
@@ -65,16 +100,36 @@ export class Sweeper extends pulumi.ComponentResource {
 }
 
 /** The sweep Lambda's set-up, once per container (serialized with the values it captures); it returns one sweep per invocation. */
-function sweepFactory(args: SweeperArgs): (cluster: EksClusterAccess) => (event: unknown, context?: LambdaContext) => Promise<void> {
+function sweepFactory(
+    args: SweeperArgs,
+): (cluster: EksClusterAccess) => (event: unknown, context?: LambdaContext) => Promise<void> {
     const { settings, stackKey, endpoint } = args;
     const keepConnected = args.keepQueuesConnected;
-    const stuck = { pendingTimeoutMs: args.podPendingTimeoutSeconds * 1000, startFailureGraceMs: args.startFailureGraceSeconds * 1000, intervalMs: args.intervalMinutes * 60_000 };
+    const stuck = {
+        pendingTimeoutMs: args.podPendingTimeoutSeconds * 1000,
+        startFailureGraceMs: args.startFailureGraceSeconds * 1000,
+        intervalMs: args.intervalMinutes * 60_000,
+    };
     return (cluster) => {
         const tokens = eksTokens(cluster);
-        const agentToken = bearerSecretReader(cluster.endpoint, cluster.caData, tokens, settings.namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
+        const agentToken = bearerSecretReader(
+            cluster.endpoint,
+            cluster.caData,
+            tokens,
+            settings.namespace,
+            SECRET_NAMES.agentToken,
+            AGENT_TOKEN_KEY,
+        );
         const deadline = invocationDeadline();
         const stacks = stacksApi(agentToken, { endpoint });
-        const sweep = createSweeper(settings, stacks, eksJobClient(cluster, tokens, deadline.get), stackKey, undefined, stuck);
+        const sweep = createSweeper(
+            settings,
+            stacks,
+            eksJobClient(cluster, tokens, deadline.get),
+            stackKey,
+            undefined,
+            stuck,
+        );
         const queues = Object.keys(settings.queues);
         const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
         return async (_event, context) => {
@@ -85,7 +140,15 @@ function sweepFactory(args: SweeperArgs): (cluster: EksClusterAccess) => (event:
                 await sweep();
             } finally {
                 // Until the next sweep: a light listing of each queue every 20 s keeps it Connected.
-                if (keepConnected) await keepQueuesConnected(stacks, stackKey, queues, heartbeatOffsets(stuck.intervalMs, timeoutMs), startedAt, sleep);
+                if (keepConnected)
+                    await keepQueuesConnected(
+                        stacks,
+                        stackKey,
+                        queues,
+                        heartbeatOffsets(stuck.intervalMs, timeoutMs),
+                        startedAt,
+                        sleep,
+                    );
             }
         };
     };

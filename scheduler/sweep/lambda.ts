@@ -11,15 +11,16 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { isQuotaFull, oneLine } from "../core/errors";
 import { JOB_SCHEDULED } from "../core/event";
-import { createEventHandler, Decision, Logger, logLine } from "../schedule/lambda";
+import { createEventHandler, type Decision } from "../schedule/lambda";
+import { jsonLine, type Logger, logLine } from "../clients/log";
 import type { JobClient } from "../clients/kube";
-import { LABELS, QUEUE_ANNOTATION } from "../core/manifest";
-import { FirstFailures, firstFailures, notRunReason, stuckReason, StuckOptions } from "../core/stuck";
-import { queueSettings, SchedulerSettings } from "../core/settings";
-import { Metric, METRICS, withMetrics } from "../core/metrics";
+import { type FirstFailures, firstFailures, notRunReason, stuckReason, type StuckOptions } from "../core/stuck";
+import { queueSettings, type SchedulerSettings } from "../core/settings";
+import { type Metric, METRICS, withMetrics } from "../core/metrics";
 import { workerStats } from "../core/workerStats";
-import { DeferredJob, waitNotices } from "../core/notices";
+import { type DeferredJob, waitNotices } from "../core/notices";
 import type { StacksApi, StacksJob } from "../clients/stacksApi";
+import { LABELS, QUEUE_ANNOTATION } from "../core/names";
 
 /** What one sweep did for one queue. */
 export interface QueueSweep {
@@ -40,8 +41,20 @@ export function eventFromStacksJob(job: StacksJob): object {
         "detail-type": JOB_SCHEDULED,
         id: `sweep-${job.id}`,
         detail: {
-            job: { uuid: job.id, type: "script", agent_query_rules: job.agent_query_rules ?? [], label: job.step?.label, step_key: job.step?.key, runnable_at: job.scheduled_at },
-            build: { uuid: job.build?.uuid, number: job.build?.number, branch: job.build?.branch, commit: job.build?.commit },
+            job: {
+                uuid: job.id,
+                type: "script",
+                agent_query_rules: job.agent_query_rules ?? [],
+                label: job.step?.label,
+                step_key: job.step?.key,
+                runnable_at: job.scheduled_at,
+            },
+            build: {
+                uuid: job.build?.uuid,
+                number: job.build?.number,
+                branch: job.build?.branch,
+                commit: job.build?.commit,
+            },
             pipeline: { uuid: job.pipeline?.uuid, slug: job.pipeline?.slug },
         },
     };
@@ -68,16 +81,37 @@ const DONE_STATES = ["canceled", "canceling", "finished", "expired", "timed_out"
  * listed it). Best effort: a failed listing is logged; the next one or the next sweep tries again.
  */
 export async function keepQueuesConnected(
-    stacks: StacksApi, stackKey: string, queues: string[], offsets: number[], startedAt: number,
-    sleep: (ms: number) => Promise<void>, log: Logger = logLine, now: () => number = Date.now,
+    stacks: StacksApi,
+    stackKey: string,
+    queues: string[],
+    offsets: number[],
+    startedAt: number,
+    sleep: (ms: number) => Promise<void>,
+    log: Logger = logLine,
+    now: () => number = Date.now,
 ): Promise<number> {
     let listings = 0;
     for (const offset of offsets) {
         const wait = startedAt + offset - now();
         if (wait > 0) await sleep(wait);
-        await Promise.all(queues.map((q) => stacks.heartbeat(stackKey, q).then(() => { listings++; }, (e) => {
-            log(JSON.stringify({ msg: "scaledkite.sweep", queue: q, warning: `could not list the queue to keep it Connected: ${(e as Error).message}` }));
-        })));
+        await Promise.all(
+            queues.map((q) =>
+                stacks.heartbeat(stackKey, q).then(
+                    () => {
+                        listings++;
+                    },
+                    (e) => {
+                        log(
+                            jsonLine({
+                                msg: "scaledkite.sweep",
+                                queue: q,
+                                warning: `could not list the queue to keep it Connected: ${(e as Error).message}`,
+                            }),
+                        );
+                    },
+                ),
+            ),
+        );
     }
     return listings;
 }
@@ -85,9 +119,11 @@ export async function keepQueuesConnected(
 /** Runs `work` over `items`, at most `limit` at once. */
 async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
     let next = 0;
-    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-        while (next < items.length) await work(items[next++]);
-    }));
+    await Promise.all(
+        Array.from({ length: Math.min(limit, items.length) }, async () => {
+            while (next < items.length) await work(items[next++]);
+        }),
+    );
 }
 
 /**
@@ -96,12 +132,20 @@ async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promi
  * anything failed (so the sweep's error alarm fires), having done all it could.
  */
 export function createSweeper(
-    settings: SchedulerSettings, stacks: StacksApi, jobs: JobClient, stackKey: string, log: Logger = logLine,
+    settings: SchedulerSettings,
+    stacks: StacksApi,
+    jobs: JobClient,
+    stackKey: string,
+    log: Logger = logLine,
     stuck: StuckOptions & { intervalMs?: number } = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 },
 ) {
     /** Each worker start is measured by the one sweep whose interval it falls in. */
     const intervalMs = stuck.intervalMs ?? 60_000;
-    const metric = (name: string, value: number | number[], unit: Metric["unit"] = "Count"): Metric => ({ name, unit, value });
+    const metric = (name: string, value: number | number[], unit: Metric["unit"] = "Count"): Metric => ({
+        name,
+        unit,
+        value,
+    });
     const handle = createEventHandler(settings, jobs, log, "sweep");
 
     /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
@@ -130,13 +174,30 @@ export function createSweeper(
                 const error = (e as Error).message;
                 result.kept.push({ jobUuid: uuid, error });
                 waiting.push({ uuid, jobName });
-                log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "kept", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason, warning: `could not fail the job in Buildkite, so its worker stays: ${error}` }));
+                log(
+                    jsonLine({
+                        msg: "scaledkite.sweep",
+                        outcome: "kept",
+                        jobUuid: uuid,
+                        job: `${settings.namespace}/${jobName}`,
+                        reason,
+                        warning: `could not fail the job in Buildkite, so its worker stays: ${error}`,
+                    }),
+                );
                 return;
             }
             await jobs.deleteJob(settings.namespace, jobName);
             result.failed.push({ jobUuid: uuid, reason });
             count(uuid, "failedStuck");
-            log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "unrunnable", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason }));
+            log(
+                jsonLine({
+                    msg: "scaledkite.sweep",
+                    outcome: "unrunnable",
+                    jobUuid: uuid,
+                    job: `${settings.namespace}/${jobName}`,
+                    reason,
+                }),
+            );
         };
         for (const pod of pending) {
             const { uuid, jobName } = workerOf(pod);
@@ -162,24 +223,53 @@ export function createSweeper(
         }
         // Tell Buildkite why jobs still wait (best effort: a failure is logged, not a sweep error).
         const given = new Set(result.failed.map((f) => f.jobUuid));
-        const notices = waitNotices(pending.filter((p) => !given.has(workerOf(p).uuid ?? "")), deferred, now, intervalMs);
+        const notices = waitNotices(
+            pending.filter((p) => !given.has(workerOf(p).uuid ?? "")),
+            deferred,
+            now,
+            intervalMs,
+        );
         if (notices.length) {
             try {
                 await stacks.notify(stackKey, notices);
                 result.notified = notices.length;
-                for (const n of notices) log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "notified", jobUuid: n.job_uuid, detail: n.detail }));
+                for (const n of notices)
+                    log(
+                        jsonLine({
+                            msg: "scaledkite.sweep",
+                            outcome: "notified",
+                            jobUuid: n.job_uuid,
+                            detail: n.detail,
+                        }),
+                    );
             } catch (e) {
-                log(JSON.stringify({ msg: "scaledkite.sweep", warning: `could not post ${notices.length} wait notice(s) to Buildkite: ${(e as Error).message}` }));
+                log(
+                    jsonLine({
+                        msg: "scaledkite.sweep",
+                        warning: `could not post ${notices.length} wait notice(s) to Buildkite: ${(e as Error).message}`,
+                    }),
+                );
             }
         }
         if (waiting.length) {
-            const states = await stacks.jobStates(stackKey, waiting.map((w) => w.uuid));
+            const states = await stacks.jobStates(
+                stackKey,
+                waiting.map((w) => w.uuid),
+            );
             for (const { uuid, jobName } of waiting) {
                 if (!DONE_STATES.includes(states[uuid] ?? "")) continue;
                 await jobs.deleteJob(settings.namespace, jobName);
                 result.cancelled.push(uuid);
                 count(uuid, "deletedCancelled");
-                log(JSON.stringify({ msg: "scaledkite.sweep", outcome: "cancelled", jobUuid: uuid, job: `${settings.namespace}/${jobName}`, reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed` }));
+                log(
+                    jsonLine({
+                        msg: "scaledkite.sweep",
+                        outcome: "cancelled",
+                        jobUuid: uuid,
+                        job: `${settings.namespace}/${jobName}`,
+                        reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed`,
+                    }),
+                );
             }
         }
         return result;
@@ -190,9 +280,26 @@ export function createSweeper(
         const stats = workerStats(pods, now, intervalMs);
         for (const queue of Object.keys(settings.queues)) {
             const q = stats.get(queue) ?? { running: 0, pending: 0, startLatencyMs: [] };
-            log(JSON.stringify(withMetrics({ msg: "scaledkite.workers", queue, running: q.running, pending: q.pending, started: q.startLatencyMs.length }, { Namespace: settings.namespace, Queue: queue }, [
-                metric(METRICS.runningWorkers, q.running), metric(METRICS.pendingWorkers, q.pending), metric(METRICS.startLatency, q.startLatencyMs, "Milliseconds"),
-            ], now.getTime())));
+            log(
+                jsonLine(
+                    withMetrics(
+                        {
+                            msg: "scaledkite.workers",
+                            queue,
+                            running: q.running,
+                            pending: q.pending,
+                            started: q.startLatencyMs.length,
+                        },
+                        { Namespace: settings.namespace, Queue: queue },
+                        [
+                            metric(METRICS.runningWorkers, q.running),
+                            metric(METRICS.pendingWorkers, q.pending),
+                            metric(METRICS.startLatency, q.startLatencyMs, "Milliseconds"),
+                        ],
+                        now.getTime(),
+                    ),
+                ),
+            );
         }
     }
 
@@ -202,13 +309,21 @@ export function createSweeper(
         try {
             return firstFailures(await jobs.listPodFailures(settings.namespace));
         } catch (e) {
-            log(JSON.stringify({ msg: "scaledkite.sweep", warning: `could not read the worker pods' events, so start failures count from scheduling: ${(e as Error).message}` }));
+            log(
+                jsonLine({
+                    msg: "scaledkite.sweep",
+                    warning: `could not read the worker pods' events, so start failures count from scheduling: ${(e as Error).message}`,
+                }),
+            );
             return new Map();
         }
     }
 
     function workerOf(pod: V1Pod): { uuid?: string; jobName?: string } {
-        return { uuid: pod.metadata?.labels?.[LABELS.jobUuid], jobName: pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"] };
+        return {
+            uuid: pod.metadata?.labels?.[LABELS.jobUuid],
+            jobName: pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"],
+        };
     }
 
     return async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {
@@ -241,9 +356,20 @@ export function createSweeper(
                 r.failed++;
                 r.error = (e as Error).message;
             }
-            log(JSON.stringify(withMetrics({ msg: "scaledkite.sweep", ...r }, { Namespace: settings.namespace, Queue: queue }, [
-                metric(METRICS.sweepCreated, r.created), metric(METRICS.sweepDeferred, r.deferred), metric(METRICS.sweepFailed, r.failed),
-            ], Date.now())));
+            log(
+                jsonLine(
+                    withMetrics(
+                        { msg: "scaledkite.sweep", ...r },
+                        { Namespace: settings.namespace, Queue: queue },
+                        [
+                            metric(METRICS.sweepCreated, r.created),
+                            metric(METRICS.sweepDeferred, r.deferred),
+                            metric(METRICS.sweepFailed, r.failed),
+                        ],
+                        Date.now(),
+                    ),
+                ),
+            );
         }
         let workers: WorkerSweep = { failed: [], cancelled: [], kept: [] };
         let workerError: string | undefined;
@@ -254,14 +380,27 @@ export function createSweeper(
         }
         // What the sweep did to workers, per queue (zero included, so the dashboard's lines are continuous).
         for (const queue of Object.keys(settings.queues)) {
-            const { failedStuck, deletedCancelled } = workers.byQueue?.[queue] ?? { failedStuck: 0, deletedCancelled: 0 };
-            log(JSON.stringify(withMetrics({ msg: "scaledkite.sweep.workers", queue, failedStuck, deletedCancelled }, { Namespace: settings.namespace, Queue: queue }, [
-                metric(METRICS.failedStuck, failedStuck), metric(METRICS.deletedCancelled, deletedCancelled),
-            ], Date.now())));
+            const { failedStuck, deletedCancelled } = workers.byQueue?.[queue] ?? {
+                failedStuck: 0,
+                deletedCancelled: 0,
+            };
+            log(
+                jsonLine(
+                    withMetrics(
+                        { msg: "scaledkite.sweep.workers", queue, failedStuck, deletedCancelled },
+                        { Namespace: settings.namespace, Queue: queue },
+                        [metric(METRICS.failedStuck, failedStuck), metric(METRICS.deletedCancelled, deletedCancelled)],
+                        Date.now(),
+                    ),
+                ),
+            );
         }
-        const failures = report.filter((r) => r.failed > 0).map((f) => `queue ${f.queue}: ${f.error ?? `${f.failed} job(s) failed`}`);
+        const failures = report
+            .filter((r) => r.failed > 0)
+            .map((f) => `queue ${f.queue}: ${f.error ?? `${f.failed} job(s) failed`}`);
         if (workerError) failures.push(`workers: ${workerError}`);
-        for (const k of workers.kept) failures.push(`job ${k.jobUuid}: could not fail it in Buildkite (its worker stays): ${k.error}`);
+        for (const k of workers.kept)
+            failures.push(`job ${k.jobUuid}: could not fail it in Buildkite (its worker stays): ${k.error}`);
         if (failures.length) {
             // The next sweep tries again; the error makes the failure visible (log line, error alarm).
             throw oneLine(new Error(`sweep: ${failures.join("; ")}`));

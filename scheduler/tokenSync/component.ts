@@ -8,11 +8,11 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { credentialsFromEnv } from "../clients/eksToken";
-import { bearerTokenTarget, EksClusterAccess, eksTokens } from "../clients/kube";
-import { ClusterLambdaArgs, createClusterLambda, invokeOnRule, scheduleExpression } from "../aws/lambdaFunction";
+import { bearerTokenTarget, type EksClusterAccess, eksTokens } from "../clients/kube";
+import { type ClusterLambdaArgs, createClusterLambda, invokeOnRule, scheduleExpression } from "../aws/lambdaFunction";
 import { parseSecretArn, secretsManagerReader } from "../clients/secretsManager";
-import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/settings";
-import { createTokenSync, DEPLOY_TRIGGER, SECRET_CHANGE_EVENTS, TokenSyncResult } from "./lambda";
+import { createTokenSync, DEPLOY_TRIGGER, SECRET_CHANGE_EVENTS, type TokenSyncResult } from "./lambda";
+import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
 
 /** Arguments of TokenSyncer. */
 export interface TokenSyncerArgs extends ClusterLambdaArgs {
@@ -48,12 +48,25 @@ export function tokenSyncPolicy(logGroupArn: string, secretArn: string): object 
     return {
         Version: "2012-10-17",
         Statement: [
-            { Sid: "WriteLogs", Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: `${logGroupArn}:*` },
+            {
+                Sid: "WriteLogs",
+                Effect: "Allow",
+                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+                Resource: `${logGroupArn}:*`,
+            },
             { Sid: "ReadAgentToken", Effect: "Allow", Action: ["secretsmanager:GetSecretValue"], Resource: secretArn },
             {
                 // A customer-managed key: decrypt through Secrets Manager, for this secret only.
-                Sid: "DecryptAgentToken", Effect: "Allow", Action: ["kms:Decrypt"], Resource: `arn:${arn?.partition ?? "aws"}:kms:${region}:${arn?.account ?? "*"}:key/*`,
-                Condition: { StringEquals: { "kms:ViaService": `secretsmanager.${region}.amazonaws.com`, "kms:EncryptionContext:SecretARN": secretArn } },
+                Sid: "DecryptAgentToken",
+                Effect: "Allow",
+                Action: ["kms:Decrypt"],
+                Resource: `arn:${arn?.partition ?? "aws"}:kms:${region}:${arn?.account ?? "*"}:key/*`,
+                Condition: {
+                    StringEquals: {
+                        "kms:ViaService": `secretsmanager.${region}.amazonaws.com`,
+                        "kms:EncryptionContext:SecretARN": secretArn,
+                    },
+                },
             },
         ],
     };
@@ -67,34 +80,65 @@ export class TokenSyncer extends pulumi.ComponentResource {
     constructor(name: string, args: TokenSyncerArgs, opts?: pulumi.ComponentResourceOptions) {
         super("scaledkite:scheduler:TokenSyncer", name, {}, opts);
         const parent = { parent: this };
-        const { fn, access } = createClusterLambda<TokenSyncResult>(name, {
-            ...args,
-            roleDescription: "Scaledkite token sync Lambda: reads the agent token secret; Kubernetes access comes from its EKS access entry",
-            policy: (l) => tokenSyncPolicy(l, args.secretArn),
-            description: "Scaledkite: keeps the agent token Secret equal to its Secrets Manager secret",
-            memoryMb: 128, timeoutSeconds: 60,
-            factory: tokenSyncFactory(args),
-        }, parent);
+        const { fn, access } = createClusterLambda<TokenSyncResult>(
+            name,
+            {
+                ...args,
+                roleDescription:
+                    "Scaledkite token sync Lambda: reads the agent token secret; Kubernetes access comes from its EKS access entry",
+                policy: (l) => tokenSyncPolicy(l, args.secretArn),
+                description: "Scaledkite: keeps the agent token Secret equal to its Secrets Manager secret",
+                memoryMb: 128,
+                timeoutSeconds: 60,
+                factory: tokenSyncFactory(args),
+            },
+            parent,
+        );
 
-        const onChange = new aws.cloudwatch.EventRule(`${name}-secret-changed`, {
-            description: `Scaledkite: sync the agent token when ${args.secretArn} changes`,
-            eventPattern: JSON.stringify(secretChangePattern()),
-        }, parent);
-        const schedule = new aws.cloudwatch.EventRule(`${name}-schedule`, {
-            description: `Scaledkite: sync the agent token from ${args.secretArn} (${scheduleExpression(args.intervalMinutes)})`,
-            scheduleExpression: scheduleExpression(args.intervalMinutes),
-        }, parent);
-        for (const [rule, suffix] of [[onChange, "secret-changed"], [schedule, "schedule"]] as const) {
-            invokeOnRule(rule, fn, { permission: `${name}-${suffix}-invoke`, target: `${name}-${suffix}-target` }, parent, { maximumRetryAttempts: 10, maximumEventAgeInSeconds: 3600 });
+        const onChange = new aws.cloudwatch.EventRule(
+            `${name}-secret-changed`,
+            {
+                description: `Scaledkite: sync the agent token when ${args.secretArn} changes`,
+                eventPattern: JSON.stringify(secretChangePattern()),
+            },
+            parent,
+        );
+        const schedule = new aws.cloudwatch.EventRule(
+            `${name}-schedule`,
+            {
+                description: `Scaledkite: sync the agent token from ${args.secretArn} (${scheduleExpression(args.intervalMinutes)})`,
+                scheduleExpression: scheduleExpression(args.intervalMinutes),
+            },
+            parent,
+        );
+        for (const [rule, suffix] of [
+            [onChange, "secret-changed"],
+            [schedule, "schedule"],
+        ] as const) {
+            invokeOnRule(
+                rule,
+                fn,
+                { permission: `${name}-${suffix}-invoke`, target: `${name}-${suffix}-target` },
+                parent,
+                { maximumRetryAttempts: 10, maximumEventAgeInSeconds: 3600 },
+            );
         }
 
         // Fill the Secret now, so the first worker after pulumi up already has the token. A failure
         // fails pulumi up with the sync's one-line reason.
-        const deploy = new aws.lambda.Invocation(`${name}-now`, {
-            functionName: fn.name,
-            input: JSON.stringify(DEPLOY_TRIGGER),
-            triggers: { secretArn: args.secretArn, jsonKey: args.jsonKey ?? "", target: pulumi.output(args.targetUid ?? "") },
-        }, { ...parent, dependsOn: [access] });
+        const deploy = new aws.lambda.Invocation(
+            `${name}-now`,
+            {
+                functionName: fn.name,
+                input: JSON.stringify(DEPLOY_TRIGGER),
+                triggers: {
+                    secretArn: args.secretArn,
+                    jsonKey: args.jsonKey ?? "",
+                    target: pulumi.output(args.targetUid ?? ""),
+                },
+            },
+            { ...parent, dependsOn: [access] },
+        );
 
         this.functionName = fn.name;
         this.deploySync = deploy.result;
@@ -103,10 +147,24 @@ export class TokenSyncer extends pulumi.ComponentResource {
 }
 
 /** The sync Lambda's clients, built once per container (serialized with the values it captures); it returns one sync per invocation. */
-function tokenSyncFactory(args: TokenSyncerArgs): (cluster: EksClusterAccess) => (event: unknown) => Promise<TokenSyncResult> {
+function tokenSyncFactory(
+    args: TokenSyncerArgs,
+): (cluster: EksClusterAccess) => (event: unknown) => Promise<TokenSyncResult> {
     const { secretArn, jsonKey, namespace } = args;
     return (cluster) => {
-        const target = bearerTokenTarget(cluster.endpoint, cluster.caData, eksTokens(cluster), namespace, SECRET_NAMES.agentToken, AGENT_TOKEN_KEY);
-        return createTokenSync(secretArn, secretsManagerReader(secretArn, () => credentialsFromEnv()), target, { jsonKey });
+        const target = bearerTokenTarget(
+            cluster.endpoint,
+            cluster.caData,
+            eksTokens(cluster),
+            namespace,
+            SECRET_NAMES.agentToken,
+            AGENT_TOKEN_KEY,
+        );
+        return createTokenSync(
+            secretArn,
+            secretsManagerReader(secretArn, () => credentialsFromEnv()),
+            target,
+            { jsonKey },
+        );
     };
 }

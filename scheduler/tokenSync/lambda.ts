@@ -11,32 +11,55 @@
  * Pure decisions (which trigger is this, what is the token in the secret) and one sync function
  * over two small interfaces: where the value comes from and where it goes.
  */
-import { classifiedError, ClassifiedError, oneLine } from "../core/errors";
-import { parseSecretArn, SecretReader } from "../clients/secretsManager";
+import { classifiedError, type ClassifiedError, oneLine } from "../core/errors";
+import { parseSecretArn, type SecretReader } from "../clients/secretsManager";
 import type { TokenTarget } from "../clients/kube";
+import { jsonLine, logLine } from "../clients/log";
 
 /** Secrets Manager API calls and service events after which the current value may be new. */
-export const SECRET_CHANGE_EVENTS = ["PutSecretValue", "UpdateSecret", "UpdateSecretVersionStage", "RotationSucceeded", "RestoreSecret"];
+export const SECRET_CHANGE_EVENTS = [
+    "PutSecretValue",
+    "UpdateSecret",
+    "UpdateSecretVersionStage",
+    "RotationSucceeded",
+    "RestoreSecret",
+];
 
 /** The input `pulumi up` invokes the sync with. */
 export const DEPLOY_TRIGGER = { source: "scaledkite.deploy" };
 
 export type SyncTrigger = "deploy" | "schedule" | "secret-changed";
 
-export type TriggerVerdict = { action: "sync"; trigger: SyncTrigger; eventName?: string } | { action: "ignored"; reason: string };
+export type TriggerVerdict =
+    { action: "sync"; trigger: SyncTrigger; eventName?: string } | { action: "ignored"; reason: string };
 
 /**
  * Decides whether an invocation is one to sync on. CloudTrail events name the secret by ARN, by
  * partial ARN or by name; events of other secrets are ignored. Pure.
  */
 export function syncTrigger(event: unknown, secretArn: string): TriggerVerdict {
-    if (typeof event !== "object" || event === null || Array.isArray(event)) return { action: "ignored", reason: "the event is not an object" };
-    const e = event as { source?: unknown; "detail-type"?: unknown; detail?: Record<string, any> };
+    if (typeof event !== "object" || event === null || Array.isArray(event))
+        return { action: "ignored", reason: "the event is not an object" };
+    const e = event as {
+        source?: unknown;
+        "detail-type"?: unknown;
+        detail?: {
+            eventName?: unknown;
+            requestParameters?: { secretId?: unknown };
+            additionalEventData?: { SecretId?: unknown };
+        };
+    };
     if (e.source === DEPLOY_TRIGGER.source) return { action: "sync", trigger: "deploy" };
-    if (e.source === "aws.events" && e["detail-type"] === "Scheduled Event") return { action: "sync", trigger: "schedule" };
-    if (e.source !== "aws.secretsmanager") return { action: "ignored", reason: `events from ${JSON.stringify(e.source ?? null)} are not this function's` };
+    if (e.source === "aws.events" && e["detail-type"] === "Scheduled Event")
+        return { action: "sync", trigger: "schedule" };
+    if (e.source !== "aws.secretsmanager")
+        return { action: "ignored", reason: `events from ${JSON.stringify(e.source ?? null)} are not this function's` };
     const name = e.detail?.eventName;
-    if (typeof name !== "string" || !SECRET_CHANGE_EVENTS.includes(name)) return { action: "ignored", reason: `${JSON.stringify(name ?? null)} does not change a secret's current value` };
+    if (typeof name !== "string" || !SECRET_CHANGE_EVENTS.includes(name))
+        return {
+            action: "ignored",
+            reason: `${JSON.stringify(name ?? null)} does not change a secret's current value`,
+        };
     const id = e.detail?.requestParameters?.secretId ?? e.detail?.additionalEventData?.SecretId;
     if (typeof id !== "string") return { action: "ignored", reason: `the ${name} event names no secret` };
     if (!namesSecret(id, secretArn)) return { action: "ignored", reason: `${name} of another secret` };
@@ -66,20 +89,32 @@ export function agentTokenFrom(secretString: string, arn: string, jsonKey?: stri
         try {
             parsed = JSON.parse(secretString);
         } catch {
-            throw tokenValueError(`${arn} is not JSON, but scaledkite:agentTokenSecretKey is set: remove the key (pulumi config rm scaledkite:agentTokenSecretKey) or store {"${jsonKey}": "<token>"}`);
+            throw tokenValueError(
+                `${arn} is not JSON, but scaledkite:agentTokenSecretKey is set: remove the key (pulumi config rm scaledkite:agentTokenSecretKey) or store {"${jsonKey}": "<token>"}`,
+            );
         }
-        const field = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>)[jsonKey] : undefined;
-        if (typeof field !== "string") throw tokenValueError(`${arn} has no string field ${JSON.stringify(jsonKey)}; set scaledkite:agentTokenSecretKey to the field that holds the agent token`);
+        const field =
+            typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)
+                ? (parsed as Record<string, unknown>)[jsonKey]
+                : undefined;
+        if (typeof field !== "string")
+            throw tokenValueError(
+                `${arn} has no string field ${JSON.stringify(jsonKey)}; set scaledkite:agentTokenSecretKey to the field that holds the agent token`,
+            );
         token = field;
     } else if (/^\s*\{/.test(secretString)) {
-        throw tokenValueError(`${arn} holds a JSON object; set scaledkite:agentTokenSecretKey to the field that holds the agent token`);
+        throw tokenValueError(
+            `${arn} holds a JSON object; set scaledkite:agentTokenSecretKey to the field that holds the agent token`,
+        );
     }
     token = token.trim();
     if (token === "") throw tokenValueError(`${arn} holds an empty agent token; put the Buildkite agent token in it`);
-    if (/\s/.test(token)) throw tokenValueError(`${arn} does not hold one agent token (it has spaces or line breaks); store only the token`);
+    if (/\s/.test(token))
+        throw tokenValueError(
+            `${arn} does not hold one agent token (it has spaces or line breaks); store only the token`,
+        );
     return token;
 }
-
 
 export interface TokenSyncResult {
     outcome: "updated" | "unchanged" | "ignored";
@@ -102,11 +137,17 @@ export interface TokenSyncOptions {
  * target when it differs. One JSON log line per invocation says what it did and why (never the
  * token). Failures are thrown with a one-line message, so Lambda counts an error and the alarm fires.
  */
-export function createTokenSync(arn: string, read: SecretReader, target: TokenTarget, opts: TokenSyncOptions = {}): (event: unknown) => Promise<TokenSyncResult> {
-    const log = opts.log ?? ((line: string) => console.log(line));
+export function createTokenSync(
+    arn: string,
+    read: SecretReader,
+    target: TokenTarget,
+    opts: TokenSyncOptions = {},
+): (event: unknown) => Promise<TokenSyncResult> {
+    const log = opts.log ?? logLine;
     const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
     const attempts = opts.attempts ?? 4;
-    const line = (fields: Record<string, unknown>) => log(JSON.stringify({ msg: "scaledkite.token-sync", secret: arn, target: target.where, ...fields }));
+    const line = (fields: Record<string, unknown>) =>
+        log(jsonLine({ msg: "scaledkite.token-sync", secret: arn, target: target.where, ...fields }));
 
     async function once(): Promise<{ outcome: "updated" | "unchanged"; versionId?: string }> {
         const version = await read();
@@ -126,7 +167,13 @@ export function createTokenSync(arn: string, read: SecretReader, target: TokenTa
         for (let attempt = 1; ; attempt++) {
             try {
                 const done = await once();
-                line({ outcome: done.outcome, trigger: verdict.trigger, event: verdict.eventName, versionId: done.versionId, ms: Date.now() - started });
+                line({
+                    outcome: done.outcome,
+                    trigger: verdict.trigger,
+                    event: verdict.eventName,
+                    versionId: done.versionId,
+                    ms: Date.now() - started,
+                });
                 return { ...done, trigger: verdict.trigger };
             } catch (e) {
                 const retryable = (e as { retryable?: unknown }).retryable === true;
@@ -135,8 +182,15 @@ export function createTokenSync(arn: string, read: SecretReader, target: TokenTa
                     await sleep(1000 * 2 ** attempt);
                     continue;
                 }
-                line({ outcome: "failed", trigger: verdict.trigger, error: message, retryable, attempts: attempt, ms: Date.now() - started });
-                throw oneLine(Object.assign(new Error(message), { retryable }));
+                line({
+                    outcome: "failed",
+                    trigger: verdict.trigger,
+                    error: message,
+                    retryable,
+                    attempts: attempt,
+                    ms: Date.now() - started,
+                });
+                throw oneLine(classifiedError("token-sync", "TokenSyncError", message, retryable));
             }
         }
     };

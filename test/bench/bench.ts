@@ -13,7 +13,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { LOCAL_REGION, localJobClient, SCHEDULER_IDENTITY, TOKEN_SYNC_IDENTITY } from "../../k8s/local/awsIdentities";
-import { ClusterState, down, status, up } from "../../k8s/local/cluster";
+import { type ClusterState, down, status, up } from "../../k8s/local/cluster";
 import { createEventHandler, decide } from "../../scheduler/schedule/lambda";
 import { anEvent } from "../helpers/builders";
 import { deleteNamespace, deployStack } from "../helpers/deploy";
@@ -35,7 +35,9 @@ const runs = (phase: string) => ONLY === undefined || ONLY === phase;
 const WARM_EVENTS = 100;
 const BURST_JOBS = 1000;
 const BURST_CONCURRENCY = 50;
-const progress = (s: string) => { process.stderr.write(s + "\n"); };
+const progress = (s: string) => {
+    process.stderr.write(s + "\n");
+};
 
 const median = (xs: number[]) => {
     const s = [...xs].sort((a, b) => a - b);
@@ -66,7 +68,12 @@ async function warm(state: ClusterState, settings: Parameters<typeof createEvent
         await creator.createJob(d.manifest);
         bare.push(ms(t));
     }
-    return { p50: percentile(handler, 50), p99: percentile(handler, 99), bare: percentile(bare, 50), bareP99: percentile(bare, 99) };
+    return {
+        p50: percentile(handler, 50),
+        p99: percentile(handler, 99),
+        bare: percentile(bare, 50),
+        bareP99: percentile(bare, 99),
+    };
 }
 
 /** Wall time of a fresh Node process: loading the serialized Lambda and handling one event, or nothing. */
@@ -85,7 +92,11 @@ async function coldStart(dir: string, withHandler: boolean): Promise<number> {
 }
 
 /** 1,000 distinct events, 50 in flight, through the serialized Lambda in one handler process. */
-async function burst(state: ClusterState, dir: string, namespace: string): Promise<{ seconds: number; rssMb: number; jobs: number }> {
+async function burst(
+    state: ClusterState,
+    dir: string,
+    namespace: string,
+): Promise<{ seconds: number; rssMb: number; jobs: number }> {
     const driver = `
 const { handler } = require("./__index.js");
 let input = "";
@@ -140,11 +151,18 @@ process.stdin.on("end", async () => {
 }
 
 function lambdaEnv(): Record<string, string> {
-    return { AWS_ACCESS_KEY_ID: SCHEDULER_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: SCHEDULER_IDENTITY.secretAccessKey, AWS_REGION: LOCAL_REGION };
+    return {
+        AWS_ACCESS_KEY_ID: SCHEDULER_IDENTITY.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: SCHEDULER_IDENTITY.secretAccessKey,
+        AWS_REGION: LOCAL_REGION,
+    };
 }
 
 /** The zipped size of what Pulumi uploads: __index.js plus the node_modules folders it packages. */
-async function packageBytes(run: Parameters<typeof lambdaArchive>[0], fn = "scheduler-fn"): Promise<{ bytes: number; packages: number }> {
+async function packageBytes(
+    run: Parameters<typeof lambdaArchive>[0],
+    fn = "scheduler-fn",
+): Promise<{ bytes: number; packages: number }> {
     const archive = await lambdaArchive(run, fn);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "scaledkite-zip-"));
     fs.writeFileSync(path.join(dir, "__index.js"), await lambdaCode(run, fn));
@@ -164,25 +182,37 @@ async function tokenSyncFigures(state: ClusterState, namespaces: string[]): Prom
     const arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:bench/agent-token-AbC123";
     const sm = await startSecretsManager([TOKEN_SYNC_IDENTITY]);
     sm.secrets.set(arn, storedSecret("bkua_bench", [TOKEN_SYNC_IDENTITY]));
-    const stack = await deployStack(state, `bench-${process.pid}-token-sync`, { agentToken: null, agentTokenSecretArn: arn }, "stand-in");
+    const stack = await deployStack(
+        state,
+        `bench-${process.pid}-token-sync`,
+        { agentToken: null, agentTokenSecretArn: arn },
+        "stand-in",
+    );
     namespaces.push(stack.namespace);
     try {
         const pkg = await packageBytes(stack.run, "token-sync-fn");
         const dir = writeLambdaPackage(await lambdaCode(stack.run, "token-sync-fn"));
         const env = {
-            AWS_ACCESS_KEY_ID: TOKEN_SYNC_IDENTITY.accessKeyId, AWS_SECRET_ACCESS_KEY: TOKEN_SYNC_IDENTITY.secretAccessKey,
-            AWS_REGION: LOCAL_REGION, AWS_ENDPOINT_URL_SECRETS_MANAGER: sm.endpoint,
+            AWS_ACCESS_KEY_ID: TOKEN_SYNC_IDENTITY.accessKeyId,
+            AWS_SECRET_ACCESS_KEY: TOKEN_SYNC_IDENTITY.secretAccessKey,
+            AWS_REGION: LOCAL_REGION,
+            AWS_ENDPOINT_URL_SECRETS_MANAGER: sm.endpoint,
         };
         const cold: number[] = [];
         for (let i = 0; i < RUNS * 5; i++) {
             sm.put(arn, `bkua_bench_${i}`);
             const t = process.hrtime.bigint();
             const r = await invokeLambda(dir, [{ source: "scaledkite.deploy" }], env);
-            if (!r.results[0]?.ok || r.results[0].value?.outcome !== "updated") throw new Error(`token sync failed: ${JSON.stringify(r.results[0])}`);
+            if (!r.results[0]?.ok || r.results[0].value?.outcome !== "updated")
+                throw new Error(`token sync failed: ${JSON.stringify(r.results[0])}`);
             cold.push(ms(t));
         }
         fs.rmSync(dir, { recursive: true, force: true });
-        return { token_sync_cold_ms: round(median(cold)), token_sync_package_bytes: pkg.bytes, token_sync_package_node_modules: pkg.packages };
+        return {
+            token_sync_cold_ms: round(median(cold)),
+            token_sync_package_bytes: pkg.bytes,
+            token_sync_package_node_modules: pkg.packages,
+        };
     } finally {
         await sm.close();
     }
@@ -218,7 +248,12 @@ async function memoryFigures(dir: string, sizes = [128, 256, 512, 1024]): Promis
                 if (!r.results[0]?.ok) throw new Error(`memory ${mb}: ${JSON.stringify(r.results[0])}`);
                 cold.push(ms(t));
             }
-            const warmRun = await invokeLambda(dir, Array.from({ length: 31 }, () => anEvent().build()), lambdaEnv(), launcher);
+            const warmRun = await invokeLambda(
+                dir,
+                Array.from({ length: 31 }, () => anEvent().build()),
+                lambdaEnv(),
+                launcher,
+            );
             const warmMs = warmRun.results.slice(1).map((r) => r.ms);
             const p50 = percentile(warmMs, 50);
             out[`mem${mb}_cold_ms`] = round(median(cold));
@@ -226,8 +261,13 @@ async function memoryFigures(dir: string, sizes = [128, 256, 512, 1024]): Promis
             out[`mem${mb}_warm_p99_ms`] = round(percentile(warmMs, 99), 1);
             out[`mem${mb}_peak_rss_mb`] = round(Math.max(...warmRun.results.map((r) => r.maxRssMb ?? 0)));
             // Billed per ms of duration; one event per invocation (SQS batches of up to 10 cost less).
-            out[`mem${mb}_usd_per_million_events`] = round((mb / 1024) * (Math.ceil(p50) / 1000) * 1e6 * PRICE_GB_S + PRICE_PER_MILLION_REQUESTS, 2);
-            progress(`  ${mb} MB (${round((100 * mb) / FULL_VCPU_MB)} % of a vCPU): cold ${out[`mem${mb}_cold_ms`]} ms, warm p50 ${out[`mem${mb}_warm_p50_ms`]} ms, $${out[`mem${mb}_usd_per_million_events`]} per million events`);
+            out[`mem${mb}_usd_per_million_events`] = round(
+                (mb / 1024) * (Math.ceil(p50) / 1000) * 1e6 * PRICE_GB_S + PRICE_PER_MILLION_REQUESTS,
+                2,
+            );
+            progress(
+                `  ${mb} MB (${round((100 * mb) / FULL_VCPU_MB)} % of a vCPU): cold ${out[`mem${mb}_cold_ms`]} ms, warm p50 ${out[`mem${mb}_warm_p50_ms`]} ms, $${out[`mem${mb}_usd_per_million_events`]} per million events`,
+            );
         } finally {
             fs.rmdirSync(cgroup);
         }
@@ -236,7 +276,8 @@ async function memoryFigures(dir: string, sizes = [128, 256, 512, 1024]): Promis
 }
 
 async function main(): Promise<void> {
-    if (ONLY !== undefined && !PHASES.includes(ONLY)) throw new Error(`--only ${ONLY} is not a phase: use one of ${PHASES.join(", ")}`);
+    if (ONLY !== undefined && !PHASES.includes(ONLY))
+        throw new Error(`--only ${ONLY} is not a phase: use one of ${PHASES.join(", ")}`);
     const startedHere = !status().running;
     const state = await up(progress);
     const namespaces: string[] = [];
@@ -278,7 +319,16 @@ async function main(): Promise<void> {
             for (let i = 0; i < RUNS; i++) {
                 const ns = `bench-${process.pid}-burst-${i}`;
                 namespaces.push(ns);
-                const s = await deployStack(state, ns, { dind: false, ttlSecondsAfterFinished: 3600, annotations: { "local.scaledkite.io/run-seconds": "3600" } }, "stand-in");
+                const s = await deployStack(
+                    state,
+                    ns,
+                    {
+                        dind: false,
+                        ttlSecondsAfterFinished: 3600,
+                        annotations: { "local.scaledkite.io/run-seconds": "3600" },
+                    },
+                    "stand-in",
+                );
                 bursts.push(await burst(state, writeLambdaPackage(await lambdaCode(s.run)), ns));
                 await deleteNamespace(state, ns);
             }
@@ -292,9 +342,13 @@ async function main(): Promise<void> {
 
         if (runs("memory")) {
             if (!fs.existsSync(path.join(CPU_CGROUP_ROOT, "cpu.cfs_quota_us"))) {
-                progress(`memory sizes: skipped, no cgroup v1 cpu controller at ${CPU_CGROUP_ROOT} to emulate Lambda's CPU share`);
+                progress(
+                    `memory sizes: skipped, no cgroup v1 cpu controller at ${CPU_CGROUP_ROOT} to emulate Lambda's CPU share`,
+                );
             } else {
-                progress(`memory sizes: 128, 256, 512 and 1,024 MB with Lambda's CPU share; ${RUNS * 3} cold starts and 30 warm events each`);
+                progress(
+                    `memory sizes: 128, 256, 512 and 1,024 MB with Lambda's CPU share; ${RUNS * 3} cold starts and 30 warm events each`,
+                );
                 Object.assign(figures, await memoryFigures(dir));
             }
         }
@@ -315,7 +369,13 @@ async function main(): Promise<void> {
                 Object.assign(figures, endToEndFigures(await endToEnd(state, ns, E2E_JOBS, {}, progress)));
                 progress(`end to end without dind: ${E2E_JOBS} jobs`);
                 namespaces.push(`${ns}-no-dind`);
-                Object.assign(figures, endToEndFigures(await endToEnd(state, `${ns}-no-dind`, E2E_JOBS, { dind: "none" }, progress), "no_dind_"));
+                Object.assign(
+                    figures,
+                    endToEndFigures(
+                        await endToEnd(state, `${ns}-no-dind`, E2E_JOBS, { dind: "none" }, progress),
+                        "no_dind_",
+                    ),
+                );
             }
         }
 

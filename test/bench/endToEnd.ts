@@ -7,7 +7,7 @@
  */
 import type { V1Pod } from "@kubernetes/client-node";
 import { AgentApiStandIn } from "../../k8s/local/agentApiStandIn";
-import { ClusterState } from "../../k8s/local/cluster";
+import { type ClusterState } from "../../k8s/local/cluster";
 import { POD_GATEWAY_IP } from "../../k8s/local/node";
 import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { anEvent, newUuid } from "../helpers/builders";
@@ -21,8 +21,17 @@ import { adminConfig, k8sClient } from "../helpers/localCluster";
  * the agent API stand-in's register, acquire and start. The kubelet's pod status is not used for
  * steps: it reaches the API server up to a second late.
  */
-export const MILESTONES = ["job_created", "pod_scheduled", "sidecar_started", "dockerd_ready", "agent_started", "agent_registered", "job_acquired", "job_started"] as const;
-type Milestone = typeof MILESTONES[number];
+export const MILESTONES = [
+    "job_created",
+    "pod_scheduled",
+    "sidecar_started",
+    "dockerd_ready",
+    "agent_started",
+    "agent_registered",
+    "job_acquired",
+    "job_started",
+] as const;
+type Milestone = (typeof MILESTONES)[number];
 
 export interface EndToEndRun {
     /** Per job: each milestone, and when the pod's phase became Running. */
@@ -32,13 +41,28 @@ export interface EndToEndRun {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs `count` jobs one after another on a stack of its own; resolves with each job's milestones. */
-export async function endToEnd(state: ClusterState, namespace: string, count: number, extra: Record<string, unknown>, progress: (s: string) => void): Promise<EndToEndRun> {
+export async function endToEnd(
+    state: ClusterState,
+    namespace: string,
+    count: number,
+    extra: Record<string, unknown>,
+    progress: (s: string) => void,
+): Promise<EndToEndRun> {
     const api = await new AgentApiStandIn().start(POD_GATEWAY_IP);
     try {
-        const stack = await deployStack(state, namespace, {
-            ...LOCAL_WORKER_IMAGES, agentToken: api.registrationToken, env: { BUILDKITE_AGENT_ENDPOINT: api.endpoint },
-            ttlSecondsAfterFinished: 600, backoffLimit: 0, ...extra,
-        }, "real");
+        const stack = await deployStack(
+            state,
+            namespace,
+            {
+                ...LOCAL_WORKER_IMAGES,
+                agentToken: api.registrationToken,
+                env: { BUILDKITE_AGENT_ENDPOINT: api.endpoint },
+                ttlSecondsAfterFinished: 600,
+                backoffLimit: 0,
+                ...extra,
+            },
+            "real",
+        );
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
         const handle = createEventHandler(stack.settings, creatorAs(state), () => {});
         const jobs: EndToEndRun["jobs"] = [];
@@ -46,18 +70,26 @@ export async function endToEnd(state: ClusterState, namespace: string, count: nu
             const uuid = newUuid();
             api.addJob(uuid, { queue: "dynamic", command: "true" });
             const t0 = Date.now();
-            const decision = await handle(anEvent().uuid(uuid).queue("dynamic").runnableAt(new Date(t0).toISOString()).build());
+            const decision = await handle(
+                anEvent().uuid(uuid).queue("dynamic").runnableAt(new Date(t0).toISOString()).build(),
+            );
             if (decision.outcome !== "created") throw new Error(`job ${i}: ${decision.outcome}: ${decision.reason}`);
             const seen: Partial<Record<Milestone | "pod_running", number>> = { job_created: Date.now() - t0 };
             const name = decision.job!.split("/")[1];
             const deadline = t0 + 120_000;
             let podName: string | undefined;
             while (seen.job_started === undefined || seen.pod_running === undefined) {
-                if (Date.now() > deadline) throw new Error(`job ${i} did not start within 120 s: ${JSON.stringify(seen)}; ${api.log(uuid).slice(-300)}`);
-                const pods: V1Pod[] = (await core.listNamespacedPod({ namespace, labelSelector: `job-name=${name}` })).items;
+                if (Date.now() > deadline)
+                    throw new Error(
+                        `job ${i} did not start within 120 s: ${JSON.stringify(seen)}; ${api.log(uuid).slice(-300)}`,
+                    );
+                const pods: V1Pod[] = (await core.listNamespacedPod({ namespace, labelSelector: `job-name=${name}` }))
+                    .items;
                 const now = Date.now() - t0;
                 const pod = pods[0];
-                const mark = (m: Milestone | "pod_running", cond: boolean | undefined) => { if (cond && seen[m] === undefined) seen[m] = now; };
+                const mark = (m: Milestone | "pod_running", cond: boolean | undefined) => {
+                    if (cond && seen[m] === undefined) seen[m] = now;
+                };
                 podName ??= pod?.metadata?.name;
                 mark("pod_scheduled", !!pod?.spec?.nodeName);
                 mark("pod_running", pod?.status?.phase === "Running" || pod?.status?.phase === "Succeeded");
@@ -69,7 +101,12 @@ export async function endToEnd(state: ClusterState, namespace: string, count: nu
             const registered = api.agents.find((a) => a.name === podName)?.registeredAt;
             if (registered) seen.agent_registered = registered - t0;
             const logTime = async (container: string, pattern?: RegExp) => {
-                const text = await core.readNamespacedPodLog({ namespace, name: podName!, container, timestamps: true });
+                const text = await core.readNamespacedPodLog({
+                    namespace,
+                    name: podName!,
+                    container,
+                    timestamps: true,
+                });
                 const line = text.split("\n").find((l) => l && (!pattern || pattern.test(l)));
                 return line ? Date.parse(line.slice(0, line.indexOf(" "))) - t0 : undefined;
             };
@@ -86,7 +123,9 @@ export async function endToEnd(state: ClusterState, namespace: string, count: nu
                 if (seen[a] === undefined || seen[a]! > seen[b]!) seen[a] = seen[b];
             }
             jobs.push(seen as EndToEndRun["jobs"][number]);
-            progress(`  job ${i + 1}/${count}: ${MILESTONES.map((m) => `${m} ${seen[m]}`).join(", ")}; pod Running (as the API saw it) ${seen.pod_running} ms`);
+            progress(
+                `  job ${i + 1}/${count}: ${MILESTONES.map((m) => `${m} ${seen[m]}`).join(", ")}; pod Running (as the API saw it) ${seen.pod_running} ms`,
+            );
             // Let the pod finish before the next job, so jobs do not overlap on the node.
             const until = Date.now() + 60_000;
             while (Date.now() < until) {
@@ -110,13 +149,28 @@ const percentile = (xs: number[], p: number) => {
 export function endToEndFigures(run: EndToEndRun, prefix = ""): Record<string, number> {
     const out: Record<string, number> = {};
     const started = run.jobs.map((j) => j.job_started);
-    out[`${prefix}event_to_pod_running_p50_ms`] = percentile(run.jobs.map((j) => j.pod_running), 50);
-    out[`${prefix}event_to_pod_running_p99_ms`] = percentile(run.jobs.map((j) => j.pod_running), 99);
+    out[`${prefix}event_to_pod_running_p50_ms`] = percentile(
+        run.jobs.map((j) => j.pod_running),
+        50,
+    );
+    out[`${prefix}event_to_pod_running_p99_ms`] = percentile(
+        run.jobs.map((j) => j.pod_running),
+        99,
+    );
     out[`${prefix}event_to_job_started_p50_ms`] = percentile(started, 50);
     out[`${prefix}event_to_job_started_p99_ms`] = percentile(started, 99);
     out[`${prefix}end_to_end_jobs`] = run.jobs.length;
     // Each step's median duration, and its share of the sum of those medians.
-    const steps = MILESTONES.map((m, i) => [m, percentile(run.jobs.map((j) => j[m] - (i === 0 ? 0 : j[MILESTONES[i - 1]])), 50)] as const);
+    const steps = MILESTONES.map(
+        (m, i) =>
+            [
+                m,
+                percentile(
+                    run.jobs.map((j) => j[m] - (i === 0 ? 0 : j[MILESTONES[i - 1]])),
+                    50,
+                ),
+            ] as const,
+    );
     const total = steps.reduce((a, [, d]) => a + d, 0);
     for (const [m, d] of steps) {
         out[`${prefix}step_${m}_p50_ms`] = d;

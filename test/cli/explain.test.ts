@@ -14,17 +14,33 @@ describe("explain", () => {
         ["a job URL", `https://buildkite.com/acme/app/builds/7/jobs/${UUID}`, UUID],
         ["a build URL without a job", "https://buildkite.com/acme/app/builds/7", undefined],
     ];
-    for (const [name, text, want] of targets) it(`finds the job in ${name}`, () => assert.strictEqual(jobUuidOf(text), want));
+    for (const [name, text, want] of targets)
+        it(`finds the job in ${name}`, () => assert.strictEqual(jobUuidOf(text), want));
 
     it("says where to look when the stack has no worker for the job", () => {
-        const lines = explainWorker({ jobUuid: UUID, namespace: "ci", jobName: `buildkite-agent-${UUID}`, pods: [], events: [] });
+        const lines = explainWorker({
+            jobUuid: UUID,
+            namespace: "ci",
+            jobName: `buildkite-agent-${UUID}`,
+            pods: [],
+            events: [],
+        });
         assert.match(lines[0], new RegExp(`^job ${UUID}: no worker \\(no Job ci/buildkite-agent-${UUID}\\)$`));
-        assert.ok(lines.some((l) => l.includes(`"jobUuid":"${UUID}"`)), "the log line to search for");
+        assert.ok(
+            lines.some((l) => l.includes(`"jobUuid":"${UUID}"`)),
+            "the log line to search for",
+        );
     });
 
     it("refuses a target without a job UUID with a one-line usage error (exit 2)", async () => {
         const err: string[] = [];
-        const code = await run(["explain", "https://buildkite.com/acme/app/builds/7"], { out: () => {}, err: (l) => err.push(l), readStdin: () => "", cwd: PROJECT_ROOT, env: {} });
+        const code = await run(["explain", "https://buildkite.com/acme/app/builds/7"], {
+            out: () => {},
+            err: (l) => err.push(l),
+            readStdin: () => "",
+            cwd: PROJECT_ROOT,
+            env: {},
+        });
         assert.strictEqual(code, 2);
         assert.deepStrictEqual(err.length, 1);
         assert.match(err[0], /holds no job UUID: pass the job's UUID or its Buildkite URL/);
@@ -36,14 +52,32 @@ describe("explain", () => {
         const os = require("os") as typeof import("os");
         const path = require("path") as typeof import("path");
         const net = require("net") as typeof import("net");
-        const port = await new Promise<number>((resolve) => { const srv = net.createServer().listen(0, "127.0.0.1", () => { const p = (srv.address() as { port: number }).port; srv.close(() => resolve(p)); }); });
+        const port = await new Promise<number>((resolve) => {
+            const srv = net.createServer().listen(0, "127.0.0.1", () => {
+                const p = (srv.address() as { port: number }).port;
+                srv.close(() => resolve(p));
+            });
+        });
         const kubeconfig = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "explain-")), "config");
-        fs.writeFileSync(kubeconfig, [
-            "apiVersion: v1", "kind: Config", "current-context: c",
-            `clusters: [{name: c, cluster: {server: 'https://127.0.0.1:${port}'}}]`, "contexts: [{name: c, context: {cluster: c, user: u}}]", "users: [{name: u, user: {token: t}}]",
-        ].join("\n"));
+        fs.writeFileSync(
+            kubeconfig,
+            [
+                "apiVersion: v1",
+                "kind: Config",
+                "current-context: c",
+                `clusters: [{name: c, cluster: {server: 'https://127.0.0.1:${port}'}}]`,
+                "contexts: [{name: c, context: {cluster: c, user: u}}]",
+                "users: [{name: u, user: {token: t}}]",
+            ].join("\n"),
+        );
         const err: string[] = [];
-        const code = await run(["explain", UUID, "--kubeconfig", kubeconfig], { out: () => {}, err: (l) => err.push(l), readStdin: () => "", cwd: PROJECT_ROOT, env: {} });
+        const code = await run(["explain", UUID, "--kubeconfig", kubeconfig], {
+            out: () => {},
+            err: (l) => err.push(l),
+            readStdin: () => "",
+            cwd: PROJECT_ROOT,
+            env: {},
+        });
         assert.strictEqual(code, 1, err.join("\n"));
         assert.match(err[0], /^failed: reading the worker of job \S+ in buildkite: .*(cannot reach|ECONNREFUSED)/);
         assert.strictEqual(err.length, 1);

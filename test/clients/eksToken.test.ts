@@ -37,7 +37,10 @@ describe("EKS tokens", () => {
     });
 
     it("reads credentials from the environment, or says which variables are missing", () => {
-        assert.deepStrictEqual(credentialsFromEnv({ AWS_ACCESS_KEY_ID: "a", AWS_SECRET_ACCESS_KEY: "b", AWS_SESSION_TOKEN: "c" }), { accessKeyId: "a", secretAccessKey: "b", sessionToken: "c" });
+        assert.deepStrictEqual(
+            credentialsFromEnv({ AWS_ACCESS_KEY_ID: "a", AWS_SECRET_ACCESS_KEY: "b", AWS_SESSION_TOKEN: "c" }),
+            { accessKeyId: "a", secretAccessKey: "b", sessionToken: "c" },
+        );
         assert.throws(() => credentialsFromEnv({}), /set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
     });
 
@@ -45,10 +48,13 @@ describe("EKS tokens", () => {
         it("signs once for concurrent callers and again only near expiry or after invalidate", async () => {
             let clock = 0;
             let signed = 0;
-            const cache = new TokenCache(async () => {
-                signed++;
-                return { token: `t${signed}`, expiresAt: new Date(clock + 14 * 60_000) };
-            }, () => clock);
+            const cache = new TokenCache(
+                async () => {
+                    signed++;
+                    return { token: `t${signed}`, expiresAt: new Date(clock + 14 * 60_000) };
+                },
+                () => clock,
+            );
             assert.deepStrictEqual(await Promise.all([cache.get(), cache.get(), cache.get()]), ["t1", "t1", "t1"]);
             clock = 13 * 60_000;
             assert.strictEqual(await cache.get(), "t1");

@@ -20,8 +20,29 @@ describe("jobsApi deadlines (a real HTTPS server that trickles)", function () {
     let requests = 0;
     before(async function () {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "trickle-"));
-        const made = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`], { encoding: "utf8" });
+        const made = spawnSync(
+            "openssl",
+            [
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                `${dir}/key.pem`,
+                "-out",
+                `${dir}/cert.pem`,
+            ],
+            { encoding: "utf8" },
+        );
         if (made.status !== 0) throw new Error(`openssl: ${made.stderr}`);
         const cert = fs.readFileSync(`${dir}/cert.pem`);
         ca = cert.toString("base64");
@@ -46,17 +67,28 @@ describe("jobsApi deadlines (a real HTTPS server that trickles)", function () {
     it("ends a trickling call at the invocation's deadline, retryably, saying so", async () => {
         const started = Date.now();
         const api = jobsApi(url, ca, () => started + 1_500);
-        const err = await api.create(job, "token").then(() => undefined, (e) => e as Error);
+        const err = await api.create(job, "token").then(
+            () => undefined,
+            (e) => e as Error,
+        );
         const took = Date.now() - started;
         assert.ok(err, "the call failed");
-        assert.match(err!.message, /^creating Job ci\/w: no answer from the Kubernetes API https:\/\/127\.0\.0\.1:\d+ before this invocation's deadline \(\d+ ms were left of the Lambda's timeout\); will retry$/);
+        assert.match(
+            err!.message,
+            /^creating Job ci\/w: no answer from the Kubernetes API https:\/\/127\.0\.0\.1:\d+ before this invocation's deadline \(\d+ ms were left of the Lambda's timeout\); will retry$/,
+        );
         assert.ok(isRetryable(err), "the event is retried later");
         assert.ok(took >= 1_400 && took < 3_000, `ended after ${took} ms`);
     });
 
     it("makes no call at all when the deadline has passed", async () => {
         const before = requests;
-        const err = await jobsApi(url, ca, () => Date.now() - 1).create(job, "token").then(() => undefined, (e) => e as Error);
+        const err = await jobsApi(url, ca, () => Date.now() - 1)
+            .create(job, "token")
+            .then(
+                () => undefined,
+                (e) => e as Error,
+            );
         assert.match(err!.message, /before this invocation's deadline \(0 ms were left/);
         assert.strictEqual(requests, before);
     });

@@ -9,9 +9,23 @@ import * as os from "os";
 import * as path from "path";
 import { load } from "js-yaml";
 import { readStackFile } from "../../scheduler/cli/cli";
-import { mergeWorker, parseStackConfig, schedulerSettings, StackConfig, WORKER_DEFAULTS } from "../../scheduler/config/config";
+import {
+    mergeWorker,
+    parseStackConfig,
+    schedulerSettings,
+    type StackConfig,
+    WORKER_DEFAULTS,
+} from "../../scheduler/config/config";
 import { DEFAULT_AGENT_ENDPOINT } from "../../scheduler/clients/stacksApi";
-import { CONFIG_KEYS, DEFAULT_DIND_IMAGE, DEFAULT_DIND_ROOTLESS_IMAGE, renderPulumiConfig, Setting, SETTINGS, WORKER_KEYS } from "../../scheduler/config/declaration";
+import {
+    CONFIG_KEYS,
+    DEFAULT_DIND_IMAGE,
+    DEFAULT_DIND_ROOTLESS_IMAGE,
+    renderPulumiConfig,
+    type Setting,
+    SETTINGS,
+    WORKER_KEYS,
+} from "../../scheduler/config/declaration";
 import { PULUMI_CONFIG_MARK, withPulumiConfig, withTable } from "../../scheduler/config/writeDocs";
 import { decide } from "../../scheduler/schedule/lambda";
 import { rawConfig, sampleEvent } from "../helpers/builders";
@@ -24,8 +38,14 @@ const read = (file: string) => fs.readFileSync(path.join(PROJECT_ROOT, file), "u
 const PARSED: Record<string, (c: StackConfig) => unknown> = {
     namespace: (c) => c.namespace,
     jobPrefix: (c) => c.jobPrefix,
-    tokenSyncInterval: () => (parseStackConfig(rawConfig({ agentToken: undefined, agentTokenSecretArn: SECRET_ARN })).agentToken as { intervalMinutes?: number }).intervalMinutes,
-    workerIdentity: () => parseStackConfig(rawConfig({ ecrRegistries: ["123456789012.dkr.ecr.us-east-1.amazonaws.com"] })).ecr?.identity,
+    tokenSyncInterval: () =>
+        (
+            parseStackConfig(rawConfig({ agentToken: undefined, agentTokenSecretArn: SECRET_ARN })).agentToken as {
+                intervalMinutes?: number;
+            }
+        ).intervalMinutes,
+    workerIdentity: () =>
+        parseStackConfig(rawConfig({ ecrRegistries: ["123456789012.dkr.ecr.us-east-1.amazonaws.com"] })).ecr?.identity,
     image: (c) => c.defaults.image,
     dind: (c) => c.defaults.dind,
     activeDeadlineSeconds: (c) => c.defaults.activeDeadlineSeconds,
@@ -75,15 +95,43 @@ describe("the declaration of every setting", () => {
     });
 
     it("settings.json holds only what Setting declares, with known values", () => {
-        const fields = ["key", "type", "scope", "required", "secret", "default", "defaultText", "min", "max", "values", "merge", "example", "exampleText", "exampleWith", "description"];
+        const fields = [
+            "key",
+            "type",
+            "scope",
+            "required",
+            "secret",
+            "default",
+            "defaultText",
+            "min",
+            "max",
+            "values",
+            "merge",
+            "example",
+            "exampleText",
+            "exampleWith",
+            "description",
+        ];
         for (const s of SETTINGS) {
             for (const f of Object.keys(s)) assert.ok(fields.includes(f), `${s.key}: unknown field ${f}`);
             assert.ok(["string", "integer", "boolean", "json"].includes(s.type), `${s.key}: type ${s.type}`);
             assert.ok(["stack", "worker"].includes(s.scope), `${s.key}: scope ${s.scope}`);
-            assert.ok(s.merge === undefined || ["map", "list", "replace"].includes(s.merge), `${s.key}: merge ${s.merge}`);
-            if (s.default !== undefined) assert.strictEqual(typeof s.default, s.type === "integer" ? "number" : s.type, `${s.key}: its default's type`);
+            assert.ok(
+                s.merge === undefined || ["map", "list", "replace"].includes(s.merge),
+                `${s.key}: merge ${s.merge}`,
+            );
+            if (s.default !== undefined)
+                assert.strictEqual(
+                    typeof s.default,
+                    s.type === "integer" ? "number" : s.type,
+                    `${s.key}: its default's type`,
+                );
         }
-        assert.strictEqual(SETTINGS.find((s) => s.key === "agentEndpoint")!.default, DEFAULT_AGENT_ENDPOINT, "the Stacks API client's default");
+        assert.strictEqual(
+            SETTINGS.find((s) => s.key === "agentEndpoint")!.default,
+            DEFAULT_AGENT_ENDPOINT,
+            "the Stacks API client's default",
+        );
         const dindImage = SETTINGS.find((s) => s.key === "dindImage")!.defaultText!;
         assert.ok(dindImage.includes(DEFAULT_DIND_IMAGE) && dindImage.includes(DEFAULT_DIND_ROOTLESS_IMAGE), dindImage);
     });
@@ -91,7 +139,11 @@ describe("the declaration of every setting", () => {
     it("the parser's defaults are the declared ones", () => {
         const c = parseStackConfig(rawConfig());
         const withDefault = SETTINGS.filter((s) => s.default !== undefined);
-        assert.deepStrictEqual(withDefault.map((s) => s.key).sort(), Object.keys(PARSED).sort(), "every plain default is checked");
+        assert.deepStrictEqual(
+            withDefault.map((s) => s.key).sort(),
+            Object.keys(PARSED).sort(),
+            "every plain default is checked",
+        );
         for (const s of withDefault) assert.strictEqual(PARSED[s.key](c), s.default, s.key);
     });
 
@@ -99,10 +151,13 @@ describe("the declaration of every setting", () => {
         for (const s of SETTINGS.filter((x) => x.type === "integer")) {
             it(`${s.key}: ${s.min} to ${s.max}`, () => {
                 for (const bad of [s.min! - 1, s.max! + 1]) {
-                    assert.throws(() => parseStackConfig(stackWith(s, bad)), new RegExp(`scaledkite:${s.key} must be a whole number from ${s.min} to ${s.max}`));
+                    assert.throws(
+                        () => parseStackConfig(stackWith(s, bad)),
+                        new RegExp(`scaledkite:${s.key} must be a whole number from ${s.min} to ${s.max}`),
+                    );
                 }
                 for (const good of [s.min!, s.max!]) {
-                    if (s.key === "lambdaTimeoutSeconds" || s.key === "sweepInterval" && good === 0) continue;
+                    if (s.key === "lambdaTimeoutSeconds" || (s.key === "sweepInterval" && good === 0)) continue;
                     assert.doesNotThrow(() => parseStackConfig(stackWith(s, good)), s.key);
                 }
             });
@@ -110,23 +165,39 @@ describe("the declaration of every setting", () => {
         for (const s of SETTINGS.filter((x) => x.values)) {
             it(`${s.key}: ${s.values!.join(", ")}`, () => {
                 for (const v of s.values!) assert.doesNotThrow(() => parseStackConfig(stackWith(s, v)));
-                assert.throws(() => parseStackConfig(stackWith(s, "other")), new RegExp(`scaledkite:${s.key} must be ${s.values![0]}`));
+                assert.throws(
+                    () => parseStackConfig(stackWith(s, "other")),
+                    new RegExp(`scaledkite:${s.key} must be ${s.values![0]}`),
+                );
             });
         }
         it("a queue may set exactly the worker keys", () => {
             for (const key of WORKER_KEYS) assert.strictEqual(SETTINGS.find((s) => s.key === key)!.scope, "worker");
-            assert.throws(() => parseStackConfig(rawConfig({ queues: { a: { namespace: "x" } } })), /queues.a.namespace is not a queue setting/);
+            assert.throws(
+                () => parseStackConfig(rawConfig({ queues: { a: { namespace: "x" } } })),
+                /queues.a.namespace is not a queue setting/,
+            );
         });
     });
 
     describe("a queue's value meets the stack's by its key's declared rule", () => {
-        const values = { map: [{ a: "1", b: "1" }, { b: "2" }, { a: "1", b: "2" }], list: [["x"], ["y", "x"], ["x", "y"]], replace: ["B", "O", "O"] } as const;
+        const values = {
+            map: [{ a: "1", b: "1" }, { b: "2" }, { a: "1", b: "2" }],
+            list: [["x"], ["y", "x"], ["x", "y"]],
+            replace: ["B", "O", "O"],
+        } as const;
         for (const s of SETTINGS.filter((x) => x.scope === "worker")) {
             it(`${s.key}: ${s.merge}`, () => {
                 const [below, own, expected] = values[s.merge!];
-                const merged = mergeWorker({ ...WORKER_DEFAULTS, [s.key]: below }, { [s.key]: own }) as unknown as Record<string, unknown>;
+                const merged = mergeWorker(
+                    { ...WORKER_DEFAULTS, [s.key]: below },
+                    { [s.key]: own },
+                ) as unknown as Record<string, unknown>;
                 assert.deepStrictEqual(merged[s.key], expected);
-                const kept = mergeWorker({ ...WORKER_DEFAULTS, [s.key]: below }, {}) as unknown as Record<string, unknown>;
+                const kept = mergeWorker({ ...WORKER_DEFAULTS, [s.key]: below }, {}) as unknown as Record<
+                    string,
+                    unknown
+                >;
                 assert.deepStrictEqual(kept[s.key], below, "nothing of the queue's own: the stack's");
             });
         }
@@ -150,7 +221,10 @@ describe("the declaration of every setting", () => {
             .replace(/^ {4}# {3}(.*)$/gm, "      $1");
         assert.notStrictEqual(on, text);
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "scaledkite-dev-"));
-        for (const [name, body] of [["as it is", text], ["with every example on", on]]) {
+        for (const [name, body] of [
+            ["as it is", text],
+            ["with every example on", on],
+        ]) {
             const file = path.join(dir, "Pulumi.x.yaml");
             fs.writeFileSync(file, body);
             const raw = readStackFile(file);
@@ -159,24 +233,44 @@ describe("the declaration of every setting", () => {
         }
         // The README says Pulumi.dev.yaml shows every key: stack-wide, or per queue.
         const shown = (key: string) => new RegExp(`scaledkite:${key}\\b|^\\s*#?\\s*${key}:`, "m").test(text);
-        assert.deepStrictEqual(CONFIG_KEYS.filter((k) => !shown(k)), [], "keys Pulumi.dev.yaml does not show");
+        assert.deepStrictEqual(
+            CONFIG_KEYS.filter((k) => !shown(k)),
+            [],
+            "keys Pulumi.dev.yaml does not show",
+        );
         const queues = Object.keys((readStackFile(path.join(dir, "Pulumi.x.yaml")).queues ?? {}) as object);
-        assert.deepStrictEqual(queues, ["dynamic", "docker-free", "arm", "deploy", "release", "small"], "the commented queues are on");
+        assert.deepStrictEqual(
+            queues,
+            ["dynamic", "docker-free", "arm", "deploy", "release", "small"],
+            "the commented queues are on",
+        );
         fs.rmSync(dir, { recursive: true, force: true });
     });
 
     it("the README's configuration table is the declaration's (npm run docs writes it)", () => {
         const readme = read("README.md");
-        assert.strictEqual(withTable(readme), readme, "README.md's table differs from scheduler/config/declaration.ts: run npm run docs");
+        assert.strictEqual(
+            withTable(readme),
+            readme,
+            "README.md's table differs from scheduler/config/declaration.ts: run npm run docs",
+        );
     });
 
     it("Pulumi.yaml's config block is the declaration's (npm run docs writes it)", () => {
         const project = read("Pulumi.yaml");
         assert.ok(project.includes(PULUMI_CONFIG_MARK));
-        assert.strictEqual(withPulumiConfig(project), project, "Pulumi.yaml's config block differs from scheduler/config/declaration.ts: run npm run docs");
+        assert.strictEqual(
+            withPulumiConfig(project),
+            project,
+            "Pulumi.yaml's config block differs from scheduler/config/declaration.ts: run npm run docs",
+        );
         const config = (load(project) as { config: Record<string, { type: string; default?: unknown }> }).config;
         assert.deepStrictEqual(config, renderPulumiConfig());
-        assert.deepStrictEqual(Object.keys(config).filter((k) => !("default" in config[k])), ["scaledkite:cluster", "scaledkite:eventBusName"], "Pulumi requires a declared key without a default");
+        assert.deepStrictEqual(
+            Object.keys(config).filter((k) => !("default" in config[k])),
+            ["scaledkite:cluster", "scaledkite:eventBusName"],
+            "Pulumi requires a declared key without a default",
+        );
     });
 
     it("Pulumi.dev.yaml's values have the types Pulumi.yaml declares (as Pulumi checks them)", () => {

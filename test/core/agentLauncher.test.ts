@@ -11,12 +11,26 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import {
-    agentImageVersion, compareVersions, MIN_AGENT_VERSION,
-    AGENT_EXIT_NOT_RUN, AGENT_EXITED_MARK, AGENT_HOOKS_PATH, agentGracePeriods, COMMAND_AFTER_AGENT_SECONDS, COMMAND_SCRIPT, JOB_CONTEXT_PATH, LAUNCHER_PATH, LAUNCHER_SCRIPT,
+    agentImageVersion,
+    compareVersions,
+    MIN_AGENT_VERSION,
+    AGENT_EXIT_NOT_RUN,
+    AGENT_EXITED_MARK,
+    AGENT_HOOKS_PATH,
+    agentGracePeriods,
+    COMMAND_AFTER_AGENT_SECONDS,
+    COMMAND_SCRIPT,
+    JOB_CONTEXT_PATH,
+    LAUNCHER_PATH,
+    LAUNCHER_SCRIPT,
     readOnlyCredentialHelper,
 } from "../../scheduler/core/agentLauncher";
 
-interface Run { code: number | null; stderr: string; stdout: string }
+interface Run {
+    code: number | null;
+    stderr: string;
+    stdout: string;
+}
 
 /** The script with its fixed paths moved under `dir` (each replacement must happen). */
 function relocated(script: string, dir: string, replacements: [string, string][]): string {
@@ -28,16 +42,30 @@ function relocated(script: string, dir: string, replacements: [string, string][]
 }
 
 /** Runs `script` as the container's sh would, with a fake `buildkite-agent` whose body is `agentScript` (sh). */
-function run(dir: string, script: string, args: string[], agentScript: string, env: Record<string, string> = {}, onStart?: (pid: number) => void): Promise<Run> {
+function run(
+    dir: string,
+    script: string,
+    args: string[],
+    agentScript: string,
+    env: Record<string, string> = {},
+    onStart?: (pid: number) => void,
+): Promise<Run> {
     const bin = path.join(dir, "bin");
     fs.mkdirSync(bin, { recursive: true });
     fs.writeFileSync(path.join(bin, "buildkite-agent"), `#!/bin/sh\n${agentScript}\n`, { mode: 0o755 });
     return new Promise((resolve) => {
         // Its own process group: what a container's PID namespace does when PID 1 exits, killing the group does here.
         const child = spawn("/bin/sh", ["-c", script, ...args], {
-            env: { PATH: `${bin}:/usr/bin:/bin`, BUILDKITE_AGENT_ACQUIRE_JOB: "job-1", ...env }, detached: true,
+            env: { PATH: `${bin}:/usr/bin:/bin`, BUILDKITE_AGENT_ACQUIRE_JOB: "job-1", ...env },
+            detached: true,
         });
-        child.on("exit", () => { try { process.kill(-child.pid!, "SIGKILL"); } catch { /* the group is gone */ } });
+        child.on("exit", () => {
+            try {
+                process.kill(-child.pid!, "SIGKILL");
+            } catch {
+                /* the group is gone */
+            }
+        });
         let stdout = "";
         let stderr = "";
         child.stdout.on("data", (d) => (stdout += d));
@@ -55,14 +83,25 @@ async function until(file: string, timeoutMs = 10_000): Promise<void> {
 
 describe("agent launcher (the agent container)", () => {
     let dir: string;
-    beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), "launcher-")); });
+    beforeEach(() => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), "launcher-"));
+    });
     afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
     const hooks = () => path.join(dir, "hooks");
     /** The launcher with a fake agent; the agent's hooks path as the manifest sets it. */
-    const launcher = (agentScript: string, onStart?: (pid: number) => void) => run(dir,
-        relocated(LAUNCHER_SCRIPT, dir, [[`run=${LAUNCHER_PATH}`, `run=${path.join(dir, "run")}`], [`hooks=${AGENT_HOOKS_PATH}`, `hooks=${hooks()}`]]),
-        ["scaledkite-agent", "start"], agentScript, { BUILDKITE_HOOKS_PATH: hooks() }, onStart);
+    const launcher = (agentScript: string, onStart?: (pid: number) => void) =>
+        run(
+            dir,
+            relocated(LAUNCHER_SCRIPT, dir, [
+                [`run=${LAUNCHER_PATH}`, `run=${path.join(dir, "run")}`],
+                [`hooks=${AGENT_HOOKS_PATH}`, `hooks=${hooks()}`],
+            ]),
+            ["scaledkite-agent", "start"],
+            agentScript,
+            { BUILDKITE_HOOKS_PATH: hooks() },
+            onStart,
+        );
     /** What the agent does for a job it acquired: its pre-bootstrap hook, before the job starts (agent/run_job.go). */
     const runsJob = `"$BUILDKITE_HOOKS_PATH/pre-bootstrap" || exit 99`;
 
@@ -70,14 +109,21 @@ describe("agent launcher (the agent container)", () => {
         const r = await launcher(`echo "args: $*"; ${runsJob}; exit 0`);
         assert.strictEqual(r.code, 0, r.stderr);
         assert.match(r.stdout, /^args: start$/m);
-        assert.strictEqual(fs.readFileSync(path.join(dir, "exited"), "utf8").trim(), "0", "the command container learns that the agent exited");
+        assert.strictEqual(
+            fs.readFileSync(path.join(dir, "exited"), "utf8").trim(),
+            "0",
+            "the command container learns that the agent exited",
+        );
     });
 
     it("fails the pod with its own code when the agent exits 0 without running the job", async () => {
         // What v3.138.3 does when its acquire retries run out (423 locked): log, then exit 0.
         const r = await launcher(`echo "Failed to acquire and run job" >&2; exit 0`);
         assert.strictEqual(r.code, AGENT_EXIT_NOT_RUN);
-        assert.match(r.stderr, /scaledkite: buildkite-agent exited without running job job-1 .* exiting 28 so Kubernetes gives the job a new worker/);
+        assert.match(
+            r.stderr,
+            /scaledkite: buildkite-agent exited without running job job-1 .* exiting 28 so Kubernetes gives the job a new worker/,
+        );
         assert.strictEqual(fs.readFileSync(path.join(dir, "exited"), "utf8").trim(), "28");
     });
 
@@ -90,10 +136,16 @@ describe("agent launcher (the agent container)", () => {
         const ready = path.join(dir, "ready");
         let launcherPid = 0;
         // As the agent does under --kubernetes-exec: the first SIGTERM cancels the job, a second exits at once.
-        const r = launcher([
-            "n=0", `trap 'n=$((n+1)); echo "got-TERM-$n"; [ $n -ge 2 ] && { echo lost; exit 1; }' TERM`,
-            runsJob, `: > ${ready}`, "i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; echo cancelled; exit 0",
-        ].join("\n"), (pid) => (launcherPid = pid));
+        const r = launcher(
+            [
+                "n=0",
+                `trap 'n=$((n+1)); echo "got-TERM-$n"; [ $n -ge 2 ] && { echo lost; exit 1; }' TERM`,
+                runsJob,
+                `: > ${ready}`,
+                "i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; echo cancelled; exit 0",
+            ].join("\n"),
+            (pid) => (launcherPid = pid),
+        );
         await until(ready);
         process.kill(launcherPid, "SIGTERM");
         const done = await r;
@@ -107,7 +159,9 @@ describe("agent launcher (the agent container)", () => {
 describe("command wrapper (the command container)", () => {
     let dir: string;
     let agentSocket: net.Server | undefined;
-    beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), "command-")); });
+    beforeEach(() => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), "command-"));
+    });
     afterEach(async () => {
         await new Promise<void>((r) => (agentSocket ? agentSocket.close(() => r()) : r()));
         agentSocket = undefined;
@@ -120,9 +174,18 @@ describe("command wrapper (the command container)", () => {
         agentSocket = net.createServer();
         await new Promise<void>((r) => agentSocket!.listen(path.join(dir, "buildkite.sock"), r));
     }
-    const wrapper = (bootstrap: string, onStart?: (pid: number) => void) => run(dir,
-        relocated(COMMAND_SCRIPT, dir, [[`ctx=${JOB_CONTEXT_PATH}`, `ctx=${dir}`], [`left=${COMMAND_AFTER_AGENT_SECONDS}`, "left=1"]]),
-        ["scaledkite-command"], `[ "$1" = kubernetes-bootstrap ] || exit 64\n${bootstrap}`, {}, onStart);
+    const wrapper = (bootstrap: string, onStart?: (pid: number) => void) =>
+        run(
+            dir,
+            relocated(COMMAND_SCRIPT, dir, [
+                [`ctx=${JOB_CONTEXT_PATH}`, `ctx=${dir}`],
+                [`left=${COMMAND_AFTER_AGENT_SECONDS}`, "left=1"],
+            ]),
+            ["scaledkite-command"],
+            `[ "$1" = kubernetes-bootstrap ] || exit 64\n${bootstrap}`,
+            {},
+            onStart,
+        );
 
     it("passes the job's command on to kubernetes-bootstrap, and exits 0 whatever the job's result (the agent reports it)", async function () {
         if (spawnSync("jq", ["--version"]).status !== 0) this.skip();
@@ -142,7 +205,9 @@ describe("command wrapper (the command container)", () => {
 
     it("waits for the agent's job, and ends at once when the agent exits without one", async () => {
         const started = Date.now();
-        const r = await wrapper("echo bootstrap ran", () => setTimeout(() => fs.writeFileSync(path.join(dir, "exited"), "28\n"), 500));
+        const r = await wrapper("echo bootstrap ran", () =>
+            setTimeout(() => fs.writeFileSync(path.join(dir, "exited"), "28\n"), 500),
+        );
         assert.strictEqual(r.code, 0);
         assert.doesNotMatch(r.stdout, /bootstrap ran/);
         assert.match(r.stderr, /the agent exited \(28\) without starting a job here; nothing to run/);
@@ -164,7 +229,10 @@ describe("command wrapper (the command container)", () => {
         await agentRunsJob({});
         let pid = 0;
         const ready = path.join(dir, "ready");
-        const r = wrapper(`trap 'echo bootstrap got TERM' TERM; : > ${ready}; i=0; while [ $i -lt 15 ]; do sleep 0.1; i=$((i+1)); done; echo finished normally`, (p) => (pid = p));
+        const r = wrapper(
+            `trap 'echo bootstrap got TERM' TERM; : > ${ready}; i=0; while [ $i -lt 15 ]; do sleep 0.1; i=$((i+1)); done; echo finished normally`,
+            (p) => (pid = p),
+        );
         await until(ready);
         process.kill(pid, "SIGTERM");
         const done = await r;
@@ -196,7 +264,8 @@ describe("read-only git credential helper (real git)", () => {
     let dir: string;
     let file: string;
     before(function () {
-        if (spawnSync("git", ["--version"]).status !== 0 || spawnSync("unshare", ["-m", "true"]).status !== 0) this.skip();
+        if (spawnSync("git", ["--version"]).status !== 0 || spawnSync("unshare", ["-m", "true"]).status !== 0)
+            this.skip();
         dir = fs.mkdtempSync(path.join(os.tmpdir(), "gitcred-"));
         file = path.join(dir, "git-credentials");
         fs.writeFileSync(file, "https://bot:s3cret@git.example.com\n", { mode: 0o400 });
@@ -204,10 +273,24 @@ describe("read-only git credential helper (real git)", () => {
     after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
     /** git with `helper`, the credentials directory mounted read-only as a Secret volume is (even root cannot write). */
-    const gitWith = (helper: string, args: string[], input: string) => spawnSync("unshare", ["-m", "sh", "-c",
-        `mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && h="$1" && shift && exec git -c "credential.helper=$h" "$@"`, dir, helper, ...args], {
-        input, encoding: "utf8", env: { ...process.env, GIT_TERMINAL_PROMPT: "0", HOME: os.tmpdir() },
-    });
+    const gitWith = (helper: string, args: string[], input: string) =>
+        spawnSync(
+            "unshare",
+            [
+                "-m",
+                "sh",
+                "-c",
+                `mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && h="$1" && shift && exec git -c "credential.helper=$h" "$@"`,
+                dir,
+                helper,
+                ...args,
+            ],
+            {
+                input,
+                encoding: "utf8",
+                env: { ...process.env, GIT_TERMINAL_PROMPT: "0", HOME: os.tmpdir() },
+            },
+        );
     const git = (args: string[], input: string) => gitWith(readOnlyCredentialHelper(file), args, input);
 
     it("answers get from the file", () => {
@@ -225,7 +308,11 @@ describe("read-only git credential helper (real git)", () => {
         }
         assert.strictEqual(fs.readFileSync(file, "utf8"), "https://bot:s3cret@git.example.com\n");
         // The stock helper on the same read-only file: the error the issue reports.
-        const stock = gitWith(`store --file=${file}`, ["credential", "approve"], "protocol=https\nhost=git.example.com\nusername=bot\npassword=new\n\n");
+        const stock = gitWith(
+            `store --file=${file}`,
+            ["credential", "approve"],
+            "protocol=https\nhost=git.example.com\nusername=bot\npassword=new\n\n",
+        );
         assert.match(stock.stderr, /unable to get credential storage lock/);
     });
 });

@@ -3,8 +3,20 @@ import { classifyApiFailure, classifyNetworkFailure, isQuotaFull, isRetryable } 
 
 describe("failure classification", () => {
     const api: [number, string | undefined, string, boolean, RegExp][] = [
-        [403, "Forbidden", 'jobs.batch "x" is forbidden: exceeded quota: workers, requested: count/jobs.batch=1', true, /quota is full/],
-        [403, "Forbidden", 'jobs.batch is forbidden: User "u" cannot create resource', false, /check the scheduler's RBAC Role/],
+        [
+            403,
+            "Forbidden",
+            'jobs.batch "x" is forbidden: exceeded quota: workers, requested: count/jobs.batch=1',
+            true,
+            /quota is full/,
+        ],
+        [
+            403,
+            "Forbidden",
+            'jobs.batch is forbidden: User "u" cannot create resource',
+            false,
+            /check the scheduler's RBAC Role/,
+        ],
         [401, "Unauthorized", "Unauthorized", true, /retrying with a new token/],
         [404, "NotFound", 'namespaces "buildkite" not found', false, /run pulumi up/],
         [422, "Invalid", "Job.batch is invalid: spec.template...", false, /fix the worker settings/],
@@ -26,7 +38,11 @@ describe("failure classification", () => {
         });
     }
     const net: [unknown, boolean, RegExp][] = [
-        [Object.assign(new Error("connect"), { code: "ECONNREFUSED" }), true, /cannot reach the Kubernetes API .*ECONNREFUSED/],
+        [
+            Object.assign(new Error("connect"), { code: "ECONNREFUSED" }),
+            true,
+            /cannot reach the Kubernetes API .*ECONNREFUSED/,
+        ],
         [{ message: "fetch failed", cause: { code: "ENOTFOUND" } }, true, /ENOTFOUND/],
         [{ message: "x", code: "SELF_SIGNED_CERT_IN_CHAIN" }, false, /check the cluster CA/],
         [new Error("socket hang up\nstack"), true, /failed \(socket hang up\)/],

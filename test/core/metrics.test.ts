@@ -9,7 +9,8 @@ import { workerStats } from "../../scheduler/core/workerStats";
 import { anEvent, settingsFor } from "../helpers/builders";
 import { parseEmf } from "../helpers/emf";
 
-const jobs = (): JobClient => ({ createJob: async () => "created", deleteJob: async () => "deleted" } as unknown as JobClient);
+const jobs = (): JobClient =>
+    ({ createJob: async () => "created", deleteJob: async () => "deleted" }) as unknown as JobClient;
 
 describe("metrics (Embedded Metric Format)", () => {
     it("counts each event by queue and outcome, and a created worker's delay since the job became runnable", async () => {
@@ -37,18 +38,29 @@ describe("metrics (Embedded Metric Format)", () => {
     });
 
     it("a failed event is counted with its outcome, retryable or not", () => {
-        const { dimensions } = parseEmf(decisionLine("ci", { outcome: "failed", reason: "quota", queue: "big", ms: 3 }, 1_000));
+        const { dimensions } = parseEmf(
+            decisionLine("ci", { outcome: "failed", reason: "quota", queue: "big", ms: 3 }, 1_000),
+        );
         assert.deepStrictEqual(dimensions, { Namespace: "ci", Queue: "big", Outcome: "failed" });
     });
 
     it("keeps at most 100 values per metric and leaves out empty distributions", () => {
-        const line = withMetrics({ msg: "x" }, { Queue: "q" }, [
-            { name: "Many", unit: "Milliseconds", value: Array.from({ length: 250 }, (_, i) => i) },
-            { name: "None", unit: "Milliseconds", value: [] },
-        ], 5);
+        const line = withMetrics(
+            { msg: "x" },
+            { Queue: "q" },
+            [
+                { name: "Many", unit: "Milliseconds", value: Array.from({ length: 250 }, (_, i) => i) },
+                { name: "None", unit: "Milliseconds", value: [] },
+            ],
+            5,
+        );
         assert.strictEqual((line.Many as number[]).length, 100);
         assert.ok(!("None" in line));
-        assert.deepStrictEqual(withMetrics({ msg: "x" }, { Queue: "q" }, [{ name: "None", unit: "Count", value: [] }], 5), { msg: "x" }, "no metric, no directive");
+        assert.deepStrictEqual(
+            withMetrics({ msg: "x" }, { Queue: "q" }, [{ name: "None", unit: "Count", value: [] }], 5),
+            { msg: "x" },
+            "no metric, no directive",
+        );
     });
 
     const times: [string, unknown, string | undefined][] = [
@@ -57,7 +69,8 @@ describe("metrics (Embedded Metric Format)", () => {
         ["not a time", "yesterday-ish", undefined],
         ["not a string", 12, undefined],
     ];
-    for (const [name, value, want] of times) it(`reads a runnable_at in ${name}`, () => assert.strictEqual(isoTime(value), want));
+    for (const [name, value, want] of times)
+        it(`reads a runnable_at in ${name}`, () => assert.strictEqual(isoTime(value), want));
 
     it("measures nothing from a time that is missing or in the future", () => {
         assert.strictEqual(msSince(undefined, 1000), undefined);
@@ -67,11 +80,22 @@ describe("metrics (Embedded Metric Format)", () => {
 });
 
 /** A worker pod as the sweep lists it. */
-function pod(queue: string, phase: string, opts: { runnableAt?: string; agentStartedAt?: string; finished?: boolean; deleting?: boolean } = {}): V1Pod {
-    const state = opts.agentStartedAt ? (opts.finished ? { terminated: { startedAt: new Date(opts.agentStartedAt), exitCode: 0 } } : { running: { startedAt: new Date(opts.agentStartedAt) } }) : { waiting: { reason: "ContainerCreating" } };
+function pod(
+    queue: string,
+    phase: string,
+    opts: { runnableAt?: string; agentStartedAt?: string; finished?: boolean; deleting?: boolean } = {},
+): V1Pod {
+    const state = opts.agentStartedAt
+        ? opts.finished
+            ? { terminated: { startedAt: new Date(opts.agentStartedAt), exitCode: 0 } }
+            : { running: { startedAt: new Date(opts.agentStartedAt) } }
+        : { waiting: { reason: "ContainerCreating" } };
     return {
         metadata: {
-            annotations: { "scaledkite.io/queue": queue, ...(opts.runnableAt ? { "scaledkite.io/runnable-at": opts.runnableAt } : {}) },
+            annotations: {
+                "scaledkite.io/queue": queue,
+                ...(opts.runnableAt ? { "scaledkite.io/runnable-at": opts.runnableAt } : {}),
+            },
             ...(opts.deleting ? { deletionTimestamp: new Date() } : {}),
         },
         status: { phase, containerStatuses: [{ name: "agent", state } as never] },
@@ -81,18 +105,48 @@ function pod(queue: string, phase: string, opts: { runnableAt?: string; agentSta
 describe("workerStats", () => {
     const now = new Date("2026-11-28T12:00:00Z");
     const table: [string, V1Pod[], Record<string, { running: number; pending: number; startLatencyMs: number[] }>][] = [
-        ["a worker whose agent started in the last minute: its start latency from runnable",
-            [pod("a", "Running", { runnableAt: "2026-11-28T11:59:30Z", agentStartedAt: "2026-11-28T11:59:42Z" })], { a: { running: 1, pending: 0, startLatencyMs: [12_000] } }],
-        ["one that started before the window was measured by an earlier sweep",
-            [pod("a", "Running", { runnableAt: "2026-11-28T11:50:00Z", agentStartedAt: "2026-11-28T11:58:59Z" })], { a: { running: 1, pending: 0, startLatencyMs: [] } }],
-        ["one that started and already finished within the window still counts",
-            [pod("a", "Succeeded", { runnableAt: "2026-11-28T11:59:40Z", agentStartedAt: "2026-11-28T11:59:41Z", finished: true })], { a: { running: 0, pending: 0, startLatencyMs: [1000] } }],
-        ["pending workers by queue; no start, no latency",
-            [pod("a", "Pending"), pod("b", "Pending"), pod("b", "Pending", { runnableAt: "2026-11-28T11:59:00Z" })], { a: { running: 0, pending: 1, startLatencyMs: [] }, b: { running: 0, pending: 2, startLatencyMs: [] } }],
-        ["no runnable-at annotation (a Job made before this version): counted, not measured",
-            [pod("a", "Running", { agentStartedAt: "2026-11-28T11:59:42Z" })], { a: { running: 1, pending: 0, startLatencyMs: [] } }],
-        ["pods being deleted are not counted",
-            [pod("a", "Running", { deleting: true, runnableAt: "2026-11-28T11:59:30Z", agentStartedAt: "2026-11-28T11:59:42Z" })], {}],
+        [
+            "a worker whose agent started in the last minute: its start latency from runnable",
+            [pod("a", "Running", { runnableAt: "2026-11-28T11:59:30Z", agentStartedAt: "2026-11-28T11:59:42Z" })],
+            { a: { running: 1, pending: 0, startLatencyMs: [12_000] } },
+        ],
+        [
+            "one that started before the window was measured by an earlier sweep",
+            [pod("a", "Running", { runnableAt: "2026-11-28T11:50:00Z", agentStartedAt: "2026-11-28T11:58:59Z" })],
+            { a: { running: 1, pending: 0, startLatencyMs: [] } },
+        ],
+        [
+            "one that started and already finished within the window still counts",
+            [
+                pod("a", "Succeeded", {
+                    runnableAt: "2026-11-28T11:59:40Z",
+                    agentStartedAt: "2026-11-28T11:59:41Z",
+                    finished: true,
+                }),
+            ],
+            { a: { running: 0, pending: 0, startLatencyMs: [1000] } },
+        ],
+        [
+            "pending workers by queue; no start, no latency",
+            [pod("a", "Pending"), pod("b", "Pending"), pod("b", "Pending", { runnableAt: "2026-11-28T11:59:00Z" })],
+            { a: { running: 0, pending: 1, startLatencyMs: [] }, b: { running: 0, pending: 2, startLatencyMs: [] } },
+        ],
+        [
+            "no runnable-at annotation (a Job made before this version): counted, not measured",
+            [pod("a", "Running", { agentStartedAt: "2026-11-28T11:59:42Z" })],
+            { a: { running: 1, pending: 0, startLatencyMs: [] } },
+        ],
+        [
+            "pods being deleted are not counted",
+            [
+                pod("a", "Running", {
+                    deleting: true,
+                    runnableAt: "2026-11-28T11:59:30Z",
+                    agentStartedAt: "2026-11-28T11:59:42Z",
+                }),
+            ],
+            {},
+        ],
     ];
     for (const [name, pods, want] of table) {
         it(name, () => assert.deepStrictEqual(Object.fromEntries(workerStats(pods, now, 60_000)), want));

@@ -14,37 +14,96 @@ describe("wait notices", () => {
         ["with five-minute sweeps, 4 min 59 s already passed 1 min", 4 * MIN + 59_000, 5 * MIN, 1],
         ["under a minute: nothing yet", 59_000, MIN, undefined],
     ];
-    for (const [name, wait, interval, want] of checkpoints) it(name, () => assert.strictEqual(passedCheckpoint(wait, interval), want));
+    for (const [name, wait, interval, want] of checkpoints)
+        it(name, () => assert.strictEqual(passedCheckpoint(wait, interval), want));
 
     it("never more than four per reason: one per checkpoint over a two-hour wait of one-minute sweeps", () => {
         let told = 0;
-        for (let wait = 0; wait <= 120 * MIN; wait += MIN) if (passedCheckpoint(wait + 3_000, MIN) !== undefined) told++;
+        for (let wait = 0; wait <= 120 * MIN; wait += MIN)
+            if (passedCheckpoint(wait + 3_000, MIN) !== undefined) told++;
         assert.strictEqual(told, 4);
     });
 
     const pod = (status: V1Pod["status"], extra: Partial<V1Pod["metadata"]> = {}): V1Pod => ({
-        metadata: { labels: { "buildkite.com/job-uuid": "u1" }, annotations: { "scaledkite.io/runnable-at": "2026-11-28T11:58:55Z" }, ...extra },
+        metadata: {
+            labels: { "buildkite.com/job-uuid": "u1" },
+            annotations: { "scaledkite.io/runnable-at": "2026-11-28T11:58:55Z" },
+            ...extra,
+        },
         spec: { nodeName: "n1", containers: [] },
         status,
     });
     const reasons: [string, V1Pod, RegExp | undefined][] = [
-        ["no node fits", pod({ phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/3 nodes are available: 3 Insufficient cpu. preemption: …" }] }), /^no node fits its worker yet \(0\/3 nodes are available: 3 Insufficient cpu\)$/],
-        ["an image that does not pull", pod({ phase: "Pending", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [{ name: "agent", image: "acme/agent:1", imageID: "", ready: false, restartCount: 0, state: { waiting: { reason: "ImagePullBackOff" } } }] }), /cannot pull image acme\/agent:1 yet \(ImagePullBackOff\); retrying/],
-        ["still starting", pod({ phase: "Pending", conditions: [{ type: "PodScheduled", status: "True" }] }), /starting on node n1 \(pulling images or starting containers\)/],
+        [
+            "no node fits",
+            pod({
+                phase: "Pending",
+                conditions: [
+                    {
+                        type: "PodScheduled",
+                        status: "False",
+                        reason: "Unschedulable",
+                        message: "0/3 nodes are available: 3 Insufficient cpu. preemption: …",
+                    },
+                ],
+            }),
+            /^no node fits its worker yet \(0\/3 nodes are available: 3 Insufficient cpu\)$/,
+        ],
+        [
+            "an image that does not pull",
+            pod({
+                phase: "Pending",
+                conditions: [{ type: "PodScheduled", status: "True" }],
+                containerStatuses: [
+                    {
+                        name: "agent",
+                        image: "acme/agent:1",
+                        imageID: "",
+                        ready: false,
+                        restartCount: 0,
+                        state: { waiting: { reason: "ImagePullBackOff" } },
+                    },
+                ],
+            }),
+            /cannot pull image acme\/agent:1 yet \(ImagePullBackOff\); retrying/,
+        ],
+        [
+            "still starting",
+            pod({ phase: "Pending", conditions: [{ type: "PodScheduled", status: "True" }] }),
+            /starting on node n1 \(pulling images or starting containers\)/,
+        ],
         ["running: nothing to say", pod({ phase: "Running" }), undefined],
     ];
     for (const [name, p, want] of reasons) {
         it(`reason: ${name}`, () => {
             const r = waitingReason(p);
-            if (want) assert.match(r!, want); else assert.strictEqual(r, undefined);
+            if (want) assert.match(r!, want);
+            else assert.strictEqual(r, undefined);
         });
     }
 
     it("a notice per waiting pod and per deferred job that passed a checkpoint, each within 256 characters", () => {
         const now = new Date("2026-11-28T12:00:00Z");
-        const long = pod({ phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", message: `0/3 nodes are available: ${"x".repeat(400)}` }] });
-        const notices = waitNotices([long], [{ uuid: "u2", scheduledAt: "2026-11-28T11:58:50Z" }, { uuid: "u3", scheduledAt: "2026-11-28T11:59:30Z" }], now, MIN);
-        assert.deepStrictEqual(notices.map((n) => n.job_uuid), ["u1", "u2"], "u3 has waited 30 s");
+        const long = pod({
+            phase: "Pending",
+            conditions: [
+                { type: "PodScheduled", status: "False", message: `0/3 nodes are available: ${"x".repeat(400)}` },
+            ],
+        });
+        const notices = waitNotices(
+            [long],
+            [
+                { uuid: "u2", scheduledAt: "2026-11-28T11:58:50Z" },
+                { uuid: "u3", scheduledAt: "2026-11-28T11:59:30Z" },
+            ],
+            now,
+            MIN,
+        );
+        assert.deepStrictEqual(
+            notices.map((n) => n.job_uuid),
+            ["u1", "u2"],
+            "u3 has waited 30 s",
+        );
         assert.ok(notices.every((n) => n.detail.length <= 256 && n.timestamp === now.toISOString()));
         assert.match(notices[1].detail, /^Scaledkite: waiting 1 min: the stack's spend cap is full/);
     });
@@ -57,5 +116,6 @@ describe("heartbeat offsets (keepQueuesConnected)", () => {
         ["five-minute sweeps still end within the Lambda's minute", 5 * MIN, MIN, [20_000, 40_000]],
         ["a 20 s Lambda: none", MIN, 20_000, []],
     ];
-    for (const [name, interval, timeout, want] of table) it(name, () => assert.deepStrictEqual(heartbeatOffsets(interval, timeout), want));
+    for (const [name, interval, timeout, want] of table)
+        it(name, () => assert.deepStrictEqual(heartbeatOffsets(interval, timeout), want));
 });

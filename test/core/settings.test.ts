@@ -13,6 +13,7 @@ describe("queueSettings: a served queue's settings by name, own keys only", () =
         ["hasOwnProperty", "hasOwnProperty", false],
     ];
     for (const [name, queue, found] of table) {
-        it(`${name}: ${found ? "found" : "none"}`, () => assert.strictEqual(queueSettings(settings, queue) !== undefined, found));
+        it(`${name}: ${found ? "found" : "none"}`, () =>
+            assert.strictEqual(queueSettings(settings, queue) !== undefined, found));
     }
 });

@@ -10,15 +10,37 @@ function pod(name: string, phase: string, agentExit?: number, deleting = false):
         metadata: { name, ...(deleting ? { deletionTimestamp: new Date() } : {}) },
         status: {
             phase,
-            containerStatuses: agentExit === undefined ? [] : [{ name: "agent", image: "a", imageID: "", ready: false, restartCount: 0, state: { terminated: { exitCode: agentExit } } }],
+            containerStatuses:
+                agentExit === undefined
+                    ? []
+                    : [
+                          {
+                              name: "agent",
+                              image: "a",
+                              imageID: "",
+                              ready: false,
+                              restartCount: 0,
+                              state: { terminated: { exitCode: agentExit } },
+                          },
+                      ],
         },
     };
 }
 
 describe("notRunReason", () => {
     const table: [string, V1Pod[], number, RegExp | undefined][] = [
-        ["one worker that ran nothing, backoffLimit 0", [pod("w-1", "Failed", AGENT_EXIT_NOT_RUN)], 0, /exited 1 time\(s\) without running the job .* pod w-1/],
-        ["two that ran nothing, backoffLimit 1", [pod("w-1", "Failed", AGENT_EXIT_NOT_RUN), pod("w-2", "Failed", AGENT_EXIT_NOT_RUN)], 1, /exited 2 time\(s\) .* pod w-2/],
+        [
+            "one worker that ran nothing, backoffLimit 0",
+            [pod("w-1", "Failed", AGENT_EXIT_NOT_RUN)],
+            0,
+            /exited 1 time\(s\) without running the job .* pod w-1/,
+        ],
+        [
+            "two that ran nothing, backoffLimit 1",
+            [pod("w-1", "Failed", AGENT_EXIT_NOT_RUN), pod("w-2", "Failed", AGENT_EXIT_NOT_RUN)],
+            1,
+            /exited 2 time\(s\) .* pod w-2/,
+        ],
         ["one that ran nothing, a retry still to come", [pod("w-1", "Failed", AGENT_EXIT_NOT_RUN)], 1, undefined],
         ["the retry is running", [pod("w-1", "Failed", AGENT_EXIT_NOT_RUN), pod("w-2", "Running")], 0, undefined],
         ["the retry is pending", [pod("w-1", "Failed", AGENT_EXIT_NOT_RUN), pod("w-2", "Pending")], 0, undefined],
@@ -44,16 +66,30 @@ const OPTS = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 };
 /** A Pending worker pod: created `createdMin` ago, scheduled `scheduledMin` ago (undefined: not scheduled), its command container waiting for `waiting`. */
 function pendingPod(createdMin: number, scheduledMin?: number, waiting?: string): V1Pod {
     const command: V1ContainerStatus = {
-        name: "command", image: "registry.example/agent:1", imageID: "", ready: false, restartCount: 0,
-        state: { waiting: { reason: waiting ?? "ContainerCreating", message: waiting ? `${waiting}: details` : undefined } },
+        name: "command",
+        image: "registry.example/agent:1",
+        imageID: "",
+        ready: false,
+        restartCount: 0,
+        state: {
+            waiting: { reason: waiting ?? "ContainerCreating", message: waiting ? `${waiting}: details` : undefined },
+        },
     };
     return {
         metadata: { name: "w-1", creationTimestamp: ago(createdMin) },
         status: {
             phase: "Pending",
-            conditions: [scheduledMin === undefined
-                ? { type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/3 nodes are available: insufficient cpu", lastTransitionTime: ago(createdMin) }
-                : { type: "PodScheduled", status: "True", lastTransitionTime: ago(scheduledMin) }],
+            conditions: [
+                scheduledMin === undefined
+                    ? {
+                          type: "PodScheduled",
+                          status: "False",
+                          reason: "Unschedulable",
+                          message: "0/3 nodes are available: insufficient cpu",
+                          lastTransitionTime: ago(createdMin),
+                      }
+                    : { type: "PodScheduled", status: "True", lastTransitionTime: ago(scheduledMin) },
+            ],
             containerStatuses: scheduledMin === undefined ? [] : [command],
         },
     };
@@ -61,22 +97,70 @@ function pendingPod(createdMin: number, scheduledMin?: number, waiting?: string)
 
 /** A kubelet `Failed` event about a container of pod w-1, first seen `minutes` ago. */
 const failedEvent = (minutes: number, container = "command", reason = "Failed"): CoreV1Event => ({
-    metadata: {}, reason, type: "Warning", firstTimestamp: ago(minutes),
+    metadata: {},
+    reason,
+    type: "Warning",
+    firstTimestamp: ago(minutes),
     involvedObject: { kind: "Pod", name: "w-1", fieldPath: `spec.containers{${container}}` },
 });
 
 describe("stuckReason", () => {
     const table: [string, V1Pod, CoreV1Event[], RegExp | undefined][] = [
-        ["unschedulable past the pending timeout", pendingPod(11), [], /could not be scheduled for 11 min: 0\/3 nodes are available: insufficient cpu/],
+        [
+            "unschedulable past the pending timeout",
+            pendingPod(11),
+            [],
+            /could not be scheduled for 11 min: 0\/3 nodes are available: insufficient cpu/,
+        ],
         ["unschedulable, within the pending timeout", pendingPod(9), [], undefined],
-        ["scheduled and still pulling a large image after 30 min: not pending, not stuck", pendingPod(30, 29), [], undefined],
-        ["one ErrImagePull (rate limit) on a pod created 20 min ago and placed 15 min ago, first failed 1 min ago", pendingPod(20, 15, "ErrImagePull"), [failedEvent(1)], undefined],
-        ["a pull failing for 6 min, per the kubelet's first event", pendingPod(20, 15, "ImagePullBackOff"), [failedEvent(6)], /could not start: ImagePullBackOff for container command \(image "registry.example\/agent:1"\), failing for 6 min: ImagePullBackOff: details$/],
-        ["the earliest of several events counts", pendingPod(20, 15, "ImagePullBackOff"), [failedEvent(2), failedEvent(7), failedEvent(4)], /failing for 7 min/],
-        ["the Secret not filled yet (token sync), 2 min after scheduling, no event yet", pendingPod(3, 2, "CreateContainerConfigError"), [], undefined],
-        ["the Secret still missing 6 min after scheduling, no event: counted from scheduling", pendingPod(8, 6, "CreateContainerConfigError"), [], /could not start: CreateContainerConfigError .*failing for 6 min/],
-        ["another container's failure events do not count", pendingPod(20, 15, "ImagePullBackOff"), [failedEvent(9, "dind")], /failing for 15 min/],
-        ["BackOff events are not failures", pendingPod(20, 15, "ImagePullBackOff"), [failedEvent(1), failedEvent(9, "command", "BackOff")], undefined],
+        [
+            "scheduled and still pulling a large image after 30 min: not pending, not stuck",
+            pendingPod(30, 29),
+            [],
+            undefined,
+        ],
+        [
+            "one ErrImagePull (rate limit) on a pod created 20 min ago and placed 15 min ago, first failed 1 min ago",
+            pendingPod(20, 15, "ErrImagePull"),
+            [failedEvent(1)],
+            undefined,
+        ],
+        [
+            "a pull failing for 6 min, per the kubelet's first event",
+            pendingPod(20, 15, "ImagePullBackOff"),
+            [failedEvent(6)],
+            /could not start: ImagePullBackOff for container command \(image "registry.example\/agent:1"\), failing for 6 min: ImagePullBackOff: details$/,
+        ],
+        [
+            "the earliest of several events counts",
+            pendingPod(20, 15, "ImagePullBackOff"),
+            [failedEvent(2), failedEvent(7), failedEvent(4)],
+            /failing for 7 min/,
+        ],
+        [
+            "the Secret not filled yet (token sync), 2 min after scheduling, no event yet",
+            pendingPod(3, 2, "CreateContainerConfigError"),
+            [],
+            undefined,
+        ],
+        [
+            "the Secret still missing 6 min after scheduling, no event: counted from scheduling",
+            pendingPod(8, 6, "CreateContainerConfigError"),
+            [],
+            /could not start: CreateContainerConfigError .*failing for 6 min/,
+        ],
+        [
+            "another container's failure events do not count",
+            pendingPod(20, 15, "ImagePullBackOff"),
+            [failedEvent(9, "dind")],
+            /failing for 15 min/,
+        ],
+        [
+            "BackOff events are not failures",
+            pendingPod(20, 15, "ImagePullBackOff"),
+            [failedEvent(1), failedEvent(9, "command", "BackOff")],
+            undefined,
+        ],
     ];
     for (const [name, pod, events, want] of table) {
         it(name, () => {

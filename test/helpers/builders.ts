@@ -2,7 +2,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config/config";
-import { SchedulerSettings } from "../../scheduler/core/settings";
+import { type SchedulerSettings } from "../../scheduler/core/settings";
 
 export const SAMPLE_EVENT_FILE = path.join(__dirname, "..", "fixtures", "job-scheduled.json");
 
@@ -15,22 +15,46 @@ let counter = 0;
 /** A distinct, valid job UUID. */
 export function newUuid(): string {
     counter++;
-    const hex = (Date.now().toString(16) + counter.toString(16).padStart(8, "0") + Math.random().toString(16).slice(2)).padEnd(32, "0").slice(-32);
+    const hex = (Date.now().toString(16) + counter.toString(16).padStart(8, "0") + Math.random().toString(16).slice(2))
+        .padEnd(32, "0")
+        .slice(-32);
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
 
 /** An event builder. */
 export class EventBuilder {
     private readonly e = sampleEvent();
-    uuid(u: string): this { this.e.detail.job.uuid = u; return this; }
-    rules(r: unknown): this { this.e.detail.job.agent_query_rules = r; return this; }
-    queue(q: string): this { return this.rules([`queue=${q}`]); }
-    type(t: unknown): this { this.e.detail.job.type = t; return this; }
-    detailType(t: unknown): this { this.e["detail-type"] = t; return this; }
+    uuid(u: string): this {
+        this.e.detail.job.uuid = u;
+        return this;
+    }
+    rules(r: unknown): this {
+        this.e.detail.job.agent_query_rules = r;
+        return this;
+    }
+    queue(q: string): this {
+        return this.rules([`queue=${q}`]);
+    }
+    type(t: unknown): this {
+        this.e.detail.job.type = t;
+        return this;
+    }
+    detailType(t: unknown): this {
+        this.e["detail-type"] = t;
+        return this;
+    }
     /** When the job became runnable, in Buildkite's format ("2026-11-28 10:00:00 UTC") or any other. */
-    runnableAt(t: unknown): this { this.e.detail.job.runnable_at = t; return this; }
-    with(mutate: (e: any) => void): this { mutate(this.e); return this; }
-    build(): any { return JSON.parse(JSON.stringify(this.e)); }
+    runnableAt(t: unknown): this {
+        this.e.detail.job.runnable_at = t;
+        return this;
+    }
+    with(mutate: (e: any) => void): this {
+        mutate(this.e);
+        return this;
+    }
+    build(): any {
+        return JSON.parse(JSON.stringify(this.e));
+    }
 }
 
 export function anEvent(): EventBuilder {
@@ -39,7 +63,12 @@ export function anEvent(): EventBuilder {
 
 /** Raw config (keys without the namespace) that passes validation. */
 export function rawConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
-    return { cluster: "ci-cluster", eventBusName: "aws.partner/buildkite.com/my-org/abc", agentToken: "<secret>", ...overrides };
+    return {
+        cluster: "ci-cluster",
+        eventBusName: "aws.partner/buildkite.com/my-org/abc",
+        agentToken: "<secret>",
+        ...overrides,
+    };
 }
 
 /** Scheduler settings from raw config overrides. */

@@ -4,18 +4,23 @@
  */
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
-import { LOCAL_CLUSTER_NAME, LOCAL_REGION, localJobClient, LocalIdentity, SCHEDULER_IDENTITY } from "../../k8s/local/awsIdentities";
+import {
+    LOCAL_CLUSTER_NAME,
+    LOCAL_REGION,
+    localJobClient,
+    type LocalIdentity,
+    SCHEDULER_IDENTITY,
+} from "../../k8s/local/awsIdentities";
 import { signEksToken } from "../../scheduler/clients/eksToken";
-import { JobClient } from "../../scheduler/clients/kube";
+import { type JobClient } from "../../scheduler/clients/kube";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config/config";
-import { SchedulerSettings } from "../../scheduler/core/settings";
-import { ClusterState } from "../../k8s/local/cluster";
+import { type SchedulerSettings } from "../../scheduler/core/settings";
+import { type ClusterState } from "../../k8s/local/cluster";
 import { LOCAL_IMAGES } from "../../k8s/local/node";
 import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";
 import { replaceExisting } from "../../k8s/local/stack";
 import { adminConfig, k8sClient } from "./localCluster";
-import { baseConfig, DeclaredResource, runProgram, ProgramRun } from "./pulumiProgram";
-
+import { baseConfig, type DeclaredResource, runProgram, type ProgramRun } from "./pulumiProgram";
 
 /** apiVersion and kind of a Pulumi Kubernetes resource type, e.g. kubernetes:core/v1:Secret. */
 export function apiVersionKind(type: string): { apiVersion: string; kind: string } {
@@ -53,7 +58,11 @@ export interface DeployedStack {
 
 /** Program config for the local cluster, as full keys (an `extra` value of null removes the key). */
 export function localStackConfig(namespace: string, extra: Record<string, unknown> = {}): Record<string, string> {
-    const config: Record<string, string> = { ...baseConfig(), "scaledkite:cluster": LOCAL_CLUSTER_NAME, "scaledkite:namespace": namespace };
+    const config: Record<string, string> = {
+        ...baseConfig(),
+        "scaledkite:cluster": LOCAL_CLUSTER_NAME,
+        "scaledkite:namespace": namespace,
+    };
     for (const [k, v] of Object.entries(extra)) {
         if (v === null) delete config[`scaledkite:${k}`];
         else config[`scaledkite:${k}`] = typeof v === "string" ? v : JSON.stringify(v);
@@ -81,15 +90,29 @@ export function onStandInNode(extra: Record<string, unknown>): Record<string, un
 }
 
 /** Requests small enough that several workers fit the 2-core real node at once (unless a test sets its own). */
-export const SMALL_WORKERS = { resources: { agent: { requests: { cpu: "10m", memory: "64Mi" } }, command: { requests: { cpu: "10m", memory: "64Mi" } }, dind: { requests: { cpu: "10m", memory: "64Mi" } } } };
+export const SMALL_WORKERS = {
+    resources: {
+        agent: { requests: { cpu: "10m", memory: "64Mi" } },
+        command: { requests: { cpu: "10m", memory: "64Mi" } },
+        dind: { requests: { cpu: "10m", memory: "64Mi" } },
+    },
+};
 
 /**
  * Runs the program for `namespace` and applies its Kubernetes side to the local cluster. Workers go
  * to the real node unless `node` says otherwise (without a real node, to the stand-in node).
  */
-export async function deployStack(state: ClusterState, namespace: string, extra: Record<string, unknown> = {}, node: WorkerNode = "real"): Promise<DeployedStack> {
+export async function deployStack(
+    state: ClusterState,
+    namespace: string,
+    extra: Record<string, unknown> = {},
+    node: WorkerNode = "real",
+): Promise<DeployedStack> {
     const where = state.node ? node : "stand-in";
-    const config = localStackConfig(namespace, where === "stand-in" ? onStandInNode(extra) : { ...SMALL_WORKERS, ...extra });
+    const config = localStackConfig(
+        namespace,
+        where === "stand-in" ? onStandInNode(extra) : { ...SMALL_WORKERS, ...extra },
+    );
     const run = await runProgram(config, undefined, {
         endpoint: state.server,
         caData: fs.readFileSync(state.caFile).toString("base64"),
@@ -100,7 +123,11 @@ export async function deployStack(state: ClusterState, namespace: string, extra:
         try {
             await client.create(obj);
         } catch (e) {
-            if ((e as { code?: number }).code !== 409) throw new Error(`applying ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n").slice(0, 3).join(" ")}`);
+            if ((e as { code?: number }).code !== 409)
+                throw new Error(
+                    `applying ${obj.kind} ${obj.metadata?.name}: ${(e as Error).message.split("\n").slice(0, 3).join(" ")}`,
+                    { cause: e },
+                );
             // An update of what a previous run left (cluster-wide objects outlive the test namespaces).
             await replaceExisting(client, obj);
         }
@@ -115,7 +142,9 @@ export async function deleteNamespace(state: ClusterState, namespace: string): P
     const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
     try {
         await core.deleteNamespace({ name: namespace });
-    } catch { /* already gone */ }
+    } catch {
+        /* already gone */
+    }
 }
 
 /** A JobClient that authenticates as the Lambda does in AWS: an EKS token for a (local) IAM identity. */

@@ -7,7 +7,10 @@ import { MAX_METRIC_VALUES, METRIC_NAMESPACE } from "../../scheduler/core/metric
  * namespace, dimension sets whose keys are top-level strings, and metrics whose names are top-level
  * numbers (or lists of at most 100). Returns the metrics by name with their units.
  */
-export function parseEmf(line: string): { dimensions: Record<string, string>; metrics: Record<string, { unit: string; value: number | number[] }> } {
+export function parseEmf(line: string): {
+    dimensions: Record<string, string>;
+    metrics: Record<string, { unit: string; value: number | number[] }>;
+} {
     const record = JSON.parse(line);
     const directive = record._aws;
     assert.strictEqual(typeof directive?.Timestamp, "number", "a Timestamp in ms");
@@ -25,9 +28,12 @@ export function parseEmf(line: string): { dimensions: Record<string, string>; me
     const metrics: Record<string, { unit: string; value: number | number[] }> = {};
     for (const { Name, Unit } of Metrics) {
         const v = record[Name];
-        assert.ok(typeof v === "number" || (Array.isArray(v) && v.length <= MAX_METRIC_VALUES && v.every((x) => typeof x === "number")), `metric ${Name} is a number or a list of at most 100`);
+        assert.ok(
+            typeof v === "number" ||
+                (Array.isArray(v) && v.length <= MAX_METRIC_VALUES && v.every((x) => typeof x === "number")),
+            `metric ${Name} is a number or a list of at most 100`,
+        );
         metrics[Name] = { unit: Unit, value: v };
     }
     return { dimensions, metrics };
 }
-

@@ -18,7 +18,17 @@ export interface GitHttpServer {
 }
 
 function git(args: string[], cwd: string): void {
-    const r = spawnSync("git", args, { cwd, encoding: "utf8", env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" } });
+    const r = spawnSync("git", args, {
+        cwd,
+        encoding: "utf8",
+        env: {
+            ...process.env,
+            GIT_AUTHOR_NAME: "t",
+            GIT_AUTHOR_EMAIL: "t@example.com",
+            GIT_COMMITTER_NAME: "t",
+            GIT_COMMITTER_EMAIL: "t@example.com",
+        },
+    });
     if (r.status !== 0) throw new Error(`git ${args.join(" ")}: ${r.stderr}`);
 }
 
@@ -36,7 +46,12 @@ export function bareRepository(root: string, files: Record<string, string>): str
 }
 
 /** Serves a bare repository `app.git` whose main branch holds `files`, on `host`. */
-export async function startGitHttpServer(host: string, user: string, password: string, files: Record<string, string>): Promise<GitHttpServer> {
+export async function startGitHttpServer(
+    host: string,
+    user: string,
+    password: string,
+    files: Record<string, string>,
+): Promise<GitHttpServer> {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "git-http-"));
     bareRepository(root, files);
     const expected = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
@@ -52,9 +67,15 @@ export async function startGitHttpServer(host: string, user: string, password: s
         const url = new URL(req.url ?? "/", "http://git");
         const cgi = spawn("git", ["http-backend"], {
             env: {
-                ...process.env, GIT_PROJECT_ROOT: root, GIT_HTTP_EXPORT_ALL: "1", REMOTE_USER: user,
-                REQUEST_METHOD: req.method ?? "GET", PATH_INFO: url.pathname, QUERY_STRING: url.search.slice(1),
-                CONTENT_TYPE: req.headers["content-type"] ?? "", HTTP_CONTENT_ENCODING: String(req.headers["content-encoding"] ?? ""),
+                ...process.env,
+                GIT_PROJECT_ROOT: root,
+                GIT_HTTP_EXPORT_ALL: "1",
+                REMOTE_USER: user,
+                REQUEST_METHOD: req.method ?? "GET",
+                PATH_INFO: url.pathname,
+                QUERY_STRING: url.search.slice(1),
+                CONTENT_TYPE: req.headers["content-type"] ?? "",
+                HTTP_CONTENT_ENCODING: String(req.headers["content-encoding"] ?? ""),
                 GIT_PROTOCOL: String(req.headers["git-protocol"] ?? ""),
             },
         });
@@ -87,7 +108,9 @@ export async function startGitHttpServer(host: string, user: string, password: s
     const { port } = server.address() as { port: number };
     return {
         url: `http://${host}:${port}/app.git`,
-        get refused() { return state.refused; },
+        get refused() {
+            return state.refused;
+        },
         close: async () => {
             server.closeAllConnections();
             await new Promise<void>((r) => server.close(() => r()));

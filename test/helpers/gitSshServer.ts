@@ -3,7 +3,7 @@
  * port of its own, with a host key made for the test, one authorized client key, and a forced
  * command that allows nothing but `git-upload-pack` (clone and fetch).
  */
-import { ChildProcess, spawn, spawnSync } from "child_process";
+import { type ChildProcess, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
@@ -36,28 +36,53 @@ export async function startGitSshServer(host: string, files: Record<string, stri
 
     const key = (name: string) => {
         run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path.join(root, name)]);
-        return { priv: fs.readFileSync(path.join(root, name), "utf8"), pub: fs.readFileSync(path.join(root, `${name}.pub`), "utf8").trim() };
+        return {
+            priv: fs.readFileSync(path.join(root, name), "utf8"),
+            pub: fs.readFileSync(path.join(root, `${name}.pub`), "utf8").trim(),
+        };
     };
     const hostKey = key("host_key");
     const otherHostKey = key("other_host_key");
     const client = key("client_key");
     // Only clone and fetch of this one repository; no shell, no forwarding.
     const allow = `case "$SSH_ORIGINAL_COMMAND" in "git-upload-pack '${repo}'") exec git-upload-pack '${repo}';; *) echo "only git-upload-pack of ${repo}" >&2; exit 1;; esac`;
-    fs.writeFileSync(path.join(root, "authorized_keys"), `command="${allow.replace(/"/g, '\\"')}",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding ${client.pub}\n`, { mode: 0o600 });
+    fs.writeFileSync(
+        path.join(root, "authorized_keys"),
+        `command="${allow.replace(/"/g, '\\"')}",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding ${client.pub}\n`,
+        { mode: 0o600 },
+    );
     const port = await freePort(host);
     fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-    fs.writeFileSync(path.join(root, "sshd_config"), [
-        `ListenAddress ${host}:${port}`, `HostKey ${path.join(root, "host_key")}`, `AuthorizedKeysFile ${path.join(root, "authorized_keys")}`,
-        `PidFile ${path.join(root, "sshd.pid")}`, "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "UsePAM no", "StrictModes no", "LogLevel ERROR", "",
-    ].join("\n"));
-    const sshd: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", path.join(root, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
+    fs.writeFileSync(
+        path.join(root, "sshd_config"),
+        [
+            `ListenAddress ${host}:${port}`,
+            `HostKey ${path.join(root, "host_key")}`,
+            `AuthorizedKeysFile ${path.join(root, "authorized_keys")}`,
+            `PidFile ${path.join(root, "sshd.pid")}`,
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "LogLevel ERROR",
+            "",
+        ].join("\n"),
+    );
+    const sshd: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", path.join(root, "sshd_config")], {
+        stdio: ["ignore", "ignore", "pipe"],
+    });
     let stderr = "";
     sshd.stderr!.on("data", (d) => (stderr += d));
     const deadline = Date.now() + 10_000;
     for (;;) {
         const up = await new Promise<boolean>((resolve) => {
-            const c = net.connect(port, host, () => { c.destroy(); resolve(true); }).once("error", () => resolve(false));
+            const c = net
+                .connect(port, host, () => {
+                    c.destroy();
+                    resolve(true);
+                })
+                .once("error", () => resolve(false));
         });
         if (up) break;
         if (sshd.exitCode !== null || Date.now() > deadline) throw new Error(`sshd did not start: ${stderr.trim()}`);

@@ -59,7 +59,12 @@ export interface Invocation {
  * Runs the packaged Lambda in a fresh Node process with the scheduler's (local) AWS credentials.
  * `launcher` runs in front of node (e.g. a shell that moves itself into a CPU-limited cgroup, then execs it).
  */
-export async function invokeLambda(dir: string, events: unknown[], env: NodeJS.ProcessEnv = {}, launcher: string[] = []): Promise<{ results: Invocation[]; logs: string[]; stderr: string; nodeVersion: string }> {
+export async function invokeLambda(
+    dir: string,
+    events: unknown[],
+    env: NodeJS.ProcessEnv = {},
+    launcher: string[] = [],
+): Promise<{ results: Invocation[]; logs: string[]; stderr: string; nodeVersion: string }> {
     const [command, ...args] = [...launcher, process.execPath, "driver.js"];
     const child = spawn(command, args, {
         cwd: dir,
@@ -78,7 +83,8 @@ export async function invokeLambda(dir: string, events: unknown[], env: NodeJS.P
     child.stderr.on("data", (c) => (err += c));
     child.stdin.end(JSON.stringify(events));
     const code = await new Promise<number>((resolve) => child.on("close", (c) => resolve(c ?? -1)));
-    if (code !== 0) throw new Error(`the Lambda process exited ${code}: ${err.trim().split("\n").slice(-5).join(" | ")}`);
+    if (code !== 0)
+        throw new Error(`the Lambda process exited ${code}: ${err.trim().split("\n").slice(-5).join(" | ")}`);
     const lines = out.trim().split("\n");
     return {
         results: lines.filter((l) => l.startsWith("RESULT ")).map((l) => JSON.parse(l.slice(7))),

@@ -9,12 +9,14 @@ import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ClusterState, down, status, up } from "../../k8s/local/cluster";
+import { type ClusterState, down, status, up } from "../../k8s/local/cluster";
 
 // The suite runs on the Lambda's major (Node 24): `npm test` uses the project's node_modules/.bin/node.
 // Without it (npm ci --ignore-scripts skips the link) npm would fall back to the machine's node, silently.
 if (Number(process.versions.node.split(".")[0]) < 24) {
-    throw new Error(`the tests run on Node 24 (the Lambda's runtime) but this is Node ${process.version}: run them with npm test, after an npm ci that ran install scripts (the \`node\` package links node_modules/.bin/node)`);
+    throw new Error(
+        `the tests run on Node 24 (the Lambda's runtime) but this is Node ${process.version}: run them with npm test, after an npm ci that ran install scripts (the \`node\` package links node_modules/.bin/node)`,
+    );
 }
 
 const mode = process.env.SCALEDKITE_INTEGRATION ?? "auto";
@@ -22,10 +24,16 @@ let started: Promise<ClusterState> | undefined;
 let startedHere = false;
 
 function binariesCached(): boolean {
-    const dir = process.env.KUBEBUILDER_ASSETS ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), ".cache"), "scaledkite", "controlplane");
-    const walk = (d: string): boolean => fs.existsSync(path.join(d, "kube-apiserver")) && fs.existsSync(path.join(d, "etcd"));
+    const dir =
+        process.env.KUBEBUILDER_ASSETS ??
+        path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), ".cache"), "scaledkite", "controlplane");
+    const walk = (d: string): boolean =>
+        fs.existsSync(path.join(d, "kube-apiserver")) && fs.existsSync(path.join(d, "etcd"));
     if (walk(dir)) return true;
-    return fs.existsSync(dir) && fs.readdirSync(dir).some((v) => /^v\d/.test(v) && !v.endsWith(".partial") && walk(path.join(dir, v)));
+    return (
+        fs.existsSync(dir) &&
+        fs.readdirSync(dir).some((v) => /^v\d/.test(v) && !v.endsWith(".partial") && walk(path.join(dir, v)))
+    );
 }
 
 /** Call in a describe block's `before`: skips the block when integration tests are off. */
@@ -65,7 +73,9 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
         }
         await new Promise((r) => setTimeout(r, 200));
     }
-    throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message.split("\n")[0]})` : ""}`);
+    throw new Error(
+        `timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message.split("\n")[0]})` : ""}`,
+    );
 }
 
 export const mochaHooks = {

@@ -47,55 +47,81 @@ export const SECRET_KEYS = CONFIG_SECRET_KEYS.map((k) => `scaledkite:${k}`);
 
 async function settle<T>(o: pulumi.Output<T>): Promise<{ value: T; secret: boolean }> {
     const secret = await (o as any).isSecret;
-    const value = await new Promise<T>((resolve) => o.apply((v) => { resolve(v); return v; }));
+    const value = await new Promise<T>((resolve) =>
+        o.apply((v) => {
+            resolve(v);
+            return v;
+        }),
+    );
     return { value, secret };
 }
 
 /** Forgets the project's own modules so the program runs again from scratch. */
 function forgetProjectModules(): void {
     for (const file of Object.keys(require.cache)) {
-        if (file.startsWith(PROJECT_ROOT) && !file.includes(`${path.sep}node_modules${path.sep}`) && !file.includes(`${path.sep}test${path.sep}`)) {
+        if (
+            file.startsWith(PROJECT_ROOT) &&
+            !file.includes(`${path.sep}node_modules${path.sep}`) &&
+            !file.includes(`${path.sep}test${path.sep}`)
+        ) {
             delete require.cache[file];
         }
     }
 }
 
 /** Runs index.ts with `config` (full keys, e.g. "scaledkite:cluster"). Rejects with the program's error. */
-export async function runProgram(config: Record<string, string>, secretKeys: string[] = SECRET_KEYS, cluster: Partial<typeof MOCK_CLUSTER> = {}): Promise<ProgramRun> {
+export async function runProgram(
+    config: Record<string, string>,
+    secretKeys: string[] = SECRET_KEYS,
+    cluster: Partial<typeof MOCK_CLUSTER> = {},
+): Promise<ProgramRun> {
     const resources: DeclaredResource[] = [];
     const mockCluster = { ...MOCK_CLUSTER, ...cluster };
-    await pulumi.runtime.setMocks({
-        newResource(args: pulumi.runtime.MockResourceArgs) {
-            resources.push({ type: args.type, name: args.name, inputs: args.inputs });
-            const state: Record<string, any> = { ...args.inputs };
-            const id = `${args.name}-id`;
-            if (!state.name) state.name = `${args.name}-generated`;
-            state.arn = `arn:aws:mock:${MOCK_CLUSTER.region}:${MOCK_CLUSTER.account}:${args.type}/${state.name}`;
-            if (args.type === "aws:sqs/queue:Queue") state.url = `https://sqs.${MOCK_CLUSTER.region}.amazonaws.com/${MOCK_CLUSTER.account}/${state.name}`;
-            return { id, state };
+    await pulumi.runtime.setMocks(
+        {
+            newResource(args: pulumi.runtime.MockResourceArgs) {
+                resources.push({ type: args.type, name: args.name, inputs: args.inputs });
+                const state: Record<string, any> = { ...args.inputs };
+                const id = `${args.name}-id`;
+                if (!state.name) state.name = `${args.name}-generated`;
+                state.arn = `arn:aws:mock:${MOCK_CLUSTER.region}:${MOCK_CLUSTER.account}:${args.type}/${state.name}`;
+                if (args.type === "aws:sqs/queue:Queue")
+                    state.url = `https://sqs.${MOCK_CLUSTER.region}.amazonaws.com/${MOCK_CLUSTER.account}/${state.name}`;
+                return { id, state };
+            },
+            call(args: pulumi.runtime.MockCallArgs) {
+                switch (args.token) {
+                    case "aws:eks/getCluster:getCluster":
+                        return {
+                            name: args.inputs.name,
+                            endpoint: mockCluster.endpoint,
+                            certificateAuthorities: [{ data: mockCluster.caData }],
+                            accessConfigs: [{ authenticationMode: "API_AND_CONFIG_MAP" }],
+                            identities: [{ oidcs: [{ issuer: MOCK_CLUSTER.oidcIssuer }] }],
+                        };
+                    case "aws:index/getCallerIdentity:getCallerIdentity":
+                        return {
+                            accountId: MOCK_CLUSTER.account,
+                            arn: `arn:aws:iam::${MOCK_CLUSTER.account}:user/test`,
+                            userId: "test",
+                        };
+                    case "aws:index/getPartition:getPartition":
+                        return { partition: "aws", dnsSuffix: "amazonaws.com", id: "aws" };
+                    case "aws:index/getRegion:getRegion":
+                        return { name: mockCluster.region, region: mockCluster.region, id: mockCluster.region };
+                    default:
+                        return args.inputs;
+                }
+            },
         },
-        call(args: pulumi.runtime.MockCallArgs) {
-            switch (args.token) {
-                case "aws:eks/getCluster:getCluster":
-                    return {
-                        name: args.inputs.name,
-                        endpoint: mockCluster.endpoint,
-                        certificateAuthorities: [{ data: mockCluster.caData }],
-                        accessConfigs: [{ authenticationMode: "API_AND_CONFIG_MAP" }],
-                        identities: [{ oidcs: [{ issuer: MOCK_CLUSTER.oidcIssuer }] }],
-                    };
-                case "aws:index/getCallerIdentity:getCallerIdentity":
-                    return { accountId: MOCK_CLUSTER.account, arn: `arn:aws:iam::${MOCK_CLUSTER.account}:user/test`, userId: "test" };
-                case "aws:index/getPartition:getPartition":
-                    return { partition: "aws", dnsSuffix: "amazonaws.com", id: "aws" };
-                case "aws:index/getRegion:getRegion":
-                    return { name: mockCluster.region, region: mockCluster.region, id: mockCluster.region };
-                default:
-                    return args.inputs;
-            }
-        },
-    }, "scaledkite", "test", false);
-    pulumi.runtime.setAllConfig(config, secretKeys.filter((k) => k in config));
+        "scaledkite",
+        "test",
+        false,
+    );
+    pulumi.runtime.setAllConfig(
+        config,
+        secretKeys.filter((k) => k in config),
+    );
     forgetProjectModules();
     const program = require(path.join(PROJECT_ROOT, "index.ts")) as Record<string, unknown>;
 
@@ -146,6 +172,7 @@ export async function lambdaCode(run: ProgramRun, name = "scheduler-fn"): Promis
     const assets = await lambdaArchive(run, name);
     const index = assets["__index.js"];
     const text = await (index?.text ?? index?.value);
-    if (typeof text !== "string") throw new Error(`could not find __index.js in the Lambda's code: ${JSON.stringify(Object.keys(assets ?? {}))}`);
+    if (typeof text !== "string")
+        throw new Error(`could not find __index.js in the Lambda's code: ${JSON.stringify(Object.keys(assets ?? {}))}`);
     return text;
 }

@@ -4,8 +4,8 @@
  * IAM policy pulumi up writes would), and AWS's error shapes (HTTP 400 with `__type`).
  */
 import * as http from "http";
-import { AddressInfo } from "net";
-import { LocalIdentity, verifySigV4Request } from "../../k8s/local/awsIdentities";
+import { type AddressInfo } from "net";
+import { type LocalIdentity, verifySigV4Request } from "../../k8s/local/awsIdentities";
 
 export interface StoredSecret {
     value: string;
@@ -38,7 +38,8 @@ export async function startSecretsManager(identities: LocalIdentity[]): Promise<
     const server = http.createServer((req, res) => {
         let body = "";
         req.on("data", (c) => (body += c));
-        req.on("end", async () => {
+        req.on("end", () => void handle());
+        const handle = async () => {
             let who = "-";
             let id = "";
             const send = (status: number, obj: unknown) => {
@@ -47,11 +48,16 @@ export async function startSecretsManager(identities: LocalIdentity[]): Promise<
                 res.end(JSON.stringify(obj));
             };
             const error = (type: string, message: string, status = 400) => send(status, { __type: type, message });
-            if (req.method !== "POST" || req.headers["x-amz-target"] !== "secretsmanager.GetSecretValue") return error("UnknownOperationException", "only GetSecretValue is served here");
-            const verified = await verifySigV4Request({ method: req.method, url: req.url ?? "/", headers: req.headers, body }, identities);
+            if (req.method !== "POST" || req.headers["x-amz-target"] !== "secretsmanager.GetSecretValue")
+                return error("UnknownOperationException", "only GetSecretValue is served here");
+            const verified = await verifySigV4Request(
+                { method: req.method, url: req.url ?? "/", headers: req.headers, body },
+                identities,
+            );
             if (!verified.ok) return error("UnrecognizedClientException", verified.reason);
             who = verified.identity.accessKeyId;
-            if (verified.service !== "secretsmanager") return error("InvalidSignatureException", `signed for ${verified.service}, not secretsmanager`);
+            if (verified.service !== "secretsmanager")
+                return error("InvalidSignatureException", `signed for ${verified.service}, not secretsmanager`);
             let request: { SecretId?: unknown };
             try {
                 request = JSON.parse(body);
@@ -64,11 +70,25 @@ export async function startSecretsManager(identities: LocalIdentity[]): Promise<
             const secret = secrets.get(id);
             if (!secret) return error("ResourceNotFoundException", "Secrets Manager can't find the specified secret.");
             if (!secret.readers.includes(who)) {
-                return error("AccessDeniedException", `User: ${verified.identity.username} is not authorized to perform: secretsmanager:GetSecretValue on resource: ${id}`);
+                return error(
+                    "AccessDeniedException",
+                    `User: ${verified.identity.username} is not authorized to perform: secretsmanager:GetSecretValue on resource: ${id}`,
+                );
             }
-            if (secret.kmsRefuses) return error("DecryptionFailure", "Secrets Manager can't decrypt the protected secret text using the provided KMS key.");
-            return send(200, { ARN: id, Name: id.split(":").pop(), SecretString: secret.value, VersionId: secret.versionId, VersionStages: ["AWSCURRENT"], CreatedDate: Date.now() / 1000 });
-        });
+            if (secret.kmsRefuses)
+                return error(
+                    "DecryptionFailure",
+                    "Secrets Manager can't decrypt the protected secret text using the provided KMS key.",
+                );
+            return send(200, {
+                ARN: id,
+                Name: id.split(":").pop(),
+                SecretString: secret.value,
+                VersionId: secret.versionId,
+                VersionStages: ["AWSCURRENT"],
+                CreatedDate: Date.now() / 1000,
+            });
+        };
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const port = (server.address() as AddressInfo).port;
@@ -86,7 +106,11 @@ export async function startSecretsManager(identities: LocalIdentity[]): Promise<
         failNext(type, count = 1) {
             for (let i = 0; i < count; i++) failures.push(type);
         },
-        close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+        close: () =>
+            new Promise<void>((resolve) => {
+                server.closeAllConnections();
+                server.close(() => resolve());
+            }),
     };
 }
 
@@ -112,7 +136,9 @@ export function secretChangedEvent(eventName: string, secretId: string): object 
             eventSource: "secretsmanager.amazonaws.com",
             eventName,
             awsRegion: "us-east-1",
-            ...(rotation ? { additionalEventData: { SecretId: secretId } } : { requestParameters: { secretId, clientRequestToken: "c0ffee" }, responseElements: null }),
+            ...(rotation
+                ? { additionalEventData: { SecretId: secretId } }
+                : { requestParameters: { secretId, clientRequestToken: "c0ffee" }, responseElements: null }),
         },
     };
 }

@@ -55,28 +55,36 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
             };
             if (req.headers.authorization !== `Token ${token}`) return send(401, { message: "Unauthorized" });
             const failure = failures.shift();
-            if (failure === 429) return send(429, { message: "Too many requests" }, { "retry-after": "1", "ratelimit-remaining": "0" });
+            if (failure === 429)
+                return send(429, { message: "Too many requests" }, { "retry-after": "1", "ratelimit-remaining": "0" });
             if (failure) return send(failure, { message: "Internal error" });
 
             if (req.method === "POST" && url.pathname === "/v3/stacks/register") {
                 const b = JSON.parse(body);
-                if (!b.key || !b.queue_key || b.type !== "custom") return send(422, { message: "key, type custom and queue_key are required" });
+                if (!b.key || !b.queue_key || b.type !== "custom")
+                    return send(422, { message: "key, type custom and queue_key are required" });
                 registered.set(`${b.key}/${b.queue_key}`, b);
                 return send(200, { key: b.key, type: b.type, queue_key: b.queue_key, state: "connected" });
             }
             const m = /^\/v3\/stacks\/([^/]+)\/scheduled-jobs$/.exec(url.pathname);
             if (req.method === "GET" && m) {
                 const queue = url.searchParams.get("queue_key") ?? "";
-                if (!registered.has(`${decodeURIComponent(m[1])}/${queue}`)) return send(404, { message: "No stack registered for this queue" });
+                if (!registered.has(`${decodeURIComponent(m[1])}/${queue}`))
+                    return send(404, { message: "No stack registered for this queue" });
                 listedAt.set(queue, [...(listedAt.get(queue) ?? []), Date.now()]);
                 const limit = Math.min(Number(url.searchParams.get("limit") ?? "100"), 1000, state.pageSize);
-                const all = [...(scheduled.get(queue) ?? [])].sort((a, b) => (a.scheduled_at ?? "").localeCompare(b.scheduled_at ?? ""));
+                const all = [...(scheduled.get(queue) ?? [])].sort((a, b) =>
+                    (a.scheduled_at ?? "").localeCompare(b.scheduled_at ?? ""),
+                );
                 const after = url.searchParams.get("after");
                 const start = after ? all.findIndex((j) => j.id === after) + 1 : 0;
                 const page = all.slice(start, start + limit);
                 return send(200, {
                     jobs: page,
-                    page_info: { has_next_page: start + limit < all.length, end_cursor: page.length ? page[page.length - 1].id : null },
+                    page_info: {
+                        has_next_page: start + limit < all.length,
+                        end_cursor: page.length ? page[page.length - 1].id : null,
+                    },
                     cluster_queue: { id: `cq-${queue}`, dispatch_paused: paused.has(queue) },
                 });
             }
@@ -87,7 +95,8 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
                     return send(503, { message: "Service Unavailable" });
                 }
                 const b = JSON.parse(body || "{}");
-                if (typeof b.detail === "string" && b.detail.length > 4096) return send(422, { message: "detail is too long" });
+                if (typeof b.detail === "string" && b.detail.length > 4096)
+                    return send(422, { message: "detail is too long" });
                 finished.set(fin[2], b.detail ?? "");
                 states.set(fin[2], "finished");
                 return send(200, {});
@@ -95,8 +104,10 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
             if (req.method === "POST" && /^\/v3\/stacks\/[^/]+\/notifications$/.test(url.pathname)) {
                 const list: StandIn["notifications"] = JSON.parse(body || "{}").notifications ?? [];
                 for (const n of list) {
-                    if (!n.job_uuid || typeof n.detail !== "string" || !n.timestamp) return send(422, { message: "job_uuid, detail and timestamp are required" });
-                    if (n.detail.length > 256) return send(422, { message: "detail is too long (maximum is 256 characters)" });
+                    if (!n.job_uuid || typeof n.detail !== "string" || !n.timestamp)
+                        return send(422, { message: "job_uuid, detail and timestamp are required" });
+                    if (n.detail.length > 256)
+                        return send(422, { message: "detail is too long (maximum is 256 characters)" });
                 }
                 notifications.push(...list);
                 return send(200, {});
@@ -122,11 +133,21 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         requests,
         notifications,
         listedAt,
-        get pageSize() { return state.pageSize; },
-        set pageSize(n: number) { state.pageSize = n; },
-        get failFinish() { return state.failFinish; },
-        set failFinish(n: number) { state.failFinish = n; },
-        failNext(status, count = 1) { for (let i = 0; i < count; i++) failures.push(status); },
+        get pageSize() {
+            return state.pageSize;
+        },
+        set pageSize(n: number) {
+            state.pageSize = n;
+        },
+        get failFinish() {
+            return state.failFinish;
+        },
+        set failFinish(n: number) {
+            state.failFinish = n;
+        },
+        failNext(status, count = 1) {
+            for (let i = 0; i < count; i++) failures.push(status);
+        },
         close: () => new Promise<void>((r) => server.close(() => r())),
     };
 }

@@ -7,8 +7,8 @@
  *   session token of the credentials it handed out, and knows which accounts the role may use.
  */
 import * as http from "http";
-import { AddressInfo } from "net";
-import { LocalIdentity, verifySigV4Request } from "../../k8s/local/awsIdentities";
+import { type AddressInfo } from "net";
+import { type LocalIdentity, verifySigV4Request } from "../../k8s/local/awsIdentities";
 
 /** The temporary credentials of the workers' role, as Pod Identity or STS hand them out. */
 export const WORKER_ROLE: LocalIdentity & { sessionToken: string } = {
@@ -45,56 +45,90 @@ export async function startWorkerAws(host = "127.0.0.1"): Promise<WorkerAwsStand
     const server = http.createServer((req, res) => {
         let body = "";
         req.on("data", (c) => (body += c));
-        req.on("end", async () => {
+        req.on("end", () => void handle());
+        const handle = async () => {
             const path = new URL(req.url ?? "/", "http://x").pathname;
             const send = (status: number, type: string, text: string) => {
                 res.writeHead(status, { "content-type": type });
                 res.end(text);
             };
-            const json = (status: number, obj: unknown) => send(status, "application/x-amz-json-1.1", JSON.stringify(obj));
+            const json = (status: number, obj: unknown) =>
+                send(status, "application/x-amz-json-1.1", JSON.stringify(obj));
             if (req.method === "GET" && path === "/v1/credentials") {
                 requests.push("GET /v1/credentials");
                 if (req.headers.authorization !== podIdentityToken) return json(401, { message: "invalid token" });
                 return json(200, {
-                    AccessKeyId: WORKER_ROLE.accessKeyId, SecretAccessKey: WORKER_ROLE.secretAccessKey, Token: WORKER_ROLE.sessionToken,
-                    AccountId: "000000000000", Expiration: new Date(Date.now() + 3600_000).toISOString(),
+                    AccessKeyId: WORKER_ROLE.accessKeyId,
+                    SecretAccessKey: WORKER_ROLE.secretAccessKey,
+                    Token: WORKER_ROLE.sessionToken,
+                    AccountId: "000000000000",
+                    Expiration: new Date(Date.now() + 3600_000).toISOString(),
                 });
             }
             if (req.method === "POST" && path === "/sts/") {
                 const form = new URLSearchParams(body);
                 requests.push(`POST /sts/ ${form.get("Action")}`);
                 const error = (code: string, message: string) =>
-                    send(400, "text/xml", `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>${code}</Code><Message>${message}</Message></Error></ErrorResponse>`);
-                if (form.get("Action") !== "AssumeRoleWithWebIdentity" || form.get("Version") !== "2011-06-15") return error("InvalidAction", "unsupported action");
-                if (form.get("WebIdentityToken") !== webIdentityToken) return error("InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider");
-                if (form.get("RoleArn") !== roleArn) return error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity");
-                return send(200, "text/xml", [
-                    `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">`,
-                    `  <AssumeRoleWithWebIdentityResult>`,
-                    `    <Credentials>`,
-                    `      <AccessKeyId>${WORKER_ROLE.accessKeyId}</AccessKeyId>`,
-                    `      <SecretAccessKey>${WORKER_ROLE.secretAccessKey}</SecretAccessKey>`,
-                    `      <SessionToken>${WORKER_ROLE.sessionToken}</SessionToken>`,
-                    `      <Expiration>${new Date(Date.now() + 3600_000).toISOString()}</Expiration>`,
-                    `    </Credentials>`,
-                    `  </AssumeRoleWithWebIdentityResult>`,
-                    `</AssumeRoleWithWebIdentityResponse>`,
-                ].join("\n"));
+                    send(
+                        400,
+                        "text/xml",
+                        `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>${code}</Code><Message>${message}</Message></Error></ErrorResponse>`,
+                    );
+                if (form.get("Action") !== "AssumeRoleWithWebIdentity" || form.get("Version") !== "2011-06-15")
+                    return error("InvalidAction", "unsupported action");
+                if (form.get("WebIdentityToken") !== webIdentityToken)
+                    return error(
+                        "InvalidIdentityToken",
+                        "Couldn't retrieve verification key from your identity provider",
+                    );
+                if (form.get("RoleArn") !== roleArn)
+                    return error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity");
+                return send(
+                    200,
+                    "text/xml",
+                    [
+                        `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">`,
+                        `  <AssumeRoleWithWebIdentityResult>`,
+                        `    <Credentials>`,
+                        `      <AccessKeyId>${WORKER_ROLE.accessKeyId}</AccessKeyId>`,
+                        `      <SecretAccessKey>${WORKER_ROLE.secretAccessKey}</SecretAccessKey>`,
+                        `      <SessionToken>${WORKER_ROLE.sessionToken}</SessionToken>`,
+                        `      <Expiration>${new Date(Date.now() + 3600_000).toISOString()}</Expiration>`,
+                        `    </Credentials>`,
+                        `  </AssumeRoleWithWebIdentityResult>`,
+                        `</AssumeRoleWithWebIdentityResponse>`,
+                    ].join("\n"),
+                );
             }
             if (req.method === "POST" && path === "/ecr/") {
-                const verified = await verifySigV4Request({ method: "POST", url: req.url ?? "/", headers: req.headers, body }, [WORKER_ROLE]);
+                const verified = await verifySigV4Request(
+                    { method: "POST", url: req.url ?? "/", headers: req.headers, body },
+                    [WORKER_ROLE],
+                );
                 const error = (status: number, type: string, message: string) => {
                     requests.push(`POST /ecr/ ${type}`);
                     json(status, { __type: type, message });
                 };
                 if (!verified.ok) return error(403, "UnrecognizedClientException", verified.reason);
-                if (verified.service !== "ecr") return error(403, "InvalidSignatureException", `signed for ${verified.service}`);
-                if (req.headers["x-amz-security-token"] !== WORKER_ROLE.sessionToken) return error(403, "UnrecognizedClientException", "The security token included in the request is invalid.");
-                if (req.headers["x-amz-target"] !== "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken") return error(400, "UnknownOperationException", "only GetAuthorizationToken");
+                if (verified.service !== "ecr")
+                    return error(403, "InvalidSignatureException", `signed for ${verified.service}`);
+                if (req.headers["x-amz-security-token"] !== WORKER_ROLE.sessionToken)
+                    return error(
+                        403,
+                        "UnrecognizedClientException",
+                        "The security token included in the request is invalid.",
+                    );
+                if (req.headers["x-amz-target"] !== "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken")
+                    return error(400, "UnknownOperationException", "only GetAuthorizationToken");
                 const ids: string[] = JSON.parse(body || "{}").registryIds ?? [];
                 requests.push(`POST /ecr/ ${verified.region} ${ids.join(",")}`);
                 const denied = ids.filter((id) => !allowedAccounts.has(id));
-                if (denied.length) return error(400, "AccessDeniedException", `User: ${WORKER_ROLE.username} is not authorized to perform: ecr:GetAuthorizationToken on resource: ${denied[0]}`);
+                if (denied.length)
+                    return error(
+                        400,
+                        "AccessDeniedException",
+                        `User: ${WORKER_ROLE.username} is not authorized to perform: ecr:GetAuthorizationToken on resource: ${denied[0]}`,
+                    );
                 return json(200, {
                     authorizationData: ids.map((id) => ({
                         authorizationToken: Buffer.from(`AWS:${password(id, verified.region)}`).toString("base64"),
@@ -105,12 +139,22 @@ export async function startWorkerAws(host = "127.0.0.1"): Promise<WorkerAwsStand
             }
             requests.push(`${req.method} ${path} unknown`);
             send(404, "text/plain", "not here");
-        });
+        };
     });
     await new Promise<void>((resolve) => server.listen(0, host, resolve));
     const url = `http://${host}:${(server.address() as AddressInfo).port}`;
     return {
-        url, podIdentityToken, webIdentityToken, roleArn, allowedAccounts, requests, password,
-        close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+        url,
+        podIdentityToken,
+        webIdentityToken,
+        roleArn,
+        allowedAccounts,
+        requests,
+        password,
+        close: () =>
+            new Promise<void>((resolve) => {
+                server.closeAllConnections();
+                server.close(() => resolve());
+            }),
     };
 }

@@ -3,10 +3,10 @@
  * failure worth retrying, and the retried event succeeds once room frees.
  */
 import * as assert from "assert";
-import { ClusterState } from "../../k8s/local/cluster";
+import { type ClusterState } from "../../k8s/local/cluster";
 import { ANNOTATION_RUN_SECONDS, UNSCHEDULABLE_LABEL } from "../../k8s/local/podRunner";
-import { isRetryable, KubernetesError } from "../../scheduler/core/errors";
-import { createEventHandler, Decision } from "../../scheduler/schedule/lambda";
+import { isRetryable, type KubernetesError } from "../../scheduler/core/errors";
+import { createEventHandler, type Decision } from "../../scheduler/schedule/lambda";
 import { anEvent } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
@@ -17,7 +17,8 @@ describe("event deliveries on a real API server", function () {
         state = await localCluster(this);
     });
     after(async function () {
-        if (state) for (const ns of ["dup-workers", "quota-workers", "cancel-workers"]) await deleteNamespace(state, ns);
+        if (state)
+            for (const ns of ["dup-workers", "quota-workers", "cancel-workers"]) await deleteNamespace(state, ns);
     });
 
     it("makes exactly one Job from 50 concurrent deliveries of one event", async function () {
@@ -25,26 +26,41 @@ describe("event deliveries on a real API server", function () {
         const stack = await deployStack(state, "dup-workers");
         const event = anEvent().build();
         // Each delivery as its own Lambda container would handle it: its own handler and client.
-        const decisions = await Promise.all(Array.from({ length: 50 }, () =>
-            createEventHandler(stack.settings, creatorAs(state), () => {})(event)));
+        const decisions = await Promise.all(
+            Array.from({ length: 50 }, () => createEventHandler(stack.settings, creatorAs(state), () => {})(event)),
+        );
         const outcomes = decisions.map((d: Decision) => d.outcome);
         assert.strictEqual(outcomes.filter((o) => o === "created").length, 1, outcomes.join(","));
         assert.strictEqual(outcomes.filter((o) => o === "exists").length, 49);
-        const jobs = await adminConfig(state).makeApiClient(k8sClient().BatchV1Api)
-            .listNamespacedJob({ namespace: stack.namespace, labelSelector: `buildkite.com/job-uuid=${event.detail.job.uuid}` });
+        const jobs = await adminConfig(state)
+            .makeApiClient(k8sClient().BatchV1Api)
+            .listNamespacedJob({
+                namespace: stack.namespace,
+                labelSelector: `buildkite.com/job-uuid=${event.detail.job.uuid}`,
+            });
         assert.strictEqual(jobs.items.length, 1);
     });
 
     it("reports a full quota as worth retrying, and schedules every waiting event once room frees", async function () {
         this.timeout(150_000);
         // scaledkite:maxConcurrentJobs becomes the namespace's ResourceQuota (applied from the program's declaration).
-        const stack = await deployStack(state, "quota-workers", {
-            ttlSecondsAfterFinished: 0, annotations: { [ANNOTATION_RUN_SECONDS]: "3" }, maxConcurrentJobs: 1,
-        }, "stand-in");
+        const stack = await deployStack(
+            state,
+            "quota-workers",
+            {
+                ttlSecondsAfterFinished: 0,
+                annotations: { [ANNOTATION_RUN_SECONDS]: "3" },
+                maxConcurrentJobs: 1,
+            },
+            "stand-in",
+        );
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
         // The quota controller fills in status.hard before admission enforces it.
         for (let i = 0; i < 100; i++) {
-            const q = await core.readNamespacedResourceQuota({ name: "scaledkite-spend-caps", namespace: stack.namespace });
+            const q = await core.readNamespacedResourceQuota({
+                name: "scaledkite-spend-caps",
+                namespace: stack.namespace,
+            });
             if (q.status?.hard) break;
             await new Promise((r) => setTimeout(r, 100));
         }
@@ -53,7 +69,10 @@ describe("event deliveries on a real API server", function () {
         assert.strictEqual((await handle(anEvent().build())).outcome, "created");
 
         const waiting = anEvent().build();
-        const refused = await handle(waiting).then(() => undefined, (e: KubernetesError) => e);
+        const refused = await handle(waiting).then(
+            () => undefined,
+            (e: KubernetesError) => e,
+        );
         assert.ok(refused, "the second Job is refused while the first runs");
         assert.strictEqual(refused!.status, 403);
         assert.ok(isRetryable(refused), "a full quota is worth retrying");
@@ -69,7 +88,10 @@ describe("event deliveries on a real API server", function () {
             await new Promise((r) => setTimeout(r, 500));
             for (const e of queue) {
                 if (scheduled.has(e.detail.job.uuid)) continue;
-                const outcome = await handle(e).then((d) => d.outcome, (err) => (isRetryable(err) ? undefined : Promise.reject(err)));
+                const outcome = await handle(e).then(
+                    (d) => d.outcome,
+                    (err) => (isRetryable(err) ? undefined : Promise.reject(err)),
+                );
                 if (outcome === "created") scheduled.add(e.detail.job.uuid);
             }
         }
@@ -86,9 +108,14 @@ describe("event deliveries on a real API server", function () {
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
         const batch = adminConfig(state).makeApiClient(k8sClient().BatchV1Api);
         const pod = await eventually("the worker pod to wait, unschedulable", async () => {
-            const pods = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
+            const pods = await core.listNamespacedPod({
+                namespace: stack.namespace,
+                labelSelector: `job-name=${name}`,
+            });
             const p = pods.items[0];
-            return p?.status?.conditions?.some((c) => c.type === "PodScheduled" && c.reason === "Unschedulable") ? p : undefined;
+            return p?.status?.conditions?.some((c) => c.type === "PodScheduled" && c.reason === "Unschedulable")
+                ? p
+                : undefined;
         });
         assert.strictEqual(pod.status!.phase, "Pending");
 

@@ -7,14 +7,18 @@ import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { alive, ClusterState } from "../../k8s/local/cluster";
+import { alive, type ClusterState } from "../../k8s/local/cluster";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
 
 const CLI = path.join(PROJECT_ROOT, "k8s", "local", "cli.ts");
 
 function localCli(args: string[], env: NodeJS.ProcessEnv = {}) {
-    return spawnSync(process.execPath, ["-r", "ts-node/register/transpile-only", CLI, ...args], { cwd: PROJECT_ROOT, encoding: "utf8", env: { ...process.env, ...env } });
+    return spawnSync(process.execPath, ["-r", "ts-node/register/transpile-only", CLI, ...args], {
+        cwd: PROJECT_ROOT,
+        encoding: "utf8",
+        env: { ...process.env, ...env },
+    });
 }
 
 describe("npm run local-cluster", function () {
@@ -39,11 +43,31 @@ describe("npm run local-cluster", function () {
         assert.match(r.stderr, /stack dev: namespace buildkite ready/);
         const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
         try {
-            const secrets = (await core.listNamespacedSecret({ namespace: "buildkite" })).items.map((s) => s.metadata!.name).sort();
+            const secrets = (await core.listNamespacedSecret({ namespace: "buildkite" })).items
+                .map((s) => s.metadata!.name)
+                .sort();
             assert.deepStrictEqual(secrets, ["scaledkite-agent-token", "scaledkite-env", "scaledkite-git-credentials"]);
             const rbac = adminConfig(state).makeApiClient(k8sClient().RbacAuthorizationV1Api);
-            assert.ok((await rbac.listNamespacedRole({ namespace: "buildkite" })).items.some((x) => x.metadata!.name === "scaledkite-scheduler"));
-            const schedule = spawnSync("npm", ["run", "--silent", "scaledkite", "--", "schedule", "--event", path.join(PROJECT_ROOT, "test", "fixtures", "job-scheduled.json"), "--kubeconfig", state.kubeconfig], { cwd: PROJECT_ROOT, encoding: "utf8" });
+            assert.ok(
+                (await rbac.listNamespacedRole({ namespace: "buildkite" })).items.some(
+                    (x) => x.metadata!.name === "scaledkite-scheduler",
+                ),
+            );
+            const schedule = spawnSync(
+                "npm",
+                [
+                    "run",
+                    "--silent",
+                    "scaledkite",
+                    "--",
+                    "schedule",
+                    "--event",
+                    path.join(PROJECT_ROOT, "test", "fixtures", "job-scheduled.json"),
+                    "--kubeconfig",
+                    state.kubeconfig,
+                ],
+                { cwd: PROJECT_ROOT, encoding: "utf8" },
+            );
             assert.strictEqual(schedule.status, 0, schedule.stderr);
             assert.match(schedule.stdout, /^(created|exists) buildkite\//);
             const missing = localCli(["up", "--stack", "nope"]);
@@ -51,7 +75,15 @@ describe("npm run local-cluster", function () {
             assert.match(missing.stderr, /no stack file Pulumi.nope.yaml: name a stack of this project/);
         } finally {
             await core.deleteNamespace({ name: "buildkite" }).catch(() => {});
-            await eventually("namespace buildkite to go", async () => core.readNamespace({ name: "buildkite" }).then(() => undefined, () => true), 90_000);
+            await eventually(
+                "namespace buildkite to go",
+                async () =>
+                    core.readNamespace({ name: "buildkite" }).then(
+                        () => undefined,
+                        () => true,
+                    ),
+                90_000,
+            );
         }
     });
 
@@ -59,12 +91,21 @@ describe("npm run local-cluster", function () {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "half-started-"));
         const survivor = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
         const stopped = new Promise<NodeJS.Signals | null>((r) => survivor.on("exit", (_code, signal) => r(signal)));
-        fs.writeFileSync(path.join(dir, "state.json"), JSON.stringify({
-            processes: [{ name: "etcd", pid: survivor.pid, log: path.join(dir, "etcd.log") }, { name: "kube-apiserver", pid: 2 ** 22 + 7, log: path.join(dir, "api.log") }],
-        }));
+        fs.writeFileSync(
+            path.join(dir, "state.json"),
+            JSON.stringify({
+                processes: [
+                    { name: "etcd", pid: survivor.pid, log: path.join(dir, "etcd.log") },
+                    { name: "kube-apiserver", pid: 2 ** 22 + 7, log: path.join(dir, "api.log") },
+                ],
+            }),
+        );
         const st = localCli(["status"], { SCALEDKITE_LOCAL_DIR: dir });
         assert.strictEqual(st.status, 1);
-        assert.match(st.stdout, /partly running: run `npm run local-cluster -- down`, then up \(its API server never became ready\)/);
+        assert.match(
+            st.stdout,
+            /partly running: run `npm run local-cluster -- down`, then up \(its API server never became ready\)/,
+        );
         assert.doesNotMatch(st.stdout, /undefined/);
         const d = localCli(["down"], { SCALEDKITE_LOCAL_DIR: dir });
         assert.strictEqual(d.status, 0, d.stderr);
@@ -77,20 +118,32 @@ describe("npm run local-cluster", function () {
         const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "interrupted-")), "cluster");
         // Without a node: one real node per machine, and the suite's cluster has it.
         const child = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", CLI, "up"], {
-            cwd: PROJECT_ROOT, env: { ...process.env, SCALEDKITE_LOCAL_DIR: dir, SCALEDKITE_LOCAL_NODE: "off" }, stdio: "ignore",
+            cwd: PROJECT_ROOT,
+            env: { ...process.env, SCALEDKITE_LOCAL_DIR: dir, SCALEDKITE_LOCAL_NODE: "off" },
+            stdio: "ignore",
         });
         const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
-        const pids = await eventually("two processes to start", async () => {
-            try {
-                const s = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as { processes: { pid: number }[] };
-                return s.processes.length >= 2 ? s.processes.map((p) => p.pid) : undefined;
-            } catch {
-                return undefined;
-            }
-        }, 60_000);
+        const pids = await eventually(
+            "two processes to start",
+            async () => {
+                try {
+                    const s = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as {
+                        processes: { pid: number }[];
+                    };
+                    return s.processes.length >= 2 ? s.processes.map((p) => p.pid) : undefined;
+                } catch {
+                    return undefined;
+                }
+            },
+            60_000,
+        );
         child.kill("SIGINT");
         assert.strictEqual(await exited, 130);
-        await eventually("its processes to stop", async () => (pids.every((p) => !alive(p)) ? true : undefined), 20_000);
+        await eventually(
+            "its processes to stop",
+            async () => (pids.every((p) => !alive(p)) ? true : undefined),
+            20_000,
+        );
         assert.ok(!fs.existsSync(dir), "its state is removed");
     });
 });

@@ -3,7 +3,7 @@
  * retried (the handler returns), and leaves no Job on the real API server.
  */
 import * as assert from "assert";
-import { ClusterState } from "../../k8s/local/cluster";
+import { type ClusterState } from "../../k8s/local/cluster";
 import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { creatorAs, deleteNamespace, deployStack } from "../helpers/deploy";
 import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
@@ -30,7 +30,9 @@ describe("malformed events on a real API server", function () {
         }
         assert.strictEqual(lines.length, MALFORMED_EVENTS.length, "one log line each");
         for (const l of lines) assert.strictEqual(JSON.parse(l).outcome, "invalid");
-        const jobs = await adminConfig(state).makeApiClient(k8sClient().BatchV1Api).listNamespacedJob({ namespace: stack.namespace });
+        const jobs = await adminConfig(state)
+            .makeApiClient(k8sClient().BatchV1Api)
+            .listNamespacedJob({ namespace: stack.namespace });
         assert.strictEqual(jobs.items.length, 0);
     });
 });

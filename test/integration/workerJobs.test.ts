@@ -7,23 +7,32 @@
  */
 import * as assert from "assert";
 import type { V1Job } from "@kubernetes/client-node";
-import { ClusterState } from "../../k8s/local/cluster";
+import { type ClusterState } from "../../k8s/local/cluster";
 import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { AgentApiStandIn } from "../../k8s/local/agentApiStandIn";
 import { LOCAL_IMAGES, POD_GATEWAY_IP } from "../../k8s/local/node";
 import { STAND_IN_SCHEDULING } from "../../k8s/local/podRunner";
 import { anEvent } from "../helpers/builders";
-import { creatorAs, deleteNamespace, deployStack, DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
+import { creatorAs, deleteNamespace, deployStack, type DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 
-interface Variant { name: string; config: Record<string, unknown> }
+interface Variant {
+    name: string;
+    config: Record<string, unknown>;
+}
 
 const scheduling = {
     nodeSelector: { "kubernetes.io/os": "linux" },
     tolerations: [{ key: "buildkite", operator: "Exists", effect: "NoSchedule" }],
-    resources: { command: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } }, dind: { requests: { cpu: "100m" }, limits: { cpu: "2" } } },
-    agentTags: ["os=linux"], labels: { team: "platform" }, annotations: { "example.com/owner": "ci" },
-    terminationGracePeriodSeconds: 30, backoffLimit: 0,
+    resources: {
+        command: { requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } },
+        dind: { requests: { cpu: "100m" }, limits: { cpu: "2" } },
+    },
+    agentTags: ["os=linux"],
+    labels: { team: "platform" },
+    annotations: { "example.com/owner": "ci" },
+    terminationGracePeriodSeconds: 30,
+    backoffLimit: 0,
 };
 
 /** dind mode x optional secrets x scheduling settings: every combination the config allows, each admitted by the stack's admission policy. */
@@ -34,8 +43,13 @@ for (const dind of ["privileged", "rootless", "none"]) {
             variants.push({
                 name: `dind ${dind}, ${secrets ? "env + git credentials" : "token only"}, ${tuned ? "tuned scheduling" : "default scheduling"}`,
                 config: {
-                    dind, ttlSecondsAfterFinished: 3, activeDeadlineSeconds: 600, jobPrefix: "bk-",
-                    ...(secrets ? { env: { GITHUB_TOKEN: "ghp_local" }, gitCredentials: "https://x:y@github.com" } : {}),
+                    dind,
+                    ttlSecondsAfterFinished: 3,
+                    activeDeadlineSeconds: 600,
+                    jobPrefix: "bk-",
+                    ...(secrets
+                        ? { env: { GITHUB_TOKEN: "ghp_local" }, gitCredentials: "https://x:y@github.com" }
+                        : {}),
                     ...(tuned ? scheduling : {}),
                 },
             });
@@ -51,10 +65,14 @@ describe("worker Jobs on a real API server", function () {
         state = await localCluster(this);
         if (state.node) api = await new AgentApiStandIn().start(POD_GATEWAY_IP);
         for (const [i, v] of variants.entries()) {
-            const real = api ? {
-                ...LOCAL_WORKER_IMAGES, ...(v.config.dind === "rootless" ? { dindImage: LOCAL_IMAGES.dindRootless } : {}), agentToken: api.registrationToken,
-                env: { ...(v.config.env as object | undefined), BUILDKITE_AGENT_ENDPOINT: api.endpoint },
-            } : {};
+            const real = api
+                ? {
+                      ...LOCAL_WORKER_IMAGES,
+                      ...(v.config.dind === "rootless" ? { dindImage: LOCAL_IMAGES.dindRootless } : {}),
+                      agentToken: api.registrationToken,
+                      env: { ...(v.config.env as object | undefined), BUILDKITE_AGENT_ENDPOINT: api.endpoint },
+                  }
+                : {};
             stacks.push(await deployStack(state, `variant-${i}`, { ...v.config, ...real }, api ? "real" : "stand-in"));
         }
     });
@@ -70,7 +88,10 @@ describe("worker Jobs on a real API server", function () {
             const event = anEvent().build();
             const uuid = event.detail.job.uuid;
             const dind = variant.config.dind !== "none";
-            api?.addJob(uuid, { queue: "dynamic", command: dind ? "docker version --format 'docker {{.Server.Version}}'" : "echo no docker here" });
+            api?.addJob(uuid, {
+                queue: "dynamic",
+                command: dind ? "docker version --format 'docker {{.Server.Version}}'" : "echo no docker here",
+            });
             await runToCompletion(state, stacks[i], event, "bk-", dind);
             if (api) {
                 const job = api.jobs.get(uuid)!;
@@ -83,36 +104,105 @@ describe("worker Jobs on a real API server", function () {
     describe("per-queue worker shapes", () => {
         const queues: Record<string, unknown> = {
             // Fargate picks its own node, so no nodeSelector; the patch takes it to the stand-in node here.
-            "fargate-small": { fargate: true, dind: false, nodeSelector: {}, tolerations: [], podSpecPatch: { nodeSelector: STAND_IN_SCHEDULING.nodeSelector, tolerations: STAND_IN_SCHEDULING.tolerations } },
-            "arm-affinity": { affinity: { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 1, preference: { matchExpressions: [{ key: "kubernetes.io/arch", operator: "In", values: ["arm64"] }] } }] } } },
-            "with-identity": { serviceAccountName: "builder", envFrom: [{ configMapRef: { name: "build-env" } }, { secretRef: { name: "npm-token" } }], env: { NODE_ENV: "test" } },
-            "patched": { dind: false, podSpecPatch: { dnsPolicy: "Default", containers: [{ name: "agent", workingDir: "/workspace" }], hostAliases: [{ ip: "127.0.0.1", hostnames: ["cache.local"] }] } },
-            "big": { resources: { command: { requests: { cpu: "2", memory: "4Gi" }, limits: { memory: "8Gi" } } }, image: "buildkite/agent:3.138.3-ubuntu-24.04" },
+            "fargate-small": {
+                fargate: true,
+                dind: false,
+                nodeSelector: {},
+                tolerations: [],
+                podSpecPatch: {
+                    nodeSelector: STAND_IN_SCHEDULING.nodeSelector,
+                    tolerations: STAND_IN_SCHEDULING.tolerations,
+                },
+            },
+            "arm-affinity": {
+                affinity: {
+                    nodeAffinity: {
+                        preferredDuringSchedulingIgnoredDuringExecution: [
+                            {
+                                weight: 1,
+                                preference: {
+                                    matchExpressions: [
+                                        { key: "kubernetes.io/arch", operator: "In", values: ["arm64"] },
+                                    ],
+                                },
+                            },
+                        ],
+                    },
+                },
+            },
+            "with-identity": {
+                serviceAccountName: "builder",
+                envFrom: [{ configMapRef: { name: "build-env" } }, { secretRef: { name: "npm-token" } }],
+                env: { NODE_ENV: "test" },
+            },
+            patched: {
+                dind: false,
+                podSpecPatch: {
+                    dnsPolicy: "Default",
+                    containers: [{ name: "agent", workingDir: "/workspace" }],
+                    hostAliases: [{ ip: "127.0.0.1", hostnames: ["cache.local"] }],
+                },
+            },
+            big: {
+                resources: { command: { requests: { cpu: "2", memory: "4Gi" }, limits: { memory: "8Gi" } } },
+                image: "buildkite/agent:3.138.3-ubuntu-24.04",
+            },
         };
         let stack: DeployedStack;
         before(async function () {
-            stack = await deployStack(state, "shapes", {
-                queues, fargateSubnetIds: ["subnet-0abc"], ttlSecondsAfterFinished: 3, jobPrefix: "bk-",
-                // IRSA, since Pod Identity does not reach Fargate pods.
-                ecrRegistries: ["111122223333.dkr.ecr.us-east-1.amazonaws.com", { registry: "444455556666.dkr.ecr.eu-west-1.amazonaws.com", push: true }], workerIdentity: "irsa",
-                hooks: { environment: "#!/bin/sh\nexport FROM_HOOK=1\n" },
-                gitSshKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nlocal\n-----END OPENSSH PRIVATE KEY-----",
-                gitKnownHosts: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
-            }, "stand-in");
+            stack = await deployStack(
+                state,
+                "shapes",
+                {
+                    queues,
+                    fargateSubnetIds: ["subnet-0abc"],
+                    ttlSecondsAfterFinished: 3,
+                    jobPrefix: "bk-",
+                    // IRSA, since Pod Identity does not reach Fargate pods.
+                    ecrRegistries: [
+                        "111122223333.dkr.ecr.us-east-1.amazonaws.com",
+                        { registry: "444455556666.dkr.ecr.eu-west-1.amazonaws.com", push: true },
+                    ],
+                    workerIdentity: "irsa",
+                    hooks: { environment: "#!/bin/sh\nexport FROM_HOOK=1\n" },
+                    gitSshKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nlocal\n-----END OPENSSH PRIVATE KEY-----",
+                    gitKnownHosts:
+                        "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+                },
+                "stand-in",
+            );
             const core = adminConfig(state).makeApiClient(k8sClient().CoreV1Api);
-            await core.createNamespacedServiceAccount({ namespace: "shapes", body: { metadata: { name: "builder" } } }).catch(() => {});
+            await core
+                .createNamespacedServiceAccount({ namespace: "shapes", body: { metadata: { name: "builder" } } })
+                .catch(() => {});
             stacks.push(stack);
         });
         for (const queue of Object.keys(queues)) {
             it(`queue ${queue}`, async function () {
                 this.timeout(120_000);
-                const stored = await runToCompletion(state, stack, anEvent().queue(queue).build(), "bk-", stack.settings.queues[queue].dind !== "none");
+                const stored = await runToCompletion(
+                    state,
+                    stack,
+                    anEvent().queue(queue).build(),
+                    "bk-",
+                    stack.settings.queues[queue].dind !== "none",
+                );
                 const pod = stored.spec!.template.spec!;
-                if (queue === "fargate-small") assert.strictEqual(stored.spec!.template.metadata!.labels!["scaledkite.io/fargate-queue"], "fargate-small");
+                if (queue === "fargate-small")
+                    assert.strictEqual(
+                        stored.spec!.template.metadata!.labels!["scaledkite.io/fargate-queue"],
+                        "fargate-small",
+                    );
                 // The program's worker service account exists (the API server refuses pods of a missing one).
                 assert.strictEqual(pod.serviceAccountName, queue === "with-identity" ? "builder" : "scaledkite-worker");
-                assert.ok(pod.volumes!.some((v) => v.configMap?.name === "scaledkite-ecr-login"), "the ECR login hook is mounted");
-                if (queue === "patched") assert.deepStrictEqual(JSON.parse(JSON.stringify(pod.hostAliases)), [{ ip: "127.0.0.1", hostnames: ["cache.local"] }]);
+                assert.ok(
+                    pod.volumes!.some((v) => v.configMap?.name === "scaledkite-ecr-login"),
+                    "the ECR login hook is mounted",
+                );
+                if (queue === "patched")
+                    assert.deepStrictEqual(JSON.parse(JSON.stringify(pod.hostAliases)), [
+                        { ip: "127.0.0.1", hostnames: ["cache.local"] },
+                    ]);
                 assert.ok(pod.volumes!.some((v) => v.name === "hooks") && pod.volumes!.some((v) => v.name === "ssh"));
             });
         }
@@ -120,7 +210,13 @@ describe("worker Jobs on a real API server", function () {
 });
 
 /** Schedules `event` and follows its worker: accepted, one pod, complete, removed by its TTL. Returns the stored Job. */
-async function runToCompletion(state: ClusterState, stack: DeployedStack, event: any, prefix: string, dind: boolean): Promise<V1Job> {
+async function runToCompletion(
+    state: ClusterState,
+    stack: DeployedStack,
+    event: any,
+    prefix: string,
+    dind: boolean,
+): Promise<V1Job> {
     const logs: string[] = [];
     const handle = createEventHandler(stack.settings, creatorAs(state), (l) => logs.push(l));
     const decision = await handle(event);
@@ -132,8 +228,16 @@ async function runToCompletion(state: ClusterState, stack: DeployedStack, event:
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const name = `${prefix}${event.detail.job.uuid}`;
     const stored: V1Job = await batch.readNamespacedJob({ name, namespace: stack.namespace });
-    assert.strictEqual(stored.spec!.template.spec!.containers[0].env!.find((e) => e.name === "BUILDKITE_AGENT_ACQUIRE_JOB")!.value, event.detail.job.uuid);
-    if (dind) assert.strictEqual(stored.spec!.template.spec!.initContainers![0].restartPolicy, "Always", "the server kept the native sidecar");
+    assert.strictEqual(
+        stored.spec!.template.spec!.containers[0].env!.find((e) => e.name === "BUILDKITE_AGENT_ACQUIRE_JOB")!.value,
+        event.detail.job.uuid,
+    );
+    if (dind)
+        assert.strictEqual(
+            stored.spec!.template.spec!.initContainers![0].restartPolicy,
+            "Always",
+            "the server kept the native sidecar",
+        );
 
     const pods = await eventually("the Job controller to create the pod", async () => {
         const list = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
@@ -146,10 +250,20 @@ async function runToCompletion(state: ClusterState, stack: DeployedStack, event:
         const j = await batch.readNamespacedJob({ name, namespace: stack.namespace });
         return j.status?.conditions?.some((c) => c.type === "Complete" && c.status === "True") ? true : undefined;
     });
-    await eventually("the TTL to remove the Job and its pod", async () => {
-        const jobs = await batch.listNamespacedJob({ namespace: stack.namespace, labelSelector: `buildkite.com/job-uuid=${event.detail.job.uuid}` });
-        const left = await core.listNamespacedPod({ namespace: stack.namespace, labelSelector: `job-name=${name}` });
-        return jobs.items.length === 0 && left.items.length === 0 ? true : undefined;
-    }, 90_000);
+    await eventually(
+        "the TTL to remove the Job and its pod",
+        async () => {
+            const jobs = await batch.listNamespacedJob({
+                namespace: stack.namespace,
+                labelSelector: `buildkite.com/job-uuid=${event.detail.job.uuid}`,
+            });
+            const left = await core.listNamespacedPod({
+                namespace: stack.namespace,
+                labelSelector: `job-name=${name}`,
+            });
+            return jobs.items.length === 0 && left.items.length === 0 ? true : undefined;
+        },
+        90_000,
+    );
     return stored;
 }

@@ -1,12 +1,22 @@
 /** Batches from the event queue: only the records worth retrying stay. Table-driven; the real API server's side is in test/integration/deliveries.test.ts. */
 import * as assert from "assert";
 import { SCHEDULER_IDENTITY, STRANGER_IDENTITY } from "../../k8s/local/awsIdentities";
-import { handleBatch, isSqsBatch, queueRetries, retryDelaySeconds, SqsRecord } from "../../scheduler/schedule/batch";
+import {
+    handleBatch,
+    isSqsBatch,
+    queueRetries,
+    retryDelaySeconds,
+    type SqsRecord,
+} from "../../scheduler/schedule/batch";
 import { kubernetesError } from "../../scheduler/core/errors";
 import { queueUrl, sqsVisibility } from "../../scheduler/clients/sqs";
 import { startSqs } from "../helpers/sqsStandIn";
 
-const record = (messageId: string, body: unknown): SqsRecord => ({ messageId, eventSource: "aws:sqs", body: typeof body === "string" ? body : JSON.stringify(body) });
+const record = (messageId: string, body: unknown): SqsRecord => ({
+    messageId,
+    eventSource: "aws:sqs",
+    body: typeof body === "string" ? body : JSON.stringify(body),
+});
 
 describe("handleBatch", () => {
     it("reports exactly the records whose handling threw; the rest are done", async () => {
@@ -18,14 +28,25 @@ describe("handleBatch", () => {
             if (id === "forbidden") throw kubernetesError("creating Job: forbidden", false, 403);
             return { outcome: "created" as const, reason: "", ms: 0 };
         };
-        const r = await handleBatch([record("m1", { id: "ok" }), record("m2", { id: "full" }), record("m3", { id: "forbidden" }), record("m4", { id: "ok2" })], handle);
+        const r = await handleBatch(
+            [
+                record("m1", { id: "ok" }),
+                record("m2", { id: "full" }),
+                record("m3", { id: "forbidden" }),
+                record("m4", { id: "ok2" }),
+            ],
+            handle,
+        );
         assert.deepStrictEqual(r.batchItemFailures.map((f) => f.itemIdentifier).sort(), ["m2", "m3"]);
         assert.strictEqual(seen.length, 4);
     });
 
     it("passes a body that is not JSON as text, so the handler logs it invalid and it is never retried", async () => {
         const seen: unknown[] = [];
-        const r = await handleBatch([record("m1", "{not json")], async (e) => { seen.push(e); return { outcome: "invalid" as const, reason: "", ms: 0 }; });
+        const r = await handleBatch([record("m1", "{not json")], async (e) => {
+            seen.push(e);
+            return { outcome: "invalid" as const, reason: "", ms: 0 };
+        });
         assert.deepStrictEqual(seen, ["{not json"]);
         assert.deepStrictEqual(r.batchItemFailures, []);
     });
@@ -55,25 +76,53 @@ describe("queueRetries", () => {
 });
 
 describe("growing retry delays", () => {
-    const table: [number, number][] = [[1, 30], [2, 60], [3, 120], [5, 480], [6, 900], [50, 900]];
-    for (const [receive, seconds] of table) it(`delivery ${receive} failed: back after ${seconds} s`, () => assert.strictEqual(retryDelaySeconds(receive, 900), seconds));
+    const table: [number, number][] = [
+        [1, 30],
+        [2, 60],
+        [3, 120],
+        [5, 480],
+        [6, 900],
+        [50, 900],
+    ];
+    for (const [receive, seconds] of table)
+        it(`delivery ${receive} failed: back after ${seconds} s`, () =>
+            assert.strictEqual(retryDelaySeconds(receive, 900), seconds));
 
     const queueArn = "arn:aws:sqs:us-east-1:123456789012:scheduler-events-1a2b3c";
     const failing = (id: string, receiveCount: number): SqsRecord => ({
-        ...record(id, { id: "full" }), eventSourceARN: queueArn, receiptHandle: `rh-${id}`, attributes: { ApproximateReceiveCount: String(receiveCount) },
+        ...record(id, { id: "full" }),
+        eventSourceARN: queueArn,
+        receiptHandle: `rh-${id}`,
+        attributes: { ApproximateReceiveCount: String(receiveCount) },
     });
-    const handle = async () => { throw kubernetesError("the namespace quota is full", true, 403); };
+    const handle = async () => {
+        throw kubernetesError("the namespace quota is full", true, 403);
+    };
 
     it("hides each failed record (signed, through the SQS stand-in) for the delay its delivery count gives", async () => {
         const sqs = await startSqs([SCHEDULER_IDENTITY]);
         try {
             const setVisibility = sqsVisibility(() => SCHEDULER_IDENTITY, { AWS_ENDPOINT_URL_SQS: sqs.endpoint });
             const logs: string[] = [];
-            const r = await handleBatch([failing("a", 1), failing("b", 4)], handle, { setVisibility, maxDelaySeconds: 900, log: (l) => logs.push(l) });
+            const r = await handleBatch([failing("a", 1), failing("b", 4)], handle, {
+                setVisibility,
+                maxDelaySeconds: 900,
+                log: (l) => logs.push(l),
+            });
             assert.deepStrictEqual(r.batchItemFailures.map((f) => f.itemIdentifier).sort(), ["a", "b"]);
             assert.deepStrictEqual(sqs.changes.map((c) => [c.receiptHandle, c.seconds, c.who, c.queueUrl]).sort(), [
-                ["rh-a", 30, SCHEDULER_IDENTITY.accessKeyId, "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c"],
-                ["rh-b", 240, SCHEDULER_IDENTITY.accessKeyId, "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c"],
+                [
+                    "rh-a",
+                    30,
+                    SCHEDULER_IDENTITY.accessKeyId,
+                    "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c",
+                ],
+                [
+                    "rh-b",
+                    240,
+                    SCHEDULER_IDENTITY.accessKeyId,
+                    "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c",
+                ],
             ]);
             assert.deepStrictEqual(logs, []);
         } finally {
@@ -86,16 +135,26 @@ describe("growing retry delays", () => {
         try {
             const setVisibility = sqsVisibility(() => STRANGER_IDENTITY, { AWS_ENDPOINT_URL_SQS: sqs.endpoint });
             const logs: string[] = [];
-            const r = await handleBatch([failing("a", 1)], handle, { setVisibility, maxDelaySeconds: 900, log: (l) => logs.push(l) });
+            const r = await handleBatch([failing("a", 1)], handle, {
+                setVisibility,
+                maxDelaySeconds: 900,
+                log: (l) => logs.push(l),
+            });
             assert.deepStrictEqual(r.batchItemFailures, [{ itemIdentifier: "a" }]);
-            assert.match(JSON.parse(logs[0]).warning, /could not set this record's retry delay to 30 s, so it comes back after the queue's visibility timeout: SQS answered 400 InvalidClientTokenId \(unknown access key/);
+            assert.match(
+                JSON.parse(logs[0]).warning,
+                /could not set this record's retry delay to 30 s, so it comes back after the queue's visibility timeout: SQS answered 400 InvalidClientTokenId \(unknown access key/,
+            );
         } finally {
             await sqs.close();
         }
     });
 
     it("turns a queue ARN into its URL", () => {
-        assert.deepStrictEqual(queueUrl(queueArn), { url: "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c", region: "us-east-1" });
+        assert.deepStrictEqual(queueUrl(queueArn), {
+            url: "https://sqs.us-east-1.amazonaws.com/123456789012/scheduler-events-1a2b3c",
+            region: "us-east-1",
+        });
         assert.strictEqual(queueUrl("arn:aws:sns:us-east-1:123456789012:x"), undefined);
     });
 });

@@ -6,20 +6,44 @@
 import * as assert from "assert";
 import type { V1Job } from "@kubernetes/client-node";
 import { kubernetesError } from "../../scheduler/core/errors";
-import { createEventHandler, decide, jsonLine, MAX_LOGGED_TEXT } from "../../scheduler/schedule/lambda";
-import { JobClient } from "../../scheduler/clients/kube";
+import { createEventHandler, decide } from "../../scheduler/schedule/lambda";
+import { jsonLine, MAX_LOGGED_TEXT } from "../../scheduler/clients/log";
+import { type JobClient } from "../../scheduler/clients/kube";
 import { anEvent, settingsFor } from "../helpers/builders";
 
 describe("decide", () => {
     const settings = settingsFor({ queues: { dynamic: {}, "docker-free": {} } });
-    const finished = () => anEvent().detailType("Job Finished").with((e) => { e.detail.job.started_at = null; e.detail.job.signal_reason = "cancel"; });
+    const finished = () =>
+        anEvent()
+            .detailType("Job Finished")
+            .with((e) => {
+                e.detail.job.started_at = null;
+                e.detail.job.signal_reason = "cancel";
+            });
     const cases: [string, unknown, string, RegExp][] = [
         ["a scheduled job of a served queue", anEvent().build(), "schedule", /job targets queue dynamic/],
         ["a scheduled job of another queue", anEvent().queue("gpu").build(), "ignored", /does not serve/],
-        ["a scheduled job with no command (a wait step)", anEvent().type("waiter").build(), "ignored", /runs no command/],
+        [
+            "a scheduled job with no command (a wait step)",
+            anEvent().type("waiter").build(),
+            "ignored",
+            /runs no command/,
+        ],
         ["a job finished before it started", finished().build(), "cancel", /finished before it started \(cancel\)/],
-        ["a job finished after it ran", finished().with((e) => (e.detail.job.started_at = "2024-08-19 07:04:00 UTC")).build(), "ignored", /the job ran/],
-        ["a job of another queue finished before it started", finished().queue("gpu").build(), "ignored", /does not serve/],
+        [
+            "a job finished after it ran",
+            finished()
+                .with((e) => (e.detail.job.started_at = "2024-08-19 07:04:00 UTC"))
+                .build(),
+            "ignored",
+            /the job ran/,
+        ],
+        [
+            "a job of another queue finished before it started",
+            finished().queue("gpu").build(),
+            "ignored",
+            /does not serve/,
+        ],
         ["another detail-type", anEvent().detailType("Build Started").build(), "ignored", /is not "Job Scheduled"/],
         ["garbage", "][", "invalid", /not valid JSON/],
     ];
@@ -33,13 +57,21 @@ describe("decide", () => {
 });
 
 /** A JobClient that answers from a script: enough to see what the handler does with each answer. */
-function scripted(answers: { create?: () => Promise<"created" | "exists">; remove?: () => Promise<"deleted" | "absent"> }): JobClient & { created: V1Job[] } {
+function scripted(answers: {
+    create?: () => Promise<"created" | "exists">;
+    remove?: () => Promise<"deleted" | "absent">;
+}): JobClient & { created: V1Job[] } {
     const created: V1Job[] = [];
     return {
         server: "https://k8s.example",
         created,
-        async createJob(job) { created.push(job); return (answers.create ?? (async () => "created"))(); },
-        async deleteJob() { return (answers.remove ?? (async () => "deleted"))(); },
+        async createJob(job) {
+            created.push(job);
+            return (answers.create ?? (async () => "created"))();
+        },
+        async deleteJob() {
+            return (answers.remove ?? (async () => "deleted"))();
+        },
     };
 }
 
@@ -47,17 +79,46 @@ describe("createEventHandler", () => {
     const settings = settingsFor();
     it("logs one JSON line per event with the job, queue, outcome and time", async () => {
         const lines: string[] = [];
-        await createEventHandler(settings, scripted({}), (l) => lines.push(l))(anEvent().uuid("9e6c3f19-4fdb-4e8e-b925-28cd7504e17f").build());
+        await createEventHandler(settings, scripted({}), (l) => lines.push(l))(
+            anEvent().uuid("9e6c3f19-4fdb-4e8e-b925-28cd7504e17f").build(),
+        );
         assert.strictEqual(lines.length, 1);
         const line = JSON.parse(lines[0]);
-        assert.deepStrictEqual(Object.keys(line).sort(), ["Events", "Namespace", "Outcome", "Queue", "ScheduleDelay", "_aws", "delayMs", "job", "jobUuid", "ms", "msg", "outcome", "queue", "reason"]);
+        assert.deepStrictEqual(Object.keys(line).sort(), [
+            "Events",
+            "Namespace",
+            "Outcome",
+            "Queue",
+            "ScheduleDelay",
+            "_aws",
+            "delayMs",
+            "job",
+            "jobUuid",
+            "ms",
+            "msg",
+            "outcome",
+            "queue",
+            "reason",
+        ]);
         assert.strictEqual(line.job, "buildkite/buildkite-agent-9e6c3f19-4fdb-4e8e-b925-28cd7504e17f");
-        assert.deepStrictEqual([line.Namespace, line.Queue, line.Outcome, line.Events], ["buildkite", "dynamic", "created", 1], "its metrics (test/metrics.test.ts)");
+        assert.deepStrictEqual(
+            [line.Namespace, line.Queue, line.Outcome, line.Events],
+            ["buildkite", "dynamic", "created", 1],
+            "its metrics (test/metrics.test.ts)",
+        );
     });
 
     it("throws a retryable failure after logging it, and returns the rest", async () => {
         const lines: string[] = [];
-        const handle = createEventHandler(settings, scripted({ create: async () => { throw kubernetesError("quota", true, 403); } }), (l) => lines.push(l));
+        const handle = createEventHandler(
+            settings,
+            scripted({
+                create: async () => {
+                    throw kubernetesError("quota", true, 403);
+                },
+            }),
+            (l) => lines.push(l),
+        );
         await assert.rejects(handle(anEvent().build()), (e: Error) => {
             assert.match(e.message, /quota/);
             assert.ok(!e.stack!.includes("\n"), "Lambda reports the stack: it is the one line");
@@ -80,8 +141,13 @@ describe("the Lambdas' log lines", () => {
         const written: string[] = [];
         const write = process.stdout.write.bind(process.stdout);
         const log = console.log;
-        (process.stdout as { write: unknown }).write = (chunk: string) => { written.push(String(chunk)); return true; };
-        console.log = () => { throw new Error("console.log was used"); };
+        (process.stdout as { write: unknown }).write = (chunk: string) => {
+            written.push(String(chunk));
+            return true;
+        };
+        console.log = () => {
+            throw new Error("console.log was used");
+        };
         try {
             await createEventHandler(settingsFor(), scripted({}))(anEvent().queue("gpu").build());
         } finally {
@@ -90,14 +156,20 @@ describe("the Lambdas' log lines", () => {
         }
         assert.strictEqual(written.length, 1);
         assert.ok(written[0].endsWith("\n") && !written[0].slice(0, -1).includes("\n"), "one line");
-        assert.deepStrictEqual([JSON.parse(written[0]).msg, JSON.parse(written[0]).outcome], ["scaledkite.schedule", "ignored"]);
+        assert.deepStrictEqual(
+            [JSON.parse(written[0]).msg, JSON.parse(written[0]).outcome],
+            ["scaledkite.schedule", "ignored"],
+        );
     });
 
     it("cut an event's attacker-sized text, saying how much was cut", async () => {
         const lines: string[] = [];
         const rule = `queue=${"q".repeat(15_000)}`;
         await createEventHandler(settingsFor(), scripted({}), (l) => lines.push(l))(anEvent().rules([rule]).build());
-        assert.ok(lines[0].length < MAX_LOGGED_TEXT + 600, `${lines[0].length} characters (the text, the fields and the metrics directive)`);
+        assert.ok(
+            lines[0].length < MAX_LOGGED_TEXT + 600,
+            `${lines[0].length} characters (the text, the fields and the metrics directive)`,
+        );
         const reason: string = JSON.parse(lines[0]).reason;
         assert.match(reason, /^job targets queue=q+… \(\d+ more characters\)$/);
         assert.strictEqual(jsonLine({ a: "short", n: 3 }), '{"a":"short","n":3}');

@@ -1,0 +1,54 @@
+/**
+ * Every name Scaledkite writes into Kubernetes, in one place: labels and annotations, containers,
+ * volumes, Secrets and their keys, ConfigMaps, the workers' service account. Pure data.
+ */
+
+export const AGENT_CONTAINER = "agent";
+/** The container that runs the job's checkout, hooks and command (without the registration token). */
+export const COMMAND_CONTAINER = "command";
+export const DIND_CONTAINER = "dind";
+/** The volume of the agent token Secret. */
+export const AGENT_TOKEN_VOLUME = "agent-token";
+/** Labels that find a worker from its Buildkite job (and back). */
+export const LABELS = {
+    managedBy: "app.kubernetes.io/managed-by",
+    component: "app.kubernetes.io/component",
+    jobUuid: "buildkite.com/job-uuid",
+    queue: "scaledkite.io/queue",
+    pipeline: "buildkite.com/pipeline-slug",
+    buildNumber: "buildkite.com/build-number",
+    organization: "buildkite.com/organization-slug",
+} as const;
+/** The annotation that carries the worker's queue (the settings key, unlike the label: not shortened). */
+export const QUEUE_ANNOTATION = "scaledkite.io/queue";
+/** The annotation that carries when the job became runnable (ISO 8601). */
+export const RUNNABLE_AT_ANNOTATION = "scaledkite.io/runnable-at";
+/** Annotations that keep node autoscalers from evicting a running build. */
+export const DO_NOT_DISRUPT = {
+    "karpenter.sh/do-not-disrupt": "true",
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+} as const;
+/** The names of the Secrets (in the workers' namespace) that workers read. */
+export const SECRET_NAMES = {
+    agentToken: "scaledkite-agent-token",
+    env: "scaledkite-env",
+    gitCredentials: "scaledkite-git-credentials",
+    gitSsh: "scaledkite-git-ssh",
+} as const;
+/** The ConfigMap that holds the agent hooks (`scaledkite:hooks`). */
+export const HOOKS_CONFIGMAP = "scaledkite-hooks";
+/** The ConfigMap with the ECR login hook and registry list, and the workers' service account. */
+export const ECR_HOOKS_CONFIGMAP = "scaledkite-ecr-login";
+export const WORKER_SERVICE_ACCOUNT = "scaledkite-worker";
+/** Keys inside the git SSH Secret. */
+export const GIT_SSH_KEY = "id_ssh";
+export const GIT_KNOWN_HOSTS_KEY = "known_hosts";
+/** The label that puts a worker pod on its queue's Fargate profile. */
+export const FARGATE_LABEL = "scaledkite.io/fargate-queue";
+/** The key inside the agent token Secret. */
+export const AGENT_TOKEN_KEY = "token";
+/** The key inside the git credentials Secret (a git-credentials file). */
+export const GIT_CREDENTIALS_KEY = "git-credentials";
+
+/** The label every object Scaledkite creates carries. */
+export const MANAGED_BY = { [LABELS.managedBy]: "scaledkite" } as const;
