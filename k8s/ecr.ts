@@ -11,9 +11,9 @@
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { EcrRegistry, WorkerIdentity } from "../scheduler/config/config";
 import { ecrHookFiles } from "./ecrLogin";
 import { ECR_HOOKS_CONFIGMAP, MANAGED_BY, WORKER_SERVICE_ACCOUNT } from "../scheduler/core/names";
+import { type EcrRegistry, type WorkerIdentity } from "../scheduler/config/types";
 
 const PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
 const PUSH = ["ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"];

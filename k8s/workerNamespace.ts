@@ -1,6 +1,5 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { SpendCaps } from "../scheduler/config/config";
 import { TOKEN_SOURCE_ANNOTATIONS } from "../scheduler/clients/kube";
 import { SCHEDULER_GROUP, schedulerRbac, sweeperRbac, tokenSyncRbac } from "./rbac";
 import { metadataNetworkPolicy, workerJobPolicy, type WorkerShape } from "./workerPolicy";
@@ -13,6 +12,7 @@ import {
     MANAGED_BY,
     SECRET_NAMES,
 } from "../scheduler/core/names";
+import { type SpendCaps } from "../scheduler/config/types";
 
 export { SCHEDULER_GROUP };
 

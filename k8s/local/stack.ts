@@ -9,7 +9,7 @@ import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
 import * as path from "path";
 import { readStackFile } from "../../scheduler/cli/cli";
-import { parseStackConfig, type StackConfig } from "../../scheduler/config/config";
+import { parseStackConfig } from "../../scheduler/config/config";
 import { ecrHookFiles } from "../ecrLogin";
 import { SCHEDULER_GROUP, schedulerRbac } from "../rbac";
 import { metadataNetworkPolicy, podSecurityLabels, workerJobPolicy, workerShape } from "../workerPolicy";
@@ -22,6 +22,7 @@ import {
     SECRET_NAMES,
     WORKER_SERVICE_ACCOUNT,
 } from "../../scheduler/core/names";
+import { type StackConfig } from "../../scheduler/config/types";
 
 /** The stack file `Pulumi.<name>.yaml` of the project, parsed and checked (secrets may be unset). */
 export function loadStack(name: string): StackConfig {

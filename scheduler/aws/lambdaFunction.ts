@@ -5,8 +5,8 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import type { LambdaNetwork } from "../config/config";
 import type { EksClusterAccess } from "../clients/kube";
+import { type LambdaNetwork } from "../config/types";
 
 /** Metric name (namespace "Scaledkite") of the count of invalid events, from the Lambda's log lines. */
 export const INVALID_EVENTS_METRIC = "InvalidEvents";

@@ -4,8 +4,10 @@
  * passed to validation.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_KEYS, parseStackConfig, SECRET_KEYS, type StackConfig } from "./config";
+import { parseStackConfig } from "./config";
 import { isConfigError } from "../core/errors";
+import { CONFIG_KEYS, SECRET_KEYS } from "./declaration";
+import { type StackConfig } from "./types";
 
 export interface StackSecrets {
     /** Absent when the token comes from Secrets Manager (scaledkite:agentTokenSecretArn). */

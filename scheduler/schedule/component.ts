@@ -5,7 +5,6 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import type { LambdaConfig, LambdaNetwork } from "../config/config";
 import { type BatchResponse, handleBatch, isSqsBatch, queueRetries } from "./batch";
 import { JOB_FINISHED, JOB_SCHEDULED } from "../core/event";
 import { credentialsFromEnv } from "../clients/eksToken";
@@ -23,6 +22,7 @@ import {
 } from "../aws/lambdaFunction";
 import { eventPattern } from "../core/queue";
 import { type SchedulerSettings } from "../core/settings";
+import { type LambdaConfig, type LambdaNetwork } from "../config/types";
 
 /** Arguments of Scheduler. */
 export interface SchedulerArgs {

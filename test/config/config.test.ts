@@ -1,7 +1,8 @@
 import * as assert from "assert";
-import { MAX_JOB_PREFIX_LENGTH, parseStackConfig, WORKER_DEFAULTS } from "../../scheduler/config/config";
+import { parseStackConfig } from "../../scheduler/config/config";
 import { isConfigError } from "../../scheduler/core/errors";
 import { rawConfig } from "../helpers/builders";
+import { MAX_JOB_PREFIX_LENGTH, WORKER_DEFAULTS } from "../../scheduler/config/workers";
 
 function problems(overrides: Record<string, unknown>): string[] {
     try {

@@ -9,13 +9,7 @@ import * as os from "os";
 import * as path from "path";
 import { load } from "js-yaml";
 import { readStackFile } from "../../scheduler/cli/cli";
-import {
-    mergeWorker,
-    parseStackConfig,
-    schedulerSettings,
-    type StackConfig,
-    WORKER_DEFAULTS,
-} from "../../scheduler/config/config";
+import { parseStackConfig, schedulerSettings } from "../../scheduler/config/config";
 import { DEFAULT_AGENT_ENDPOINT } from "../../scheduler/clients/stacksApi";
 import {
     CONFIG_KEYS,
@@ -30,6 +24,8 @@ import { PULUMI_CONFIG_MARK, withPulumiConfig, withTable } from "../../scheduler
 import { decide } from "../../scheduler/schedule/lambda";
 import { rawConfig, sampleEvent } from "../helpers/builders";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
+import { WORKER_DEFAULTS, mergeWorker } from "../../scheduler/config/workers";
+import { type StackConfig } from "../../scheduler/config/types";
 
 const SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/bk-token-AbC123";
 const read = (file: string) => fs.readFileSync(path.join(PROJECT_ROOT, file), "utf8");

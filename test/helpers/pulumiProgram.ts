@@ -5,7 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as path from "path";
-import { SECRET_KEYS as CONFIG_SECRET_KEYS } from "../../scheduler/config/config";
+import { SECRET_KEYS as CONFIG_SECRET_KEYS } from "../../scheduler/config/declaration";
 
 export const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
 
