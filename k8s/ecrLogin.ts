@@ -4,8 +4,8 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { SCALEDKITE_HOOKS_PATH } from "../scheduler/core/manifest";
 import { type EcrRegistry } from "../scheduler/config/types";
+import { SCALEDKITE_HOOKS_PATH } from "../scheduler/core/workerEnv";
 
 /** The login script, as the hook runs it. */
 export const ECR_LOGIN_SCRIPT = path.join(__dirname, "ecr-login.sh");

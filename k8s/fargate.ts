@@ -1,7 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { labelValue } from "../scheduler/core/manifest";
-import { FARGATE_LABEL } from "../scheduler/core/names";
+import { FARGATE_LABEL, labelValue } from "../scheduler/core/names";
 
 /** Arguments of createFargateProfiles. */
 export interface FargateArgs {

@@ -10,6 +10,10 @@
  * local cluster tools, like rbac.ts.
  */
 import { type WorkerSettings } from "../scheduler/core/settings";
+import { AGENT_HOOKS_PATH } from "../scheduler/core/agentLauncher";
+import { type BoundaryRule, POD_BOUNDARY } from "../scheduler/core/podBoundary";
+import { AGENT_CONTAINER, DIND_CONTAINER, LABELS, MANAGED_BY, SECRET_NAMES } from "../scheduler/core/names";
+import { DIND_ARGS } from "../scheduler/core/dind";
 import {
     AGENT_ARGS,
     AGENT_COMMAND,
@@ -18,11 +22,7 @@ import {
     AGENT_MOUNTS,
     AGENT_TOKEN_DIR,
     AGENT_TOKEN_REFERENCE,
-    DIND_ARGS,
-} from "../scheduler/core/manifest";
-import { AGENT_HOOKS_PATH } from "../scheduler/core/agentLauncher";
-import { type BoundaryRule, POD_BOUNDARY } from "../scheduler/core/podBoundary";
-import { AGENT_CONTAINER, DIND_CONTAINER, LABELS, MANAGED_BY, SECRET_NAMES } from "../scheduler/core/names";
+} from "../scheduler/core/workerEnv";
 
 /** What a stack's workers may be: the policy admits Jobs of this shape only. */
 export interface WorkerShape {

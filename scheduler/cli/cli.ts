@@ -19,10 +19,9 @@ import { configError, isConfigError, isRetryable } from "../core/errors";
 import { createEventHandler, decide } from "../schedule/lambda";
 import { kubeconfigJobClient, toKubernetesError } from "../clients/kube";
 import { explainWorker, jobUuidOf } from "./explain";
-import { jobName } from "../core/manifest";
 
 import { type SchedulerSettings } from "../core/settings";
-import { LABELS } from "../core/names";
+import { LABELS, jobName } from "../core/names";
 
 const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
 

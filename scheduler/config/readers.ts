@@ -4,9 +4,9 @@
  * `scaledkite:<key><path> <message>`), and the declared defaults and bounds. Pure.
  */
 import { z } from "zod";
-import { AGENT_DYNAMIC_ENV, AGENT_FIXED_ENV } from "../core/manifest";
 import type { DindMode, Toleration, WorkerSettings } from "../core/settings";
 import { setting } from "./declaration";
+import { AGENT_DYNAMIC_ENV, AGENT_FIXED_ENV } from "../core/workerEnv";
 
 export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 export const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;

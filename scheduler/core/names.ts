@@ -52,3 +52,28 @@ export const GIT_CREDENTIALS_KEY = "git-credentials";
 
 /** The label every object Scaledkite creates carries. */
 export const MANAGED_BY = { [LABELS.managedBy]: "scaledkite" } as const;
+
+/** The Job name for a Buildkite job: deterministic, so a second event for the job collides. */
+export function jobName(prefix: string, jobUuid: string): string {
+    return `${prefix}${jobUuid.toLowerCase()}`;
+}
+
+/** The longest annotation value Scaledkite writes from a job's text (all annotations together may hold 256 KiB). */
+export const MAX_ANNOTATION_LENGTH = 1024;
+
+/** An annotation value from free text: at most MAX_ANNOTATION_LENGTH characters, so a huge branch name cannot make every create fail. */
+export function annotationValue(text: string | undefined): string | undefined {
+    return text === undefined || text.length <= MAX_ANNOTATION_LENGTH
+        ? text
+        : `${text.slice(0, MAX_ANNOTATION_LENGTH - 1)}…`;
+}
+
+/** A label value from free text: at most 63 characters of [A-Za-z0-9-_.], alphanumeric at both ends. */
+export function labelValue(text: string | undefined): string | undefined {
+    if (text === undefined) return undefined;
+    const cleaned = text
+        .replace(/[^A-Za-z0-9\-_.]/g, "-")
+        .slice(0, 63)
+        .replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, "");
+    return cleaned === "" ? undefined : cleaned;
+}

@@ -12,10 +12,11 @@ import type { JobClient } from "../clients/kube";
 import { jsonLine, type Logger, logLine } from "../clients/log";
 import { isRetryable, oneLine } from "../core/errors";
 import { type EventOrigin, foreignOrigin, JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "../core/event";
-import { buildJobManifest, jobName } from "../core/manifest";
+import { buildJobManifest } from "../core/manifest";
 import { matchQueue } from "../core/queue";
 import { METRICS, msSince, NO_QUEUE, type Outcome, withMetrics } from "../core/metrics";
 import { type SchedulerSettings } from "../core/settings";
+import { jobName } from "../core/names";
 
 /** What happened to one event: also its log line. */
 export interface Decision {

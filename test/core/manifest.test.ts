@@ -6,17 +6,12 @@ import {
     COMMAND_SCRIPT,
     LAUNCHER_SCRIPT,
 } from "../../scheduler/core/agentLauncher";
-import {
-    AGENT_EXIT_CANNOT_ACQUIRE,
-    buildJobManifest,
-    DOCKER_HOST,
-    jobName,
-    labelValue,
-    MAX_ANNOTATION_LENGTH,
-} from "../../scheduler/core/manifest";
+import { AGENT_EXIT_CANNOT_ACQUIRE, buildJobManifest } from "../../scheduler/core/manifest";
 import { matchQueue } from "../../scheduler/core/queue";
 import { type SchedulerSettings } from "../../scheduler/core/settings";
 import { anEvent, sampleEvent, settingsFor } from "../helpers/builders";
+import { DOCKER_HOST } from "../../scheduler/core/dind";
+import { MAX_ANNOTATION_LENGTH, jobName, labelValue } from "../../scheduler/core/names";
 
 function manifestFor(settings: SchedulerSettings, event = sampleEvent()) {
     const { job } = parseJobEvent(event);

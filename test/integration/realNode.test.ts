@@ -16,7 +16,7 @@ import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { stacksApi } from "../../scheduler/clients/stacksApi";
 import { createSweeper } from "../../scheduler/sweep/lambda";
 import { startStacksApi } from "../helpers/stacksApiStandIn";
-import { AGENT_EXIT_CANNOT_ACQUIRE, DOCKER_HOST } from "../../scheduler/core/manifest";
+import { AGENT_EXIT_CANNOT_ACQUIRE } from "../../scheduler/core/manifest";
 import { AgentApiStandIn, type StandInJob } from "../../k8s/local/agentApiStandIn";
 import { anEvent, newUuid } from "../helpers/builders";
 import { startGitHttpServer } from "../helpers/gitHttpServer";
@@ -27,6 +27,7 @@ import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/loc
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
 import { run as runCli } from "../../scheduler/cli/cli";
 import { parseEmf } from "../helpers/emf";
+import { DOCKER_HOST } from "../../scheduler/core/dind";
 
 const QUEUE = "dynamic";
 const GRACE_SECONDS = 20;
