@@ -13,13 +13,10 @@ import { logLine } from "../clients/log";
 import { SECRETS_MANAGER_PACKAGE } from "../clients/secretsManager";
 import { sqsVisibility } from "../clients/sqs";
 import { eksJobClient, invocationDeadline } from "../clients/kube";
-import {
-    type ClusterInputs,
-    clusterAtRuntime,
-    createAlarms,
-    createClosureFunction,
-    createLambdaRole,
-} from "../aws/lambdaFunction";
+import { type ClusterInputs, clusterAtRuntime, createClosureFunction } from "../aws/lambdaFunction";
+import { createAlarms } from "../aws/alarms";
+import { createEventRoute, eventBridgeQueuePolicy } from "../aws/eventRoute";
+import { createLambdaRole } from "../aws/identity";
 import { eventPattern } from "../core/queue";
 import { type SchedulerSettings } from "../core/settings";
 import { type LambdaConfig, type LambdaNetwork } from "../config/types";
@@ -65,62 +62,6 @@ export function schedulerPolicy(logGroupArn: string, queueArn: string): object {
             },
         ],
     };
-}
-
-/** Lets EventBridge (for these rules only) put events into a queue (the event queue, or the DLQ for undeliverable ones). */
-export function eventBridgeQueuePolicy(queueArn: string, ruleArns: string[]): object {
-    return {
-        Version: "2012-10-17",
-        Statement: [
-            {
-                Sid: "EventBridgeSends",
-                Effect: "Allow",
-                Principal: { Service: "events.amazonaws.com" },
-                Action: "sqs:SendMessage",
-                Resource: queueArn,
-                Condition: { ArnEquals: { "aws:SourceArn": ruleArns } },
-            },
-        ],
-    };
-}
-
-/**
- * One route from the partner bus to the event queue: the rule (its pattern completed with the
- * account) and an explicit target with a retry policy and the DLQ for events it cannot deliver.
- */
-export function createEventRoute(
-    name: string,
-    pattern: Record<string, unknown>,
-    args: SchedulerArgs,
-    account: pulumi.Output<string>,
-    queueArn: pulumi.Output<string>,
-    dlqArn: pulumi.Output<string>,
-    opts: pulumi.CustomResourceOptions,
-): aws.cloudwatch.EventRule {
-    const rule = new aws.cloudwatch.EventRule(
-        name,
-        {
-            eventBusName: args.eventBusName,
-            description: `Buildkite ${(pattern["detail-type"] as string[])[0]} events for queues ${Object.keys(args.settings.queues).join(", ")} (Scaledkite)`,
-            eventPattern: account.apply((a) => JSON.stringify({ ...pattern, account: [a] })),
-        },
-        opts,
-    );
-    new aws.cloudwatch.EventTarget(
-        `${name}-target`,
-        {
-            rule: rule.name,
-            eventBusName: args.eventBusName,
-            arn: queueArn,
-            retryPolicy: {
-                maximumRetryAttempts: args.lambda.retryAttempts,
-                maximumEventAgeInSeconds: args.lambda.maxEventAgeSeconds,
-            },
-            deadLetterConfig: { arn: dlqArn },
-        },
-        opts,
-    );
-    return rule;
 }
 
 export class Scheduler extends pulumi.ComponentResource {
@@ -213,10 +154,16 @@ export class Scheduler extends pulumi.ComponentResource {
         );
 
         const queues = Object.keys(args.settings.queues);
+        const route = {
+            eventBusName: args.eventBusName,
+            queues,
+            retryAttempts: args.lambda.retryAttempts,
+            maxEventAgeSeconds: args.lambda.maxEventAgeSeconds,
+        };
         const rule = createEventRoute(
             `${name}-job-scheduled`,
             eventPattern("", queues, JOB_SCHEDULED),
-            args,
+            route,
             account,
             events.arn,
             dlq.arn,
@@ -225,7 +172,7 @@ export class Scheduler extends pulumi.ComponentResource {
         const cancelRule = createEventRoute(
             `${name}-job-cancelled`,
             eventPattern("", queues, JOB_FINISHED),
-            args,
+            route,
             account,
             events.arn,
             dlq.arn,
