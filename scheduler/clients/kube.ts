@@ -152,7 +152,6 @@ export const TOKEN_SOURCE_ANNOTATIONS = {
     syncedAt: "scaledkite.io/token-synced-at",
 } as const;
 
-/** The token sync's target: one key of one Secret, read and merge-patched with a bearer token. */
 /** Where the token sync puts the token: the workers' agent token Secret. */
 export interface TokenTarget {
     /** The token the Secret holds now (undefined before the first sync). */
@@ -163,6 +162,7 @@ export interface TokenTarget {
     readonly where: string;
 }
 
+/** The token sync's target: one key of one Secret, read and merge-patched with a bearer token. */
 export function bearerTokenTarget(
     server: string,
     caData: string | undefined,

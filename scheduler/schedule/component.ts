@@ -160,24 +160,18 @@ export class Scheduler extends pulumi.ComponentResource {
             retryAttempts: args.lambda.retryAttempts,
             maxEventAgeSeconds: args.lambda.maxEventAgeSeconds,
         };
-        const rule = createEventRoute(
-            `${name}-job-scheduled`,
-            eventPattern("", queues, JOB_SCHEDULED),
-            route,
-            account,
-            events.arn,
-            dlq.arn,
-            parent,
-        );
-        const cancelRule = createEventRoute(
-            `${name}-job-cancelled`,
-            eventPattern("", queues, JOB_FINISHED),
-            route,
-            account,
-            events.arn,
-            dlq.arn,
-            parent,
-        );
+        const routeOf = (suffix: string, detailType: typeof JOB_SCHEDULED | typeof JOB_FINISHED) =>
+            createEventRoute(
+                `${name}-${suffix}`,
+                eventPattern("", queues, detailType),
+                route,
+                account,
+                events.arn,
+                dlq.arn,
+                parent,
+            );
+        const rule = routeOf("job-scheduled", JOB_SCHEDULED);
+        const cancelRule = routeOf("job-cancelled", JOB_FINISHED);
         for (const [queue, id] of [
             [dlq, "dlq"],
             [events, "events"],
