@@ -15,7 +15,7 @@ import { SWEEPER_GROUP, TOKEN_SYNC_GROUP } from "./k8s/rbac";
 import { SCHEDULER_GROUP, WorkerNamespace } from "./k8s/workerNamespace";
 import { podSecurityLabels, privilegedDindWarning, workerShape } from "./k8s/workerPolicy";
 import { readStackConfig } from "./scheduler/config/pulumiConfig";
-import { schedulerSettings } from "./scheduler/config/config";
+import { readsJobs, schedulerSettings } from "./scheduler/config/config";
 import { createDashboard } from "./scheduler/aws/dashboard";
 import { Scheduler } from "./scheduler/schedule/component";
 import { Sweeper } from "./scheduler/sweep/component";
@@ -41,6 +41,7 @@ const workers = new WorkerNamespace("workers", {
     hooks: config.hooks,
     caps: config.caps,
     schedulerGroup: SCHEDULER_GROUP,
+    schedulerReadsJobs: readsJobs(config),
     sweeperGroup: config.sweep.intervalMinutes > 0 ? SWEEPER_GROUP : undefined,
     workerShape: workerShape(config.queues, config.ecr ? WORKER_SERVICE_ACCOUNT : undefined),
     podSecurity: podSecurityLabels(config.queues),
@@ -95,7 +96,7 @@ const tokenSync =
 const scheduler = new Scheduler(
     "scheduler",
     {
-        settings: schedulerSettings(config),
+        settings: schedulerSettings(config, pulumi.getStack()),
         cluster,
         eventBusName: config.eventBusName,
         kubernetesGroups: [SCHEDULER_GROUP],
@@ -111,7 +112,7 @@ const sweeper =
         ? new Sweeper(
               "sweep",
               {
-                  settings: schedulerSettings(config),
+                  settings: schedulerSettings(config, pulumi.getStack()),
                   intervalMinutes: config.sweep.intervalMinutes,
                   stackKey: config.sweep.stackKey ?? `scaledkite-${pulumi.getStack()}`,
                   endpoint: config.sweep.endpoint,

@@ -20,6 +20,20 @@ export const SCHEDULER_RULES: PolicyRule[] = [
     { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
 ];
 
+/**
+ * The scheduler's rules; when a queue takes its pod from the job, also the agent token Secret (by
+ * name: the Stacks API takes it) and PodTemplates (a step's `podTemplate` names one), read only.
+ */
+export function schedulerRules(readsJobs: { agentTokenSecret: string } | undefined): PolicyRule[] {
+    return readsJobs
+        ? [
+              ...SCHEDULER_RULES,
+              { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: [readsJobs.agentTokenSecret] },
+              { apiGroups: [""], resources: ["podtemplates"], verbs: ["get"] },
+          ]
+        : SCHEDULER_RULES;
+}
+
 /** The sweep's identity: its own group, so only it may read the agent token. */
 export const SWEEPER_GROUP = "scaledkite:sweeper";
 export const SWEEPER_ROLE = "scaledkite-sweeper";
@@ -61,8 +75,12 @@ function roleAndBinding(name: string, namespace: string, rules: PolicyRule[], gr
 }
 
 /** The scheduler's Role and RoleBinding as manifests. */
-export function schedulerRbac(namespace: string, group = SCHEDULER_GROUP): [object, object] {
-    return roleAndBinding(SCHEDULER_ROLE, namespace, SCHEDULER_RULES, group);
+export function schedulerRbac(
+    namespace: string,
+    group = SCHEDULER_GROUP,
+    readsJobs?: { agentTokenSecret: string },
+): [object, object] {
+    return roleAndBinding(SCHEDULER_ROLE, namespace, schedulerRules(readsJobs), group);
 }
 
 /** The sweep's Role and RoleBinding as manifests. */

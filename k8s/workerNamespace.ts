@@ -37,6 +37,8 @@ export interface WorkerNamespaceArgs {
     caps?: SpendCaps;
     /** The Kubernetes group the scheduler's identity belongs to. */
     schedulerGroup?: string;
+    /** Whether a queue takes its pod from the job: the scheduler then reads the agent token and PodTemplates. */
+    schedulerReadsJobs?: boolean;
     /** The sweep's group, when the sweep runs: it may also read the agent token Secret. */
     sweeperGroup?: string;
     /**
@@ -167,7 +169,13 @@ export class WorkerNamespace extends pulumi.ComponentResource {
             inNs,
         );
 
-        const role = createSchedulerRole(name, args.namespace, args.schedulerGroup ?? SCHEDULER_GROUP, inNs);
+        const role = createSchedulerRole(
+            name,
+            args.namespace,
+            args.schedulerGroup ?? SCHEDULER_GROUP,
+            inNs,
+            args.schedulerReadsJobs ? { agentTokenSecret: SECRET_NAMES.agentToken } : undefined,
+        );
         if (args.sweeperGroup)
             createRbac(
                 `${name}-sweeper`,
@@ -263,8 +271,9 @@ export function createSchedulerRole(
     namespace: string,
     group: string,
     opts: pulumi.CustomResourceOptions,
+    readsJobs?: { agentTokenSecret: string },
 ): k8s.rbac.v1.Role {
-    return createRbac(`${name}-scheduler`, schedulerRbac(namespace, group), opts);
+    return createRbac(`${name}-scheduler`, schedulerRbac(namespace, group, readsJobs), opts);
 }
 
 /** A Role and its RoleBinding from their manifests. */

@@ -41,6 +41,17 @@ export interface WorkerShape {
     agentEnv: string[];
     /** Volume sources a worker may use: Scaledkite's, and any a pod spec patch names. */
     volumeSources: string[];
+    /**
+     * Images a step may ask for on a queue that takes its pod from the job: "any", or these prefixes
+     * (the queues' allowedImages together: the scheduler holds each queue to its own list); undefined
+     * when no queue does.
+     */
+    stepImages?: "any" | string[];
+    /**
+     * Whether a step may name Secrets of the namespace (the `kubernetes` plugin's envFrom, secretKeyRef
+     * and secret volumes, as agent-stack-k8s allows): never the agent token.
+     */
+    stepSecrets: boolean;
 }
 
 /** The volume sources Scaledkite's workers use, and those that hold nothing of the node's or of other Secrets. */
@@ -102,6 +113,12 @@ export function workerShape(queues: Record<string, WorkerSettings>, workerServic
         const patched = q.podSpecPatch?.serviceAccountName;
         if (typeof patched === "string") serviceAccounts.push(patched);
     }
+    const shaped = qs.filter((q) => q.stepShape !== "none");
+    const stepImages: WorkerShape["stepImages"] = shaped.length
+        ? shaped.some((q) => q.allowedImages.length === 0)
+            ? "any"
+            : sorted(shaped.flatMap((q) => q.allowedImages))
+        : undefined;
     const ownSecrets = [SECRET_NAMES.env, SECRET_NAMES.gitCredentials, SECRET_NAMES.gitSsh];
     const queueSecrets = qs.flatMap((q) => [
         ...q.envFrom.flatMap((f) => ("secretRef" in f ? [f.secretRef.name] : [])),
@@ -120,6 +137,8 @@ export function workerShape(queues: Record<string, WorkerSettings>, workerServic
                 (k) => k !== "hostPath",
             ),
         ),
+        ...(stepImages ? { stepImages } : {}),
+        stepSecrets: qs.some((q) => q.stepShape === "plugin"),
     };
 }
 
@@ -156,6 +175,14 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
     const unconfined = (x: string) =>
         `((${sc(x, "seccompProfile")} && ${x}.securityContext.seccompProfile.type == "Unconfined")` +
         ` || (${sc(x, "appArmorProfile")} && ${x}.securityContext.appArmorProfile.type == "Unconfined"))`;
+    const imageOk = (c: string) =>
+        shape.stepImages === "any"
+            ? "true"
+            : `${c}.image in ${list(shape.images)}` +
+              (shape.stepImages?.length ? ` || ${list(shape.stepImages)}.exists(p, ${c}.image.startsWith(p))` : "");
+    // Any Secret but the agent token where a step may name Secrets; else only those the stack's workers use.
+    const secretOk = (name: string) =>
+        shape.stepSecrets ? `${name} != ${q(SECRET_NAMES.agentToken)}` : `${name} in ${list(shape.secrets)}`;
     const envNames = (c: string) => `(has(${c}.env) ? ${c}.env : [])`;
     const agentEnvOk =
         '(has(e.value) && (e.name + "=" + e.value) in variables.agentEnvPairs)' +
@@ -191,8 +218,8 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
             message: `${refused} its labels (${LABELS.managedBy}=scaledkite, ${LABELS.component}=buildkite-worker) are missing`,
         },
         {
-            expression: `variables.containers.all(c, c.image in ${list(shape.images)})`,
-            messageExpression: `${q(refused)} + " image " + variables.containers.filter(c, !(c.image in ${list(shape.images)}))[0].image + " is not one of the stack's worker images (${shape.images.join(", ")}); change the stack config and pulumi up"`,
+            expression: `variables.containers.all(c, ${imageOk("c")})`,
+            messageExpression: `${q(refused)} + " image " + variables.containers.filter(c, !(${imageOk("c")}))[0].image + " is not one of the stack's worker images (${shape.images.join(", ")})${shape.stepImages ? ` nor one a step may ask for (${shape.stepImages === "any" ? "any" : shape.stepImages.join(", ")})` : ""}; change the stack config and pulumi up"`,
         },
         {
             expression: `!has(variables.pod.serviceAccountName) || variables.pod.serviceAccountName in ${list(shape.serviceAccounts)}`,
@@ -244,11 +271,13 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
             // every other Secret one the stack's workers use.
             expression:
                 `variables.containers.all(c, c.name == ${q(AGENT_CONTAINER)} || !has(c.volumeMounts) || c.volumeMounts.all(m, !(m.name in variables.tokenVolumes)))` +
-                ` && variables.volumes.all(v, !has(v.secret) || v.secret.secretName == ${q(SECRET_NAMES.agentToken)} || v.secret.secretName in ${list(shape.secrets)})` +
-                ` && variables.volumes.all(v, !has(v.projected) || !has(v.projected.sources) || v.projected.sources.all(s, !has(s.secret) || s.secret.name in ${list(shape.secrets)}))` +
-                ` && variables.containers.all(c, ${envNames("c")}.all(e, !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef) || e.valueFrom.secretKeyRef.name in ${list(shape.secrets)}))` +
-                ` && variables.containers.all(c, !has(c.envFrom) || c.envFrom.all(f, !has(f.secretRef) || f.secretRef.name in ${list(shape.secrets)}))`,
-            message: `${msg("agentToken")}; other Secrets only those the stack's workers use (${shape.secrets.join(", ")})`,
+                ` && variables.volumes.all(v, !has(v.secret) || v.secret.secretName == ${q(SECRET_NAMES.agentToken)} || ${secretOk("v.secret.secretName")})` +
+                ` && variables.volumes.all(v, !has(v.projected) || !has(v.projected.sources) || v.projected.sources.all(s, !has(s.secret) || ${secretOk("s.secret.name")}))` +
+                ` && variables.containers.all(c, ${envNames("c")}.all(e, !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef) || ${secretOk("e.valueFrom.secretKeyRef.name")}))` +
+                ` && variables.containers.all(c, !has(c.envFrom) || c.envFrom.all(f, !has(f.secretRef) || ${secretOk("f.secretRef.name")}))`,
+            message: shape.stepSecrets
+                ? `${msg("agentToken")}; other Secrets of the namespace a step may name`
+                : `${msg("agentToken")}; other Secrets only those the stack's workers use (${shape.secrets.join(", ")})`,
         },
         {
             expression:

@@ -41,8 +41,12 @@ describe("Pulumi program", function () {
         assert.strictEqual(hooks.metadata.name, "scaledkite-hooks");
         assert.strictEqual(hooks.data.environment, "#!/bin/sh\nexport FOO=1\n");
         const role = run.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-scheduler").inputs;
+        // Its queues take their pod from the job (the default with the sweep on): the scheduler reads
+        // jobs through the Stacks API with the agent token, and a step's PodTemplate; nothing else.
         assert.deepStrictEqual(role.rules, [
             { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
+            { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["scaledkite-agent-token"] },
+            { apiGroups: [""], resources: ["podtemplates"], verbs: ["get"] },
         ]);
         const binding = run.named("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "workers-scheduler").inputs;
         assert.deepStrictEqual(binding.subjects, [
@@ -375,8 +379,8 @@ describe("Pulumi program", function () {
         );
         assert.strictEqual(
             byTitle("Events by outcome").metrics.length,
-            3 * 6,
-            "each outcome for each queue and for events of no queue",
+            3 * 7,
+            "each outcome (refused too) for each queue and for events of no queue",
         );
         const sqs = byTitle("Event queue").metrics;
         assert.ok(
@@ -556,6 +560,11 @@ describe("Pulumi program", function () {
                 "arn:aws:iam::123456789012:role/ci-scheduler",
             );
             assert.strictEqual(r.outputs.sweepFunctionName, "sweep off");
+            // No stack key, so no queue reads its jobs: the scheduler may touch worker Jobs only.
+            assert.deepStrictEqual(
+                r.named("kubernetes:rbac.authorization.k8s.io/v1:Role", "workers-scheduler").inputs.rules,
+                [{ apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] }],
+            );
         });
     });
 

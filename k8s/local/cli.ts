@@ -9,6 +9,59 @@
 import { parseArgs } from "util";
 import { down, KUBECONFIG, readState, status, up } from "./cluster";
 import { applyStack, loadStack } from "./stack";
+import { describeOutcome, repoOf, runPipeline } from "./pipelineRun";
+import * as fs from "fs";
+
+/** `pipeline FILE`: 0 every job passed, 1 any did not, 2 the file or the options cannot be used. */
+async function pipelineCommand(
+    file: string | undefined,
+    values: { stack?: string; queue?: string; repo?: string; timeout?: string },
+): Promise<number> {
+    if (!file) {
+        console.error(
+            "local-cluster pipeline: name a pipeline file, e.g. npm run local-cluster -- pipeline .buildkite/pipeline.yml",
+        );
+        return 2;
+    }
+    let text: string;
+    try {
+        text = fs.readFileSync(file, "utf8");
+    } catch (e) {
+        console.error(
+            `local-cluster pipeline: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        );
+        return 2;
+    }
+    const timeout = values.timeout === undefined ? 600 : Number(values.timeout);
+    if (!Number.isFinite(timeout) || timeout <= 0) {
+        console.error(
+            `local-cluster pipeline: --timeout must be a number of seconds, got ${JSON.stringify(values.timeout)}`,
+        );
+        return 2;
+    }
+    const stackName = values.stack ?? "dev";
+    const config = loadStack(stackName);
+    const state = await up((s) => console.error(s));
+    const run = await runPipeline({
+        state,
+        config,
+        stackName,
+        text,
+        queue: values.queue,
+        repo: values.repo ?? repoOf(file),
+        timeoutMs: timeout * 1000,
+        log: (l) => console.error(`  ${l}`),
+    });
+    if ("error" in run) {
+        console.error(`local-cluster pipeline: ${file}: ${run.error}`);
+        return 2;
+    }
+    for (const s of run.skipped) console.log(`- ${s}: makes no job here (skipped)`);
+    for (const o of run.outcomes) for (const line of describeOutcome(o)) console.log(line);
+    const passed = run.outcomes.filter((o) => o.result === "passed").length;
+    console.log(`${passed} of ${run.outcomes.length} job(s) passed`);
+    return passed === run.outcomes.length ? 0 : 1;
+}
 
 const USAGE = [
     "usage: npm run local-cluster -- <command>",
@@ -16,13 +69,25 @@ const USAGE = [
     "                      what `pulumi up` of Pulumi.NAME.yaml creates in it (placeholder secrets)",
     "  down                stop every process the cluster started and remove its state and the node's",
     "  status              which processes run; exit 0 running, 1 partly running, 3 not running",
+    "  pipeline FILE [--stack NAME] [--queue Q] [--repo DIR] [--timeout SECONDS]",
+    "                      run a Buildkite pipeline file's jobs on the real node as Scaledkite would",
+    "                      (stack dev by default; {{.queue}} and queue-less steps get Q, by default the",
+    "                      stack's first queue that takes its pod from the job; DIR, by default the git",
+    "                      repository the file is in, is checked out in each job); exit 0 when every",
+    "                      job passed, 1 when any did not, 2 for a file it cannot read",
 ].join("\n");
 
 async function main(argv: string[]): Promise<number> {
     const { positionals, values } = parseArgs({
         args: argv,
         allowPositionals: true,
-        options: { stack: { type: "string" }, help: { type: "boolean", short: "h" } },
+        options: {
+            stack: { type: "string" },
+            queue: { type: "string" },
+            repo: { type: "string" },
+            timeout: { type: "string" },
+            help: { type: "boolean", short: "h" },
+        },
     });
     const command = positionals[0];
     if (values.help) {
@@ -60,6 +125,8 @@ async function main(argv: string[]): Promise<number> {
         case "down":
             await down();
             return 0;
+        case "pipeline":
+            return pipelineCommand(positionals[1], values);
         case "status": {
             const s = status();
             if (!s.state) {

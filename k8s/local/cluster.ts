@@ -169,11 +169,17 @@ export function ensureBinaries(log: (s: string) => void): Promise<string> {
     return buildCached("build-controlplane.sh", "Kubernetes binaries", "about 10 min, 420 MB", log);
 }
 
-/** Builds the node's images if the cache lacks them (minutes, once per recipe); returns their directory. */
-export function ensureImages(log: (s: string) => void): Promise<string> {
+/**
+ * Builds the node's images if the cache lacks them (minutes, once per recipe): Scaledkite's own, then
+ * the stand-ins for the stock images pipelines name; returns their directories.
+ */
+export async function ensureImages(log: (s: string) => void): Promise<string[]> {
     log("node images: checking the cache");
     // Measured on a new 2-core machine: 475 s, 1.1 GB (buildkite-agent from Go modules, three Debian root filesystems).
-    return buildCached("build-images.sh", "node images", "about 8 min, 1.1 GB", log);
+    const own = await buildCached("build-images.sh", "node images", "about 8 min, 1.1 GB", log);
+    log("stock images (alpine, node, ruby, curl, nginx, bash): checking the cache");
+    const stock = await buildCached("build-stock-images.sh", "stock images", "about 4 min, 400 MB", log);
+    return [own, stock];
 }
 
 /**
@@ -308,12 +314,13 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
         }
     }
     const binDir = await ensureBinaries(log);
-    const imagesDir = withNode ? await ensureImages(log) : undefined;
+    const imagesDirs = withNode ? await ensureImages(log) : undefined;
     fs.rmSync(STATE_DIR, { recursive: true, force: true });
     fs.mkdirSync(path.join(STATE_DIR, "logs"), { recursive: true });
     fs.mkdirSync(path.join(STATE_DIR, "pki"), { recursive: true });
 
-    const [etcdPort, etcdPeerPort, apiPort, webhookPort] = [
+    const [etcdPort, etcdPeerPort, apiPort, webhookPort, mirrorPort] = [
+        await freePort(),
         await freePort(),
         await freePort(),
         await freePort(),
@@ -383,6 +390,8 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
             path.join(__dirname, "nodeAgent.ts"),
             KUBECONFIG,
             String(webhookPort),
+            // The registry mirror containerd pulls the node's own images through (registryMirror.ts).
+            ...(imagesDirs ? [String(mirrorPort), ...imagesDirs] : []),
         ];
         record(
             startProcess("node-agent", process.execPath, agentArgs, {
@@ -452,17 +461,17 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
             ]),
         );
 
-        if (imagesDir) {
+        if (imagesDirs) {
             stopNode(); // what an earlier run that was killed may have left
             claimNode(STATE_DIR);
-            const paths = writeNodeConfig(STATE_DIR, KUBECONFIG);
+            const paths = writeNodeConfig(STATE_DIR, KUBECONFIG, `http://127.0.0.1:${mirrorPort}`);
             setUpNetwork();
             const sbinPath = { ...process.env, PATH: `${process.env.PATH ?? ""}:/usr/local/sbin:/usr/sbin:/sbin` };
             // containerd pulls through a proxy that is not there: an image the node lacks fails to pull at
             // once (ErrImagePull, as for a registry that cannot be reached) and no lookup leaves the machine.
             record(startProcess("containerd", "containerd", containerdArgs(paths), { ...sbinPath, ...NO_PULL_PROXY }));
             await waitFor("containerd", async () => containerdReady(), 30_000, processes);
-            importImages(imagesDir, log);
+            importImages(imagesDirs, log);
             record(startProcess("kubelet", path.join(binDir, "kubelet"), kubeletArgs(paths), sbinPath));
         }
 
@@ -473,7 +482,7 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
             processes,
             binDir,
             startedAt: new Date().toISOString(),
-            ...(imagesDir ? { node: NODE_NAME } : {}),
+            ...(imagesDirs ? { node: NODE_NAME } : {}),
         };
         fs.writeFileSync(STATE_FILE, JSON.stringify(state, null, 2));
         await waitFor(
@@ -483,7 +492,7 @@ export async function up(log: (s: string) => void = console.error): Promise<Clus
             60_000,
             processes,
         );
-        if (imagesDir)
+        if (imagesDirs)
             await waitFor(
                 `node ${NODE_NAME} Ready`,
                 async () => nodeReady(server, adminToken, fs.readFileSync(caFile, "utf8"), NODE_NAME),

@@ -19,6 +19,9 @@ import { localJobClient } from "./awsIdentities";
 import { type ClusterState, down, PROJECT_ROOT, status, up } from "./cluster";
 import { LOCAL_IMAGES, POD_GATEWAY_IP } from "./node";
 import { applyStack, loadStack } from "./stack";
+import { startStacksApi } from "./stacksApiStandIn";
+import { stacksApi } from "../../scheduler/clients/stacksApi";
+import { stacksStepSource } from "../../scheduler/schedule/stepSource";
 
 const SAMPLE = path.join(PROJECT_ROOT, "test", "fixtures", "job-scheduled.json");
 const say = (s = "") => console.log(s);
@@ -79,11 +82,14 @@ async function main(): Promise<void> {
         () => false,
     );
     const api = state.node ? await new AgentApiStandIn().start(POD_GATEWAY_IP) : undefined;
+    // Buildkite's Stacks API, where the scheduler reads each job of a queue that takes its pod from the job.
+    const stacks = await startStacksApi();
     let cleaned = false;
     cleanup = async () => {
         if (cleaned) return;
         cleaned = true;
         await api?.stop();
+        await stacks.close();
         if (process.env.SCALEDKITE_DEMO_KEEP === "1") return;
         if (!running) await down((s) => say(`   ${s}`));
         else if (!nsExisted) {
@@ -124,8 +130,13 @@ async function main(): Promise<void> {
 
         const sample = JSON.parse(fs.readFileSync(SAMPLE, "utf8"));
         const plainUuid = "0b7d5c1e-6a0f-4c1e-9a53-3f2b8d1c7e42";
-        api?.addJob(sample.detail.job.uuid, { queue: "dynamic", command: DOCKER_JOB });
-        api?.addJob(plainUuid, { queue: "docker-free", command: PLAIN_JOB });
+        for (const [uuid, queue, command] of [
+            [sample.detail.job.uuid, "dynamic", DOCKER_JOB],
+            [plainUuid, "docker-free", PLAIN_JOB],
+        ]) {
+            const job = api?.addJob(uuid, { queue, command });
+            stacks.jobs.set(uuid, { id: uuid, env: job?.env ?? { BUILDKITE_COMMAND: command }, command });
+        }
         const events: [string, unknown][] = [
             ["the documented sample (queue=dynamic)", sample],
             [
@@ -142,7 +153,12 @@ async function main(): Promise<void> {
         say(
             `\n3. Events through the Lambda's code path (EKS token for the scheduler's IAM identity -> API server -> RBAC)`,
         );
-        const handle = createEventHandler(settings, localJobClient(state.server, state.caFile), () => {});
+        const handle = createEventHandler(settings, localJobClient(state.server, state.caFile), () => {}, {
+            steps: stacksStepSource(
+                stacksApi(() => stacks.token, { endpoint: stacks.endpoint }),
+                "scaledkite-dev",
+            ),
+        });
         const created: string[] = [];
         for (const [what, event] of events) {
             say(`   ${what}`);

@@ -13,6 +13,7 @@
 import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { mirrorHostsToml } from "./registryMirror";
 
 export const NODE_NAME = "scaledkite-node";
 export const BRIDGE = "skbr0";
@@ -34,6 +35,20 @@ export const LOCAL_IMAGES = {
     dindRootless: "scaledkite.local/dind-rootless:20.10.24",
     pause: "scaledkite.local/pause:1",
 } as const;
+/**
+ * Stand-ins for the stock images pipelines name (build-stock-images.sh, from Debian's packages: no
+ * registry is reachable), by tar file, under the names containerd resolves the short ones to; and the
+ * stock agent image, which is the local agent image under another name.
+ */
+export const STOCK_IMAGES: Record<string, string> = {
+    alpine: "docker.io/library/alpine:latest",
+    bash: "docker.io/library/bash:latest",
+    node: "docker.io/library/node:22-alpine",
+    ruby: "docker.io/library/ruby:alpine",
+    curl: "docker.io/curlimages/curl:latest",
+    nginx: "docker.io/library/nginx:latest",
+};
+export const STOCK_AGENT_IMAGE = "docker.io/buildkite/agent:latest";
 /** containerd's environment: every pull goes to a proxy on a loopback port nothing listens on. */
 export const NO_PULL_PROXY = {
     HTTPS_PROXY: "http://127.0.0.1:9",
@@ -91,12 +106,16 @@ function cniBinDir(): string {
 }
 
 /** Writes containerd's, the CNI network's and the kubelet's configuration. */
-export function writeNodeConfig(stateDir: string, adminKubeconfig: string): NodePaths {
+export function writeNodeConfig(stateDir: string, adminKubeconfig: string, mirrorUrl: string): NodePaths {
     for (const d of [NODE_ROOT, NODE_RUN, CNI_CONF_DIR, CNI_STATE_DIR, KUBELET_ROOT, path.join(NODE_RUN, "containerd")])
         fs.mkdirSync(d, { recursive: true });
     const dir = path.join(stateDir, "node");
     fs.mkdirSync(dir, { recursive: true });
     const containerdConfig = path.join(dir, "containerd.toml");
+    // docker.io resolves through the node agent's registry mirror (registryMirror.ts), nowhere else.
+    const certsDir = path.join(dir, "certs.d");
+    fs.mkdirSync(path.join(certsDir, "docker.io"), { recursive: true });
+    fs.writeFileSync(path.join(certsDir, "docker.io", "hosts.toml"), mirrorHostsToml(mirrorUrl));
     fs.writeFileSync(
         containerdConfig,
         [
@@ -111,6 +130,8 @@ export function writeNodeConfig(stateDir: string, adminKubeconfig: string): Node
             // sandbox fails ("can't get final child's PID from pipe: EOF").
             "  restrict_oom_score_adj = true",
             "  enable_cdi = false",
+            '  [plugins."io.containerd.grpc.v1.cri".registry]',
+            `    config_path = "${certsDir}"`,
             '  [plugins."io.containerd.grpc.v1.cri".cni]',
             `    bin_dir = "${cniBinDir()}"`,
             `    conf_dir = "${CNI_CONF_DIR}"`,
@@ -218,25 +239,28 @@ function openTunDevice(): void {
     if (mode !== 0o666) fs.chmodSync(tun, 0o666);
 }
 
-/** Imports the docker-archive tars of `imagesDir` into containerd's Kubernetes namespace. */
-export function importImages(imagesDir: string, log: (s: string) => void): void {
-    const present = run("ctr", ["--address", CONTAINERD_SOCKET, "-n", "k8s.io", "images", "list", "-q"]).split("\n");
-    for (const file of fs.readdirSync(imagesDir).filter((f) => f.endsWith(".tar"))) {
-        const tag = Object.values(LOCAL_IMAGES).find((t) => t.includes(`/${file.replace(/\.tar$/, "")}:`));
+/**
+ * Imports the docker-archive tars of `imagesDirs` into containerd's Kubernetes namespace (those not
+ * there yet), and names the local agent image as the stock one too.
+ */
+export function importImages(imagesDirs: string[], log: (s: string) => void): void {
+    const ctr = (...args: string[]) => run("ctr", ["--address", CONTAINERD_SOCKET, "-n", "k8s.io", ...args]);
+    const present = ctr("images", "list", "-q").split("\n");
+    for (const file of imagesDirs.flatMap((dir) =>
+        fs
+            .readdirSync(dir)
+            .filter((f) => f.endsWith(".tar"))
+            .map((f) => path.join(dir, f)),
+    )) {
+        const base = path.basename(file, ".tar");
+        const tag = STOCK_IMAGES[base] ?? Object.values(LOCAL_IMAGES).find((t) => t.includes(`/${base}:`));
         if (tag && present.includes(tag)) continue;
         const started = Date.now();
-        run("ctr", [
-            "--address",
-            CONTAINERD_SOCKET,
-            "-n",
-            "k8s.io",
-            "images",
-            "import",
-            "--no-unpack=false",
-            path.join(imagesDir, file),
-        ]);
-        log(`imported ${file} in ${Date.now() - started} ms`);
+        run("ctr", ["--address", CONTAINERD_SOCKET, "-n", "k8s.io", "images", "import", "--no-unpack=false", file]);
+        log(`imported ${base} in ${Date.now() - started} ms`);
     }
+    if (!present.includes(STOCK_AGENT_IMAGE) && ctr("images", "list", "-q").split("\n").includes(LOCAL_IMAGES.agent))
+        ctr("images", "tag", LOCAL_IMAGES.agent, STOCK_AGENT_IMAGE);
 }
 
 function mountsUnder(prefixes: string[]): string[] {

@@ -2,11 +2,15 @@
  * The local cluster's "node" process: the pod runner, and the authentication webhook that verifies
  * EKS-style tokens for kube-apiserver. Started and stopped by `npm run local-cluster`.
  *
- *   node nodeAgent.ts <admin kubeconfig> <webhook port>
+ * With a real node, also the registry mirror containerd pulls the node's own images through.
+ *
+ *   node nodeAgent.ts <admin kubeconfig> <webhook port> [<mirror port> <images dir>...]
  */
 import * as http from "http";
 import { LOCAL_IDENTITIES, reviewToken } from "./awsIdentities";
 import { runPods } from "./podRunner";
+import { LOCAL_IMAGES, STOCK_AGENT_IMAGE } from "./node";
+import { startRegistryMirror } from "./registryMirror";
 
 function serveWebhook(port: number): Promise<http.Server> {
     const server = http.createServer((req, res) => {
@@ -40,8 +44,11 @@ function serveWebhook(port: number): Promise<http.Server> {
 }
 
 async function main(): Promise<void> {
-    const [kubeconfig, port] = process.argv.slice(2);
+    const [kubeconfig, port, mirrorPort, ...imagesDirs] = process.argv.slice(2);
     const webhook = await serveWebhook(Number(port));
+    const mirror = mirrorPort
+        ? await startRegistryMirror(imagesDirs, Number(mirrorPort), { [LOCAL_IMAGES.agent]: [STOCK_AGENT_IMAGE] })
+        : undefined;
     const k8s: typeof import("@kubernetes/client-node") = require("@kubernetes/client-node");
     const kc = new k8s.KubeConfig();
     // The webhook serves from the start (the API server needs it); the runner waits for the
@@ -60,11 +67,14 @@ async function main(): Promise<void> {
     const stop = () => {
         runner.stop();
         webhook.close();
+        void mirror?.close();
         process.exit(0);
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
-    console.log(`${new Date().toISOString()} node agent ready (webhook on 127.0.0.1:${port})`);
+    console.log(
+        `${new Date().toISOString()} node agent ready (webhook on 127.0.0.1:${port}${mirror ? `; registry mirror ${mirror.url} for ${mirror.names.join(", ")}` : ""})`,
+    );
 }
 
 main().catch((e) => {

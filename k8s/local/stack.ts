@@ -8,8 +8,8 @@
 import type * as K8s from "@kubernetes/client-node";
 import * as fs from "fs";
 import * as path from "path";
-import { readStackFile } from "../../scheduler/cli/cli";
-import { parseStackConfig } from "../../scheduler/config/config";
+import { readStackFile } from "../../scheduler/cli/inputs";
+import { parseStackConfig, readsJobs } from "../../scheduler/config/config";
 import { ecrHookFiles } from "../ecrLogin";
 import { SCHEDULER_GROUP, schedulerRbac } from "../rbac";
 import { metadataNetworkPolicy, podSecurityLabels, workerJobPolicy, workerShape } from "../workerPolicy";
@@ -83,7 +83,11 @@ export function stackObjects(config: StackConfig, values: SecretValues = {}): ob
               ]
             : []),
         metadataNetworkPolicy(ns),
-        ...schedulerRbac(ns),
+        ...schedulerRbac(
+            ns,
+            SCHEDULER_GROUP,
+            readsJobs(config) ? { agentTokenSecret: SECRET_NAMES.agentToken } : undefined,
+        ),
         ...workerJobPolicy(
             ns,
             [SCHEDULER_GROUP],

@@ -11,31 +11,27 @@
  * arguments, or a failure no retry fixes; 1 a failure worth retrying. Errors are one line, no trace.
  */
 import * as fs from "fs";
-import * as path from "path";
 import { parseArgs } from "util";
-import { parseStackConfig, schedulerSettings } from "../config/config";
-import { type AwsCredentials, execCredential, credentialsFromEnv, signEksToken } from "../clients/eksToken";
-import { configError, isConfigError, isRetryable } from "../core/errors";
+import { execCredential, signEksToken } from "../clients/eksToken";
+import { isConfigError, isRetryable } from "../core/errors";
 import { createEventHandler, decide } from "../schedule/lambda";
 import { kubeconfigJobClient, toKubernetesError } from "../clients/kube";
 import { explainWorker, jobUuidOf } from "./explain";
-
-import { type SchedulerSettings } from "../core/settings";
 import { LABELS, jobName } from "../core/names";
+import {
+    cliCredentials,
+    commandLineSteps,
+    type Io,
+    kubeconfigPath,
+    loadSettings,
+    readEvent,
+    stackRegion,
+    UsageError,
+} from "./inputs";
 
-const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
+export type { Io } from "./inputs";
 
 export const EXIT = { ok: 0, retry: 1, invalid: 2, ignored: 3 } as const;
-
-export interface Io {
-    out: (s: string) => void;
-    err: (s: string) => void;
-    readStdin: () => string;
-    cwd: string;
-    env: NodeJS.ProcessEnv;
-}
-
-class UsageError extends Error {}
 
 /** Each command: its options (all take a value) and its help text. */
 const COMMANDS: Record<string, { options: string[]; positional?: string; help: string }> = {
@@ -118,62 +114,6 @@ export function parseCommandArgs(
     return { flags, positional: parsed.positionals[0], help: (parsed.values as Record<string, unknown>).help === true };
 }
 
-/** The `config:` map of a stack file, as YAML gives it. */
-function stackFileConfig(file: string): Record<string, unknown> {
-    let text: string;
-    try {
-        text = fs.readFileSync(file, "utf8");
-    } catch {
-        throw configError([`cannot read stack config ${file}: pass --stack NAME (Pulumi.NAME.yaml) or --config FILE`]);
-    }
-    const yaml: typeof import("js-yaml") = require("js-yaml");
-    let doc: unknown;
-    try {
-        doc = yaml.load(text);
-    } catch (e) {
-        throw configError([`${file} is not valid YAML (${(e as Error).message.split("\n")[0]})`]);
-    }
-    return (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
-}
-
-/** Reads the non-secret `scaledkite:*` values of a stack file; secret values count only as "set". */
-export function readStackFile(file: string): Record<string, unknown> {
-    const raw: Record<string, unknown> = {};
-    for (const [key, value] of Object.entries(stackFileConfig(file))) {
-        const [ns, name] = key.split(":");
-        if (ns !== "scaledkite" || !name) continue;
-        raw[name] = typeof value === "object" && value !== null && "secure" in value ? "<secret>" : value;
-    }
-    return raw;
-}
-
-function loadSettings(flags: Record<string, string>, io: Io): SchedulerSettings {
-    // Stack files live beside Pulumi.yaml; --config is relative to where the command was run.
-    const file = flags.config
-        ? path.resolve(io.cwd, flags.config)
-        : path.join(PROJECT_ROOT, `Pulumi.${flags.stack ?? "dev"}.yaml`);
-    return schedulerSettings(parseStackConfig(readStackFile(file), { requireSecrets: false }));
-}
-
-function readEvent(flags: Record<string, string>, io: Io): string {
-    if (!flags.event) throw new UsageError(`--event FILE is required (- reads standard input)`);
-    if (flags.event === "-") return io.readStdin();
-    try {
-        return fs.readFileSync(path.resolve(io.cwd, flags.event), "utf8");
-    } catch (e) {
-        const err = e as NodeJS.ErrnoException;
-        const why =
-            err.code === "ENOENT"
-                ? "no such file"
-                : err.code === "EACCES"
-                  ? "permission denied"
-                  : err.code === "EISDIR"
-                    ? "it is a directory"
-                    : err.message;
-        throw new UsageError(`cannot read event file ${flags.event}: ${why}`);
-    }
-}
-
 async function render(flags: Record<string, string>, io: Io): Promise<number> {
     const settings = loadSettings(flags, io);
     const d = decide(settings, readEvent(flags, io));
@@ -189,21 +129,14 @@ async function render(flags: Record<string, string>, io: Io): Promise<number> {
     return EXIT.ok;
 }
 
-function kubeconfigPath(flags: Record<string, string>, io: Io): string {
-    const kubeconfig = flags.kubeconfig ?? (io.env.KUBECONFIG || path.join(io.env.HOME ?? "", ".kube", "config"));
-    if (!fs.existsSync(kubeconfig))
-        throw new UsageError(
-            `no kubeconfig at ${kubeconfig}: pass --kubeconfig PATH (npm run local-cluster -- up prints one)`,
-        );
-    return kubeconfig;
-}
-
 async function schedule(flags: Record<string, string>, io: Io): Promise<number> {
     const settings = loadSettings(flags, io);
     const event = readEvent(flags, io);
     const kubeconfig = kubeconfigPath(flags, io);
     // One line says what happened (or why not); the Lambda's JSON log line would repeat it.
-    const handler = createEventHandler(settings, kubeconfigJobClient(kubeconfig), () => {});
+    const handler = createEventHandler(settings, kubeconfigJobClient(kubeconfig), () => {}, {
+        steps: commandLineSteps(settings, io),
+    });
     try {
         const d = await handler(event);
         switch (d.outcome) {
@@ -219,6 +152,9 @@ async function schedule(flags: Record<string, string>, io: Io): Promise<number> 
             case "ignored":
                 io.err(`ignored: ${d.reason}`);
                 return EXIT.ignored;
+            case "refused":
+                io.err(`refused: ${d.reason}`);
+                return EXIT.invalid;
             default:
                 io.err(`invalid event: ${d.reason}`);
                 return EXIT.invalid;
@@ -256,42 +192,6 @@ async function token(flags: Record<string, string>, io: Io): Promise<number> {
         JSON.stringify(execCredential(await signEksToken(flags.cluster, region, await cliCredentials(flags, io), at))),
     );
     return EXIT.ok;
-}
-
-/** The stack's `aws:region` (Pulumi.<stack>.yaml), if the file and the key are there. */
-function stackRegion(stack: string): string | undefined {
-    try {
-        const region = stackFileConfig(path.join(PROJECT_ROOT, `Pulumi.${stack}.yaml`))["aws:region"];
-        return typeof region === "string" ? region : undefined;
-    } catch {
-        return undefined;
-    }
-}
-
-/**
- * Credentials as the AWS SDK finds them (its Node.js provider chain: environment, shared files with
- * profiles, SSO and assume-role, process, container and instance roles). Keys in the environment are
- * taken directly, without loading the SDK.
- */
-async function cliCredentials(flags: Record<string, string>, io: Io): Promise<AwsCredentials> {
-    if (io.env.AWS_ACCESS_KEY_ID && !flags.profile) return credentialsFromEnv(io.env);
-    const {
-        fromNodeProviderChain,
-    }: typeof import("@aws-sdk/credential-providers") = require("@aws-sdk/credential-providers");
-    try {
-        const c = await fromNodeProviderChain({
-            profile: flags.profile ?? io.env.AWS_PROFILE,
-            filepath: io.env.AWS_SHARED_CREDENTIALS_FILE,
-            configFilepath: io.env.AWS_CONFIG_FILE,
-        })();
-        return { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, sessionToken: c.sessionToken };
-    } catch (e) {
-        const why = ((e as Error).message ?? String(e)).split("\n")[0];
-        const profile = flags.profile ?? io.env.AWS_PROFILE;
-        throw new UsageError(
-            `no AWS credentials${profile ? ` for profile ${profile}` : ""} (${why}): pass --profile or set AWS_PROFILE, run aws sso login, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`,
-        );
-    }
 }
 
 /** What happened to one job's worker: exit 0 when it has one, 3 when this stack has none for it. */

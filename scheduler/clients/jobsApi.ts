@@ -9,7 +9,7 @@
  * node:https only; `npm run bench` shows the figures.
  */
 import * as https from "https";
-import type { CoreV1Event, V1Job, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Event, V1Job, V1Pod, V1PodSpec } from "@kubernetes/client-node";
 import { classifyApiFailure, classifyNetworkFailure, kubernetesError } from "../core/errors";
 
 /** How long one create may take before it counts as a (retryable) network failure. */
@@ -31,6 +31,8 @@ export interface JobsApi {
     listPodWarnings(namespace: string, reason: string, token: string): Promise<CoreV1Event[]>;
     /** Reads one key of a Secret (the sweep's agent token). Throws KubernetesError. */
     secretValue(namespace: string, name: string, key: string, token: string): Promise<string>;
+    /** A PodTemplate's pod spec; undefined when there is none of that name. Throws KubernetesError. */
+    podTemplate(namespace: string, name: string, token: string): Promise<V1PodSpec | undefined>;
     /** A Secret's data, decoded (the token sync compares before it writes). Throws KubernetesError. */
     readSecret(namespace: string, name: string, token: string): Promise<{ data: Record<string, string> }>;
     /** Merge-patches a Secret's data (plain values, encoded here) and annotations. Throws KubernetesError. */
@@ -201,6 +203,19 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
                     status === 202 ||
                     (status === 409 && body.reason === "AlreadyExists"),
             );
+        },
+        async podTemplate(namespace: string, name: string, token: string) {
+            const { status, body } = await call(
+                "GET",
+                `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/podtemplates/${encodeURIComponent(name)}`,
+                "",
+                token,
+                `reading PodTemplate ${namespace}/${name}`,
+                (status) => status === 200 || status === 404,
+            );
+            return status === 404
+                ? undefined
+                : ((body as { template?: { spec?: V1PodSpec } }).template?.spec ?? { containers: [] });
         },
         listPods(namespace: string, labelSelector: string, token: string) {
             return list<V1Pod>(namespace, "pods", { labelSelector }, token, `listing worker pods in ${namespace}`);

@@ -6,7 +6,7 @@
  *   `require` only when asked for, so the Lambda never loads it.
  */
 import type * as K8s from "@kubernetes/client-node";
-import type { CoreV1Event, V1Job, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Event, V1Job, V1Pod, V1PodSpec } from "@kubernetes/client-node";
 import {
     classifyApiFailure,
     classifyNetworkFailure,
@@ -30,6 +30,8 @@ export interface JobClient {
     listWorkerPods?(namespace: string): Promise<V1Pod[]>;
     /** The kubelet's `Failed` Warning events about pods in a namespace (the sweep: when a container first failed to start). */
     listPodFailures?(namespace: string): Promise<CoreV1Event[]>;
+    /** A PodTemplate's pod spec (a step's `podTemplate`); undefined when there is none of that name. */
+    readPodTemplate?(namespace: string, name: string): Promise<V1PodSpec | undefined>;
     /** Where the Jobs go, for messages. */
     readonly server: string;
 }
@@ -70,6 +72,9 @@ export function bearerJobClient(
         },
         listWorkerPods(namespace: string) {
             return withToken((t) => api.listPods(namespace, WORKER_SELECTOR, t));
+        },
+        readPodTemplate(namespace: string, name: string) {
+            return withToken((t) => api.podTemplate(namespace, name, t));
         },
         listPodFailures(namespace: string) {
             return withToken((t) => api.listPodWarnings(namespace, "Failed", t));

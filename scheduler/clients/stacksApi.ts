@@ -22,6 +22,14 @@ export interface StacksJob {
     step?: { key?: string; label?: string };
 }
 
+/** A job as the Stacks API shows it to its stack: its whole environment and its command. */
+export interface StacksJobDetail {
+    id: string;
+    /** The job's environment, e.g. BUILDKITE_PLUGINS (a JSON string) and BUILDKITE_IMAGE (the step's image). */
+    env: Record<string, string>;
+    command: string;
+}
+
 export type StacksApiError = ClassifiedError<"stacks-api", { status?: number }>;
 
 function stacksError(message: string, retryable: boolean, status?: number): StacksApiError {
@@ -32,6 +40,8 @@ export interface StacksApi {
     register(stackKey: string, queueKey: string, metadata?: Record<string, string>): Promise<void>;
     /** Every scheduled job of a queue (all pages, oldest first), and whether dispatch is paused. */
     scheduledJobs(stackKey: string, queueKey: string): Promise<{ jobs: StacksJob[]; paused: boolean }>;
+    /** One job's environment and command (what its step asks of its pod). */
+    job(stackKey: string, jobUuid: string): Promise<StacksJobDetail>;
     /** Fails a job that cannot run, with a reason the user sees (at most 4 KB). */
     finish(stackKey: string, jobUuid: string, detail: string): Promise<void>;
     /** The states of jobs (e.g. "scheduled", "canceled"), asked in batches. */
@@ -134,6 +144,17 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
             }
             return { jobs, paused };
         },
+        async job(stackKey, jobUuid) {
+            const r = await call<{ id?: unknown; env?: unknown; command?: unknown }>(
+                "GET",
+                `/stacks/${encodeURIComponent(stackKey)}/jobs/${encodeURIComponent(jobUuid)}`,
+            );
+            return {
+                id: String(r.id ?? jobUuid),
+                env: envMap(r.env),
+                command: typeof r.command === "string" ? r.command : "",
+            };
+        },
         async finish(stackKey, jobUuid, detail) {
             await call("POST", `/stacks/${encodeURIComponent(stackKey)}/jobs/${encodeURIComponent(jobUuid)}/finish`, {
                 exit_status: -1,
@@ -169,4 +190,22 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
             }
         },
     };
+}
+
+/**
+ * A job's environment as a map, whether the API gives an object or `KEY=value` lines (values that
+ * are not strings are dropped: the job's environment is text). Pure.
+ */
+export function envMap(env: unknown): Record<string, string> {
+    const out: Record<string, string> = Object.create(null) as Record<string, string>;
+    if (Array.isArray(env)) {
+        for (const line of env) {
+            if (typeof line !== "string") continue;
+            const at = line.indexOf("=");
+            if (at > 0) out[line.slice(0, at)] = line.slice(at + 1);
+        }
+    } else if (env && typeof env === "object") {
+        for (const [k, v] of Object.entries(env)) if (typeof v === "string") out[k] = v;
+    }
+    return out;
 }

@@ -25,6 +25,7 @@ import {
     readHooksAndGit,
     readIdentity,
     readLambda,
+    readResourceClasses,
     readSweep,
 } from "./sections";
 import type { StackConfig } from "./types";
@@ -41,7 +42,9 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     checkKnownKeys(raw, p);
     const identity = readIdentity(raw, p);
     const agentToken = readAgentTokenSource(raw, opts.requireSecrets ?? true, p);
-    const { defaults, queues } = readWorkers(raw, p);
+    const sweep = readSweep(raw, p);
+    const { defaults, queues } = readWorkers(raw, p, sweep.intervalMinutes > 0 || sweep.stackKey !== undefined);
+    const resourceClasses = readResourceClasses(raw, p);
     const { hooks, gitKnownHosts } = readHooksAndGit(raw, p);
     const { fargateSubnetIds, fargateQueues } = readFargate(raw, queues, p);
     const caps = readCaps(raw, queues, p);
@@ -55,7 +58,6 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         }
     }
     const alarmTopicArn = readAlarmTopic(raw, p);
-    const sweep = readSweep(raw, p);
     const lambda = readLambda(raw, p);
     if (p.list.length > 0) throw configError(p.list);
     return {
@@ -78,6 +80,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         alarmTopicArn,
         sweep,
         lambda,
+        resourceClasses,
     };
 }
 
@@ -96,7 +99,28 @@ function checkKnownKeys(raw: Raw, p: Problems): void {
     }
 }
 
-/** The part of the stack configuration the scheduler needs at run time (no secrets). */
-export function schedulerSettings(config: StackConfig): SchedulerSettings {
-    return { namespace: config.namespace, jobPrefix: config.jobPrefix, queues: config.queues, secrets: config.secrets };
+/** The key the stack registers with the Stacks API: its own, or `scaledkite-<stack>` while the sweep is on. */
+export function stackKeyOf(config: StackConfig, stackName: string): string | undefined {
+    return config.sweep.stackKey ?? (config.sweep.intervalMinutes > 0 ? `scaledkite-${stackName}` : undefined);
+}
+
+/** Whether any queue takes its pod from the job (so the scheduler reads jobs through the Stacks API). */
+export function readsJobs(config: Pick<StackConfig, "queues">): boolean {
+    return Object.values(config.queues).some((q) => q.stepShape !== "none");
+}
+
+/**
+ * The part of the stack configuration the scheduler needs at run time (no secrets); with the stack's
+ * name, the Stacks API it reads jobs from when a queue takes its shape from the job.
+ */
+export function schedulerSettings(config: StackConfig, stackName = "dev"): SchedulerSettings {
+    const stackKey = stackKeyOf(config, stackName);
+    return {
+        namespace: config.namespace,
+        jobPrefix: config.jobPrefix,
+        queues: config.queues,
+        secrets: config.secrets,
+        resourceClasses: config.resourceClasses,
+        ...(readsJobs(config) && stackKey ? { stacks: { stackKey, endpoint: config.sweep.endpoint } } : {}),
+    };
 }

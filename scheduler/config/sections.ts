@@ -4,10 +4,11 @@
  * Each adds its problems to `p` and returns what it read. Pure.
  */
 import { DEFAULT_AGENT_ENDPOINT } from "../clients/stacksApi";
-import type { WorkerSettings } from "../core/settings";
+import type { ResourceClass, WorkerSettings } from "../core/settings";
 import { readLambdaNetwork } from "./access";
 import {
     asQuantity,
+    asResourceClasses,
     asString,
     asStringList,
     asStringMap,
@@ -153,6 +154,15 @@ export function readAlarmTopic(raw: Raw, p: Problems): string | undefined {
     }
 
     return alarmTopicArn;
+}
+
+/** The sizes steps pick with `resource_class=<name>`. */
+export function readResourceClasses(raw: Raw, p: Problems): Record<string, ResourceClass> {
+    const classes = asResourceClasses(raw.resourceClasses, "resourceClasses", p) ?? {};
+    const out: Record<string, ResourceClass> = {};
+    for (const [name, c] of Object.entries(classes))
+        out[name] = { resources: c.resources ?? {}, nodeSelector: c.nodeSelector ?? {} };
+    return out;
 }
 
 /** The sweep: its interval, stack key, the Stacks API and its grace periods. */

@@ -1,5 +1,5 @@
 /** The validated stack configuration's types: what the k8s components and the program read, without the parser. */
-import type { WorkerSettings } from "../core/settings";
+import type { ResourceClass, WorkerSettings } from "../core/settings";
 
 /** Where the Lambdas run in a VPC (to reach a private EKS endpoint): both lists, or neither. */
 export interface LambdaNetwork {
@@ -80,6 +80,8 @@ export interface StackConfig {
         keepQueuesConnected: boolean;
     };
     lambda: LambdaConfig;
+    /** Sizes steps pick with the agent tag `resource_class=<name>`. */
+    resourceClasses: Record<string, ResourceClass>;
 }
 
 /** Spend caps: at most this many worker Jobs, and this much CPU and memory requested by running workers. */

@@ -11,6 +11,7 @@ import {
     asObject,
     asString,
     asStringList,
+    asStepShape,
     asStringMap,
     asTolerations,
     asWorkerResources,
@@ -59,6 +60,9 @@ export const WORKER_DEFAULTS: WorkerSettings = {
     terminationGracePeriodSeconds: declared("terminationGracePeriodSeconds"),
     envFrom: [],
     fargate: declared("fargate"),
+    // Resolved per stack by readWorkers: `plugin` where the stack can read jobs (it has a stackKey).
+    stepShape: "none",
+    allowedImages: [],
 };
 
 /** Reads the worker keys present in `raw` (stack-wide or one queue's entry) as a partial override. */
@@ -105,6 +109,13 @@ function workerOverrides(raw: Raw, prefix: string, p: Problems): Partial<WorkerS
             `sets ${field}, which no worker may have: ${POD_BOUNDARY[rule]} (the admission policy would refuse every worker); remove it`,
         );
     }
+    set("stepShape", asStepShape(raw.stepShape, k("stepShape"), p));
+    set(
+        "allowedImages",
+        asStringList(raw.allowedImages, k("allowedImages"), p, (s) =>
+            /^[^\s\p{Cc}]+$/u.test(s) ? undefined : `has ${JSON.stringify(s)}: an image prefix has no spaces`,
+        ),
+    );
     const sa = asString(raw.serviceAccountName, k("serviceAccountName"), p);
     if (sa !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(sa)) {
         p.add(k("serviceAccountName"), `${JSON.stringify(sa)} is not a Kubernetes name`);
@@ -214,10 +225,18 @@ function unique<T>(items: T[]): T[] {
 export function readWorkers(
     raw: Raw,
     p: Problems,
+    canReadJobs = false,
 ): { defaults: WorkerSettings; queues: Record<string, WorkerSettings> } {
     const stackWide = workerOverrides(raw, "", p);
-    const defaults = mergeWorker(WORKER_DEFAULTS, stackWide);
+    const defaults = mergeWorker({ ...WORKER_DEFAULTS, stepShape: canReadJobs ? "plugin" : "none" }, stackWide);
     const queues = readQueues(raw.queues, defaults, stackWide.dindImage, p);
+    for (const [name, q] of Object.entries(queues)) {
+        if (q.stepShape !== "none" && !canReadJobs)
+            p.add(
+                `${Object.prototype.hasOwnProperty.call(stackWide, "stepShape") ? "" : `queues.${name}.`}stepShape`,
+                `${q.stepShape} reads each job through Buildkite's Stacks API, which needs a stack key: turn the sweep on (scaledkite:sweepInterval) or set scaledkite:stackKey`,
+            );
+    }
     const patternLength = Object.keys(queues).length ? eventPatternLength(Object.keys(queues)) : 0;
     if (patternLength > MAX_EVENT_PATTERN_LENGTH) {
         p.add(

@@ -43,6 +43,8 @@
  * goes to Buildkite through the agent, and the pod's outcome is the agent container's exit code.
  */
 
+import { DIND_READY_TIMEOUT_SECONDS } from "./dind";
+
 /** The agent container's own directory (an emptyDir only it mounts): its pre-bootstrap hook and the job-started mark. */
 export const LAUNCHER_PATH = "/buildkite/scaledkite";
 /** The agent's hooks path: only the launcher's pre-bootstrap hook is there. */
@@ -109,36 +111,64 @@ export const LAUNCHER_SCRIPT = shScript({ run: LAUNCHER_PATH, hooks: AGENT_HOOKS
  * COMMAND_AFTER_AGENT_SECONDS after the agent exited. An agent that exits without a job ends the wait.
  * It exits 0 (see the top of this file).
  */
-export const COMMAND_SCRIPT = shScript({ ctx: JOB_CONTEXT_PATH, exited: AGENT_EXITED_MARK }, [
-    'while [ ! -S "$ctx/buildkite.sock" ]; do',
-    '  if [ -e "$exited" ]; then echo "scaledkite: the agent exited ($(cat "$exited" 2>/dev/null)) without starting a job here; nothing to run" >&2; exit 0; fi',
-    "  sleep 0.2",
-    "done",
-    'for f in "$ctx"/job-env-json-*; do',
-    '  [ -f "$f" ] || continue',
-    '  if ! command -v jq >/dev/null 2>&1; then echo "scaledkite: this image has no jq, so the step\'s command cannot be passed on (use an image with sh, jq and buildkite-agent, like the stock one)" >&2; break; fi',
-    '  cmd=$(jq -r \'.BUILDKITE_COMMAND // empty\' "$f") && [ -n "$cmd" ] && export BUILDKITE_COMMAND="$cmd"',
-    "  break",
-    "done",
-    "set -- buildkite-agent kubernetes-bootstrap",
-    'if command -v tini >/dev/null 2>&1; then set -- tini -s -- "$@"; fi',
-    '"$@" & boot=$!',
-    // PID 1 ignores signals it has no handler for; the bootstrap learns of a stop from the agent.
-    "trap 'echo \"scaledkite: the pod is stopping: the agent cancels the job\" >&2' TERM INT",
-    "left=-1",
-    'while kill -0 "$boot" 2>/dev/null; do',
-    `  if [ "$left" -lt 0 ] && [ -e "$exited" ]; then left=${COMMAND_AFTER_AGENT_SECONDS}; fi`,
-    '  if [ "$left" -eq 0 ]; then',
-    '    echo "scaledkite: the agent exited ($(cat "$exited" 2>/dev/null)) and this container\'s bootstrap has not: stopping (the agent container\'s exit code is the pod\'s outcome)" >&2',
-    "    exit 0",
-    "  fi",
-    '  [ "$left" -gt 0 ] && left=$((left - 1))',
-    "  sleep 1",
-    "done",
-    'wait "$boot"; rc=$?',
-    "echo \"scaledkite: the job's bootstrap exited $rc; the agent reports the job's result to Buildkite\" >&2",
-    "exit 0",
-]);
+export const COMMAND_SCRIPT = commandScript("buildkite-agent", true);
+
+/** Where a step's containers find buildkite-agent: copied there by the `copy-agent` init container (any image may run a step). */
+export const STEP_AGENT_BINARY = `${JOB_CONTEXT_PATH}/bin/buildkite-agent`;
+
+/**
+ * The wrapper of a step's own containers (its `image:` or the `kubernetes` plugin's podSpec): the
+ * agent binary copied into the shared volume, and the command in the container's own
+ * BUILDKITE_COMMAND (set from the job when the Job is made), so the image needs only a POSIX sh.
+ */
+export const STEP_COMMAND_SCRIPT = commandScript(STEP_AGENT_BINARY, false);
+
+/** The command containers' wrapper around `<agent> kubernetes-bootstrap`. Pure. */
+function commandScript(agent: string, commandFromJob: boolean): string {
+    return shScript({ ctx: JOB_CONTEXT_PATH, exited: AGENT_EXITED_MARK }, [
+        'while [ ! -S "$ctx/buildkite.sock" ]; do',
+        '  if [ -e "$exited" ]; then echo "scaledkite: the agent exited ($(cat "$exited" 2>/dev/null)) without starting a job here; nothing to run" >&2; exit 0; fi',
+        "  sleep 0.2",
+        "done",
+        ...(commandFromJob
+            ? [
+                  'for f in "$ctx"/job-env-json-*; do',
+                  '  [ -f "$f" ] || continue',
+                  '  if ! command -v jq >/dev/null 2>&1; then echo "scaledkite: this image has no jq, so the step\'s command cannot be passed on (use an image with sh, jq and buildkite-agent, like the stock one)" >&2; break; fi',
+                  '  cmd=$(jq -r \'.BUILDKITE_COMMAND // empty\' "$f") && [ -n "$cmd" ] && export BUILDKITE_COMMAND="$cmd"',
+                  "  break",
+                  "done",
+              ]
+            : []),
+        // dockerd (the dind sidecar) boots while the agent acquires the job; only the step needs it.
+        // A socket that exists and, where the image has the docker CLI, a daemon that answers.
+        'case "${DOCKER_HOST:-}" in unix://*)',
+        "  sock=${DOCKER_HOST#unix://}; i=0",
+        '  until [ -S "$sock" ] && { ! command -v docker >/dev/null 2>&1 || docker version >/dev/null 2>&1; }; do',
+        `    i=$((i+1)); if [ "$i" -gt ${DIND_READY_TIMEOUT_SECONDS * 20} ]; then echo "scaledkite: dockerd (the dind sidecar) did not answer on $sock within ${DIND_READY_TIMEOUT_SECONDS} s: the step runs without it" >&2; break; fi`,
+        "    sleep 0.05",
+        "  done;;",
+        "esac",
+        `set -- ${agent} kubernetes-bootstrap`,
+        'if command -v tini >/dev/null 2>&1; then set -- tini -s -- "$@"; fi',
+        '"$@" & boot=$!',
+        // PID 1 ignores signals it has no handler for; the bootstrap learns of a stop from the agent.
+        "trap 'echo \"scaledkite: the pod is stopping: the agent cancels the job\" >&2' TERM INT",
+        "left=-1",
+        'while kill -0 "$boot" 2>/dev/null; do',
+        `  if [ "$left" -lt 0 ] && [ -e "$exited" ]; then left=${COMMAND_AFTER_AGENT_SECONDS}; fi`,
+        '  if [ "$left" -eq 0 ]; then',
+        '    echo "scaledkite: the agent exited ($(cat "$exited" 2>/dev/null)) and this container\'s bootstrap has not: stopping (the agent container\'s exit code is the pod\'s outcome)" >&2',
+        "    exit 0",
+        "  fi",
+        '  [ "$left" -gt 0 ] && left=$((left - 1))',
+        "  sleep 1",
+        "done",
+        'wait "$boot"; rc=$?',
+        "echo \"scaledkite: the job's bootstrap exited $rc; the agent reports the job's result to Buildkite\" >&2",
+        "exit 0",
+    ]);
+}
 
 /**
  * git's credential helper for the read-only credentials Secret: it answers `get` from the file and

@@ -72,6 +72,8 @@ export interface KubernetesError extends Error {
     retryable: boolean;
     status?: number;
     reason?: string;
+    /** The API server's own words (its Status message, first line), where it gave some. */
+    detail?: string;
 }
 
 export function kubernetesError(
@@ -79,6 +81,7 @@ export function kubernetesError(
     retryable: boolean,
     status?: number,
     reason?: string,
+    detail?: string,
 ): KubernetesError {
     return Object.assign(new Error(message), {
         name: "KubernetesError",
@@ -86,6 +89,7 @@ export function kubernetesError(
         retryable,
         status,
         reason,
+        ...(detail ? { detail } : {}),
     });
 }
 
@@ -170,6 +174,7 @@ export function classifyApiFailure(status: number, body: ApiStatus | undefined, 
             false,
             status,
             reason,
+            detail,
         );
     }
     if (status === 429) {

@@ -15,7 +15,7 @@ export const MAX_METRIC_VALUES = 100;
 export const NO_QUEUE = "none";
 
 /** What the scheduler did with an event: the Outcome dimension of the Events metric. */
-export const OUTCOMES = ["created", "exists", "cancelled", "ignored", "invalid", "failed"] as const;
+export const OUTCOMES = ["created", "exists", "cancelled", "ignored", "invalid", "refused", "failed"] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 /** The metric names, in one place for the emitters and the dashboard. */

@@ -22,6 +22,19 @@ export interface Toleration {
 /** How a queue's workers run docker: see WorkerSettings.dind. */
 export type DindMode = "privileged" | "rootless" | "none";
 
+/**
+ * What a step may say about its pod (read from the job through the Stacks API): `plugin`, as
+ * agent-stack-k8s (the step's `image:`, the `kubernetes` plugin, the `resource_class` tag); `image`,
+ * only the step's `image:`; `none`, nothing: every job gets the queue's pod.
+ */
+export type StepShapeMode = "plugin" | "image" | "none";
+
+/** A size a step picks with the agent tag `resource_class=<name>`: the command containers' resources and a node selector. */
+export interface ResourceClass {
+    resources: ResourceSettings;
+    nodeSelector: Record<string, string>;
+}
+
 /** How one queue's workers look. Every key can be set stack-wide and overridden per queue. */
 export interface WorkerSettings {
     /** The agent image: the stock `buildkite/agent` image works as is. */
@@ -66,6 +79,10 @@ export interface WorkerSettings {
     serviceAccountName?: string;
     /** A strategic-merge patch applied to the pod spec last, for anything without a key of its own. */
     podSpecPatch?: Record<string, unknown>;
+    /** What a step may say about its pod. */
+    stepShape: StepShapeMode;
+    /** Image prefixes a step may ask for (empty: any). */
+    allowedImages: string[];
 }
 
 /** An `envFrom` source: a whole Secret or ConfigMap as environment variables. */
@@ -82,6 +99,10 @@ export interface SchedulerSettings {
      * ECR login hook and the workers' service account (bound to their IAM role).
      */
     secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean; ecr: boolean };
+    /** Sizes steps pick with `resource_class=<name>`. */
+    resourceClasses: Record<string, ResourceClass>;
+    /** The Stacks API the scheduler reads jobs from (present when a queue takes its shape from the job). */
+    stacks?: { stackKey: string; endpoint: string };
 }
 
 /**

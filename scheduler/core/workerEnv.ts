@@ -47,14 +47,13 @@ export const AGENT_ARGS: readonly string[] = ["start"];
 
 /**
  * The agent container's variables whose value is always the same (the admission policy pins them):
- * where builds go, one job and one command container, and the job's hooks paths (any of the three
+ * where builds go, one job, and the job's hooks paths (any of the three
  * lists Scaledkite writes: the user's ConfigMap, then Scaledkite's own ECR login; the agent passes
  * them to the command container, where they are mounted).
  */
 export const AGENT_FIXED_ENV: readonly [string, string][] = [
     ["BUILDKITE_BUILD_PATH", BUILD_PATH],
     ["BUILDKITE_AGENT_DISCONNECT_AFTER_JOB", "true"],
-    ["BUILDKITE_CONTAINER_COUNT", "1"],
     ...[[HOOKS_PATH], [SCALEDKITE_HOOKS_PATH], [HOOKS_PATH, SCALEDKITE_HOOKS_PATH]].map((paths): [string, string] => [
         "BUILDKITE_ADDITIONAL_HOOKS_PATHS",
         paths.join(","),
@@ -63,6 +62,15 @@ export const AGENT_FIXED_ENV: readonly [string, string][] = [
 /** The agent container's variables whose value depends on the job or the queue (none of them runs code). */
 export const AGENT_DYNAMIC_ENV: readonly string[] = [
     "BUILDKITE_AGENT_ACQUIRE_JOB",
+    // How many containers the step has, and its checkout's git settings (stepPod.ts): the agent passes
+    // them to the bootstrap containers, which run them; the agent itself runs no git.
+    "BUILDKITE_CONTAINER_COUNT",
+    "BUILDKITE_GIT_CLONE_FLAGS",
+    "BUILDKITE_GIT_FETCH_FLAGS",
+    "BUILDKITE_GIT_CHECKOUT_FLAGS",
+    "BUILDKITE_GIT_CLEAN_FLAGS",
+    "BUILDKITE_NO_GIT_SUBMODULES",
+    "BUILDKITE_GIT_SUBMODULE_CLONE_CONFIG",
     "BUILDKITE_AGENT_TAGS",
     "BUILDKITE_AGENT_NAME",
     "BUILDKITE_CANCEL_GRACE_PERIOD",
@@ -92,7 +100,8 @@ export function agentEnv(
         fixed("BUILDKITE_AGENT_DISCONNECT_AFTER_JOB"),
         // The job runs in the command container, which connects to the agent's socket.
         { name: "BUILDKITE_KUBERNETES_EXEC", value: "true" },
-        fixed("BUILDKITE_CONTAINER_COUNT"),
+        // One command container; a step's own pod has more (stepPod.ts).
+        { name: "BUILDKITE_CONTAINER_COUNT", value: "1" },
         // Only the launcher's pre-bootstrap hook, on a volume the command container does not mount.
         { name: "BUILDKITE_HOOKS_PATH", value: AGENT_HOOKS_PATH },
         ...(hookPaths.length ? [{ name: "BUILDKITE_ADDITIONAL_HOOKS_PATHS", value: hookPaths.join(",") }] : []),

@@ -1,7 +1,8 @@
 /**
  * The event handler: one event in, at most one worker Job out, one JSON log line saying what and why.
  *
- *   Job Scheduled: parse event -> match queue -> build manifest -> create Job (409 = duplicate event, fine)
+ *   Job Scheduled: parse event -> match queue -> build manifest -> create Job (409 = duplicate event, fine);
+ *                  on a queue that takes its pod from the job, the job is read first (stepJob.ts)
  *   Job Finished before it started (cancelled): delete its worker Job, if any, so it frees capacity
  *
  * It returns for everything that must not be retried (a foreign or invalid event, a duplicate) and
@@ -11,12 +12,21 @@
 import type { JobClient } from "../clients/kube";
 import { jsonLine, type Logger, logLine } from "../clients/log";
 import { isRetryable, oneLine } from "../core/errors";
-import { type EventOrigin, foreignOrigin, JOB_FINISHED, JOB_SCHEDULED, parseJobEvent } from "../core/event";
+import {
+    type EventOrigin,
+    foreignOrigin,
+    JOB_FINISHED,
+    JOB_SCHEDULED,
+    parseJobEvent,
+    type ScheduledJob,
+} from "../core/event";
 import { buildJobManifest } from "../core/manifest";
 import { matchQueue } from "../core/queue";
 import { METRICS, msSince, NO_QUEUE, type Outcome, withMetrics } from "../core/metrics";
 import { type SchedulerSettings } from "../core/settings";
 import { jobName } from "../core/names";
+import { jobFromStep } from "./stepJob";
+import type { StepSource } from "./stepSource";
 
 /** What happened to one event: also its log line. */
 export interface Decision {
@@ -46,6 +56,8 @@ export type Verdict =
           queue: string;
           manifest: ReturnType<typeof buildJobManifest>;
           runnableAt?: string;
+          job: ScheduledJob;
+          tags: string[];
       }
     | { outcome: "cancel"; reason: string; jobUuid: string; queue: string; name: string };
 
@@ -99,6 +111,8 @@ export function decide(settings: SchedulerSettings, event: unknown, origin?: Eve
         queue: match.queue,
         manifest: buildJobManifest(settings, job, match.queue, match.tags),
         runnableAt: job.runnableAt,
+        job,
+        tags: match.tags,
     };
 }
 
@@ -123,17 +137,22 @@ export function decisionLine(namespace: string, decision: Decision, now: number)
     );
 }
 
-/**
- * Makes the handler for a stack's settings and a client for its worker Jobs. The sweep's handler
- * (`via: "sweep"`) marks its lines so, and they carry no metrics: the sweep counts what it did itself.
- * The Lambda's handler checks each event's `origin`; the sweep and the CLI make their own events.
- */
+/** How a handler is made beyond its settings, Jobs and log. */
+export interface HandlerOptions {
+    /** The sweep's handler marks its lines so, and they carry no metrics: the sweep counts what it did itself. */
+    via?: "sweep";
+    /** The Lambda's: an event from another account or bus is invalid (the sweep and the CLI make their own events). */
+    origin?: EventOrigin;
+    /** Where jobs are read from and failed, for queues that take their pod from the job (the Stacks API). */
+    steps?: StepSource;
+}
+
+/** Makes the handler for a stack's settings and a client for its worker Jobs. */
 export function createEventHandler(
     settings: SchedulerSettings,
     jobs: JobClient,
     log: Logger = logLine,
-    via?: "sweep",
-    origin?: EventOrigin,
+    { via, origin, steps }: HandlerOptions = {},
 ): EventHandler {
     return async (event: unknown): Promise<Decision> => {
         const started = performance.now();
@@ -164,13 +183,34 @@ export function createEventHandler(
                     ms: elapsed(),
                 });
             }
-            const result = await jobs.createJob(d.manifest);
+            const shaped = await jobFromStep(settings, d, jobs, steps);
+            if ("gone" in shaped || "refused" in shaped) {
+                const refused = "refused" in shaped;
+                return emit({
+                    outcome: refused ? "refused" : "ignored",
+                    reason: refused ? shaped.refused : shaped.gone,
+                    jobUuid: d.jobUuid,
+                    queue: d.queue,
+                    job,
+                    ms: elapsed(),
+                });
+            }
+            const result = await shaped.create();
             const delayMs = result === "created" ? msSince(d.runnableAt, Date.now()) : undefined;
+            if (result === "refused")
+                return emit({
+                    outcome: "refused",
+                    reason: shaped.refusedBy!,
+                    jobUuid: d.jobUuid,
+                    queue: d.queue,
+                    job,
+                    ms: elapsed(),
+                });
             return emit({
                 outcome: result,
                 reason:
                     result === "created"
-                        ? d.reason
+                        ? `${d.reason}${shaped.note ? ` (${shaped.note})` : ""}`
                         : "a worker Job for this job already exists (duplicate or replayed event)",
                 jobUuid: d.jobUuid,
                 queue: d.queue,

@@ -12,6 +12,7 @@ import type { V1Pod } from "@kubernetes/client-node";
 import { isQuotaFull, oneLine } from "../core/errors";
 import { JOB_SCHEDULED } from "../core/event";
 import { createEventHandler, type Decision } from "../schedule/lambda";
+import { stacksStepSource } from "../schedule/stepSource";
 import { jsonLine, type Logger, logLine } from "../clients/log";
 import type { JobClient } from "../clients/kube";
 import { type FirstFailures, firstFailures, notRunReason, stuckReason, type StuckOptions } from "../core/stuck";
@@ -146,7 +147,8 @@ export function createSweeper(
         unit,
         value,
     });
-    const handle = createEventHandler(settings, jobs, log, "sweep");
+    // The sweep makes workers as the scheduler does: from the job itself where the queue says so.
+    const handle = createEventHandler(settings, jobs, log, { via: "sweep", steps: stacksStepSource(stacks, stackKey) });
 
     /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
     async function sweepWorkers(deferred: DeferredJob[]): Promise<WorkerSweep> {

@@ -21,6 +21,10 @@ import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";
 import { lambdaArchive, lambdaCode, PROJECT_ROOT } from "../helpers/pulumiProgram";
 import { startSecretsManager, storedSecret } from "../helpers/secretsManagerStandIn";
 import { endToEnd, endToEndFigures } from "./endToEnd";
+import { startStacksApi } from "../../k8s/local/stacksApiStandIn";
+import { stacksApi } from "../../scheduler/clients/stacksApi";
+import { stacksStepSource } from "../../scheduler/schedule/stepSource";
+import { KUBERNETES_PLUGIN } from "../../scheduler/core/step";
 
 const args = process.argv.slice(2);
 const json = args.includes("--json");
@@ -30,7 +34,9 @@ const jobsArg = args.indexOf("--jobs");
 const E2E_JOBS = jobsArg >= 0 ? Number(args[jobsArg + 1]) : 20;
 const onlyArg = args.indexOf("--only");
 const ONLY = onlyArg >= 0 ? args[onlyArg + 1] : undefined;
-const PHASES = ["cold", "warm", "burst", "token-sync", "memory", "end-to-end"];
+const PHASES = ["cold", "warm", "step-read", "burst", "token-sync", "memory", "end-to-end"];
+/** The round trip to Buildkite's Stacks API the step-read phase injects. */
+const STACKS_RTT_MS = 30;
 const runs = (phase: string) => ONLY === undefined || ONLY === phase;
 const WARM_EVENTS = 100;
 const BURST_JOBS = 1000;
@@ -74,6 +80,51 @@ async function warm(state: ClusterState, settings: Parameters<typeof createEvent
         bare: percentile(bare, 50),
         bareP99: percentile(bare, 99),
     };
+}
+
+/**
+ * Warm handler latency on a queue that takes its pod from the job: each event's job read through the
+ * Stacks API stand-in, answering after STACKS_RTT_MS, with a step image and plugin (or an env of
+ * `envKb` KB besides), next to the same handler on a queue that reads nothing.
+ */
+async function stepRead(state: ClusterState, shaped: Parameters<typeof createEventHandler>[0], envKb: number) {
+    const stacks = await startStacksApi();
+    stacks.latencyMs = STACKS_RTT_MS;
+    try {
+        const steps = stacksStepSource(
+            stacksApi(() => stacks.token, { endpoint: stacks.endpoint }),
+            "bench",
+        );
+        const handle = createEventHandler(shaped, localJobClient(state.server, state.caFile), () => {}, { steps });
+        const event = () => {
+            const e = anEvent().build();
+            const uuid = e.detail.job.uuid as string;
+            stacks.jobs.set(uuid, {
+                id: uuid,
+                command: "make test",
+                env: {
+                    BUILDKITE_IMAGE: "alpine:latest",
+                    BUILDKITE_PLUGINS: JSON.stringify([
+                        { [KUBERNETES_PLUGIN]: { sidecars: [{ image: "nginx:latest" }], checkout: { skip: true } } },
+                    ]),
+                    BIG: "x".repeat(envKb * 1024),
+                },
+            });
+            return e;
+        };
+        for (let i = 0; i < 10; i++) await handle(event());
+        const times: number[] = [];
+        for (let i = 0; i < WARM_EVENTS; i++) {
+            const e = event();
+            const t = process.hrtime.bigint();
+            const d = await handle(e);
+            times.push(ms(t));
+            if (d.outcome !== "created") throw new Error(`step-read: ${d.outcome} ${d.reason}`);
+        }
+        return { p50: percentile(times, 50), p99: percentile(times, 99) };
+    } finally {
+        await stacks.close();
+    }
 }
 
 /** Wall time of a fresh Node process: loading the serialized Lambda and handling one event, or nothing. */
@@ -313,6 +364,37 @@ async function main(): Promise<void> {
             figures.warm_overhead_ratio = round(Number(figures.warm_p50_ms) / Number(figures.bare_create_p50_ms), 3);
         }
 
+        if (runs("step-read")) {
+            progress(
+                `step-read: the job read through the Stacks API (${STACKS_RTT_MS} ms round trip), ${RUNS} runs of ${WARM_EVENTS} events`,
+            );
+            const shapedStack = await deployStack(
+                state,
+                `bench-${process.pid}-steps`,
+                { dind: false, stepShape: "plugin" },
+                "stand-in",
+            );
+            namespaces.push(shapedStack.namespace);
+            const plain = [];
+            const small = [];
+            const big = [];
+            for (let i = 0; i < RUNS; i++) {
+                plain.push(await warm(state, stack.settings));
+                small.push(await stepRead(state, shapedStack.settings, 0));
+                big.push(await stepRead(state, shapedStack.settings, 100));
+            }
+            figures.stacks_rtt_ms = STACKS_RTT_MS;
+            figures.no_read_p50_ms = round(median(plain.map((r) => r.p50)), 2);
+            figures.step_read_p50_ms = round(median(small.map((r) => r.p50)), 2);
+            figures.step_read_p99_ms = round(median(small.map((r) => r.p99)), 2);
+            figures.step_read_100kb_p50_ms = round(median(big.map((r) => r.p50)), 2);
+            figures.step_read_cost_ms = round(Number(figures.step_read_p50_ms) - Number(figures.no_read_p50_ms), 2);
+            figures.step_read_100kb_cost_ms = round(
+                Number(figures.step_read_100kb_p50_ms) - Number(figures.no_read_p50_ms),
+                2,
+            );
+        }
+
         if (runs("burst")) {
             progress(`burst: ${RUNS} runs of ${BURST_JOBS} events, ${BURST_CONCURRENCY} in flight`);
             const bursts = [];
@@ -366,7 +448,10 @@ async function main(): Promise<void> {
                 progress(`end to end: ${E2E_JOBS} jobs one after another on the real node, the real agent, dind on`);
                 const ns = `bench-${process.pid}-e2e`;
                 namespaces.push(ns);
-                Object.assign(figures, endToEndFigures(await endToEnd(state, ns, E2E_JOBS, {}, progress)));
+                Object.assign(
+                    figures,
+                    endToEndFigures(await endToEnd(state, ns, E2E_JOBS, { dind: "privileged" }, progress)),
+                );
                 progress(`end to end without dind: ${E2E_JOBS} jobs`);
                 namespaces.push(`${ns}-no-dind`);
                 Object.assign(

@@ -305,6 +305,7 @@ describe("command line", () => {
                     "  scaledkite:eventBusName: b",
                     "  scaledkite:namespace: default",
                     "  scaledkite:jobPrefix: cli-",
+                    "  scaledkite:stepShape: none",
                     `  scaledkite:nodeSelector: {${STAND_IN_LABEL}: "true"}`,
                     `  scaledkite:tolerations: [{key: ${STAND_IN_LABEL}, operator: Exists, effect: NoSchedule}]`,
                     "",
@@ -350,7 +351,17 @@ describe("command line", () => {
                 ].join("\n"),
                 "kubeconfig",
             );
-            const r = await cli(["schedule", "--event", SAMPLE_EVENT_FILE, "--kubeconfig", dead]);
+            const config = tempFile(
+                [
+                    "config:",
+                    "  scaledkite:cluster: local",
+                    "  scaledkite:eventBusName: b",
+                    "  scaledkite:stepShape: none",
+                    "",
+                ].join("\n"),
+                "Pulumi.cli.yaml",
+            );
+            const r = await cli(["schedule", "--event", SAMPLE_EVENT_FILE, "--kubeconfig", dead, "--config", config]);
             assert.strictEqual(r.code, EXIT.retry, r.err);
             assert.match(r.err, /cannot reach the Kubernetes API https:\/\/127.0.0.1:\d+ \(ECONNREFUSED\)/);
             assert.match(r.err, /; worth retrying: run the command again$/m);

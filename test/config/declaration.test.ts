@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { load } from "js-yaml";
-import { readStackFile } from "../../scheduler/cli/cli";
+import { readStackFile } from "../../scheduler/cli/inputs";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config/config";
 import { DEFAULT_AGENT_ENDPOINT } from "../../scheduler/clients/stacksApi";
 import {

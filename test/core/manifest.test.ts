@@ -130,11 +130,10 @@ describe("buildJobManifest", () => {
         const dind = dindPod.initContainers![0];
         assert.strictEqual(dind.restartPolicy, "Always");
         assert.strictEqual(dind.securityContext!.privileged, true);
-        const ready = dind.lifecycle!.postStart!.exec!.command!;
-        assert.deepStrictEqual(ready.slice(0, 2), ["sh", "-c"]);
+        assert.strictEqual(dind.lifecycle, undefined, "nothing holds the agent back while dockerd boots");
         assert.ok(
-            ready[2].includes(`docker --host=${DOCKER_HOST} version`),
-            "a postStart hook holds the agent back until dockerd answers",
+            COMMAND_SCRIPT.includes('until [ -S "$sock" ] && { ! command -v docker >/dev/null 2>&1 || docker version'),
+            "the command container waits for dockerd, just before its bootstrap",
         );
         assert.strictEqual(
             dind.startupProbe,

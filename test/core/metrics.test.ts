@@ -32,7 +32,7 @@ describe("metrics (Embedded Metric Format)", () => {
 
     it("the sweep's own handler lines carry no metrics (the sweep counts what it did)", async () => {
         const lines: string[] = [];
-        await createEventHandler(settingsFor(), jobs(), (l) => lines.push(l), "sweep")(anEvent().build());
+        await createEventHandler(settingsFor(), jobs(), (l) => lines.push(l), { via: "sweep" })(anEvent().build());
         assert.ok(lines[0].startsWith('{"via":"sweep","msg":"scaledkite.schedule"'));
         assert.ok(!("_aws" in JSON.parse(lines[0])));
     });

@@ -61,12 +61,16 @@ export function anEvent(): EventBuilder {
     return new EventBuilder().uuid(newUuid());
 }
 
-/** Raw config (keys without the namespace) that passes validation. */
+/**
+ * Raw config (keys without the namespace) that passes validation. Its queues take nothing from the
+ * job (stepShape none: the handler needs no Stacks API) unless a test says otherwise.
+ */
 export function rawConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
     return {
         cluster: "ci-cluster",
         eventBusName: "aws.partner/buildkite.com/my-org/abc",
         agentToken: "<secret>",
+        stepShape: "none",
         ...overrides,
     };
 }

@@ -62,6 +62,8 @@ export function localStackConfig(namespace: string, extra: Record<string, unknow
         ...baseConfig(),
         "scaledkite:cluster": LOCAL_CLUSTER_NAME,
         "scaledkite:namespace": namespace,
+        // Jobs get their queue's pod unless a test has its queues take it from the job.
+        "scaledkite:stepShape": "none",
     };
     for (const [k, v] of Object.entries(extra)) {
         if (v === null) delete config[`scaledkite:${k}`];

@@ -9,7 +9,7 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { freePort } from "../../k8s/local/cluster";
-import { bareRepository } from "./gitHttpServer";
+import { bareRepository } from "../../k8s/local/gitHttpServer";
 
 export interface GitSshServer {
     /** The repository's ssh:// URL. */

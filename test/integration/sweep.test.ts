@@ -13,7 +13,7 @@ import { heartbeatOffsets } from "../../scheduler/core/notices";
 import { newUuid } from "../helpers/builders";
 import { creatorAs, deleteNamespace, deployStack, type DeployedStack, type WorkerNode } from "../helpers/deploy";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
-import { type StandIn, startStacksApi } from "../helpers/stacksApiStandIn";
+import { type StandIn, startStacksApi } from "../../k8s/local/stacksApiStandIn";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { UNSCHEDULABLE_LABEL } from "../../k8s/local/podRunner";
 import { invokeLambda, writeLambdaPackage } from "../helpers/lambdaPackage";

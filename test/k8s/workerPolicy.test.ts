@@ -7,7 +7,8 @@ import {
     privilegedDindWarning,
     workerShape,
 } from "../../k8s/workerPolicy";
-import { settingsFor } from "../helpers/builders";
+import { rawConfig, settingsFor } from "../helpers/builders";
+import { parseStackConfig } from "../../scheduler/config/config";
 
 describe("workerShape", () => {
     it("lists every queue's images (dind's only where it runs, and any a pod spec patch names) and service accounts", () => {
@@ -66,8 +67,40 @@ describe("workerShape", () => {
                 "projected",
                 "secret",
             ],
+            stepSecrets: false,
         });
     });
+
+    const stepImages: [string, Record<string, unknown>, "any" | string[] | undefined, boolean][] = [
+        ["no queue takes its pod from the job: only the stack's images", { stepShape: "none" }, undefined, false],
+        [
+            "a queue takes the step's image, any: any image",
+            { stepShape: "none", queues: { a: { stepShape: "image" } } },
+            "any",
+            false,
+        ],
+        [
+            "queues with allow-lists: their prefixes together",
+            {
+                stepShape: "plugin",
+                queues: { a: { allowedImages: ["alpine:"] }, b: { allowedImages: ["ecr.example/"] } },
+            },
+            ["alpine:", "ecr.example/"],
+            true,
+        ],
+        [
+            "one queue without a list: any image",
+            { stepShape: "plugin", queues: { a: { allowedImages: ["alpine:"] }, b: {} } },
+            "any",
+            true,
+        ],
+    ];
+    for (const [name, raw, images, secrets] of stepImages)
+        it(`step images: ${name}`, () => {
+            const shape = workerShape(parseStackConfig(rawConfig(raw)).queues);
+            assert.deepStrictEqual(shape.stepImages, images);
+            assert.strictEqual(shape.stepSecrets, secrets, "the plugin may name the namespace's Secrets");
+        });
 
     const rootDind: [string, Record<string, unknown>, boolean, string[]][] = [
         ["no dind (the default): no dind image, no root dockerd", {}, false, []],

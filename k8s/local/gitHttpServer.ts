@@ -1,7 +1,8 @@
 /**
- * A private git repository over HTTP with basic auth, as a git host serves one: git's own
- * `git http-backend` (smart HTTP) behind a server that refuses requests without the right
- * credentials (401 with a Basic challenge, so git asks its credential helper).
+ * A git repository over HTTP, as a git host serves one: git's own `git http-backend` (smart HTTP),
+ * optionally behind basic auth that refuses requests without the right credentials (401 with a Basic
+ * challenge, so git asks its credential helper). The tests serve a private repository; the pipeline
+ * command serves the user's own repository to the checkout of each job.
  */
 import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
@@ -45,7 +46,7 @@ export function bareRepository(root: string, files: Record<string, string>): str
     return repo;
 }
 
-/** Serves a bare repository `app.git` whose main branch holds `files`, on `host`. */
+/** Serves a bare repository `app.git` whose main branch holds `files`, on `host`, to `user` only. */
 export async function startGitHttpServer(
     host: string,
     user: string,
@@ -54,11 +55,28 @@ export async function startGitHttpServer(
 ): Promise<GitHttpServer> {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "git-http-"));
     bareRepository(root, files);
-    const expected = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+    return serveRepository(host, root, { user, password });
+}
+
+/** Serves a bare copy of the git repository at `dir` (its current branch) on `host`, to anyone. */
+export async function serveLocalRepository(host: string, dir: string): Promise<GitHttpServer> {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "git-http-"));
+    git(["clone", "-q", "--bare", dir, path.join(root, "app.git")], root);
+    return serveRepository(host, root);
+}
+
+/** Serves `root/app.git` on `host`; the directory is removed on close. */
+async function serveRepository(
+    host: string,
+    root: string,
+    auth?: { user: string; password: string },
+): Promise<GitHttpServer> {
+    const expected = auth && `Basic ${Buffer.from(`${auth.user}:${auth.password}`).toString("base64")}`;
+    const user = auth?.user ?? "anonymous";
     const state = { refused: 0 };
 
     const server = http.createServer((req, res) => {
-        if (req.headers.authorization !== expected) {
+        if (expected && req.headers.authorization !== expected) {
             state.refused++;
             res.writeHead(401, { "www-authenticate": 'Basic realm="git"' });
             res.end("authentication required\n");

@@ -1,11 +1,12 @@
 /**
  * A local stand-in for Buildkite's Stacks API that follows its documented contract for what the
- * sweep uses: registration, paginated scheduled jobs per queue (oldest first) with page_info and
- * cluster_queue.dispatch_paused, token auth, job states, finish, timeline notifications (detail at
- * most 256 characters), and, on request, 429 with Retry-After and 5xx answers.
+ * scheduler and the sweep use: registration, paginated scheduled jobs per queue (oldest first) with
+ * page_info and cluster_queue.dispatch_paused, token auth, one job's env and command, job states,
+ * finish, timeline notifications (detail at most 256 characters), and, on request, 429 with
+ * Retry-After, 5xx answers and a round trip of a set latency.
  */
 import * as http from "http";
-import type { StacksJob } from "../../scheduler/clients/stacksApi";
+import type { StacksJob, StacksJobDetail } from "../../scheduler/clients/stacksApi";
 
 export interface StandIn {
     endpoint: string;
@@ -14,6 +15,10 @@ export interface StandIn {
     scheduled: Map<string, StacksJob[]>;
     paused: Set<string>;
     registered: Map<string, { queue_key: string; type: string }>;
+    /** What GET /stacks/:key/jobs/:uuid answers: each job's env and command (404 for others). */
+    jobs: Map<string, StacksJobDetail>;
+    /** Milliseconds every answer waits (a round trip to Buildkite). */
+    latencyMs: number;
     /** Jobs failed through finish: uuid -> detail. */
     finished: Map<string, string>;
     /** Job states get-states answers (default "scheduled"). */
@@ -41,12 +46,14 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
     const requests: string[] = [];
     const notifications: StandIn["notifications"] = [];
     const listedAt = new Map<string, number[]>();
-    const state = { pageSize: 1000, failFinish: 0 };
+    const jobs = new Map<string, StacksJobDetail>();
+    const state = { pageSize: 1000, failFinish: 0, latencyMs: 0 };
 
     const server = http.createServer((req, res) => {
         let body = "";
         req.on("data", (c) => (body += c));
-        req.on("end", () => {
+        req.on("end", () => void delay(state.latencyMs).then(answer));
+        function answer() {
             const url = new URL(req.url!, "http://x");
             requests.push(`${req.method} ${url.pathname}`);
             const send = (status: number, obj: unknown, headers: Record<string, string> = {}) => {
@@ -58,6 +65,11 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
             if (failure === 429)
                 return send(429, { message: "Too many requests" }, { "retry-after": "1", "ratelimit-remaining": "0" });
             if (failure) return send(failure, { message: "Internal error" });
+            const show = /^\/v3\/stacks\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname);
+            if (req.method === "GET" && show) {
+                const job = jobs.get(decodeURIComponent(show[2]));
+                return job ? send(200, job) : send(404, { message: "No job found" });
+            }
 
             if (req.method === "POST" && url.pathname === "/v3/stacks/register") {
                 const b = JSON.parse(body);
@@ -118,7 +130,7 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
                 return send(200, { states: Object.fromEntries(uuids.map((u) => [u, states.get(u) ?? "scheduled"])) });
             }
             send(404, { message: "Not found" });
-        });
+        }
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
     const port = (server.address() as { port: number }).port;
@@ -126,6 +138,7 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         endpoint: `http://127.0.0.1:${port}/v3`,
         token,
         scheduled,
+        jobs,
         paused,
         registered,
         finished,
@@ -139,6 +152,12 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         set pageSize(n: number) {
             state.pageSize = n;
         },
+        get latencyMs() {
+            return state.latencyMs;
+        },
+        set latencyMs(ms: number) {
+            state.latencyMs = ms;
+        },
         get failFinish() {
             return state.failFinish;
         },
@@ -151,3 +170,5 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         close: () => new Promise<void>((r) => server.close(() => r())),
     };
 }
+
+const delay = (ms: number) => new Promise<void>((r) => (ms > 0 ? setTimeout(r, ms) : r()));

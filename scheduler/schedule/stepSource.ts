@@ -1,0 +1,40 @@
+/**
+ * Where the scheduler reads what a job's step asks of its pod, and fails a job that cannot run as
+ * asked: Buildkite's Stacks API (`GET /stacks/:key/jobs/:uuid`, `POST …/finish`, notifications).
+ * Runs in the Lambda; global `fetch` only (clients/stacksApi.ts).
+ */
+import type { StacksApi } from "../clients/stacksApi";
+
+/** A job's environment and command, as its agent would get them. */
+export interface StepInput {
+    env: Record<string, string>;
+    command: string;
+}
+
+/** What the event handler needs to shape a job's pod from the job itself. */
+export interface StepSource {
+    /** The job's env and command; undefined when Buildkite has no such job (any more). Throws classified errors. */
+    read(jobUuid: string): Promise<StepInput | undefined>;
+    /** Fails the job in Buildkite with a reason its people read. */
+    fail(jobUuid: string, detail: string): Promise<void>;
+    /** A message on the job's timeline (best effort). */
+    notify(jobUuid: string, detail: string): Promise<void>;
+}
+
+/** A StepSource over the Stacks API for one stack key. */
+export function stacksStepSource(stacks: StacksApi, stackKey: string): StepSource {
+    return {
+        async read(jobUuid) {
+            try {
+                const job = await stacks.job(stackKey, jobUuid);
+                return { env: job.env, command: job.command };
+            } catch (e) {
+                if ((e as { status?: number }).status === 404) return undefined;
+                throw e;
+            }
+        },
+        fail: (jobUuid, detail) => stacks.finish(stackKey, jobUuid, detail),
+        notify: (jobUuid, detail) =>
+            stacks.notify(stackKey, [{ job_uuid: jobUuid, detail, timestamp: new Date().toISOString() }]),
+    };
+}
