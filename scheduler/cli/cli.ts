@@ -48,7 +48,9 @@ const COMMANDS: Record<string, { options: string[]; positional?: string; help: s
         help: [
             "usage: scaledkite schedule --event FILE|- [--kubeconfig PATH] [--stack NAME | --config FILE]",
             "  Does what the Lambda does, against a kubeconfig's cluster (default $KUBECONFIG, then",
-            "  ~/.kube/config): prints created, exists or deleted and the Job.",
+            "  ~/.kube/config): prints created, exists or deleted and the Job. A queue that takes its",
+            "  pod from the job reads it through the Stacks API: set BUILDKITE_AGENT_TOKEN (a cluster",
+            "  agent token) and, for another endpoint than the stack's, BUILDKITE_AGENT_ENDPOINT.",
         ].join("\n"),
     },
     token: {

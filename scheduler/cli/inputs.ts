@@ -83,15 +83,18 @@ export function readEvent(flags: Record<string, string>, io: Io): string {
 }
 
 /**
- * Where the command line reads jobs of queues that take their pod from the job: the Stacks API with
- * the cluster agent token in BUILDKITE_AGENT_TOKEN; without it, reading says how to give it.
+ * Where the command line reads jobs of queues that take their pod from the job: the Stacks API (the
+ * stack's, or BUILDKITE_AGENT_ENDPOINT) with the cluster agent token in BUILDKITE_AGENT_TOKEN; without
+ * the token, reading says how to give it.
  */
 export function commandLineSteps(settings: SchedulerSettings, io: Io): StepSource | undefined {
     if (!settings.stacks) return undefined;
     const token = io.env.BUILDKITE_AGENT_TOKEN;
+    // The stack's endpoint, unless BUILDKITE_AGENT_ENDPOINT names another (as the agent takes it).
+    const endpoint = io.env.BUILDKITE_AGENT_ENDPOINT || settings.stacks.endpoint;
     if (token)
         return stacksStepSource(
-            stacksApi(() => token, { endpoint: settings.stacks.endpoint }),
+            stacksApi(() => token, { endpoint }),
             settings.stacks.stackKey,
         );
     const missing = () =>

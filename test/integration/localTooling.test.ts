@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { alive, type ClusterState } from "../../k8s/local/cluster";
+import { startStacksApi } from "../../k8s/local/stacksApiStandIn";
 import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
 
@@ -53,23 +54,52 @@ describe("npm run local-cluster", function () {
                     (x) => x.metadata!.name === "scaledkite-scheduler",
                 ),
             );
-            const schedule = spawnSync(
-                "npm",
-                [
-                    "run",
-                    "--silent",
-                    "scaledkite",
-                    "--",
-                    "schedule",
-                    "--event",
-                    path.join(PROJECT_ROOT, "test", "fixtures", "job-scheduled.json"),
-                    "--kubeconfig",
-                    state.kubeconfig,
-                ],
-                { cwd: PROJECT_ROOT, encoding: "utf8" },
-            );
-            assert.strictEqual(schedule.status, 0, schedule.stderr);
-            assert.match(schedule.stdout, /^(created|exists) buildkite\//);
+            // The dev stack's queues take their pod from the job, which the command line reads through
+            // the Stacks API (here its stand-in) with a cluster agent token.
+            const event = path.join(PROJECT_ROOT, "test", "fixtures", "job-scheduled.json");
+            const schedule = (env: NodeJS.ProcessEnv) =>
+                new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+                    const child = spawn(
+                        "npm",
+                        [
+                            "run",
+                            "--silent",
+                            "scaledkite",
+                            "--",
+                            "schedule",
+                            "--event",
+                            event,
+                            "--kubeconfig",
+                            state.kubeconfig,
+                        ],
+                        { cwd: PROJECT_ROOT, env: { ...process.env, ...env } },
+                    );
+                    let stdout = "";
+                    let stderr = "";
+                    child.stdout.on("data", (c) => (stdout += c));
+                    child.stderr.on("data", (c) => (stderr += c));
+                    child.on("close", (status) => resolve({ status, stdout, stderr }));
+                });
+            const without = await schedule({ BUILDKITE_AGENT_TOKEN: "" });
+            assert.strictEqual(without.status, 2);
+            assert.match(without.stderr, /set BUILDKITE_AGENT_TOKEN to a cluster agent token/);
+            const stacks = await startStacksApi();
+            try {
+                const uuid = JSON.parse(fs.readFileSync(event, "utf8")).detail.job.uuid as string;
+                stacks.jobs.set(uuid, { id: uuid, env: { BUILDKITE_COMMAND: "yarn test" }, command: "yarn test" });
+                const done = await schedule({
+                    BUILDKITE_AGENT_TOKEN: stacks.token,
+                    BUILDKITE_AGENT_ENDPOINT: stacks.endpoint,
+                });
+                assert.strictEqual(done.status, 0, done.stderr);
+                assert.match(done.stdout, /^(created|exists) buildkite\//);
+                assert.ok(
+                    stacks.requests.includes(`GET /v3/stacks/scaledkite-dev/jobs/${uuid}`),
+                    stacks.requests.join(", "),
+                );
+            } finally {
+                await stacks.close();
+            }
             const missing = localCli(["up", "--stack", "nope"]);
             assert.strictEqual(missing.status, 1);
             assert.match(missing.stderr, /no stack file Pulumi.nope.yaml: name a stack of this project/);
