@@ -4,7 +4,7 @@
  * `scaledkite:<key><path> <message>`), and the declared defaults and bounds. Pure.
  */
 import { z } from "zod";
-import type { DindMode, ResourceClass, StepShapeMode, Toleration, WorkerSettings } from "../core/settings";
+import type { DindMode, StepShapeMode, Toleration, WorkerSettings } from "../core/settings";
 import { setting } from "./declaration";
 import { AGENT_DYNAMIC_ENV, AGENT_FIXED_ENV } from "../core/workerEnv";
 
@@ -210,24 +210,6 @@ export const TOLERATIONS = z.array(
         error: `must be a list of tolerations, e.g. [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]`,
     },
 );
-export const RESOURCE_CLASSES = z.record(
-    z.string().regex(/^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$/, {
-        error: (i) => `has ${JSON.stringify(i.input)}, not a usable class name (letters, digits, '-', '_', '.')`,
-    }),
-    z.strictObject(
-        {
-            resources: RESOURCES.optional(),
-            nodeSelector: STRING_MAP((k, v) => checkLabel(k, v)).optional(),
-        },
-        {
-            error: (i) =>
-                i.code === "unrecognized_keys"
-                    ? `is not a field of a resource class: use resources or nodeSelector`
-                    : `must be {resources: {requests, limits}, nodeSelector: {...}}`,
-        },
-    ),
-    { error: `must be a map from class name to {resources, nodeSelector}, e.g. ${setting("resourceClasses").example}` },
-);
 export const QUANTITY_VALUE = z
     .union([z.string(), z.number().transform(String)], { error: (i) => `must be a string, ${got(i)}` })
     .refine((q) => QUANTITY.test(q), {
@@ -241,8 +223,6 @@ export const asInteger = (value: unknown, key: string, p: Problems, min: number,
     read(INTEGER(min, max), value, key, p);
 export const asBoolean = (value: unknown, key: string, p: Problems) => read(BOOLEAN, value, key, p);
 export const asStepShape = (value: unknown, key: string, p: Problems) => read(STEP_SHAPE, value, key, p);
-export const asResourceClasses = (value: unknown, key: string, p: Problems) =>
-    read(RESOURCE_CLASSES, value, key, p, { json: true }) as Record<string, Partial<ResourceClass>> | undefined;
 export const asDindMode = (value: unknown, key: string, p: Problems) => read(DIND_MODE, value, key, p);
 export const asStringMap = (
     value: unknown,

@@ -5,10 +5,15 @@
  */
 import { DEFAULT_AGENT_ENDPOINT } from "../clients/stacksApi";
 import type { ResourceClass, WorkerSettings } from "../core/settings";
+import { z } from "zod";
 import { readLambdaNetwork } from "./access";
+import { setting } from "./declaration";
 import {
+    checkLabel,
+    read,
+    RESOURCES,
+    STRING_MAP,
     asQuantity,
-    asResourceClasses,
     asString,
     asStringList,
     asStringMap,
@@ -155,6 +160,28 @@ export function readAlarmTopic(raw: Raw, p: Problems): string | undefined {
 
     return alarmTopicArn;
 }
+
+const RESOURCE_CLASSES = z.record(
+    z.string().regex(/^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$/, {
+        error: (i) => `has ${JSON.stringify(i.input)}, not a usable class name (letters, digits, '-', '_', '.')`,
+    }),
+    z.strictObject(
+        {
+            resources: RESOURCES.optional(),
+            nodeSelector: STRING_MAP((k, v) => checkLabel(k, v)).optional(),
+        },
+        {
+            error: (i) =>
+                i.code === "unrecognized_keys"
+                    ? `is not a field of a resource class: use resources or nodeSelector`
+                    : `must be {resources: {requests, limits}, nodeSelector: {...}}`,
+        },
+    ),
+    { error: `must be a map from class name to {resources, nodeSelector}, e.g. ${setting("resourceClasses").example}` },
+);
+
+const asResourceClasses = (value: unknown, key: string, p: Problems) =>
+    read(RESOURCE_CLASSES, value, key, p, { json: true }) as Record<string, Partial<ResourceClass>> | undefined;
 
 /** The sizes steps pick with `resource_class=<name>`. */
 export function readResourceClasses(raw: Raw, p: Problems): Record<string, ResourceClass> {

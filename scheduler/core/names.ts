@@ -7,6 +7,9 @@ export const AGENT_CONTAINER = "agent";
 /** The container that runs the job's checkout, hooks and command (without the registration token). */
 export const COMMAND_CONTAINER = "command";
 export const DIND_CONTAINER = "dind";
+/** A step's own pod (stepPod.ts): its checkout, in the agent image, and the init container that copies buildkite-agent for the step's images. */
+export const CHECKOUT_CONTAINER = "checkout";
+export const COPY_AGENT_CONTAINER = "copy-agent";
 /** The volume of the agent token Secret. */
 export const AGENT_TOKEN_VOLUME = "agent-token";
 /** Labels that find a worker from its Buildkite job (and back). */

@@ -18,20 +18,12 @@
  */
 import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1VolumeMount } from "@kubernetes/client-node";
 import { JOB_CONTEXT_PATH, STEP_AGENT_BINARY, STEP_COMMAND_SCRIPT } from "./agentLauncher";
-import { AGENT_CONTAINER, AGENT_TOKEN_VOLUME, COMMAND_CONTAINER, DIND_CONTAINER } from "./names";
+import { AGENT_CONTAINER, CHECKOUT_CONTAINER, COMMAND_CONTAINER, COPY_AGENT_CONTAINER, DIND_CONTAINER } from "./names";
 import { queueSettings, type ResourceClass, type SchedulerSettings, type WorkerSettings } from "./settings";
-import {
-    type Interposer,
-    type KubernetesPlugin,
-    type Obj,
-    imageProblem,
-    type StepProblem,
-    type StepShape,
-} from "./step";
-import { strategicMerge } from "./strategicMerge";
+import { type KubernetesPlugin, type Obj, imageProblem, type StepProblem, type StepShape } from "./step";
+import { interposedCommand } from "./interposer";
+import { applyStepPatch } from "./stepPatch";
 
-export const CHECKOUT_CONTAINER = "checkout";
-export const COPY_AGENT_CONTAINER = "copy-agent";
 /** Where each step container's Job API socket goes (BUILDKITE_SOCKETS_PATH), on the shared volume. */
 const SOCKETS_PATH = `${JOB_CONTEXT_PATH}/sockets`;
 /** The name of a step's n-th command container when its podSpec gives none (agent-stack-k8s names them so). */
@@ -47,48 +39,6 @@ export function imageAllowed(worker: Pick<WorkerSettings, "allowedImages">, imag
 /** Whether a step asks for anything beyond its queue's pod. */
 export function asksForPod(shape: StepShape): boolean {
     return shape.image !== undefined || shape.plugin !== undefined || shape.resourceClass !== undefined;
-}
-
-/**
- * The step's command as each interposer makes it from a podSpec container's `command` and `args`
- * (agent-stack-k8s v0.47.0 internal/controller/config/command_params.go): `buildkite` (the default)
- * takes each entry of `command` as one line of a script, like a step's `commands:`, with `args`
- * appended to the last line as quoted words; `vector` takes `command` then `args` as one program and
- * its arguments, each quoted for the shell; `legacy` joins them all with spaces, unquoted. A container
- * without `command` runs the step's own command (its `args` are not used). Pure.
- */
-export function interposedCommand(
-    interposer: Interposer,
-    command: string[] | undefined,
-    args: string[] | undefined,
-    stepCommand: string,
-): string {
-    const c = command ?? [];
-    const a = args ?? [];
-    if (c.length === 0) return stepCommand;
-    switch (interposer) {
-        case "vector":
-            return shellJoin([...c, ...a]);
-        case "legacy":
-            return [...c, ...a].join(" ");
-        default:
-            return c.join("\n") + (a.length ? ` ${shellJoin(a)}` : "");
-    }
-}
-
-/**
- * Words for sh: a word with blanks is single-quoted; otherwise each character the shell treats
- * specially is escaped with a backslash; an empty word gives nothing (as agent-stack-k8s's quoting).
- * Pure.
- */
-export function shellJoin(words: string[]): string {
-    return words.map(shellWord).join(" ");
-}
-
-function shellWord(word: string): string {
-    if (word === "") return "";
-    if (/[\s]/.test(word)) return `'${word.replace(/'/g, `'\\''`)}'`;
-    return word.replace(/[\\'"`${[|&;<>()*?!]|^~/g, (ch) => `\\${ch}`);
 }
 
 const envOf = (c: V1Container) => c.env ?? [];
@@ -282,23 +232,15 @@ export function shapeJob(
         ...(size ? { nodeSelector: { ...(pod.nodeSelector ?? {}), ...size.nodeSelector } } : {}),
     };
     if (plugin.podSpecPatch) {
-        const patch = commandsAsEnv(
-            plugin.podSpecPatch,
-            stepContainers.map((c) => c.name),
+        const patched = applyStepPatch(spec, plugin.podSpecPatch, {
+            stepNames: stepContainers.map((c) => c.name),
             interposer,
-            shape.command,
-        );
-        if (isProblem(patch)) return { refused: patch };
-        const unpatched = spec;
-        spec = strategicMerge(spec as unknown as Obj, patch) as unknown as V1PodSpec;
-        const changed = lockedFields(unpatched, spec, worker);
-        if (changed)
-            return {
-                refused: {
-                    field: `${PLUGIN}.podSpecPatch`,
-                    problem: `changes ${changed}, which queue ${queue} sets and a step may not change: remove it from the patch`,
-                },
-            };
+            stepCommand: shape.command,
+            worker,
+            queue,
+        });
+        if (isProblem(patched)) return { refused: patched };
+        spec = patched;
     }
     const meta = plugin.metadata ?? {};
     const job: V1Job = {
@@ -318,53 +260,6 @@ export function shapeJob(
         },
     };
     return { job };
-}
-
-/**
- * The step's patch with the `command`/`args` it gives a command container turned into that
- * container's BUILDKITE_COMMAND (the container itself keeps running kubernetes-bootstrap), as
- * agent-stack-k8s does (scheduler.go, PatchPodSpec); one that changes the agent's, the checkout's or
- * copy-agent's command is refused. Pure.
- */
-function commandsAsEnv(
-    patch: Obj,
-    stepNames: string[],
-    interposer: Interposer,
-    stepCommand: string,
-): Obj | StepProblem {
-    const out: Obj = { ...patch };
-    for (const key of ["containers", "initContainers"] as const) {
-        const list = patch[key];
-        if (!Array.isArray(list)) continue;
-        const changed: unknown[] = [];
-        for (const [i, item] of list.entries()) {
-            const c = item as V1Container;
-            const sets = Boolean(c?.command?.length || c?.args?.length);
-            if (!sets) {
-                changed.push(item);
-                continue;
-            }
-            if (key === "containers" && stepNames.includes(c.name)) {
-                const { command, args, ...rest } = c;
-                changed.push({
-                    ...rest,
-                    env: [
-                        ...(rest.env ?? []),
-                        { name: "BUILDKITE_COMMAND", value: interposedCommand(interposer, command, args, stepCommand) },
-                    ],
-                });
-                continue;
-            }
-            if ([AGENT_CONTAINER, CHECKOUT_CONTAINER, COPY_AGENT_CONTAINER, DIND_CONTAINER].includes(c.name))
-                return {
-                    field: `${PLUGIN}.podSpecPatch.${key}[${i}]`,
-                    problem: `changes the command of the ${c.name} container, which a step may not change${c.name === CHECKOUT_CONTAINER ? " (use a checkout hook, or checkout.skip and your own clone)" : ""}: remove command and args from it`,
-                };
-            changed.push(item);
-        }
-        out[key] = changed;
-    }
-    return out;
 }
 
 /** The pod spec without its containers (the step's containers are made above). */
@@ -396,22 +291,4 @@ function checkoutEnv(plugin: KubernetesPlugin): V1EnvVar[] {
         ["BUILDKITE_GIT_SUBMODULE_CLONE_CONFIG", c.submoduleCloneConfig?.join(",")],
     ];
     return env.filter((e): e is [string, string] => e[1] !== undefined).map(([name, value]) => ({ name, value }));
-}
-
-/** What a step's patch changed of what its queue holds fixed, or undefined. */
-function lockedFields(before: V1PodSpec, after: V1PodSpec, worker: WorkerSettings): string | undefined {
-    const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
-    if (
-        !same(before.serviceAccountName, after.serviceAccountName) ||
-        !same(before.serviceAccount, after.serviceAccount)
-    )
-        return "serviceAccountName";
-    for (const [k, v] of Object.entries(worker.nodeSelector))
-        if (after.nodeSelector?.[k] !== v) return `nodeSelector.${k}`;
-    const agentBefore = before.containers.find((c) => c.name === AGENT_CONTAINER);
-    const agentAfter = after.containers.find((c) => c.name === AGENT_CONTAINER);
-    if (!agentAfter || !same(agentBefore, agentAfter)) return `the ${AGENT_CONTAINER} container`;
-    const token = (s: V1PodSpec) => (s.volumes ?? []).find((v) => v.name === AGENT_TOKEN_VOLUME);
-    if (!same(token(before), token(after))) return `the ${AGENT_TOKEN_VOLUME} volume`;
-    return undefined;
 }

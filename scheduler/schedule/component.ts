@@ -12,10 +12,8 @@ import { createEventHandler } from "./lambda";
 import { logLine } from "../clients/log";
 import { SECRETS_MANAGER_PACKAGE } from "../clients/secretsManager";
 import { sqsVisibility } from "../clients/sqs";
-import { bearerSecretReader, eksJobClient, eksTokens, invocationDeadline } from "../clients/kube";
-import { stacksApi } from "../clients/stacksApi";
-import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
-import { stacksStepSource } from "./stepSource";
+import { eksJobClient, eksTokens, invocationDeadline } from "../clients/kube";
+import { clusterStepSource } from "./stepSource";
 import { type ClusterInputs, clusterAtRuntime, createClosureFunction } from "../aws/lambdaFunction";
 import { createAlarms } from "../aws/alarms";
 import { createEventRoute, eventBridgeQueuePolicy } from "../aws/eventRoute";
@@ -269,24 +267,7 @@ export function createSchedulerFunction(
                 const tokens = eksTokens(access);
                 const handle = createEventHandler(settings, eksJobClient(access, tokens, deadline.get), logLine, {
                     origin: { account: account.get(), eventBusName },
-                    // Queues that take their pod from the job read it through the Stacks API, with the
-                    // agent token read from its Secret (cached; the scheduler's Role may read that one).
-                    steps:
-                        settings.stacks &&
-                        stacksStepSource(
-                            stacksApi(
-                                bearerSecretReader(
-                                    access.endpoint,
-                                    access.caData,
-                                    tokens,
-                                    settings.namespace,
-                                    SECRET_NAMES.agentToken,
-                                    AGENT_TOKEN_KEY,
-                                ),
-                                { endpoint: settings.stacks.endpoint },
-                            ),
-                            settings.stacks.stackKey,
-                        ),
+                    steps: clusterStepSource(settings, access, tokens),
                 });
                 const retry = {
                     setVisibility: sqsVisibility(() => credentialsFromEnv()),

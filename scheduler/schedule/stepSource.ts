@@ -3,7 +3,11 @@
  * asked: Buildkite's Stacks API (`GET /stacks/:key/jobs/:uuid`, `POST …/finish`, notifications).
  * Runs in the Lambda; global `fetch` only (clients/stacksApi.ts).
  */
-import type { StacksApi } from "../clients/stacksApi";
+import { bearerSecretReader, type EksClusterAccess } from "../clients/kube";
+import type { TokenCache } from "../clients/eksToken";
+import { stacksApi, type StacksApi } from "../clients/stacksApi";
+import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
+import type { SchedulerSettings } from "../core/settings";
 
 /** A job's environment and command, as its agent would get them. */
 export interface StepInput {
@@ -37,4 +41,26 @@ export function stacksStepSource(stacks: StacksApi, stackKey: string): StepSourc
         notify: (jobUuid, detail) =>
             stacks.notify(stackKey, [{ job_uuid: jobUuid, detail, timestamp: new Date().toISOString() }]),
     };
+}
+
+/**
+ * The scheduler Lambda's StepSource, when a queue takes its pod from the job: the stack's Stacks API,
+ * with the agent token read from its Secret in the cluster (cached; the scheduler's Role may read that
+ * one Secret) with the Lambda's own EKS tokens. Undefined when no queue reads jobs.
+ */
+export function clusterStepSource(
+    settings: SchedulerSettings,
+    cluster: EksClusterAccess,
+    tokens: TokenCache,
+): StepSource | undefined {
+    if (!settings.stacks) return undefined;
+    const token = bearerSecretReader(
+        cluster.endpoint,
+        cluster.caData,
+        tokens,
+        settings.namespace,
+        SECRET_NAMES.agentToken,
+        AGENT_TOKEN_KEY,
+    );
+    return stacksStepSource(stacksApi(token, { endpoint: settings.stacks.endpoint }), settings.stacks.stackKey);
 }
