@@ -337,11 +337,26 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
                     artifacts[0].sha256,
                 );
                 // On the node: no container config of the pod (its environment, arguments) holds the token.
-                const pod = (await podsOf(s, name))[0];
-                const ids = [
-                    ...(pod.status!.containerStatuses ?? []),
-                    ...(pod.status!.initContainerStatuses ?? []),
-                ].map((c) => c.containerID!.replace(/^containerd:\/\//, ""));
+                // The kubelet posts each container's ID with its status, which may lag the job's end on a
+                // loaded node: wait until every container the pod had has one.
+                const ids = await eventually(
+                    "every container of the worker pod to have an ID in its status",
+                    async () => {
+                        const pod = (await podsOf(s, name))[0];
+                        const statuses = [
+                            ...(pod?.status?.containerStatuses ?? []),
+                            ...(pod?.status?.initContainerStatuses ?? []),
+                        ];
+                        if (statuses.length === 0 || !statuses.every((c) => c.containerID))
+                            // Thrown, so the timeout's message says what was seen last.
+                            throw new Error(
+                                statuses.map((c) => `${c.name}=${c.containerID ?? "no ID"}`).join(", ") ||
+                                    "no statuses",
+                            );
+                        return statuses.map((c) => c.containerID!.replace(/^containerd:\/\//, ""));
+                    },
+                    30_000,
+                );
                 assert.ok(ids.length >= 2, "the pod's containers were inspected");
                 for (const id of ids) {
                     const info = spawnSync(
