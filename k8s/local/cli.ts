@@ -109,7 +109,15 @@ async function main(argv: string[]): Promise<number> {
                 process.once("SIGINT", () => stop("SIGINT"));
                 process.once("SIGTERM", () => stop("SIGTERM"));
             }
-            const state = await up();
+            let state;
+            try {
+                state = await up();
+            } catch (e) {
+                // Stopping what was started makes up() fail; the stop exits 130 once it is done, and a
+                // loaded machine must not let this failure's exit 1 win that race.
+                if (interrupted) return new Promise<number>(() => {});
+                throw e;
+            }
             if (config) {
                 const k8s: typeof import("@kubernetes/client-node") = require("@kubernetes/client-node");
                 const kc = new k8s.KubeConfig();

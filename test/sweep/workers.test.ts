@@ -11,8 +11,9 @@ import type { StacksApi } from "../../scheduler/clients/stacksApi";
 import { createWorkerSweep } from "../../scheduler/sweep/workers";
 import { settingsFor } from "../helpers/builders";
 
-const NOW = Date.now();
 const MIN = 60_000;
+/** `min` minutes before the moment it is read: the tables are built when the suite loads, long before a test runs. */
+const ago = (min: number) => new Date(Date.now() - min * MIN);
 
 /** A worker pod of job `uuid` on queue `queue`, created `ageMin` minutes ago. */
 function worker(
@@ -24,7 +25,9 @@ function worker(
     return {
         metadata: {
             name: `w-${uuid}-x`,
-            creationTimestamp: new Date(NOW - ageMin * MIN),
+            get creationTimestamp() {
+                return ago(ageMin);
+            },
             labels: { "buildkite.com/job-uuid": uuid, "job-name": `w-${uuid}` },
             annotations: { "scaledkite.io/queue": "dynamic" },
         },
@@ -37,7 +40,15 @@ const unschedulable = {
     ],
 };
 const pulling = (reason: string) => ({
-    conditions: [{ type: "PodScheduled", status: "True", lastTransitionTime: new Date(NOW - 10 * MIN) }],
+    conditions: [
+        {
+            type: "PodScheduled",
+            status: "True",
+            get lastTransitionTime() {
+                return ago(10);
+            },
+        },
+    ],
     containerStatuses: [
         {
             name: "container-0",
