@@ -119,6 +119,7 @@ const sweeper =
                   podPendingTimeoutSeconds: config.sweep.podPendingTimeoutSeconds,
                   startFailureGraceSeconds: config.sweep.startFailureGraceSeconds,
                   keepQueuesConnected: config.sweep.keepQueuesConnected,
+                  watchWorkers: config.sweep.watchWorkers,
                   kubernetesGroups: [SWEEPER_GROUP],
                   timeoutSeconds: config.lambda.timeoutSeconds,
                   reservedConcurrency: config.lambda.sweepConcurrency,

@@ -44,8 +44,9 @@ export const SWEEPER_ROLE = "scaledkite-sweeper";
  */
 export function sweeperRules(agentTokenSecret: string): PolicyRule[] {
     return [
-        { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "delete"] },
-        { apiGroups: [""], resources: ["pods"], verbs: ["list"] },
+        // list and watch: the sweep's watch holds its view of the workers between listings (sweep/watch.ts).
+        { apiGroups: ["batch"], resources: ["jobs"], verbs: ["create", "get", "list", "watch", "delete"] },
+        { apiGroups: [""], resources: ["pods"], verbs: ["list", "watch"] },
         // When a worker's container first failed to start (the kubelet's events), so a passing failure is not fatal.
         { apiGroups: [""], resources: ["events"], verbs: ["list"] },
         { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: [agentTokenSecret] },

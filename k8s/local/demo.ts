@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     );
     const api = state.node ? await new AgentApiStandIn().start(POD_GATEWAY_IP) : undefined;
     // Buildkite's Stacks API, where the scheduler reads each job of a queue that takes its pod from the job.
-    const stacks = await startStacksApi();
+    const stacks = await startStacksApi(undefined, (u) => api?.jobs.get(u)?.state);
     let cleaned = false;
     cleanup = async () => {
         if (cleaned) return;

@@ -118,8 +118,8 @@ export async function runPipeline(o: PipelineRunOptions): Promise<PipelineRun> {
     const k8s: typeof K8s = require("@kubernetes/client-node");
     const kc = new k8s.KubeConfig();
     kc.loadFromFile(o.state.kubeconfig);
-    const stacks = await startStacksApi();
     const agentApi = await new AgentApiStandIn().start(POD_GATEWAY_IP);
+    const stacks = await startStacksApi(undefined, (u) => agentApi.jobs.get(u)?.state);
     let git: GitHttpServer | undefined;
     try {
         if (o.repo) git = await serveLocalRepository(POD_GATEWAY_IP, o.repo);

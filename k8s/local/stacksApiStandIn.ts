@@ -21,6 +21,11 @@ export interface StandIn {
     latencyMs: number;
     /** Jobs failed through finish: uuid -> detail. */
     finished: Map<string, string>;
+    /** Reservations: job uuid -> the stack key that holds it, and until when (epoch ms). */
+    reservations: Map<string, { stackKey: string; until: number }>;
+    /** When each job was finished (epoch ms), and how many finish calls it got (Buildkite allows one). */
+    finishedAt: Map<string, number>;
+    finishCalls: Map<string, number>;
     /** Job states get-states answers (default "scheduled"). */
     states: Map<string, string>;
     /** Timeline notifications received, in order. */
@@ -36,11 +41,26 @@ export interface StandIn {
     close(): Promise<void>;
 }
 
-export async function startStacksApi(token = "bkct_local_cluster_token"): Promise<StandIn> {
+/**
+ * Starts the stand-in. `jobStateOf` links it to the agent API stand-in, so get-states answers what the
+ * agents did to each job (accepted, running, finished) as Buildkite would; states set here, and
+ * finish, come first; "scheduled" otherwise.
+ */
+export async function startStacksApi(
+    token = "bkct_local_cluster_token",
+    jobStateOf: (uuid: string) => string | undefined = () => undefined,
+): Promise<StandIn> {
     const scheduled = new Map<string, StacksJob[]>();
     const paused = new Set<string>();
     const registered = new Map<string, { queue_key: string; type: string }>();
     const finished = new Map<string, string>();
+    const finishedAt = new Map<string, number>();
+    const finishCalls = new Map<string, number>();
+    const reservations = new Map<string, { stackKey: string; until: number }>();
+    const held = (uuid: string) => {
+        const r = reservations.get(uuid);
+        return r && r.until > Date.now() ? r : undefined;
+    };
     const states = new Map<string, string>();
     const failures: number[] = [];
     const requests: string[] = [];
@@ -85,9 +105,9 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
                     return send(404, { message: "No stack registered for this queue" });
                 listedAt.set(queue, [...(listedAt.get(queue) ?? []), Date.now()]);
                 const limit = Math.min(Number(url.searchParams.get("limit") ?? "100"), 1000, state.pageSize);
-                const all = [...(scheduled.get(queue) ?? [])].sort((a, b) =>
-                    (a.scheduled_at ?? "").localeCompare(b.scheduled_at ?? ""),
-                );
+                const all = [...(scheduled.get(queue) ?? [])]
+                    .filter((j) => !held(j.id))
+                    .sort((a, b) => (a.scheduled_at ?? "").localeCompare(b.scheduled_at ?? ""));
                 const after = url.searchParams.get("after");
                 const start = after ? all.findIndex((j) => j.id === after) + 1 : 0;
                 const page = all.slice(start, start + limit);
@@ -100,6 +120,29 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
                     cluster_queue: { id: `cq-${queue}`, dispatch_paused: paused.has(queue) },
                 });
             }
+            // Reserved jobs leave the list until the reservation expires; the same stack key may
+            // reserve its own job again (extending it), another may not; a job no longer scheduled
+            // cannot be reserved (Buildkite's Stacks API docs).
+            const reserve = /^\/v3\/stacks\/([^/]+)\/scheduled-jobs\/batch-reserve$/.exec(url.pathname);
+            if (req.method === "PUT" && reserve) {
+                const b = JSON.parse(body || "{}");
+                const uuids: string[] = b.job_uuids ?? [];
+                const seconds = b.reservation_expiry_seconds ?? 900;
+                if (uuids.length > 1000 || seconds < 1 || seconds > 3600)
+                    return send(422, { message: "at most 1000 job_uuids, reservation_expiry_seconds 1..3600" });
+                const key = decodeURIComponent(reserve[1]);
+                const out = { reserved: [] as string[], not_reserved: [] as string[] };
+                for (const u of uuids) {
+                    const other = held(u);
+                    const state = states.get(u) ?? jobStateOf(u) ?? "scheduled";
+                    if ((other && other.stackKey !== key) || state !== "scheduled") out.not_reserved.push(u);
+                    else {
+                        reservations.set(u, { stackKey: key, until: Date.now() + seconds * 1000 });
+                        out.reserved.push(u);
+                    }
+                }
+                return send(200, out);
+            }
             const fin = /^\/v3\/stacks\/([^/]+)\/jobs\/([^/]+)\/finish$/.exec(url.pathname);
             if (req.method === "POST" && fin) {
                 if (state.failFinish > 0) {
@@ -109,6 +152,8 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
                 const b = JSON.parse(body || "{}");
                 if (typeof b.detail === "string" && b.detail.length > 4096)
                     return send(422, { message: "detail is too long" });
+                finishCalls.set(fin[2], (finishCalls.get(fin[2]) ?? 0) + 1);
+                if (!finished.has(fin[2])) finishedAt.set(fin[2], Date.now());
                 finished.set(fin[2], b.detail ?? "");
                 states.set(fin[2], "finished");
                 return send(200, {});
@@ -127,7 +172,9 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
             if (req.method === "POST" && /^\/v3\/stacks\/[^/]+\/jobs\/get-states$/.test(url.pathname)) {
                 const uuids: string[] = JSON.parse(body || "{}").job_uuids ?? [];
                 if (uuids.length > 100) return send(422, { message: "at most 100 job_uuids" });
-                return send(200, { states: Object.fromEntries(uuids.map((u) => [u, states.get(u) ?? "scheduled"])) });
+                return send(200, {
+                    states: Object.fromEntries(uuids.map((u) => [u, states.get(u) ?? jobStateOf(u) ?? "scheduled"])),
+                });
             }
             send(404, { message: "Not found" });
         }
@@ -142,6 +189,9 @@ export async function startStacksApi(token = "bkct_local_cluster_token"): Promis
         paused,
         registered,
         finished,
+        finishedAt,
+        finishCalls,
+        reservations,
         states,
         requests,
         notifications,

@@ -3,7 +3,7 @@
  * Pure: from the worker's Job, pods and their events (the CLI fetches them).
  */
 import type { CoreV1Event, V1ContainerStatus, V1Job, V1Pod } from "@kubernetes/client-node";
-import { AGENT_EXIT_CANNOT_ACQUIRE } from "../core/manifest";
+import { AGENT_EXIT_CANNOT_ACQUIRE } from "../core/agentLauncher";
 import { START_FAILURES } from "../core/stuck";
 import { AGENT_EXIT_NOT_RUN } from "../core/agentLauncher";
 import {

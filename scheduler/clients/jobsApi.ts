@@ -27,8 +27,10 @@ export interface JobsApi {
     ): Promise<{ status: number; body: { reason?: string; message?: string } }>;
     /** Lists the pods matching a label selector (the sweep looks for workers that will never run). */
     listPods(namespace: string, labelSelector: string, token: string): Promise<V1Pod[]>;
-    /** The Warning events about pods with this reason (the sweep: when a container first failed to start). Throws KubernetesError. */
-    listPodWarnings(namespace: string, reason: string, token: string): Promise<CoreV1Event[]>;
+    /** The worker Jobs matching a label selector (the sweep: Jobs that never got a pod). */
+    listJobs(namespace: string, labelSelector: string, token: string): Promise<V1Job[]>;
+    /** The events about objects of one kind (the kubelet's about pods, the Job controller's about Jobs). Throws KubernetesError. */
+    listEvents(namespace: string, kind: "Pod" | "Job", token: string): Promise<CoreV1Event[]>;
     /** Reads one key of a Secret (the sweep's agent token). Throws KubernetesError. */
     secretValue(namespace: string, name: string, key: string, token: string): Promise<string>;
     /** A PodTemplate's pod spec; undefined when there is none of that name. Throws KubernetesError. */
@@ -43,6 +45,12 @@ export interface JobsApi {
         token: string,
     ): Promise<void>;
     readonly server: string;
+}
+
+/** The path of a namespaced collection: `resource` is a core/v1 resource or `group/version/resource`. Pure. */
+export function collectionPath(namespace: string, resource: string): string {
+    const [group, version, name] = resource.includes("/") ? resource.split("/") : ["", "v1", resource];
+    return `/${group ? `apis/${group}` : "api"}/${version}/namespaces/${encodeURIComponent(namespace)}/${name}`;
 }
 
 /**
@@ -159,7 +167,7 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
         };
     }
 
-    /** Every item of a namespaced core/v1 list, page by page. */
+    /** Every item of a namespaced list (`resource` under core/v1, or `group/version/resource`), page by page. */
     async function list<T>(
         namespace: string,
         resource: string,
@@ -174,7 +182,7 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
             if (cont) q.set("continue", cont);
             const { body } = await call(
                 "GET",
-                `${basePath}/api/v1/namespaces/${encodeURIComponent(namespace)}/${resource}?${q}`,
+                `${basePath}${collectionPath(namespace, resource)}?${q}`,
                 "",
                 token,
                 what,
@@ -220,13 +228,22 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
         listPods(namespace: string, labelSelector: string, token: string) {
             return list<V1Pod>(namespace, "pods", { labelSelector }, token, `listing worker pods in ${namespace}`);
         },
-        listPodWarnings(namespace: string, reason: string, token: string) {
+        listJobs(namespace: string, labelSelector: string, token: string) {
+            return list<V1Job>(
+                namespace,
+                "batch/v1/jobs",
+                { labelSelector },
+                token,
+                `listing worker Jobs in ${namespace}`,
+            );
+        },
+        listEvents(namespace: string, kind: "Pod" | "Job", token: string) {
             return list<CoreV1Event>(
                 namespace,
                 "events",
-                { fieldSelector: `involvedObject.kind=Pod,type=Warning,reason=${reason}` },
+                { fieldSelector: `involvedObject.kind=${kind}` },
                 token,
-                `listing pod events in ${namespace}`,
+                `listing ${kind.toLowerCase()} events in ${namespace}`,
             );
         },
         async secretValue(namespace: string, name: string, key: string, token: string) {

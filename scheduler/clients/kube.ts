@@ -16,6 +16,7 @@ import {
 } from "../core/errors";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
+import { collectionWatcher, type WatchEnd, type WatchEvent } from "./watch";
 
 /** The label selector of every worker pod. */
 export const WORKER_SELECTOR = "app.kubernetes.io/managed-by=scaledkite,app.kubernetes.io/component=buildkite-worker";
@@ -28,12 +29,29 @@ export interface JobClient {
     deleteJob(namespace: string, name: string): Promise<"deleted" | "absent">;
     /** The worker pods in a namespace (the sweep's view; optional for clients that only schedule). */
     listWorkerPods?(namespace: string): Promise<V1Pod[]>;
-    /** The kubelet's `Failed` Warning events about pods in a namespace (the sweep: when a container first failed to start). */
-    listPodFailures?(namespace: string): Promise<CoreV1Event[]>;
+    /** The worker Jobs in a namespace (the sweep: Jobs that never got a pod). */
+    listWorkerJobs?(namespace: string): Promise<V1Job[]>;
+    /** The events about pods (the kubelet's: pull attempts) or Jobs (the Job controller's: refused pods) in a namespace. */
+    listEvents?(namespace: string, kind: "Pod" | "Job"): Promise<CoreV1Event[]>;
+    /** Lists and watches the worker pods or Jobs (`pods`, `batch/v1/jobs`): the sweep's watch. */
+    workers?: WorkerWatch;
     /** A PodTemplate's pod spec (a step's `podTemplate`); undefined when there is none of that name. */
     readPodTemplate?(namespace: string, name: string): Promise<V1PodSpec | undefined>;
     /** Where the Jobs go, for messages. */
     readonly server: string;
+}
+
+/** The worker objects of a namespace, listed and watched (clients/watch.ts) with the client's token. */
+export interface WorkerWatch {
+    list<T>(namespace: string, resource: string): Promise<{ items: T[]; resourceVersion: string }>;
+    watch<T>(
+        namespace: string,
+        resource: string,
+        resourceVersion: string,
+        onEvent: (e: WatchEvent<T>) => void,
+        until: number,
+        signal?: AbortSignal,
+    ): Promise<WatchEnd>;
 }
 
 /** Calls made with the cached token; a refused token (401) is dropped so the next call signs a new one. */
@@ -59,6 +77,7 @@ export function bearerJobClient(
     deadline?: () => number,
 ): JobClient {
     const api = jobsApi(server, caData, deadline);
+    const watcher = collectionWatcher(server, caData);
     const withToken = bearerCalls(tokens);
     return {
         server,
@@ -76,8 +95,16 @@ export function bearerJobClient(
         readPodTemplate(namespace: string, name: string) {
             return withToken((t) => api.podTemplate(namespace, name, t));
         },
-        listPodFailures(namespace: string) {
-            return withToken((t) => api.listPodWarnings(namespace, "Failed", t));
+        listWorkerJobs(namespace: string) {
+            return withToken((t) => api.listJobs(namespace, WORKER_SELECTOR, t));
+        },
+        listEvents(namespace: string, kind: "Pod" | "Job") {
+            return withToken((t) => api.listEvents(namespace, kind, t));
+        },
+        workers: {
+            list: (namespace, resource) => withToken((t) => watcher.list(namespace, resource, WORKER_SELECTOR, t)),
+            watch: (namespace, resource, rv, onEvent, until, signal) =>
+                withToken((t) => watcher.watch(namespace, resource, WORKER_SELECTOR, rv, t, onEvent, until, signal)),
         },
     };
 }

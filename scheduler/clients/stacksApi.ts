@@ -44,6 +44,16 @@ export interface StacksApi {
     job(stackKey: string, jobUuid: string): Promise<StacksJobDetail>;
     /** Fails a job that cannot run, with a reason the user sees (at most 4 KB). */
     finish(stackKey: string, jobUuid: string, detail: string): Promise<void>;
+    /**
+     * Reserves jobs for this stack for `expirySeconds` (again: extends), in batches: reserved jobs leave
+     * the scheduled list, and no other stack key may reserve them until the reservation expires. The
+     * jobs another stack holds, or that are no longer scheduled, come back as not reserved.
+     */
+    reserve(
+        stackKey: string,
+        jobUuids: string[],
+        expirySeconds: number,
+    ): Promise<{ reserved: string[]; notReserved: string[] }>;
     /** The states of jobs (e.g. "scheduled", "canceled"), asked in batches. */
     jobStates(stackKey: string, jobUuids: string[]): Promise<Record<string, string>>;
     /** A light listing (one job) of a queue: Buildkite shows a queue Connected while a stack lists it. */
@@ -161,15 +171,32 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
                 detail: detail.slice(0, 4000),
             });
         },
+        async reserve(stackKey, jobUuids, expirySeconds) {
+            const out = { reserved: [] as string[], notReserved: [] as string[] };
+            for (let i = 0; i < jobUuids.length; i += 1000) {
+                const r = await call<{ reserved?: unknown; not_reserved?: unknown }>(
+                    "PUT",
+                    `/stacks/${encodeURIComponent(stackKey)}/scheduled-jobs/batch-reserve`,
+                    { job_uuids: jobUuids.slice(i, i + 1000), reservation_expiry_seconds: expirySeconds },
+                );
+                const strings = (v: unknown) =>
+                    Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
+                out.reserved.push(...strings(r.reserved));
+                out.notReserved.push(...strings(r.not_reserved));
+            }
+            return out;
+        },
         async jobStates(stackKey, jobUuids) {
-            const states: Record<string, string> = {};
+            // No prototype: a uuid such as "constructor" or "__proto__" reads nothing it was not given.
+            const states = Object.create(null) as Record<string, string>;
             for (let i = 0; i < jobUuids.length; i += 100) {
                 const r = await call<{ states?: Record<string, string> }>(
                     "POST",
                     `/stacks/${encodeURIComponent(stackKey)}/jobs/get-states`,
                     { job_uuids: jobUuids.slice(i, i + 100) },
                 );
-                Object.assign(states, r.states ?? {});
+                for (const [uuid, state] of Object.entries(r.states ?? {}))
+                    if (typeof state === "string") states[uuid] = state;
             }
             return states;
         },

@@ -25,6 +25,7 @@ import {
     readHooksAndGit,
     readIdentity,
     readLambda,
+    readPriorityClasses,
     readResourceClasses,
     readSweep,
 } from "./sections";
@@ -45,6 +46,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
     const sweep = readSweep(raw, p);
     const { defaults, queues } = readWorkers(raw, p, sweep.intervalMinutes > 0 || sweep.stackKey !== undefined);
     const resourceClasses = readResourceClasses(raw, p);
+    const priorityClasses = readPriorityClasses(raw, p);
     const { hooks, gitKnownHosts } = readHooksAndGit(raw, p);
     const { fargateSubnetIds, fargateQueues } = readFargate(raw, queues, p);
     const caps = readCaps(raw, queues, p);
@@ -81,6 +83,7 @@ export function parseStackConfig(raw: Raw, opts: { requireSecrets?: boolean } = 
         sweep,
         lambda,
         resourceClasses,
+        priorityClasses,
     };
 }
 
@@ -121,6 +124,7 @@ export function schedulerSettings(config: StackConfig, stackName = "dev"): Sched
         queues: config.queues,
         secrets: config.secrets,
         resourceClasses: config.resourceClasses,
+        priorityClasses: config.priorityClasses,
         ...(readsJobs(config) && stackKey ? { stacks: { stackKey, endpoint: config.sweep.endpoint } } : {}),
     };
 }

@@ -192,6 +192,26 @@ export function readResourceClasses(raw: Raw, p: Problems): Record<string, Resou
     return out;
 }
 
+const PRIORITY_CLASSES = z.record(
+    z.string().regex(/^-?\d{1,9}$/, {
+        error: (i) => `has ${JSON.stringify(i.input)}, not a Buildkite job priority (an integer)`,
+    }),
+    z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, {
+        error: (i) => `maps to ${JSON.stringify(i.input)}, not a PriorityClass name (lower-case DNS subdomain)`,
+    }),
+    {
+        error: `must be a map from the lowest job priority to a PriorityClass name, e.g. ${setting("priorityClasses").example}`,
+    },
+);
+
+/** The PriorityClasses jobs get by their Buildkite priority. */
+export function readPriorityClasses(raw: Raw, p: Problems): Record<string, string> {
+    return (
+        (read(PRIORITY_CLASSES, raw.priorityClasses, "priorityClasses", p, { json: true }) as
+            Record<string, string> | undefined) ?? {}
+    );
+}
+
 /** The sweep: its interval, stack key, the Stacks API and its grace periods. */
 export function readSweep(raw: Raw, p: Problems) {
     const sweep = {
@@ -201,6 +221,7 @@ export function readSweep(raw: Raw, p: Problems) {
         podPendingTimeoutSeconds: intOrDefault(raw, "podPendingTimeout", p),
         startFailureGraceSeconds: intOrDefault(raw, "startFailureGrace", p),
         keepQueuesConnected: boolOrDefault(raw, "keepQueuesConnected", p),
+        watchWorkers: boolOrDefault(raw, "watchWorkers", p),
     };
     if (sweep.stackKey !== undefined && !/^[A-Za-z0-9][-A-Za-z0-9_.]{0,99}$/.test(sweep.stackKey))
         p.add(

@@ -78,10 +78,12 @@ export interface StackConfig {
         podPendingTimeoutSeconds: number;
         startFailureGraceSeconds: number;
         keepQueuesConnected: boolean;
+        watchWorkers: boolean;
     };
     lambda: LambdaConfig;
     /** Sizes steps pick with the agent tag `resource_class=<name>`. */
     resourceClasses: Record<string, ResourceClass>;
+    priorityClasses: Record<string, string>;
 }
 
 /** Spend caps: at most this many worker Jobs, and this much CPU and memory requested by running workers. */

@@ -53,6 +53,8 @@ export const AGENT_HOOKS_PATH = `${LAUNCHER_PATH}/hooks`;
 export const JOB_CONTEXT_PATH = "/workspace";
 /** Written by the launcher when the agent exits: the command container's wrapper stops waiting. */
 export const AGENT_EXITED_MARK = `${JOB_CONTEXT_PATH}/scaledkite-agent-exited`;
+/** The agent exits with this code when it cannot acquire the job (taken, cancelled): never retry it (buildkite/agent agent_start.go). */
+export const AGENT_EXIT_CANNOT_ACQUIRE = 27;
 /** The exit code of a worker whose agent exited 0 without running its job. */
 export const AGENT_EXIT_NOT_RUN = 28;
 /** Seconds the command container waits for its bootstrap after the agent has exited. */

@@ -16,6 +16,8 @@ export interface ScheduledJob {
     agentQueryRules: string[];
     /** When the job became runnable (ISO 8601): detail.job.runnable_at, else the event's time; for the latency metrics only. */
     runnableAt?: string;
+    /** The job's priority (higher first), when the source knows it: the Stacks API's list does, EventBridge's event does not. */
+    priority?: number;
     /** When an agent started the job (Job Finished events); absent: it never ran. */
     startedAt?: string;
     /** Why the job finished, e.g. "cancel" (Job Finished events). */
@@ -168,6 +170,7 @@ export function parseJobEvent(raw: unknown): JobEvent {
             stepKey: optionalString(job, "step_key", "detail.job"),
             agentQueryRules: rules as string[],
             runnableAt: isoTime(job.runnable_at) ?? isoTime(event.time),
+            priority: Number.isSafeInteger(job.priority) ? (job.priority as number) : undefined,
             startedAt: optionalString(job, "started_at", "detail.job"),
             signalReason: optionalString(job, "signal_reason", "detail.job"),
             build: {

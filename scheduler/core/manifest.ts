@@ -13,7 +13,7 @@
  * Only the sidecar is privileged.
  */
 import type { V1Container, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
-import { AGENT_EXIT_NOT_RUN, COMMAND_SCRIPT, JOB_CONTEXT_PATH } from "./agentLauncher";
+import { AGENT_EXIT_CANNOT_ACQUIRE, AGENT_EXIT_NOT_RUN, COMMAND_SCRIPT, JOB_CONTEXT_PATH } from "./agentLauncher";
 import { DOCKER_SOCKET_DIR, dindSidecar } from "./dind";
 import { jobUrl, type ScheduledJob } from "./event";
 import {
@@ -30,11 +30,13 @@ import {
     LABELS,
     labelValue,
     QUEUE_ANNOTATION,
+    PRIORITY_ANNOTATION,
     RUNNABLE_AT_ANNOTATION,
     SECRET_NAMES,
     WORKER_SERVICE_ACCOUNT,
 } from "./names";
 import { queueSettings, type SchedulerSettings, type WorkerSettings } from "./settings";
+import { priorityClassFor } from "./priorityClasses";
 import { strategicMerge } from "./strategicMerge";
 import {
     AGENT_ARGS,
@@ -49,12 +51,15 @@ import {
     SSH_PATH,
 } from "./workerEnv";
 
-/** The agent exits with this code when it cannot acquire the job (taken, cancelled): never retry it. */
-export const AGENT_EXIT_CANNOT_ACQUIRE = 27;
 function compact<T extends Record<string, string | undefined>>(obj: T): Record<string, string> {
     const out: Record<string, string> = {};
     for (const [k, v] of Object.entries(obj)) if (v !== undefined && v !== "") out[k] = v;
     return out;
+}
+
+/** The pod spec with the job's PriorityClass, which replaces the queue's own (its patch's). Pure. */
+function withPriorityClass(spec: V1PodSpec, priorityClassName: string | undefined): V1PodSpec {
+    return priorityClassName ? { ...spec, priorityClassName } : spec;
 }
 
 function podSpec(
@@ -117,6 +122,7 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             [QUEUE_ANNOTATION]: queue,
             // When the job became runnable: the sweep measures start latency from it.
             [RUNNABLE_AT_ANNOTATION]: job.runnableAt,
+            [PRIORITY_ANNOTATION]: job.priority === undefined ? undefined : String(job.priority),
         }),
     };
     const podAnnotations = { ...annotations, ...DO_NOT_DISRUPT };
@@ -222,7 +228,10 @@ export function buildJobManifest(settings: SchedulerSettings, job: ScheduledJob,
             },
             template: {
                 metadata: { labels, annotations: podAnnotations },
-                spec: podSpec(settings, worker, [agent, command], volumes),
+                spec: withPriorityClass(
+                    podSpec(settings, worker, [agent, command], volumes),
+                    priorityClassFor(settings.priorityClasses, job.priority),
+                ),
             },
         },
     };

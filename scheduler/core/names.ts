@@ -24,6 +24,8 @@ export const LABELS = {
 } as const;
 /** The annotation that carries the worker's queue (the settings key, unlike the label: not shortened). */
 export const QUEUE_ANNOTATION = "scaledkite.io/queue";
+/** The annotation that carries the job's Buildkite priority (as agent-stack-k8s writes it). */
+export const PRIORITY_ANNOTATION = "buildkite.com/job-priority";
 /** The annotation that carries when the job became runnable (ISO 8601). */
 export const RUNNABLE_AT_ANNOTATION = "scaledkite.io/runnable-at";
 /** Annotations that keep node autoscalers from evicting a running build. */

@@ -55,6 +55,7 @@ export function waitNotices(
     deferred: DeferredJob[],
     now: Date,
     intervalMs: number,
+    reasonOf: (pod: V1Pod) => string | undefined = waitingReason,
 ): StackNotification[] {
     const out: StackNotification[] = [];
     const timestamp = now.toISOString();
@@ -67,7 +68,7 @@ export function waitNotices(
     };
     for (const pod of pods) {
         const uuid = pod.metadata?.labels?.[LABELS.jobUuid];
-        const reason = waitingReason(pod);
+        const reason = reasonOf(pod);
         if (!uuid || !reason) continue;
         const runnable = pod.metadata?.annotations?.[RUNNABLE_AT_ANNOTATION];
         const since = Date.parse(runnable ?? String(pod.metadata?.creationTimestamp ?? ""));

@@ -101,6 +101,8 @@ export interface SchedulerSettings {
     secrets: { env: boolean; gitCredentials: boolean; gitSsh: boolean; hooks: boolean; ecr: boolean };
     /** Sizes steps pick with `resource_class=<name>`. */
     resourceClasses: Record<string, ResourceClass>;
+    /** PriorityClasses by the lowest Buildkite job priority each takes (priorityClasses.ts). */
+    priorityClasses: Record<string, string>;
     /** The Stacks API the scheduler reads jobs from (present when a queue takes its shape from the job). */
     stacks?: { stackKey: string; endpoint: string };
 }

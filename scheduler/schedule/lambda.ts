@@ -183,7 +183,26 @@ export function createEventHandler(
                     ms: elapsed(),
                 });
             }
-            const shaped = await jobFromStep(settings, d, jobs, steps);
+            // With a stack key, the job is reserved for this stack first (in parallel with reading
+            // it): a job another stack holds gets no worker here, so two stacks on one queue never
+            // both start one (the second would only exit 27).
+            const reservation = steps?.reserve ? steps.reserve(d.jobUuid) : Promise.resolve(true);
+            // Nothing is said to Buildkite about a job (refused, ignored fields) unless it is ours.
+            const ours: StepSource | undefined = steps && {
+                ...steps,
+                fail: async (uuid, detail) => ((await reservation) ? steps.fail(uuid, detail) : undefined),
+                notify: async (uuid, detail) => ((await reservation) ? steps.notify(uuid, detail) : undefined),
+            };
+            const [reserved, shaped] = await Promise.all([reservation, jobFromStep(settings, d, jobs, ours)]);
+            if (!reserved)
+                return emit({
+                    outcome: "ignored",
+                    reason: "another stack reserved this job, or it is no longer scheduled: no worker here",
+                    jobUuid: d.jobUuid,
+                    queue: d.queue,
+                    job,
+                    ms: elapsed(),
+                });
             if ("gone" in shaped || "refused" in shaped) {
                 const refused = "refused" in shaped;
                 return emit({

@@ -23,7 +23,15 @@ export interface StepSource {
     fail(jobUuid: string, detail: string): Promise<void>;
     /** A message on the job's timeline (best effort). */
     notify(jobUuid: string, detail: string): Promise<void>;
+    /** Reserves the job for this stack; false when another stack holds it, or it is no longer scheduled. Throws classified errors. */
+    reserve?(jobUuid: string): Promise<boolean>;
 }
+
+/**
+ * How long a reservation lasts: the sweep extends it each minute while the job's worker waits, so a
+ * stack that stops (or a worker that vanished) lets the job go to another stack within this time.
+ */
+export const RESERVATION_SECONDS = 300;
 
 /** A StepSource over the Stacks API for one stack key. */
 export function stacksStepSource(stacks: StacksApi, stackKey: string): StepSource {
@@ -40,6 +48,10 @@ export function stacksStepSource(stacks: StacksApi, stackKey: string): StepSourc
         fail: (jobUuid, detail) => stacks.finish(stackKey, jobUuid, detail),
         notify: (jobUuid, detail) =>
             stacks.notify(stackKey, [{ job_uuid: jobUuid, detail, timestamp: new Date().toISOString() }]),
+        async reserve(jobUuid) {
+            const r = await stacks.reserve(stackKey, [jobUuid], RESERVATION_SECONDS);
+            return r.reserved.map((u) => u.toLowerCase()).includes(jobUuid.toLowerCase());
+        },
     };
 }
 

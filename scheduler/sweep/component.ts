@@ -24,6 +24,7 @@ import { SECRETS_MANAGER_PACKAGE } from "../clients/secretsManager";
 import { stacksApi } from "../clients/stacksApi";
 import { createSweeper, keepQueuesConnected } from "./lambda";
 import { heartbeatOffsets } from "../core/notices";
+import { jsonLine, logLine } from "../clients/log";
 import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
 
 /** Arguments of Sweeper. */
@@ -40,6 +41,8 @@ export interface SweeperArgs extends ClusterLambdaArgs {
     startFailureGraceSeconds: number;
     /** List each queue every 20 s between sweeps, so Buildkite shows it Connected (the sweep then runs about 40 s a minute). */
     keepQueuesConnected: boolean;
+    /** Hold a watch on the workers between listings (watch.ts), failing within seconds what will never run. */
+    watchWorkers: boolean;
     timeoutSeconds: number;
     /** Reserved concurrency: 1 keeps sweeps from overlapping. */
     reservedConcurrency: number;
@@ -99,6 +102,9 @@ export class Sweeper extends pulumi.ComponentResource {
     }
 }
 
+/** Time the watch leaves at the end of the interval (or the invocation): the next sweep starts its own. */
+const WATCH_MARGIN_MS = 5_000;
+
 /** The sweep Lambda's set-up, once per container (serialized with the values it captures); it returns one sweep per invocation. */
 function sweepFactory(
     args: SweeperArgs,
@@ -136,10 +142,13 @@ function sweepFactory(
             const startedAt = Date.now();
             const timeoutMs = context?.getRemainingTimeInMillis?.() ?? 60_000;
             deadline.start(context);
+            // Until the next sweep (or the end of this invocation): a watch on the workers, and a light
+            // listing of each queue every 20 s that keeps it Connected.
+            const until = startedAt + Math.min(stuck.intervalMs, timeoutMs) - WATCH_MARGIN_MS;
+            const watching = args.watchWorkers ? sweep.watch(until) : Promise.resolve(undefined);
             try {
                 await sweep();
             } finally {
-                // Until the next sweep: a light listing of each queue every 20 s keeps it Connected.
                 if (keepConnected)
                     await keepQueuesConnected(
                         stacks,
@@ -149,6 +158,8 @@ function sweepFactory(
                         startedAt,
                         sleep,
                     );
+                const watched = await watching;
+                if (watched) logLine(jsonLine({ msg: "scaledkite.watch", ...watched }));
             }
         };
     };

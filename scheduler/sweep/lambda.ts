@@ -20,6 +20,7 @@ import { type Metric, METRICS, withMetrics } from "../core/metrics";
 import type { DeferredJob } from "../core/notices";
 import type { StacksApi, StacksJob } from "../clients/stacksApi";
 import { createWorkerSweep, type WorkerSweep } from "./workers";
+import { type WatchOptions, type WatchReport, watchWorkers } from "./watch";
 
 /** What one sweep did for one queue. */
 export interface QueueSweep {
@@ -47,6 +48,7 @@ export function eventFromStacksJob(job: StacksJob): object {
                 label: job.step?.label,
                 step_key: job.step?.key,
                 runnable_at: job.scheduled_at,
+                priority: job.priority,
             },
             build: {
                 uuid: job.build?.uuid,
@@ -121,7 +123,7 @@ export function createSweeper(
     jobs: JobClient,
     stackKey: string,
     log: Logger = logLine,
-    stuck: StuckOptions & { intervalMs?: number } = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 },
+    stuck: StuckOptions & { intervalMs?: number } = { pendingTimeoutMs: 15 * 60_000, startFailureGraceMs: 30_000 },
 ) {
     /** Each worker start is measured by the one sweep whose interval it falls in. */
     const intervalMs = stuck.intervalMs ?? 60_000;
@@ -133,9 +135,9 @@ export function createSweeper(
     // The sweep makes workers as the scheduler does: from the job itself where the queue says so.
     const handle = createEventHandler(settings, jobs, log, { via: "sweep", steps: stacksStepSource(stacks, stackKey) });
 
-    const sweepWorkers = createWorkerSweep(settings, stacks, jobs, stackKey, log, { ...stuck, intervalMs });
+    const workerChecks = createWorkerSweep(settings, stacks, jobs, stackKey, log, { ...stuck, intervalMs });
 
-    return async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {
+    const sweep = async (): Promise<{ queues: QueueSweep[]; workers: WorkerSweep }> => {
         const report: QueueSweep[] = [];
         const deferred: DeferredJob[] = [];
         for (const queue of Object.keys(settings.queues)) {
@@ -183,7 +185,7 @@ export function createSweeper(
         let workers: WorkerSweep = { failed: [], cancelled: [], kept: [] };
         let workerError: string | undefined;
         try {
-            workers = await sweepWorkers(deferred);
+            workers = await workerChecks.sweep(deferred);
         } catch (e) {
             workerError = (e as Error).message;
         }
@@ -216,4 +218,17 @@ export function createSweeper(
         }
         return { queues: report, workers };
     };
+    /** Holds a watch on the workers until `until` (epoch ms), failing within seconds what will never run (watch.ts). */
+    const watch = (until: number, opts?: WatchOptions): Promise<WatchReport | undefined> =>
+        jobs.workers
+            ? watchWorkers(
+                  jobs.workers,
+                  settings.namespace,
+                  (pods, held) => workerChecks.check(pods, held),
+                  until,
+                  log,
+                  opts,
+              )
+            : Promise.resolve(undefined);
+    return Object.assign(sweep, { watch });
 }

@@ -1,21 +1,32 @@
 /**
- * The sweep's second half: the workers themselves. It lists the worker pods once, logs each queue's
- * running and pending workers with their start latency, fails in Buildkite (and deletes) the workers
- * that will never run (stuck.ts: unschedulable too long, a container that keeps failing to start, an
- * agent that could not acquire its job as many times as the Job allows), tells Buildkite why jobs still
- * wait, and deletes waiting workers of jobs that are already done. A worker is only deleted once
- * Buildkite knows why its job failed, so a failed `finish` keeps it for the next sweep.
+ * The sweep's second half: the workers themselves. `check` judges the workers (core/stuck.ts) and
+ * fails in Buildkite, then deletes, those that will never run their job: the watch (watch.ts) calls it
+ * every second with the pods and Jobs it holds, the per-minute sweep with a fresh listing. The
+ * per-minute `sweep` also logs each queue's running and pending workers with their start latency,
+ * tells Buildkite why jobs still wait, and deletes waiting workers of jobs that are already done.
+ *
+ * Only workers that are Scaledkite's count (core/workerIdentity.ts). A worker is only deleted once
+ * Buildkite knows why its job failed, so a failed `finish` keeps it for the next check. A worker that
+ * failed before its agent could have run the job is failed only while Buildkite still has the job
+ * scheduled (its state, read once per worker).
  */
-import type { V1Pod } from "@kubernetes/client-node";
+import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { jsonLine, type Logger } from "../clients/log";
 import type { JobClient } from "../clients/kube";
 import type { StacksApi } from "../clients/stacksApi";
-import { type Metric, METRICS, withMetrics } from "../core/metrics";
-import { LABELS, QUEUE_ANNOTATION } from "../core/names";
-import { type DeferredJob, waitNotices } from "../core/notices";
+import type { DeferredJob } from "../core/notices";
 import { queueSettings, type SchedulerSettings } from "../core/settings";
-import { type FirstFailures, firstFailures, notRunReason, stuckReason, type StuckOptions } from "../core/stuck";
-import { workerStats } from "../core/workerStats";
+import {
+    judgeWorker,
+    needsHistory,
+    noPodReason,
+    notRunReason,
+    type PodHistory,
+    podHistory,
+    type StuckOptions,
+} from "../core/stuck";
+import { jobIdentity, podIdentity, type WorkerIdentity } from "../core/workerIdentity";
+import { createWorkerReports, type Waiting } from "./workerReports";
 
 /** What one sweep did about workers that will never run or are no longer needed. */
 export interface WorkerSweep {
@@ -25,16 +36,27 @@ export interface WorkerSweep {
     byQueue?: Record<string, { failedStuck: number; deletedCancelled: number }>;
     /** Timeline messages sent to Buildkite about jobs still waiting for their worker. */
     notified?: number;
-    /** Workers that will never run but were kept because failing their job in Buildkite did not succeed (the next sweep tries again). */
+    /** Workers that will never run but were kept because failing their job in Buildkite did not succeed (the next check tries again). */
     kept: { jobUuid: string; error: string }[];
 }
 
 /** Buildkite job states in which a waiting worker is no longer needed. */
 const DONE_STATES = ["canceled", "canceling", "finished", "expired", "timed_out", "skipped", "broken"];
+/** How long a job given up on is not judged again (its Job is being deleted). */
+const GIVEN_UP_MS = 10 * 60_000;
+/** How long the kubelet's events, once read, stand for the next checks. */
+const HISTORY_MS = 3_000;
+
+export interface WorkerChecks {
+    /** Judges the given pods and Jobs and gives up on what will never run. */
+    check(pods: V1Pod[], jobs: V1Job[] | undefined, now?: Date): Promise<WorkerSweep>;
+    /** The per-minute sweep: lists the workers, checks them, logs metrics, posts wait notices, deletes workers of done jobs. */
+    sweep(deferred: DeferredJob[]): Promise<WorkerSweep>;
+}
 
 /**
- * Makes the workers' half of a sweep for a stack: each call returns what it did; it throws only when
- * the workers cannot be listed (or a job's state cannot be read), having done what it could.
+ * Makes the workers' checks for a stack. They throw only when the workers cannot be listed (or the
+ * jobs' states cannot be read for the sweep), having done what they could.
  */
 export function createWorkerSweep(
     settings: SchedulerSettings,
@@ -43,133 +65,216 @@ export function createWorkerSweep(
     stackKey: string,
     log: Logger,
     stuck: StuckOptions & { intervalMs: number },
-): (deferred: DeferredJob[]) => Promise<WorkerSweep> {
-    const intervalMs = stuck.intervalMs;
-    const metric = (name: string, value: number | number[], unit: Metric["unit"] = "Count"): Metric => ({
-        name,
-        unit,
-        value,
-    });
-    /** Fails the Buildkite jobs of workers that will never run and deletes those workers; deletes waiting workers of jobs that are done. */
-    async function sweepWorkers(deferred: DeferredJob[]): Promise<WorkerSweep> {
-        const result: WorkerSweep = { failed: [], cancelled: [], kept: [], byQueue: {} };
-        if (!jobs.listWorkerPods) return result;
-        const now = new Date();
-        const all = await jobs.listWorkerPods(settings.namespace);
-        const queueOf = new Map(all.map((p) => [workerOf(p).uuid, p.metadata?.annotations?.[QUEUE_ANNOTATION]]));
-        const count = (uuid: string, what: "failedStuck" | "deletedCancelled") => {
-            const queue = queueOf.get(uuid);
-            if (!queueSettings(settings, queue)) return;
-            const q = (result.byQueue![queue!] ??= { failedStuck: 0, deletedCancelled: 0 });
-            q[what]++;
-        };
-        logWorkerMetrics(all, now);
-        const failures = await podFailures(all);
-        const pending = all.filter((p) => p.status?.phase === "Pending" && !p.metadata?.deletionTimestamp);
-        const waiting: { uuid: string; jobName: string }[] = [];
-        const giveUp = async (uuid: string, jobName: string, reason: string) => {
-            try {
-                await stacks.finish(stackKey, uuid, `Scaledkite: ${reason}`);
-            } catch (e) {
-                // The worker stays until Buildkite knows why the job failed: deleting it first would
-                // only make the next sweep create another. A job that is already done is found below.
-                const error = (e as Error).message;
-                result.kept.push({ jobUuid: uuid, error });
-                waiting.push({ uuid, jobName });
-                log(
-                    jsonLine({
-                        msg: "scaledkite.sweep",
-                        outcome: "kept",
-                        jobUuid: uuid,
-                        job: `${settings.namespace}/${jobName}`,
-                        reason,
-                        warning: `could not fail the job in Buildkite, so its worker stays: ${error}`,
-                    }),
-                );
-                return;
-            }
-            await jobs.deleteJob(settings.namespace, jobName);
-            result.failed.push({ jobUuid: uuid, reason });
-            count(uuid, "failedStuck");
+): WorkerChecks {
+    const { namespace, jobPrefix } = settings;
+    const reports = createWorkerReports(settings, stacks, stackKey, log, stuck.intervalMs);
+    const givenUp = new Map<string, number>();
+    /** Pods (uid) that failed after their job left the scheduled state: nothing more to judge. */
+    const settled = new Set<string>();
+    let history: { at: number; value: PodHistory | undefined } | undefined;
+    const fresh = (): WorkerSweep => ({ failed: [], cancelled: [], kept: [], byQueue: {} });
+
+    async function giveUp(result: WorkerSweep, id: WorkerIdentity, reason: string, waiting: Waiting[], pod?: V1Pod) {
+        try {
+            await stacks.finish(stackKey, id.uuid, `Scaledkite: ${reason}`);
+        } catch (e) {
+            // The worker stays until Buildkite knows why the job failed: deleting it first would
+            // only make the next sweep create another. A job that is already done is found by the sweep.
+            const error = (e as Error).message;
+            result.kept.push({ jobUuid: id.uuid, error });
+            if (pod) waiting.push({ ...id, pod, reason });
             log(
                 jsonLine({
                     msg: "scaledkite.sweep",
-                    outcome: "unrunnable",
-                    jobUuid: uuid,
-                    job: `${settings.namespace}/${jobName}`,
+                    outcome: "kept",
+                    jobUuid: id.uuid,
+                    job: `${namespace}/${id.jobName}`,
                     reason,
+                    warning: `could not fail the job in Buildkite, so its worker stays: ${error}`,
                 }),
             );
-        };
-        for (const pod of pending) {
-            const { uuid, jobName } = workerOf(pod);
-            if (!uuid || !jobName) continue;
-            const reason = stuckReason(pod, now, stuck, failures);
-            if (!reason) {
-                waiting.push({ uuid, jobName });
-                continue;
+            return;
+        }
+        givenUp.set(id.uuid, Date.now());
+        await jobs.deleteJob(namespace, id.jobName);
+        result.failed.push({ jobUuid: id.uuid, reason });
+        if (queueSettings(settings, id.queue)) {
+            const q = (result.byQueue![id.queue!] ??= { failedStuck: 0, deletedCancelled: 0 });
+            q.failedStuck++;
+        }
+        const created = Date.parse(String(pod?.metadata?.creationTimestamp ?? ""));
+        log(
+            jsonLine({
+                msg: "scaledkite.sweep",
+                outcome: "unrunnable",
+                jobUuid: id.uuid,
+                job: `${namespace}/${id.jobName}`,
+                reason,
+                ...(Number.isNaN(created) ? {} : { sincePodCreatedMs: Date.now() - created }),
+            }),
+        );
+    }
+
+    /** The kubelet's events, read only when a worker's start failure has lasted the grace (cached briefly). */
+    async function podEvents(pods: V1Pod[], now: Date): Promise<PodHistory | undefined> {
+        if (!jobs.listEvents || !pods.some((p) => needsHistory(p, now, stuck))) return new Map();
+        if (history && Date.now() - history.at < HISTORY_MS) return history.value;
+        let value: PodHistory | undefined;
+        try {
+            value = podHistory(await jobs.listEvents(namespace, "Pod"));
+        } catch (e) {
+            log(
+                jsonLine({
+                    msg: "scaledkite.sweep",
+                    warning: `could not read the worker pods' events, so image pulls are judged by the grace alone: ${(e as Error).message}`,
+                }),
+            );
+        }
+        history = { at: Date.now(), value };
+        return value;
+    }
+
+    async function check(pods: V1Pod[], workerJobs: V1Job[] | undefined, now = new Date()) {
+        const result = fresh();
+        await checkWorkers(result, pods, workerJobs, now);
+        return result;
+    }
+
+    async function checkWorkers(
+        result: WorkerSweep,
+        pods: V1Pod[],
+        workerJobs: V1Job[] | undefined,
+        now: Date,
+    ): Promise<Waiting[]> {
+        for (const [uuid, at] of givenUp) if (Date.now() - at > GIVEN_UP_MS) givenUp.delete(uuid);
+        const uids = new Set(pods.map((p) => p.metadata?.uid));
+        for (const uid of settled) if (!uids.has(uid)) settled.delete(uid);
+        const owned = pods.flatMap((pod) => {
+            const id = podIdentity(pod, jobPrefix);
+            return id && !givenUp.has(id.uuid) && !settled.has(pod.metadata?.uid ?? "") ? [{ ...id, pod }] : [];
+        });
+        const events = await podEvents(
+            owned.map((o) => o.pod),
+            now,
+        );
+        const waiting: Waiting[] = [];
+        const unsure: (Waiting & { uid: string })[] = [];
+        const done = new Set<string>();
+        for (const w of owned) {
+            const state = judgeWorker(w.pod, now, stuck, events);
+            if (state.kind === "waiting") waiting.push({ ...w, reason: state.reason });
+            else if (state.kind === "beforeAcquire")
+                unsure.push({ ...w, reason: state.reason, uid: w.pod.metadata?.uid ?? "" });
+            else if (state.kind === "unrunnable" && !done.has(w.uuid)) {
+                done.add(w.uuid);
+                await giveUp(result, w, state.reason, waiting, w.pod);
             }
-            await giveUp(uuid, jobName, reason);
         }
         // Workers whose agents could not acquire their job, as many times as the Job allows.
-        const byJob = new Map<string, V1Pod[]>();
-        for (const pod of all) {
-            const { jobName } = workerOf(pod);
-            if (jobName) byJob.set(jobName, [...(byJob.get(jobName) ?? []), pod]);
-        }
-        for (const [jobName, pods] of byJob) {
-            const uuid = workerOf(pods[0]).uuid;
-            const queue = queueSettings(settings, pods[0].metadata?.annotations?.[QUEUE_ANNOTATION]);
-            const reason = uuid && queue ? notRunReason(pods, queue.backoffLimit) : undefined;
-            if (uuid && reason) await giveUp(uuid, jobName, reason);
-        }
-        // Tell Buildkite why jobs still wait (best effort: a failure is logged, not a sweep error).
-        const given = new Set(result.failed.map((f) => f.jobUuid));
-        const notices = waitNotices(
-            pending.filter((p) => !given.has(workerOf(p).uuid ?? "")),
-            deferred,
-            now,
-            intervalMs,
-        );
-        if (notices.length) {
-            try {
-                await stacks.notify(stackKey, notices);
-                result.notified = notices.length;
-                for (const n of notices)
-                    log(
-                        jsonLine({
-                            msg: "scaledkite.sweep",
-                            outcome: "notified",
-                            jobUuid: n.job_uuid,
-                            detail: n.detail,
-                        }),
-                    );
-            } catch (e) {
-                log(
-                    jsonLine({
-                        msg: "scaledkite.sweep",
-                        warning: `could not post ${notices.length} wait notice(s) to Buildkite: ${(e as Error).message}`,
-                    }),
+        const byJob = new Map<string, typeof owned>();
+        for (const w of owned) byJob.set(w.jobName, [...(byJob.get(w.jobName) ?? []), w]);
+        for (const group of byJob.values()) {
+            const w = group[0];
+            const queue = queueSettings(settings, w.queue);
+            const reason =
+                queue &&
+                notRunReason(
+                    group.map((g) => g.pod),
+                    queue.backoffLimit,
                 );
+            if (reason && !done.has(w.uuid)) {
+                done.add(w.uuid);
+                await giveUp(result, w, reason, waiting, w.pod);
             }
         }
-        if (waiting.length) {
-            const states = await stacks.jobStates(
-                stackKey,
-                waiting.map((w) => w.uuid),
+        // Failed before acquiring: only while Buildkite still has the job scheduled.
+        const open = unsure.filter((u) => !done.has(u.uuid));
+        if (open.length) {
+            const states = await stacks.jobStates(stackKey, [...new Set(open.map((u) => u.uuid))]);
+            for (const u of open) {
+                if (states[u.uuid] !== "scheduled") {
+                    settled.add(u.uid);
+                    // A sidecar crash-looping beside a running job: tell its people why the step lacks it.
+                    if (u.pod.status?.phase === "Running") await reports.tell(u.uuid, `Scaledkite: ${u.reason}`);
+                } else if (!done.has(u.uuid)) {
+                    done.add(u.uuid);
+                    await giveUp(result, u, u.reason, waiting, u.pod);
+                }
+            }
+        }
+        await jobsWithoutPods(result, workerJobs ?? [], pods, now, waiting);
+        return waiting;
+    }
+
+    /** Worker Jobs the API server keeps refusing a pod (an admission policy): failed after a short grace. */
+    async function jobsWithoutPods(
+        result: WorkerSweep,
+        workerJobs: V1Job[],
+        pods: V1Pod[],
+        now: Date,
+        waiting: Waiting[],
+    ) {
+        const withPods = new Set(pods.map((p) => podIdentity(p, jobPrefix)?.jobName));
+        const lonely = workerJobs.flatMap((job) => {
+            const id = jobIdentity(job, jobPrefix);
+            const created = Date.parse(String(job.metadata?.creationTimestamp ?? ""));
+            const finished = job.status?.conditions?.some((c) => c.status === "True" && /Complete|Failed/.test(c.type));
+            return id &&
+                !withPods.has(id.jobName) &&
+                !givenUp.has(id.uuid) &&
+                !finished &&
+                !job.metadata?.deletionTimestamp
+                ? [{ id, created: new Date(Number.isNaN(created) ? now.getTime() : created) }]
+                : [];
+        });
+        if (!lonely.length || !jobs.listEvents || !lonely.some((l) => now.getTime() - l.created.getTime() >= 30_000))
+            return;
+        const events = await jobs.listEvents(namespace, "Job");
+        for (const { id, created } of lonely) {
+            const reason = noPodReason(
+                created,
+                events.filter((e) => e.involvedObject?.name === id.jobName),
+                now,
             );
-            for (const { uuid, jobName } of waiting) {
-                if (!DONE_STATES.includes(states[uuid] ?? "")) continue;
-                await jobs.deleteJob(settings.namespace, jobName);
-                result.cancelled.push(uuid);
-                count(uuid, "deletedCancelled");
+            if (reason) await giveUp(result, id, reason, waiting);
+        }
+    }
+
+    async function sweep(deferred: DeferredJob[]): Promise<WorkerSweep> {
+        const result = fresh();
+        if (!jobs.listWorkerPods) return result;
+        const now = new Date();
+        const [all, workerJobs] = await Promise.all([
+            jobs.listWorkerPods(namespace),
+            jobs.listWorkerJobs ? jobs.listWorkerJobs(namespace) : Promise.resolve(undefined),
+        ]);
+        reports.logWorkerMetrics(
+            all.filter((p) => podIdentity(p, jobPrefix)),
+            now,
+        );
+        const waiting = await checkWorkers(result, all, workerJobs, now);
+        await reports.notifyWaiting(result, waiting, deferred, now);
+        await reports.extendReservations(waiting);
+        if (waiting.length) {
+            const states = await stacks.jobStates(stackKey, [...new Set(waiting.map((w) => w.uuid))]);
+            const deleted = new Set<string>();
+            for (const w of waiting) {
+                const state = states[w.uuid];
+                if (!state || !DONE_STATES.includes(state) || deleted.has(w.uuid)) continue;
+                deleted.add(w.uuid);
+                await jobs.deleteJob(namespace, w.jobName);
+                result.cancelled.push(w.uuid);
+                if (queueSettings(settings, w.queue)) {
+                    const q = (result.byQueue![w.queue!] ??= { failedStuck: 0, deletedCancelled: 0 });
+                    q.deletedCancelled++;
+                }
                 log(
                     jsonLine({
                         msg: "scaledkite.sweep",
                         outcome: "cancelled",
-                        jobUuid: uuid,
-                        job: `${settings.namespace}/${jobName}`,
-                        reason: `the Buildkite job is ${states[uuid]}: its waiting worker is not needed`,
+                        jobUuid: w.uuid,
+                        job: `${namespace}/${w.jobName}`,
+                        reason: `the Buildkite job is ${state}: its waiting worker is not needed`,
                     }),
                 );
             }
@@ -177,56 +282,5 @@ export function createWorkerSweep(
         return result;
     }
 
-    /** One line per served queue: running and pending workers, and the start latency of those that started in the last interval. */
-    function logWorkerMetrics(pods: V1Pod[], now: Date): void {
-        const stats = workerStats(pods, now, intervalMs);
-        for (const queue of Object.keys(settings.queues)) {
-            const q = stats.get(queue) ?? { running: 0, pending: 0, startLatencyMs: [] };
-            log(
-                jsonLine(
-                    withMetrics(
-                        {
-                            msg: "scaledkite.workers",
-                            queue,
-                            running: q.running,
-                            pending: q.pending,
-                            started: q.startLatencyMs.length,
-                        },
-                        { Namespace: settings.namespace, Queue: queue },
-                        [
-                            metric(METRICS.runningWorkers, q.running),
-                            metric(METRICS.pendingWorkers, q.pending),
-                            metric(METRICS.startLatency, q.startLatencyMs, "Milliseconds"),
-                        ],
-                        now.getTime(),
-                    ),
-                ),
-            );
-        }
-    }
-
-    /** When the workers' containers first failed to start; without the events, stuck.ts counts from scheduling. */
-    async function podFailures(pods: V1Pod[]): Promise<FirstFailures> {
-        if (!jobs.listPodFailures || !pods.some((p) => p.status?.phase === "Pending")) return new Map();
-        try {
-            return firstFailures(await jobs.listPodFailures(settings.namespace));
-        } catch (e) {
-            log(
-                jsonLine({
-                    msg: "scaledkite.sweep",
-                    warning: `could not read the worker pods' events, so start failures count from scheduling: ${(e as Error).message}`,
-                }),
-            );
-            return new Map();
-        }
-    }
-
-    function workerOf(pod: V1Pod): { uuid?: string; jobName?: string } {
-        return {
-            uuid: pod.metadata?.labels?.[LABELS.jobUuid],
-            jobName: pod.metadata?.labels?.["job-name"] ?? pod.metadata?.labels?.["batch.kubernetes.io/job-name"],
-        };
-    }
-
-    return sweepWorkers;
+    return { check, sweep };
 }

@@ -54,6 +54,7 @@ const PARSED: Record<string, (c: StackConfig) => unknown> = {
     podPendingTimeout: (c) => c.sweep.podPendingTimeoutSeconds,
     startFailureGrace: (c) => c.sweep.startFailureGraceSeconds,
     keepQueuesConnected: (c) => c.sweep.keepQueuesConnected,
+    watchWorkers: (c) => c.sweep.watchWorkers,
     lambdaMemoryMb: (c) => c.lambda.memoryMb,
     lambdaTimeoutSeconds: (c) => c.lambda.timeoutSeconds,
     sweepConcurrency: (c) => c.lambda.sweepConcurrency,

@@ -6,7 +6,8 @@ import {
     COMMAND_SCRIPT,
     LAUNCHER_SCRIPT,
 } from "../../scheduler/core/agentLauncher";
-import { AGENT_EXIT_CANNOT_ACQUIRE, buildJobManifest } from "../../scheduler/core/manifest";
+import { AGENT_EXIT_CANNOT_ACQUIRE } from "../../scheduler/core/agentLauncher";
+import { buildJobManifest } from "../../scheduler/core/manifest";
 import { matchQueue } from "../../scheduler/core/queue";
 import { type SchedulerSettings } from "../../scheduler/core/settings";
 import { anEvent, sampleEvent, settingsFor } from "../helpers/builders";

@@ -1,8 +1,8 @@
-/** stuckReason and notRunReason: when the sweep gives up on a worker. Table-driven. */
+/** judgeWorker, podHistory, noPodReason and notRunReason: when the sweep gives up on a worker. Table-driven. */
 import * as assert from "assert";
 import type { CoreV1Event, V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 import { AGENT_EXIT_NOT_RUN } from "../../scheduler/core/agentLauncher";
-import { firstFailures, notRunReason, stuckReason } from "../../scheduler/core/stuck";
+import { judgeWorker, noPodReason, notRunReason, podHistory, type WorkerState } from "../../scheduler/core/stuck";
 
 /** A worker pod builder: phase, and the agent container's exit code when it terminated. */
 function pod(name: string, phase: string, agentExit?: number, deleting = false): V1Pod {
@@ -61,12 +61,12 @@ describe("notRunReason", () => {
 
 const NOW = new Date("2026-11-28T12:00:00Z");
 const ago = (minutes: number) => new Date(NOW.getTime() - minutes * 60_000);
-const OPTS = { pendingTimeoutMs: 10 * 60_000, startFailureGraceMs: 5 * 60_000 };
+const OPTS = { pendingTimeoutMs: 15 * 60_000, startFailureGraceMs: 30_000 };
 
-/** A Pending worker pod: created `createdMin` ago, scheduled `scheduledMin` ago (undefined: not scheduled), its command container waiting for `waiting`. */
-function pendingPod(createdMin: number, scheduledMin?: number, waiting?: string): V1Pod {
-    const command: V1ContainerStatus = {
-        name: "command",
+/** A Pending worker pod: created `createdMin` ago, started `startedMin` ago (undefined: not scheduled), its command container waiting for `waiting`. */
+function pendingPod(createdMin: number, startedMin?: number, waiting?: string, container = "command"): V1Pod {
+    const status: V1ContainerStatus = {
+        name: container,
         image: "registry.example/agent:1",
         imageID: "",
         ready: false,
@@ -79,103 +79,192 @@ function pendingPod(createdMin: number, scheduledMin?: number, waiting?: string)
         metadata: { name: "w-1", creationTimestamp: ago(createdMin) },
         status: {
             phase: "Pending",
+            ...(startedMin === undefined ? {} : { startTime: ago(startedMin) }),
             conditions: [
-                scheduledMin === undefined
+                startedMin === undefined
                     ? {
                           type: "PodScheduled",
                           status: "False",
                           reason: "Unschedulable",
-                          message: "0/3 nodes are available: insufficient cpu",
+                          message: "0/3 nodes are available: insufficient cpu. preemption: 0/3 nodes",
                           lastTransitionTime: ago(createdMin),
                       }
-                    : { type: "PodScheduled", status: "True", lastTransitionTime: ago(scheduledMin) },
+                    : { type: "PodScheduled", status: "True", lastTransitionTime: ago(startedMin) },
             ],
-            containerStatuses: scheduledMin === undefined ? [] : [command],
+            containerStatuses: startedMin === undefined ? [] : [status],
         },
     };
 }
 
-/** A kubelet `Failed` event about a container of pod w-1, first seen `minutes` ago. */
-const failedEvent = (minutes: number, container = "command", reason = "Failed"): CoreV1Event => ({
+/** A kubelet event about a container of pod w-1, seen `count` times. */
+const kubelet = (reason: string, message: string, count = 1, container = "command"): CoreV1Event => ({
     metadata: {},
     reason,
-    type: "Warning",
-    firstTimestamp: ago(minutes),
+    message,
+    count,
     involvedObject: { kind: "Pod", name: "w-1", fieldPath: `spec.containers{${container}}` },
 });
+const pullingEv = (n: number) => kubelet("Pulling", 'Pulling image "registry.example/agent:1"', n);
+const failedPull = (n: number) => kubelet("Failed", 'Failed to pull image "registry.example/agent:1": not found', n);
+const createError = (n: number) => kubelet("Failed", "Error: context deadline exceeded", n);
 
-describe("stuckReason", () => {
-    const table: [string, V1Pod, CoreV1Event[], RegExp | undefined][] = [
+describe("judgeWorker", () => {
+    const table: [string, V1Pod, CoreV1Event[] | undefined, WorkerState["kind"], RegExp?][] = [
         [
-            "unschedulable past the pending timeout",
-            pendingPod(11),
+            "unschedulable past the pending timeout (15 min)",
+            pendingPod(16),
             [],
-            /could not be scheduled for 11 min: 0\/3 nodes are available: insufficient cpu/,
+            "unrunnable",
+            /could not be scheduled for 16 min: 0\/3 nodes are available: insufficient cpu/,
         ],
-        ["unschedulable, within the pending timeout", pendingPod(9), [], undefined],
         [
-            "scheduled and still pulling a large image after 30 min: not pending, not stuck",
+            "unschedulable for 12 min (a node pool at its cap, a node being added): it waits, saying why",
+            pendingPod(12),
+            [],
+            "waiting",
+            /^no node fits its worker yet \(0\/3 nodes are available: insufficient cpu\)$/,
+        ],
+        [
+            "placed and still pulling a large image after 30 min: not stuck",
             pendingPod(30, 29),
             [],
+            "waiting",
+            /is starting/,
+        ],
+        [
+            "ErrImagePull within the 30 s grace from the pod's start",
+            pendingPod(1, 0.25, "ErrImagePull"),
+            [pullingEv(2), failedPull(2)],
+            "waiting",
+            /cannot pull image .* \(2 failed pull\(s\)\)/,
+        ],
+        [
+            "past the grace, two failed pulls, none in progress",
+            pendingPod(2, 1, "ImagePullBackOff"),
+            [pullingEv(2), failedPull(2)],
+            "unrunnable",
+            /could not start: ImagePullBackOff for container command \(image "registry.example\/agent:1"\), 2 pulls failed in 60 s since the pod started: ImagePullBackOff: details$/,
+        ],
+        [
+            "past the grace, one failed pull and a slow re-pull in progress (the kubelet still says ImagePullBackOff)",
+            pendingPod(20, 19, "ImagePullBackOff"),
+            [pullingEv(2), failedPull(1)],
+            "waiting",
+            /1 failed pull\(s\), pulling again/,
+        ],
+        [
+            "past the grace, one failed pull that ended (not a second one yet): it waits for the next attempt",
+            pendingPod(2, 1, "ImagePullBackOff"),
+            [pullingEv(1), failedPull(1)],
+            "waiting",
+        ],
+        [
+            "the kubelet's `Error: ErrImagePull` and BackOff events are not counted as pulls",
+            pendingPod(2, 1, "ImagePullBackOff"),
+            [
+                pullingEv(1),
+                failedPull(1),
+                kubelet("Failed", "Error: ErrImagePull", 3),
+                kubelet("BackOff", "Back-off pulling image", 5),
+            ],
+            "waiting",
+        ],
+        [
+            "another container's failed pulls do not count",
+            pendingPod(2, 1, "ImagePullBackOff"),
+            [kubelet("Failed", 'Failed to pull image "x": y', 5, "dind"), pullingEv(1), failedPull(1)],
+            "waiting",
+        ],
+        [
+            "past the grace with no events about it (expired, or unreadable): by the grace alone",
+            pendingPod(90, 89, "ImagePullBackOff"),
             undefined,
+            "unrunnable",
+            /failing/,
         ],
+        ["an invalid image name: at once", pendingPod(0, 0, "InvalidImageName"), [], "unrunnable", /no retry can fix/],
         [
-            "one ErrImagePull (rate limit) on a pod created 20 min ago and placed 15 min ago, first failed 1 min ago",
-            pendingPod(20, 15, "ErrImagePull"),
-            [failedEvent(1)],
-            undefined,
-        ],
-        [
-            "a pull failing for 6 min, per the kubelet's first event",
-            pendingPod(20, 15, "ImagePullBackOff"),
-            [failedEvent(6)],
-            /could not start: ImagePullBackOff for container command \(image "registry.example\/agent:1"\), failing for 6 min: ImagePullBackOff: details$/,
-        ],
-        [
-            "the earliest of several events counts",
-            pendingPod(20, 15, "ImagePullBackOff"),
-            [failedEvent(2), failedEvent(7), failedEvent(4)],
-            /failing for 7 min/,
-        ],
-        [
-            "the Secret not filled yet (token sync), 2 min after scheduling, no event yet",
-            pendingPod(3, 2, "CreateContainerConfigError"),
+            "the Secret not filled yet (token sync), 10 s after the start",
+            pendingPod(1, 10 / 60, "CreateContainerConfigError"),
             [],
-            undefined,
+            "waiting",
         ],
         [
-            "the Secret still missing 6 min after scheduling, no event: counted from scheduling",
-            pendingPod(8, 6, "CreateContainerConfigError"),
+            "the Secret still missing past the grace",
+            pendingPod(2, 1, "CreateContainerConfigError"),
             [],
-            /could not start: CreateContainerConfigError .*failing for 6 min/,
+            "unrunnable",
+            /CreateContainerConfigError .*failing for 60 s since the pod started/,
         ],
         [
-            "another container's failure events do not count",
-            pendingPod(20, 15, "ImagePullBackOff"),
-            [failedEvent(9, "dind")],
-            /failing for 15 min/,
+            "a slow containerd: CreateContainerError twice, past the grace: it waits",
+            pendingPod(5, 4, "CreateContainerError"),
+            [createError(2)],
+            "waiting",
         ],
         [
-            "BackOff events are not failures",
-            pendingPod(20, 15, "ImagePullBackOff"),
-            [failedEvent(1), failedEvent(9, "command", "BackOff")],
-            undefined,
+            "CreateContainerError three times past the grace: unrunnable",
+            pendingPod(5, 4, "CreateContainerError"),
+            [createError(3)],
+            "unrunnable",
         ],
     ];
-    for (const [name, pod, events, want] of table) {
+    for (const [name, pod, events, kind, reason] of table) {
         it(name, () => {
-            const got = stuckReason(pod, NOW, OPTS, firstFailures(events));
-            if (want === undefined) assert.strictEqual(got, undefined);
-            else assert.match(got ?? "", want);
+            const got = judgeWorker(pod, NOW, OPTS, events && podHistory(events));
+            assert.strictEqual(got.kind, kind, JSON.stringify(got));
+            if (reason) assert.match("reason" in got ? got.reason : "", reason);
         });
     }
 
-    it("a running or deleted pod is never stuck", () => {
-        const running = pendingPod(60, 59, "ImagePullBackOff");
-        running.status!.phase = "Running";
-        assert.strictEqual(stuckReason(running, NOW, OPTS), undefined);
+    it("a deleted pod, or one that succeeded, is fine", () => {
         const deleting = pendingPod(60);
         deleting.metadata!.deletionTimestamp = ago(1);
-        assert.strictEqual(stuckReason(deleting, NOW, OPTS), undefined);
+        assert.strictEqual(judgeWorker(deleting, NOW, OPTS).kind, "fine");
+        assert.strictEqual(judgeWorker(pod("w-1", "Succeeded", 0), NOW, OPTS).kind, "fine");
     });
+
+    it("a failed pod: 27 and 28 are the agent's own answers, anything else failed before the job (if Buildkite says so)", () => {
+        assert.strictEqual(judgeWorker(pod("w-1", "Failed", 27), NOW, OPTS).kind, "fine");
+        assert.strictEqual(judgeWorker(pod("w-1", "Failed", AGENT_EXIT_NOT_RUN), NOW, OPTS).kind, "fine");
+        const one = judgeWorker(pod("w-1", "Failed", 1), NOW, OPTS);
+        assert.deepStrictEqual(one, {
+            kind: "beforeAcquire",
+            reason: "the worker failed before it ran the job: container agent exited 1",
+        });
+        const evicted: V1Pod = {
+            metadata: { name: "w-1" },
+            status: { phase: "Failed", reason: "Evicted", message: "low on memory" },
+        };
+        assert.match(
+            (judgeWorker(evicted, NOW, OPTS) as { reason: string }).reason,
+            /the pod failed \(Evicted\): low on memory/,
+        );
+    });
+});
+
+describe("noPodReason", () => {
+    const job = (message: string): CoreV1Event => ({
+        metadata: {},
+        reason: "FailedCreate",
+        message,
+        involvedObject: { kind: "Job", name: "w" },
+    });
+    const table: [string, number, CoreV1Event[], RegExp | undefined][] = [
+        [
+            "refused by a policy for 40 s",
+            40,
+            [job('Error creating: pods "w-x" is forbidden: denied')],
+            /refused the worker pod: pods "w-x" is forbidden: denied/,
+        ],
+        ["refused for 20 s: it may still get one", 20, [job("Error creating: forbidden")], undefined],
+        ["the spend cap: waits", 600, [job("Error creating: pods is forbidden: exceeded quota: q")], undefined],
+        ["no refusals: the Job controller has not got to it", 600, [], undefined],
+    ];
+    for (const [name, ageSec, events, want] of table)
+        it(name, () => {
+            const got = noPodReason(new Date(NOW.getTime() - ageSec * 1000), events, NOW);
+            if (want === undefined) assert.strictEqual(got, undefined);
+            else assert.match(got ?? "", want);
+        });
 });

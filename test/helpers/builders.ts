@@ -3,6 +3,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { parseStackConfig, schedulerSettings } from "../../scheduler/config/config";
 import { type SchedulerSettings } from "../../scheduler/core/settings";
+import type { StacksJob } from "../../scheduler/clients/stacksApi";
 
 export const SAMPLE_EVENT_FILE = path.join(__dirname, "..", "fixtures", "job-scheduled.json");
 
@@ -55,6 +56,20 @@ export class EventBuilder {
     build(): any {
         return JSON.parse(JSON.stringify(this.e));
     }
+}
+
+/** A scheduled job as the Stacks API lists it, on `queue`. */
+export function aStacksJob(queue: string, overrides: Partial<StacksJob> = {}): StacksJob {
+    return {
+        id: newUuid(),
+        priority: 0,
+        agent_query_rules: [`queue=${queue}`],
+        scheduled_at: new Date().toISOString(),
+        pipeline: { slug: "my-pipeline" },
+        build: { number: 7, branch: "main" },
+        step: { key: "test", label: ":test: Test" },
+        ...overrides,
+    };
 }
 
 export function anEvent(): EventBuilder {

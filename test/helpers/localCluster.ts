@@ -49,6 +49,17 @@ export async function localCluster(ctx: Mocha.Context): Promise<ClusterState> {
     return started;
 }
 
+/** localCluster for blocks whose workers run on the real node: skips them without one, or fails when integration is required. */
+export async function localClusterWithNode(ctx: Mocha.Context): Promise<ClusterState> {
+    const state = await localCluster(ctx);
+    if (!state.node) {
+        if (process.env.SCALEDKITE_INTEGRATION === "required")
+            throw new Error("the local cluster runs no real node (SCALEDKITE_LOCAL_NODE=off?)");
+        ctx.skip();
+    }
+    return state;
+}
+
 export function k8sClient(): typeof K8s {
     return require("@kubernetes/client-node");
 }

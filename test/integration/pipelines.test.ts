@@ -16,7 +16,7 @@ import { parseStackConfig } from "../../scheduler/config/config";
 import type { StackConfig } from "../../scheduler/config/types";
 import { rawConfig } from "../helpers/builders";
 import { deleteNamespace, SMALL_WORKERS } from "../helpers/deploy";
-import { adminConfig, k8sClient, localCluster } from "../helpers/localCluster";
+import { adminConfig, k8sClient, localClusterWithNode } from "../helpers/localCluster";
 
 const FIXTURES = path.join(__dirname, "..", "fixtures", "pipelines");
 const RUN = Math.random().toString(36).slice(2, 7);
@@ -62,12 +62,7 @@ describe("agent-stack-k8s pipelines, unchanged, on the real node (pipeline comma
     let repo: string;
 
     before(async function () {
-        state = await localCluster(this);
-        if (!state.node) {
-            if (process.env.SCALEDKITE_INTEGRATION === "required")
-                throw new Error("the local cluster runs no real node (SCALEDKITE_LOCAL_NODE=off?)");
-            this.skip();
-        }
+        state = await localClusterWithNode(this);
         config = parseStackConfig(
             rawConfig({
                 namespace: `pipelines-${RUN}`,

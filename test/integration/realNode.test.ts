@@ -16,14 +16,14 @@ import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { stacksApi } from "../../scheduler/clients/stacksApi";
 import { createSweeper } from "../../scheduler/sweep/lambda";
 import { startStacksApi } from "../../k8s/local/stacksApiStandIn";
-import { AGENT_EXIT_CANNOT_ACQUIRE } from "../../scheduler/core/manifest";
+import { AGENT_EXIT_CANNOT_ACQUIRE } from "../../scheduler/core/agentLauncher";
 import { AgentApiStandIn, type StandInJob } from "../../k8s/local/agentApiStandIn";
 import { anEvent, newUuid } from "../helpers/builders";
 import { startGitHttpServer } from "../../k8s/local/gitHttpServer";
 import { startGitSshServer } from "../helpers/gitSshServer";
 import { startWorkerAws, WORKER_ROLE } from "../helpers/workerAwsStandIn";
 import { creatorAs, deleteNamespace, deployStack, type DeployedStack, LOCAL_WORKER_IMAGES } from "../helpers/deploy";
-import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
+import { adminConfig, eventually, k8sClient, localClusterWithNode } from "../helpers/localCluster";
 import { PROJECT_ROOT } from "../helpers/pulumiProgram";
 import { run as runCli } from "../../scheduler/cli/cli";
 import { parseEmf } from "../helpers/emf";
@@ -41,12 +41,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
     const namespaces: string[] = [];
 
     before(async function () {
-        state = await localCluster(this);
-        if (!state.node) {
-            if (process.env.SCALEDKITE_INTEGRATION === "required")
-                throw new Error("the local cluster runs no real node (SCALEDKITE_LOCAL_NODE=off?)");
-            this.skip();
-        }
+        state = await localClusterWithNode(this);
         api = await new AgentApiStandIn().start(POD_GATEWAY_IP);
         // dind as root: the scenarios below that build images, and the contrast to rootless.
         stack = await newStack("real-jobs", { dind: "privileged" });
@@ -192,7 +187,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.strictEqual(dind.restartCount, 0, "dockerd never crashed");
         // The next sweep measures the worker's start latency: from the job becoming runnable (the event)
         // to its agent container running, as the kubelet reported it.
-        const stacks = await startStacksApi();
+        const stacks = await startStacksApi(undefined, (u) => api.jobs.get(u)?.state);
         try {
             const lines: string[] = [];
             await createSweeper(
@@ -478,7 +473,7 @@ describe("real Buildkite jobs on the real node (agent API stand-in)", function (
         assert.strictEqual(pods.length, 2, "a second worker tried");
         assert.deepStrictEqual(pods.map(agentExitCode), [AGENT_EXIT_NOT_RUN, AGENT_EXIT_NOT_RUN]);
         // Then the sweep gives up on it: failed in Buildkite with the reason, its worker deleted.
-        const stacks = await startStacksApi();
+        const stacks = await startStacksApi(undefined, (u) => api.jobs.get(u)?.state);
         try {
             const lines: string[] = [];
             const sweep = createSweeper(

@@ -4,7 +4,7 @@
  * kubelet's and kube-scheduler's real statuses are in test/integration/sweep.test.ts.
  */
 import * as assert from "assert";
-import type { V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Event, V1Job, V1Pod } from "@kubernetes/client-node";
 import { AGENT_EXIT_NOT_RUN } from "../../scheduler/core/agentLauncher";
 import type { JobClient } from "../../scheduler/clients/kube";
 import type { StacksApi } from "../../scheduler/clients/stacksApi";
@@ -15,23 +15,62 @@ const MIN = 60_000;
 /** `min` minutes before the moment it is read: the tables are built when the suite loads, long before a test runs. */
 const ago = (min: number) => new Date(Date.now() - min * MIN);
 
-/** A worker pod of job `uuid` on queue `queue`, created `ageMin` minutes ago. */
+const PREFIX = "buildkite-agent-";
+/** A worker pod of job `uuid` on queue `queue`, created `ageMin` minutes ago, owned by its Job `w-<uuid>`. */
 function worker(
     uuid: string,
     phase: string,
     ageMin: number,
     status: Partial<NonNullable<V1Pod["status"]>> = {},
 ): V1Pod {
+    const job = `${PREFIX}${uuid}`;
     return {
         metadata: {
-            name: `w-${uuid}-x`,
+            name: `${job}-x`,
+            uid: `uid-${uuid}-${phase}-${ageMin}`,
             get creationTimestamp() {
                 return ago(ageMin);
             },
-            labels: { "buildkite.com/job-uuid": uuid, "job-name": `w-${uuid}` },
+            labels: {
+                "buildkite.com/job-uuid": uuid,
+                "job-name": job,
+                "app.kubernetes.io/managed-by": "scaledkite",
+            },
             annotations: { "scaledkite.io/queue": "dynamic" },
+            ownerReferences: [{ apiVersion: "batch/v1", kind: "Job", name: job, uid: "j", controller: true }],
         },
         status: { phase, ...status },
+    };
+}
+/** A worker Job of `uuid`, created `ageSec` seconds ago. */
+function workerJob(uuid: string, ageSec: number): V1Job {
+    return {
+        metadata: {
+            name: `${PREFIX}${uuid}`,
+            get creationTimestamp() {
+                return new Date(Date.now() - ageSec * 1000);
+            },
+            labels: { "buildkite.com/job-uuid": uuid, "app.kubernetes.io/managed-by": "scaledkite" },
+            annotations: { "scaledkite.io/queue": "dynamic" },
+        },
+        status: {},
+    };
+}
+/** An event the Job controller or the kubelet wrote about `name`. */
+function event(
+    kind: string,
+    name: string,
+    reason: string,
+    message: string,
+    count = 1,
+    container?: string,
+): CoreV1Event {
+    return {
+        metadata: {},
+        involvedObject: { kind, name, ...(container ? { fieldPath: `spec.containers{${container}}` } : {}) },
+        reason,
+        message,
+        count,
     };
 }
 const unschedulable = {
@@ -60,6 +99,33 @@ const pulling = (reason: string) => ({
         },
     ],
 });
+/** The agent container terminated with `code`, before the job (its log said why). */
+const exited = (code: number) => ({
+    containerStatuses: [
+        {
+            name: "agent",
+            image: "a",
+            imageID: "",
+            ready: false,
+            restartCount: 0,
+            state: { terminated: { exitCode: code, reason: "Error", message: "fatal: bad token\n" } },
+        },
+    ],
+});
+/** The dind sidecar in CrashLoopBackOff after 4 restarts. */
+const crashLooping = {
+    initContainerStatuses: [
+        {
+            name: "dind",
+            image: "docker:dind",
+            imageID: "",
+            ready: false,
+            restartCount: 4,
+            state: { waiting: { reason: "CrashLoopBackOff" } },
+            lastState: { terminated: { exitCode: 1, reason: "Error" } },
+        },
+    ],
+};
 const notRun = {
     containerStatuses: [
         {
@@ -73,8 +139,15 @@ const notRun = {
     ],
 };
 
-function fakes(pods: V1Pod[], opts: { states?: Record<string, string>; finishFails?: boolean } = {}) {
+interface FakeOptions {
+    states?: Record<string, string>;
+    finishFails?: boolean;
+    jobs?: V1Job[];
+    events?: CoreV1Event[];
+}
+function fakes(pods: V1Pod[], opts: FakeOptions = {}) {
     const finished: [string, string][] = [];
+    const stateReads: string[][] = [];
     const deleted: string[] = [];
     const notified: string[] = [];
     const jobs: JobClient = {
@@ -85,30 +158,34 @@ function fakes(pods: V1Pod[], opts: { states?: Record<string, string>; finishFai
             return "deleted";
         },
         listWorkerPods: async () => pods,
-        listPodFailures: async () => [],
+        listWorkerJobs: async () => opts.jobs ?? [],
+        listEvents: async (_ns, kind) => (opts.events ?? []).filter((e) => e.involvedObject.kind === kind),
     };
     const stacks = {
         finish: async (_key: string, uuid: string, detail: string) => {
             if (opts.finishFails) throw new Error("Buildkite Stacks API POST /finish: 503");
             finished.push([uuid, detail]);
         },
-        jobStates: async (_key: string, uuids: string[]) =>
-            Object.fromEntries(uuids.map((u) => [u, opts.states?.[u] ?? "scheduled"])),
+        jobStates: async (_key: string, uuids: string[]) => {
+            stateReads.push(uuids);
+            return Object.fromEntries(uuids.map((u) => [u, opts.states?.[u] ?? "scheduled"]));
+        },
         notify: async (_key: string, ns: { job_uuid: string }[]) => {
             notified.push(...ns.map((n) => n.job_uuid));
         },
     } as unknown as StacksApi;
-    return { jobs, stacks, finished, deleted, notified };
+    return { jobs, stacks, finished, deleted, notified, stateReads };
 }
 
 describe("the workers' sweep (fakes of the Stacks API and the Job client)", () => {
     const settings = settingsFor();
     const stuck = { pendingTimeoutMs: 10 * MIN, startFailureGraceMs: 5 * MIN, intervalMs: MIN };
+    const J = (uuid: string) => `${PREFIX}${uuid}`;
 
     const table: [
         string,
         V1Pod[],
-        { states?: Record<string, string>; finishFails?: boolean },
+        FakeOptions,
         { failed: string[]; deleted: string[]; kept: string[]; cancelled: string[]; reason?: RegExp },
     ][] = [
         [
@@ -129,7 +206,7 @@ describe("the workers' sweep (fakes of the Stacks API and the Job client)", () =
             {},
             {
                 failed: ["a"],
-                deleted: ["w-a"],
+                deleted: [J("a")],
                 kept: [],
                 cancelled: [],
                 reason: /could not be scheduled for 11 min: 0\/3 nodes are available/,
@@ -141,7 +218,7 @@ describe("the workers' sweep (fakes of the Stacks API and the Job client)", () =
             {},
             {
                 failed: ["a"],
-                deleted: ["w-a"],
+                deleted: [J("a")],
                 kept: [],
                 cancelled: [],
                 reason: /ImagePullBackOff for container container-0 \(image "alpine:nope"\)/,
@@ -159,23 +236,143 @@ describe("the workers' sweep (fakes of the Stacks API and the Job client)", () =
                 worker("a", "Failed", 3, notRun),
                 {
                     ...worker("a", "Failed", 2, notRun),
-                    metadata: { ...worker("a", "Failed", 2).metadata, name: "w-a-y" },
+                    metadata: { ...worker("a", "Failed", 2).metadata, name: `${J("a")}-y` },
                 },
             ],
             {},
             {
                 failed: ["a"],
-                deleted: ["w-a"],
+                deleted: [J("a")],
                 kept: [],
                 cancelled: [],
                 reason: /exited 2 time\(s\) without running the job/,
             },
         ],
         [
+            "a pull failing past the grace while the kubelet pulls again (more Pulling than failed): it waits",
+            [worker("a", "Pending", 12, pulling("ImagePullBackOff"))],
+            {
+                events: [
+                    event("Pod", `${J("a")}-x`, "Pulling", 'Pulling image "alpine:nope"', 3, "container-0"),
+                    event(
+                        "Pod",
+                        `${J("a")}-x`,
+                        "Failed",
+                        'Failed to pull image "alpine:nope": not found',
+                        2,
+                        "container-0",
+                    ),
+                ],
+            },
+            { failed: [], deleted: [], kept: [], cancelled: [] },
+        ],
+        [
+            "a pull failing past the grace, one failed attempt only: it waits for a second",
+            [worker("a", "Pending", 12, pulling("ImagePullBackOff"))],
+            {
+                events: [
+                    event("Pod", `${J("a")}-x`, "Failed", 'Failed to pull image "alpine:nope": x', 1, "container-0"),
+                ],
+            },
+            { failed: [], deleted: [], kept: [], cancelled: [] },
+        ],
+        [
+            "a pull failing past the grace, two failed attempts and none in progress: failed",
+            [worker("a", "Pending", 12, pulling("ImagePullBackOff"))],
+            {
+                events: [
+                    event("Pod", `${J("a")}-x`, "Pulling", 'Pulling image "alpine:nope"', 2, "container-0"),
+                    event("Pod", `${J("a")}-x`, "Failed", 'Failed to pull image "alpine:nope": x', 2, "container-0"),
+                ],
+            },
+            { failed: ["a"], deleted: [J("a")], kept: [], cancelled: [], reason: /2 pulls failed/ },
+        ],
+        [
+            "an invalid image name: failed at once, within the grace",
+            [worker("a", "Pending", 0, pulling("InvalidImageName"))],
+            {},
+            {
+                failed: ["a"],
+                deleted: [J("a")],
+                kept: [],
+                cancelled: [],
+                reason: /InvalidImageName .*no retry can fix/,
+            },
+        ],
+        [
+            "an agent that exited 1 while Buildkite still has the job scheduled: failed before it ran the job",
+            [worker("a", "Failed", 1, exited(1))],
+            {},
+            {
+                failed: ["a"],
+                deleted: [J("a")],
+                kept: [],
+                cancelled: [],
+                reason: /failed before it ran the job: container agent exited 1 \(Error\): fatal: bad token$/,
+            },
+        ],
+        [
+            "an agent that exited 1 after running the job (Buildkite has it finished): left alone",
+            [worker("a", "Failed", 1, exited(1))],
+            { states: { a: "finished" } },
+            { failed: [], deleted: [], kept: [], cancelled: [] },
+        ],
+        [
+            "a sidecar crash-looping while the job is still scheduled: failed with its exit",
+            [worker("a", "Running", 2, crashLooping)],
+            {},
+            {
+                failed: ["a"],
+                deleted: [J("a")],
+                kept: [],
+                cancelled: [],
+                reason: /container dind of the worker keeps crashing \(restarted 4 times, last exit 1 Error\)/,
+            },
+        ],
+        [
+            "a Job whose pod the cluster refuses (an admission policy), for 40 s: failed with the API server's words",
+            [],
+            {
+                jobs: [workerJob("a", 40)],
+                events: [
+                    event(
+                        "Job",
+                        J("a"),
+                        "FailedCreate",
+                        'Error creating: pods "x" is forbidden: ValidatingAdmissionPolicy denied request: hostPath',
+                    ),
+                ],
+            },
+            {
+                failed: ["a"],
+                deleted: [J("a")],
+                kept: [],
+                cancelled: [],
+                reason: /the cluster refused the worker pod: pods "x" is forbidden: ValidatingAdmissionPolicy/,
+            },
+        ],
+        [
+            "a Job refused a pod for 10 s only: it waits",
+            [],
+            { jobs: [workerJob("a", 10)], events: [event("Job", J("a"), "FailedCreate", "Error creating: forbidden")] },
+            { failed: [], deleted: [], kept: [], cancelled: [] },
+        ],
+        [
+            "a Job refused a pod by the spend cap (exceeded quota): the cap working, it waits",
+            [],
+            {
+                jobs: [workerJob("a", 300)],
+                events: [
+                    event("Job", J("a"), "FailedCreate", "Error creating: pods is forbidden: exceeded quota: cap"),
+                ],
+            },
+            { failed: [], deleted: [], kept: [], cancelled: [] },
+        ],
+        [
             "a waiting worker of a job cancelled in Buildkite: deleted, nothing failed",
             [worker("a", "Pending", 1, unschedulable)],
             { states: { a: "canceled" } },
-            { failed: [], deleted: ["w-a"], kept: [], cancelled: ["a"] },
+            { failed: [], deleted: [J("a")], kept: [], cancelled: ["a"] },
         ],
     ];
     for (const [name, pods, opts, want] of table)
@@ -183,7 +380,7 @@ describe("the workers' sweep (fakes of the Stacks API and the Job client)", () =
             const f = fakes(pods, opts);
             const lines: string[] = [];
             const sweep = createWorkerSweep(settings, f.stacks, f.jobs, "stack", (l) => lines.push(l), stuck);
-            const r = await sweep([]);
+            const r = await sweep.sweep([]);
             assert.deepStrictEqual(
                 r.failed.map((x) => x.jobUuid),
                 want.failed,
@@ -201,11 +398,39 @@ describe("the workers' sweep (fakes of the Stacks API and the Job client)", () =
             );
         });
 
-    it("a pod whose labels name no Job of its own is never failed or deleted", async () => {
-        const stray = worker("a", "Pending", 30, unschedulable);
-        delete stray.metadata!.labels!["job-name"];
-        const f = fakes([stray]);
-        const r = await createWorkerSweep(settings, f.stacks, f.jobs, "stack", () => {}, stuck)([]);
-        assert.deepStrictEqual([r.failed, f.deleted, f.finished], [[], [], []]);
+    const strays: [string, (p: V1Pod) => void][] = [
+        ["no owner (a pod made by hand with a worker's labels)", (p) => delete p.metadata!.ownerReferences],
+        ["owned by a Job of another name", (p) => (p.metadata!.ownerReferences![0].name = "someone-elses-job")],
+        ["a job-name label that is not its owner's", (p) => (p.metadata!.labels!["job-name"] = "other")],
+        [
+            "the label names another job than its Job's name",
+            (p) => (p.metadata!.labels!["buildkite.com/job-uuid"] = "b"),
+        ],
+        ["not managed by Scaledkite", (p) => delete p.metadata!.labels!["app.kubernetes.io/managed-by"]],
+    ];
+    for (const [name, spoil] of strays)
+        it(`a worker-looking pod that is not Scaledkite's is never failed or deleted: ${name}`, async () => {
+            const stray = worker("a", "Pending", 30, unschedulable);
+            spoil(stray);
+            const f = fakes([stray]);
+            const r = await createWorkerSweep(settings, f.stacks, f.jobs, "stack", () => {}, stuck).sweep([]);
+            assert.deepStrictEqual([r.failed, f.deleted, f.finished], [[], [], []]);
+        });
+
+    it("the watch's check reads a failed worker's job state once: a job that ran is not asked about again", async () => {
+        const f = fakes([], { states: { a: "finished" } });
+        const checks = createWorkerSweep(settings, f.stacks, f.jobs, "stack", () => {}, stuck);
+        const pods = [worker("a", "Failed", 1, exited(1))];
+        for (let i = 0; i < 3; i++) assert.deepStrictEqual((await checks.check(pods, [])).failed, []);
+        assert.deepStrictEqual(f.stateReads, [["a"]]);
+    });
+
+    it("the watch's check fails a job once, though the pod stays in its view until the deletion is seen", async () => {
+        const f = fakes([]);
+        const checks = createWorkerSweep(settings, f.stacks, f.jobs, "stack", () => {}, stuck);
+        const pods = [worker("a", "Pending", 0, pulling("InvalidImageName"))];
+        assert.deepStrictEqual((await checks.check(pods, [])).failed.length, 1);
+        assert.deepStrictEqual((await checks.check(pods, [])).failed.length, 0);
+        assert.deepStrictEqual(f.finished.length, 1);
     });
 });

@@ -1,0 +1,158 @@
+/**
+ * More workers than this machine's 2 cores can run (so on the pod runner's stand-in node, as
+ * DEVELOPERS.md lists): a burst that waits for capacity is never failed while a node may still come,
+ * and two stacks serving one queue start exactly one worker per job, because each reserves the job
+ * through the Stacks API (stand-in) before it makes a worker. The real API server, kube-scheduler and
+ * Job controller decide everything else.
+ */
+import * as assert from "assert";
+import { type ClusterState } from "../../k8s/local/cluster";
+import { LOCAL_NODE } from "../../k8s/local/podRunner";
+import { type StandIn, startStacksApi } from "../../k8s/local/stacksApiStandIn";
+import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
+import { stacksApi } from "../../scheduler/clients/stacksApi";
+import { createEventHandler } from "../../scheduler/schedule/lambda";
+import { stacksStepSource } from "../../scheduler/schedule/stepSource";
+import { createSweeper, eventFromStacksJob } from "../../scheduler/sweep/lambda";
+import { aStacksJob } from "../helpers/builders";
+import { creatorAs, deleteNamespace, deployStack, type DeployedStack } from "../helpers/deploy";
+import { adminConfig, eventually, k8sClient, localCluster } from "../helpers/localCluster";
+
+const RUN = Math.random().toString(36).slice(2, 7);
+/** The label the burst's pods need: no node has it until "capacity returns". */
+const BURST_POOL = "local.scaledkite.io/burst-pool";
+
+describe("capacity: a burst that waits, and two stacks on one queue (stand-in node)", function () {
+    let state: ClusterState;
+    let stacks: StandIn;
+    const namespaces: string[] = [];
+    before(async function () {
+        state = await localCluster(this);
+        stacks = await startStacksApi();
+    });
+    after(async function () {
+        this.timeout(60_000);
+        await stacks?.close();
+        await labelNode(null).catch(() => {});
+        if (state) for (const ns of namespaces) await deleteNamespace(state, ns);
+    });
+
+    async function stack(name: string, extra: Record<string, unknown>): Promise<DeployedStack> {
+        const namespace = `${name}-${RUN}`;
+        namespaces.push(namespace);
+        return deployStack(state, namespace, { queues: { dynamic: {} }, ...extra }, "stand-in");
+    }
+    async function labelNode(value: string | null) {
+        await adminConfig(state)
+            .makeApiClient(k8sClient().CoreV1Api)
+            .patchNode(
+                { name: LOCAL_NODE, body: { metadata: { labels: { [BURST_POOL]: value } } } },
+                k8sClient().setHeaderOptions("Content-Type", k8sClient().PatchStrategy.MergePatch),
+            );
+    }
+    async function pods(namespace: string) {
+        return (await adminConfig(state).makeApiClient(k8sClient().CoreV1Api).listNamespacedPod({ namespace })).items;
+    }
+    async function jobNames(namespace: string): Promise<string[]> {
+        const list = await adminConfig(state).makeApiClient(k8sClient().BatchV1Api).listNamespacedJob({ namespace });
+        return list.items.map((j) => j.metadata!.labels!["buildkite.com/job-uuid"]);
+    }
+
+    it("20 workers pending on a full cluster for 4/5 of the pending timeout: none failed, and they run when capacity returns", async function () {
+        this.timeout(300_000);
+        // The 15 min default, shortened to 75 s; the workers wait 60 s (12 of 15 "minutes").
+        const pendingTimeoutMs = 75_000;
+        const s = await stack("burst", { nodeSelector: { [BURST_POOL]: "yes" } });
+        const handle = createEventHandler(s.settings, creatorAs(state), () => {});
+        const jobs = Array.from({ length: 20 }, () => aStacksJob("dynamic"));
+        for (const j of jobs) assert.strictEqual((await handle(eventFromStacksJob(j))).outcome, "created");
+        stacks.scheduled.set("dynamic", jobs);
+        const sweeper = createSweeper(
+            s.settings,
+            stacksApi(() => stacks.token, { endpoint: stacks.endpoint }),
+            creatorAs(state, SWEEPER_IDENTITY),
+            "scaledkite-burst",
+            () => {},
+            { pendingTimeoutMs, startFailureGraceMs: 30_000, intervalMs: 20_000 },
+        );
+        const started = Date.now();
+        const watching = sweeper.watch(started + 60_000);
+        // The per-minute sweep too, three times meanwhile (its interval shortened to 20 s).
+        for (let i = 0; i < 3; i++) {
+            await new Promise((r) => setTimeout(r, 20_000 - ((Date.now() - started) % 20_000)));
+            const r = await sweeper();
+            assert.deepStrictEqual(r.workers.failed, [], `sweep ${i + 1} failed none`);
+        }
+        const report = await watching;
+        assert.strictEqual(report?.failed, 0, JSON.stringify(report));
+        assert.ok(!jobs.some((j) => stacks.finished.has(j.id)), "no job failed in Buildkite");
+        const waiting = await pods(s.namespace);
+        assert.strictEqual(waiting.length, 20);
+        assert.ok(
+            waiting.every((p) => p.status?.conditions?.some((c) => c.type === "PodScheduled" && c.status === "False")),
+            "all unschedulable",
+        );
+        // Capacity returns: kube-scheduler places them, and they run.
+        await labelNode("yes");
+        await eventually(
+            "all 20 workers to run",
+            async () => {
+                const now = await pods(s.namespace);
+                return now.filter((p) => p.status?.phase === "Running" || p.status?.phase === "Succeeded").length === 20
+                    ? true
+                    : undefined;
+            },
+            120_000,
+        );
+        console.log(
+            `      burst: 20 workers pending ${Math.round((Date.now() - started) / 1000)} s (timeout ${pendingTimeoutMs / 1000} s), none failed; all ran once the node fit`,
+        );
+        await labelNode(null);
+    });
+
+    it("two stacks on one queue, 200 jobs, every event to both: exactly 200 workers, one per job, through reservations", async function () {
+        this.timeout(300_000);
+        const a = await stack("two-a", { stackKey: "scaledkite-a" });
+        const b = await stack("two-b", { stackKey: "scaledkite-b" });
+        const client = stacksApi(() => stacks.token, { endpoint: stacks.endpoint });
+        const handlerOf = (s: DeployedStack, key: string) =>
+            createEventHandler(s.settings, creatorAs(state), () => {}, { steps: stacksStepSource(client, key) });
+        const [ha, hb] = [handlerOf(a, "scaledkite-a"), handlerOf(b, "scaledkite-b")];
+        const jobs = Array.from({ length: 200 }, () => aStacksJob("dynamic"));
+        const outcomes = { a: 0, b: 0, ignored: 0 };
+        const started = Date.now();
+        for (let i = 0; i < jobs.length; i += 10) {
+            await Promise.all(
+                jobs.slice(i, i + 10).flatMap((j, k) => {
+                    const event = eventFromStacksJob(j);
+                    // Each stack's rule delivers the same event; which reserves first is a race (here
+                    // each goes first for every other job).
+                    const deliveries = [
+                        () => ha(event).then((d) => (d.outcome === "created" ? outcomes.a++ : outcomes.ignored++)),
+                        () => hb(event).then((d) => (d.outcome === "created" ? outcomes.b++ : outcomes.ignored++)),
+                    ];
+                    return (k % 2 ? deliveries : deliveries.reverse()).map((deliver) => deliver());
+                }),
+            );
+        }
+        const ms = Date.now() - started;
+        const [inA, inB] = [await jobNames(a.namespace), await jobNames(b.namespace)];
+        assert.strictEqual(inA.length + inB.length, 200, JSON.stringify(outcomes));
+        assert.deepStrictEqual(
+            [...new Set([...inA, ...inB])].sort(),
+            jobs.map((j) => j.id).sort(),
+            "one worker per job",
+        );
+        assert.strictEqual(outcomes.ignored, 200, "the other stack made none");
+        assert.ok(outcomes.a > 0 && outcomes.b > 0, `both stacks took some: ${JSON.stringify(outcomes)}`);
+        // The sweep of the stack that holds none of a job does not make one either: reserved jobs leave its list.
+        stacks.scheduled.set("dynamic", jobs);
+        const sweepB = createSweeper(b.settings, client, creatorAs(state, SWEEPER_IDENTITY), "scaledkite-b", () => {});
+        const r = await sweepB();
+        assert.strictEqual(r.queues[0].created, 0);
+        assert.strictEqual((await jobNames(b.namespace)).length, inB.length);
+        console.log(
+            `      two stacks: 200 jobs → ${inA.length} + ${inB.length} workers, ${outcomes.ignored} events ignored as reserved elsewhere, ${(ms / 1000).toFixed(1)} s`,
+        );
+    });
+});
