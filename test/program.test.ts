@@ -356,8 +356,21 @@ describe("Pulumi program", function () {
                 "Lambda errors, throttles and duration",
                 "Sweep actions",
                 "Workers running and pending",
+                "Workers given up on",
             ],
         );
+        // How soon a worker that will never run is failed, per reason, from the sweep's log lines.
+        const givenUp = byTitle("Workers given up on").metrics;
+        assert.deepStrictEqual(givenUp[0], [
+            "Scaledkite",
+            "UnrunnableAfter",
+            "Namespace",
+            "buildkite",
+            "Reason",
+            "unschedulable",
+            { stat: "p50", label: "unschedulable p50" },
+        ]);
+        assert.strictEqual(givenUp.length, 14, "p50 and max for each of the 7 reasons");
         assert.ok(widgets.every((w) => w.properties.region === "us-east-1"));
         // p50, p90 and p99 for each queue, on the metric the sweep's log lines carry (test/metrics.test.ts).
         const latency = byTitle("Start latency").metrics;

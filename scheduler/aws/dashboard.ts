@@ -6,6 +6,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { METRIC_NAMESPACE, METRICS, NO_QUEUE, OUTCOMES } from "../core/metrics";
+import { CAUSES } from "../core/stuck";
 
 /** What the dashboard shows, resolved. */
 export interface DashboardInput {
@@ -158,6 +159,24 @@ export function dashboardBody(d: DashboardInput): { widgets: object[] } {
             d.region,
             0,
             18,
+        ),
+        widget(
+            "Workers given up on: made → job failed in Buildkite, by reason (ms)",
+            CAUSES.flatMap((cause) =>
+                (["p50", "Maximum"] as const).map((stat) => [
+                    METRIC_NAMESPACE,
+                    METRICS.unrunnableAfter,
+                    "Namespace",
+                    d.namespace,
+                    "Reason",
+                    cause,
+                    { stat, label: `${cause} ${stat === "p50" ? "p50" : "max"}` },
+                ]),
+            ),
+            d.region,
+            12,
+            18,
+            { unit: "ms" },
         ),
     ];
     return { widgets };

@@ -35,6 +35,8 @@ export const METRICS = {
     pendingWorkers: "PendingWorkers",
     /** From the job becoming runnable to its agent container running, for workers started since the last sweep. */
     startLatency: "StartLatency",
+    /** From a worker's pod (or, refused a pod, its Job) being created to its job failed in Buildkite, by Reason (stuck.ts CAUSES). */
+    unrunnableAfter: "UnrunnableAfter",
 } as const;
 
 export type MetricUnit = "Count" | "Milliseconds";

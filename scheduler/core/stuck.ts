@@ -96,6 +96,10 @@ export function podHistory(events: CoreV1Event[]): PodHistory {
     return out;
 }
 
+/** Why a worker will never run, for the metrics (one CloudWatch dimension value each). */
+export const CAUSES = ["unschedulable", "image", "container", "failed", "crash", "refused", "not-run"] as const;
+export type Cause = (typeof CAUSES)[number];
+
 /** What is to be done about a worker pod. */
 export type WorkerState =
     /** Running, done, or being deleted: nothing to judge. */
@@ -103,9 +107,9 @@ export type WorkerState =
     /** It may still start: why it waits (for the job's timeline). */
     | { kind: "waiting"; reason: string }
     /** It will never run its job: fail the job with the reason. */
-    | { kind: "unrunnable"; reason: string }
+    | { kind: "unrunnable"; reason: string; cause: Cause }
     /** It failed before its agent could have run the job: fail the job if Buildkite still has it scheduled. */
-    | { kind: "beforeAcquire"; reason: string };
+    | { kind: "beforeAcquire"; reason: string; cause: Cause };
 
 const FINE: WorkerState = { kind: "fine" };
 const minutes = (ms: number) => Math.round(ms / 60_000);
@@ -136,6 +140,7 @@ export function judgeWorker(pod: V1Pod, now: Date, opts: StuckOptions, history?:
         const last = crashing.state?.terminated ?? crashing.lastState?.terminated;
         return {
             kind: "beforeAcquire",
+            cause: "crash",
             reason: `container ${crashing.name} of the worker keeps crashing (restarted ${crashing.restartCount} times${last ? `, last exit ${last.exitCode}${last.reason ? ` ${last.reason}` : ""}` : ""}); its log says why`,
         };
     }
@@ -147,7 +152,11 @@ export function judgeWorker(pod: V1Pod, now: Date, opts: StuckOptions, history?:
         const why = scheduled?.message ?? scheduled?.reason ?? "no node fits";
         if (age < opts.pendingTimeoutMs)
             return { kind: "waiting", reason: `no node fits its worker yet (${why.split(".")[0]})` };
-        return { kind: "unrunnable", reason: `the worker pod could not be scheduled for ${minutes(age)} min: ${why}` };
+        return {
+            kind: "unrunnable",
+            cause: "unschedulable",
+            reason: `the worker pod could not be scheduled for ${minutes(age)} min: ${why}`,
+        };
     }
     const failing = statuses.find((c) => START_FAILURES.includes(c.state?.waiting?.reason ?? ""));
     if (!failing) return { kind: "waiting", reason: `its worker is starting on node ${pod.spec?.nodeName ?? "?"}` };
@@ -177,6 +186,7 @@ function startFailure(
     const what = `${w.reason} for container ${c.name} (image "${c.image}")`;
     const unrunnable = (detail: string): WorkerState => ({
         kind: "unrunnable",
+        cause: [...PULL_FAILURES, ...INVALID_IMAGE].includes(w.reason!) ? "image" : "container",
         reason: `the worker could not start: ${what}, ${detail}${w.message ? `: ${w.message}` : ""}`,
     });
     if (INVALID_IMAGE.includes(w.reason!)) return unrunnable("which no retry can fix");
@@ -213,7 +223,7 @@ function failedPod(pod: V1Pod): WorkerState {
     const reason = t
         ? `container ${culprit!.name} exited ${t.exitCode}${t.reason ? ` (${t.reason})` : ""}${t.message ? `: ${t.message.trim().split("\n").pop()}` : ""}`
         : `the pod failed${pod.status?.reason ? ` (${pod.status.reason})` : ""}${pod.status?.message ? `: ${pod.status.message}` : ""}`;
-    return { kind: "beforeAcquire", reason: `the worker failed before it ran the job: ${reason}` };
+    return { kind: "beforeAcquire", cause: "failed", reason: `the worker failed before it ran the job: ${reason}` };
 }
 
 /**

@@ -14,9 +14,11 @@ import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { jsonLine, type Logger } from "../clients/log";
 import type { JobClient } from "../clients/kube";
 import type { StacksApi } from "../clients/stacksApi";
+import { METRICS, withMetrics } from "../core/metrics";
 import type { DeferredJob } from "../core/notices";
 import { queueSettings, type SchedulerSettings } from "../core/settings";
 import {
+    type Cause,
     judgeWorker,
     needsHistory,
     noPodReason,
@@ -74,7 +76,15 @@ export function createWorkerSweep(
     let history: { at: number; value: PodHistory | undefined } | undefined;
     const fresh = (): WorkerSweep => ({ failed: [], cancelled: [], kept: [], byQueue: {} });
 
-    async function giveUp(result: WorkerSweep, id: WorkerIdentity, reason: string, waiting: Waiting[], pod?: V1Pod) {
+    /** Fails the job in Buildkite, then deletes its worker; `since`: when the worker (its pod, or its Job) was made. */
+    async function giveUp(
+        result: WorkerSweep,
+        id: WorkerIdentity,
+        why: { reason: string; cause: Cause; since?: string | Date },
+        waiting: Waiting[],
+        pod?: V1Pod,
+    ) {
+        const { reason, cause } = why;
         try {
             await stacks.finish(stackKey, id.uuid, `Scaledkite: ${reason}`);
         } catch (e) {
@@ -102,16 +112,25 @@ export function createWorkerSweep(
             const q = (result.byQueue![id.queue!] ??= { failedStuck: 0, deletedCancelled: 0 });
             q.failedStuck++;
         }
-        const created = Date.parse(String(pod?.metadata?.creationTimestamp ?? ""));
+        const created = Date.parse(String(why.since ?? pod?.metadata?.creationTimestamp ?? ""));
+        const after = Number.isNaN(created) ? [] : [Date.now() - created];
         log(
-            jsonLine({
-                msg: "scaledkite.sweep",
-                outcome: "unrunnable",
-                jobUuid: id.uuid,
-                job: `${namespace}/${id.jobName}`,
-                reason,
-                ...(Number.isNaN(created) ? {} : { sincePodCreatedMs: Date.now() - created }),
-            }),
+            jsonLine(
+                withMetrics(
+                    {
+                        msg: "scaledkite.sweep",
+                        outcome: "unrunnable",
+                        jobUuid: id.uuid,
+                        job: `${namespace}/${id.jobName}`,
+                        reason,
+                        cause,
+                        ...(after.length ? { sinceCreatedMs: after[0] } : {}),
+                    },
+                    { Namespace: namespace, Reason: cause },
+                    [{ name: METRICS.unrunnableAfter, unit: "Milliseconds", value: after }],
+                    Date.now(),
+                ),
+            ),
         );
     }
 
@@ -158,16 +177,16 @@ export function createWorkerSweep(
             now,
         );
         const waiting: Waiting[] = [];
-        const unsure: (Waiting & { uid: string })[] = [];
+        const unsure: (Waiting & { uid: string; cause: Cause })[] = [];
         const done = new Set<string>();
         for (const w of owned) {
             const state = judgeWorker(w.pod, now, stuck, events);
             if (state.kind === "waiting") waiting.push({ ...w, reason: state.reason });
             else if (state.kind === "beforeAcquire")
-                unsure.push({ ...w, reason: state.reason, uid: w.pod.metadata?.uid ?? "" });
+                unsure.push({ ...w, reason: state.reason, cause: state.cause, uid: w.pod.metadata?.uid ?? "" });
             else if (state.kind === "unrunnable" && !done.has(w.uuid)) {
                 done.add(w.uuid);
-                await giveUp(result, w, state.reason, waiting, w.pod);
+                await giveUp(result, w, state, waiting, w.pod);
             }
         }
         // Workers whose agents could not acquire their job, as many times as the Job allows.
@@ -184,7 +203,7 @@ export function createWorkerSweep(
                 );
             if (reason && !done.has(w.uuid)) {
                 done.add(w.uuid);
-                await giveUp(result, w, reason, waiting, w.pod);
+                await giveUp(result, w, { reason, cause: "not-run" }, waiting, w.pod);
             }
         }
         // Failed before acquiring: only while Buildkite still has the job scheduled.
@@ -198,7 +217,7 @@ export function createWorkerSweep(
                     if (u.pod.status?.phase === "Running") await reports.tell(u.uuid, `Scaledkite: ${u.reason}`);
                 } else if (!done.has(u.uuid)) {
                     done.add(u.uuid);
-                    await giveUp(result, u, u.reason, waiting, u.pod);
+                    await giveUp(result, u, u, waiting, u.pod);
                 }
             }
         }
@@ -236,7 +255,7 @@ export function createWorkerSweep(
                 events.filter((e) => e.involvedObject?.name === id.jobName),
                 now,
             );
-            if (reason) await giveUp(result, id, reason, waiting);
+            if (reason) await giveUp(result, id, { reason, cause: "refused", since: created }, waiting);
         }
     }
 

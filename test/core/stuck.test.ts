@@ -230,6 +230,7 @@ describe("judgeWorker", () => {
         const one = judgeWorker(pod("w-1", "Failed", 1), NOW, OPTS);
         assert.deepStrictEqual(one, {
             kind: "beforeAcquire",
+            cause: "failed",
             reason: "the worker failed before it ran the job: container agent exited 1",
         });
         const evicted: V1Pod = {

@@ -96,11 +96,9 @@ describe("workers that will never run, judged by the sweep's watch (real node)",
     }
     function sinceCreated(lines: string[], uuids: string[]): number[] {
         return lines
-            .map((l) => JSON.parse(l) as { outcome?: string; jobUuid?: string; sincePodCreatedMs?: number })
-            .filter(
-                (l) => l.outcome === "unrunnable" && uuids.includes(l.jobUuid!) && l.sincePodCreatedMs !== undefined,
-            )
-            .map((l) => l.sincePodCreatedMs!);
+            .map((l) => JSON.parse(l) as { outcome?: string; jobUuid?: string; sinceCreatedMs?: number })
+            .filter((l) => l.outcome === "unrunnable" && uuids.includes(l.jobUuid!) && l.sinceCreatedMs !== undefined)
+            .map((l) => l.sinceCreatedMs!);
     }
 
     it("an image that cannot be pulled: 10 workers, each failed once after the 30 s grace and two failed pulls, with the registry's words", async function () {

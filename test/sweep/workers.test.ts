@@ -392,6 +392,11 @@ describe("the workers' sweep (fakes of the Stacks API and the Job client)", () =
             );
             assert.deepStrictEqual(r.cancelled, want.cancelled);
             if (want.reason) assert.match(f.finished[0][1], want.reason);
+            // Each job failed is measured, per reason (EMF: the dashboard's "Workers given up on").
+            const measured = lines.filter((l) => l.includes('"UnrunnableAfter"'));
+            assert.strictEqual(measured.length, want.failed.length);
+            for (const l of measured)
+                assert.match(l, /"Reason":"(unschedulable|image|container|failed|crash|refused|not-run)"/);
             assert.ok(
                 lines.some((l) => l.includes('"msg":"scaledkite.workers"')),
                 "a line of worker metrics per queue",
