@@ -1,14 +1,9 @@
 /**
- * The sweep's second half: the workers themselves. `check` judges the workers (core/stuck.ts) and
- * fails in Buildkite, then deletes, those that will never run their job: the watch (watch.ts) calls it
- * every second with the pods and Jobs it holds, the per-minute sweep with a fresh listing. The
- * per-minute `sweep` also logs each queue's running and pending workers with their start latency,
- * tells Buildkite why jobs still wait, and deletes waiting workers of jobs that are already done.
- *
- * Only workers that are Scaledkite's count (core/workerIdentity.ts). A worker is only deleted once
- * Buildkite knows why its job failed, so a failed `finish` keeps it for the next check. A worker that
- * failed before its agent could have run the job is failed only while Buildkite still has the job
- * scheduled (its state, read once per worker).
+ * The sweep's second half, the workers. `check` (each second from the watch, and in each sweep) fails
+ * in Buildkite, then deletes, the Scaledkite workers (core/workerIdentity.ts) that will never run
+ * (core/stuck.ts); one that failed before its agent could run the job, only while Buildkite still has
+ * it scheduled; a failed `finish` keeps the worker for the next check. `sweep` also reports (workerReports.ts)
+ * and deletes waiting workers of jobs already done.
  */
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { jsonLine, type Logger } from "../clients/log";
