@@ -2,8 +2,9 @@
  * A local stand-in for Buildkite's Stacks API that follows its documented contract for what the
  * scheduler and the sweep use: registration, paginated scheduled jobs per queue (oldest first) with
  * page_info and cluster_queue.dispatch_paused, token auth, one job's env and command, job states,
- * finish, timeline notifications (detail at most 256 characters), and, on request, 429 with
- * Retry-After, 5xx answers and a round trip of a set latency.
+ * finish, timeline notifications (detail at most 256 characters), reservations, Buildkite's rate
+ * limits per stack (429 with Retry-After when a stack key makes more calls of one kind in a second
+ * than its limit), and, on request, 429 or 5xx answers and a round trip of a set latency.
  */
 import * as http from "http";
 import type { StacksJob, StacksJobDetail } from "../../scheduler/clients/stacksApi";
@@ -34,6 +35,8 @@ export interface StandIn {
     listedAt: Map<string, number[]>;
     /** Answers the next N finish requests with 503. */
     failFinish: number;
+    /** Requests answered 429 because a stack went over its rate limit: "<stack key> <kind>". */
+    throttled: string[];
     /** Answers the next N requests with this status (429 carries Retry-After: 1). */
     failNext(status: number, count?: number): void;
     requests: string[];
@@ -46,6 +49,31 @@ export interface StandIn {
  * agents did to each job (accepted, running, finished) as Buildkite would; states set here, and
  * finish, come first; "scheduled" otherwise.
  */
+/** Calls a stack may make per second, by kind (Buildkite's Stacks API docs; registration is not listed). */
+export const STACKS_RATE_LIMITS = { list: 10, reserve: 10, show: 1000, states: 20, finish: 100, notifications: 200 };
+
+/** Which rate limit a request counts against, and for which stack key. */
+function rateKind(method: string, path: string): { kind: keyof typeof STACKS_RATE_LIMITS; stack: string } | undefined {
+    const m = /^\/v3\/stacks\/([^/]+)\/(.*)$/.exec(path);
+    if (!m || m[1] === "register") return undefined;
+    const rest = m[2];
+    const kind: keyof typeof STACKS_RATE_LIMITS | undefined =
+        method === "GET" && rest === "scheduled-jobs"
+            ? "list"
+            : method === "PUT" && rest === "scheduled-jobs/batch-reserve"
+              ? "reserve"
+              : method === "POST" && rest === "jobs/get-states"
+                ? "states"
+                : method === "POST" && rest === "notifications"
+                  ? "notifications"
+                  : method === "POST" && rest.endsWith("/finish")
+                    ? "finish"
+                    : method === "GET" && rest.startsWith("jobs/")
+                      ? "show"
+                      : undefined;
+    return kind && { kind, stack: decodeURIComponent(m[1]) };
+}
+
 export async function startStacksApi(
     token = "bkct_local_cluster_token",
     jobStateOf: (uuid: string) => string | undefined = () => undefined,
@@ -64,6 +92,19 @@ export async function startStacksApi(
     const states = new Map<string, string>();
     const failures: number[] = [];
     const requests: string[] = [];
+    const throttled: string[] = [];
+    /** When each (stack key, kind) was called in the last second. */
+    const calls = new Map<string, number[]>();
+    const overLimit = (method: string, path: string): string | undefined => {
+        const r = rateKind(method, path);
+        if (!r) return undefined;
+        const key = `${r.stack} ${r.kind}`;
+        const now = Date.now();
+        const recent = (calls.get(key) ?? []).filter((t) => now - t < 1000);
+        if (recent.length >= STACKS_RATE_LIMITS[r.kind]) return key;
+        calls.set(key, [...recent, now]);
+        return undefined;
+    };
     const notifications: StandIn["notifications"] = [];
     const listedAt = new Map<string, number[]>();
     const jobs = new Map<string, StacksJobDetail>();
@@ -85,6 +126,11 @@ export async function startStacksApi(
             if (failure === 429)
                 return send(429, { message: "Too many requests" }, { "retry-after": "1", "ratelimit-remaining": "0" });
             if (failure) return send(failure, { message: "Internal error" });
+            const limited = overLimit(req.method!, url.pathname);
+            if (limited) {
+                throttled.push(limited);
+                return send(429, { message: "Too many requests" }, { "retry-after": "1", "ratelimit-remaining": "0" });
+            }
             const show = /^\/v3\/stacks\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname);
             if (req.method === "GET" && show) {
                 const job = jobs.get(decodeURIComponent(show[2]));
@@ -194,6 +240,7 @@ export async function startStacksApi(
         reservations,
         states,
         requests,
+        throttled,
         notifications,
         listedAt,
         get pageSize() {

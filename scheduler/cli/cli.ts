@@ -13,7 +13,7 @@
 import * as fs from "fs";
 import { parseArgs } from "util";
 import { execCredential, signEksToken } from "../clients/eksToken";
-import { isConfigError, isRetryable } from "../core/errors";
+import { describeFailure, isConfigError, isRetryable, RETRY_WORDS } from "../core/errors";
 import { createEventHandler, decide } from "../schedule/lambda";
 import { kubeconfigJobClient, toKubernetesError } from "../clients/kube";
 import { explainWorker, jobUuidOf } from "./explain";
@@ -167,15 +167,9 @@ async function schedule(flags: Record<string, string>, io: Io): Promise<number> 
     }
 }
 
-/**
- * A failure as one line for a person: the Lambdas' messages end in "will retry" (they are retried);
- * the command line retries nothing, so it says whether running the command again may help.
- */
+/** A failure as one line for a person: the command line retries nothing, so it says whether running it again may help. */
 export function failure(e: unknown): string {
-    const message = ((e as Error)?.message ?? String(e))
-        .split("\n")[0]
-        .replace(/;? (will retry[^;]*|the next sweep tries again)$/, "");
-    return `failed: ${message}${isRetryable(e) ? "; worth retrying: run the command again" : ""}`;
+    return `failed: ${describeFailure(e, RETRY_WORDS.cli)}`;
 }
 
 async function token(flags: Record<string, string>, io: Io): Promise<number> {

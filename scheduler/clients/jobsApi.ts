@@ -89,8 +89,8 @@ export function jobsApi(server: string, caData: string | undefined, deadline: ()
         const late = () =>
             kubernetesError(
                 left < REQUEST_TIMEOUT_MS
-                    ? `${what}: no answer from the Kubernetes API ${server} before this invocation's deadline (${Math.max(0, Math.round(left))} ms were left of the Lambda's timeout); will retry`
-                    : `${what}: no complete answer from the Kubernetes API ${server} in ${REQUEST_TIMEOUT_MS} ms; will retry`,
+                    ? `${what}: no answer from the Kubernetes API ${server} before this invocation's deadline (${Math.max(0, Math.round(left))} ms were left of the Lambda's timeout)`
+                    : `${what}: no complete answer from the Kubernetes API ${server} in ${REQUEST_TIMEOUT_MS} ms`,
                 true,
             );
         if (budget <= 0) return Promise.reject(late());

@@ -14,6 +14,7 @@ import {
     kubernetesError,
     type KubernetesError,
 } from "../core/errors";
+import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
 import { credentialsFromEnv, signEksToken, TokenCache } from "./eksToken";
 import { jobsApi } from "./jobsApi";
 import { collectionWatcher, type WatchEnd, type WatchEvent } from "./watch";
@@ -175,6 +176,22 @@ export function bearerSecretReader(
         cached = { value: await withToken((t) => api.secretValue(namespace, name, key, t)), at: Date.now() };
         return cached.value;
     };
+}
+
+/** The workers' agent token, read from its Secret with the Lambda's EKS tokens (the sweep's and the scheduler's Stacks API calls). */
+export function agentTokenReader(
+    cluster: EksClusterAccess,
+    tokens: TokenCache,
+    namespace: string,
+): () => Promise<string> {
+    return bearerSecretReader(
+        cluster.endpoint,
+        cluster.caData,
+        tokens,
+        namespace,
+        SECRET_NAMES.agentToken,
+        AGENT_TOKEN_KEY,
+    );
 }
 
 /** Annotations on the agent token Secret that say where its value came from, and when. */

@@ -93,17 +93,17 @@ export function classifySecretsManagerFailure(
             );
         case "ExpiredTokenException":
             return secretsError(
-                `${what}: the request's credentials were refused (${code}); will retry with fresh credentials`,
+                `${what}: the request's credentials were refused (${code}); the next attempt takes fresh ones`,
                 true,
                 code,
             );
         case "ThrottlingException":
         case "InternalServiceError":
-            return secretsError(`${what}: Secrets Manager answered ${code}; will retry`, true, code);
+            return secretsError(`${what}: Secrets Manager answered ${code}`, true, code);
     }
     const retryable = status === 429 || status >= 500;
     return secretsError(
-        `${what}: Secrets Manager answered ${status}${code ? ` ${code}` : ""}${detail}${retryable ? "; will retry" : ""}`,
+        `${what}: Secrets Manager answered ${status}${code ? ` ${code}` : ""}${detail}`,
         retryable,
         code,
     );
@@ -155,7 +155,7 @@ export function secretsManagerReader(
             const status = err.$metadata?.httpStatusCode;
             if (status === undefined)
                 throw secretsError(
-                    `reading ${arn} from Secrets Manager: cannot reach ${new URL(endpoint).origin} (${err.code ?? err.name}); will retry`,
+                    `reading ${arn} from Secrets Manager: cannot reach ${new URL(endpoint).origin} (${err.code ?? err.name})`,
                     true,
                 );
             // An answer without an error type: the SDK names it Unknown, with no message of the service's.

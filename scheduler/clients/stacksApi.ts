@@ -3,7 +3,7 @@
  * a stack, list a queue's scheduled jobs, fail a job that cannot run, ask jobs' states). Global `fetch` only, so the Lambda loads nothing for it.
  *
  * Rate limits answer 429 with Retry-After: the client waits (bounded) and tries again. 5xx and
- * network failures are errors worth retrying (the next sweep does); 401/403/404 are not.
+ * network failures are errors worth retrying (the caller says who retries); 401/403/404 are not.
  */
 
 import { classifiedError, type ClassifiedError } from "../core/errors";
@@ -97,7 +97,7 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
                 });
             } catch (e) {
                 const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name;
-                throw stacksError(`${what}: unreachable (${cause}); the next sweep tries again`, true);
+                throw stacksError(`${what}: unreachable (${cause})`, true);
             }
             if (res.status === 429 && attempt <= 3) {
                 const wait = Math.max(0, Number(res.headers.get("retry-after") ?? "1")) * 1000;
@@ -124,11 +124,7 @@ export function stacksApi(token: () => Promise<string> | string, opts: StacksApi
                 );
             }
             const retryable = res.status === 429 || res.status >= 500;
-            throw stacksError(
-                `${what}: ${res.status} (${message})${retryable ? "; the next sweep tries again" : ""}`,
-                retryable,
-                res.status,
-            );
+            throw stacksError(`${what}: ${res.status} (${message})`, retryable, res.status);
         }
     }
 

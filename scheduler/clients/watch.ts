@@ -82,9 +82,7 @@ export function collectionWatcher(server: string, caData: string | undefined): C
                     onLine(line);
                 } catch (e) {
                     req?.destroy();
-                    finish(
-                        kubernetesError(`${what}: the answer is not JSON (${(e as Error).message}); will retry`, true),
-                    );
+                    finish(kubernetesError(`${what}: the answer is not JSON (${(e as Error).message})`, true));
                 }
             };
             req = https.request(

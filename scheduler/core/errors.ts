@@ -138,7 +138,7 @@ export function classifyApiFailure(status: number, body: ApiStatus | undefined, 
     const detail = (body?.message ?? "").split("\n")[0];
     if (status === 403 && /exceeded quota/i.test(detail)) {
         return kubernetesError(
-            `${what}: the namespace quota is full (${detail}); will retry once running workers finish`,
+            `${what}: the namespace quota is full (${detail}); it has room again once running workers finish`,
             true,
             status,
             QUOTA_FULL,
@@ -154,7 +154,7 @@ export function classifyApiFailure(status: number, body: ApiStatus | undefined, 
     }
     if (status === 401) {
         return kubernetesError(
-            `${what}: unauthorized; the token was refused (expired or the IAM role is not mapped by an EKS access entry); retrying with a new token`,
+            `${what}: unauthorized; the token was refused (expired or the IAM role is not mapped by an EKS access entry); the next attempt signs a new one`,
             true,
             status,
             reason,
@@ -178,16 +178,11 @@ export function classifyApiFailure(status: number, body: ApiStatus | undefined, 
         );
     }
     if (status === 429) {
-        return kubernetesError(
-            `${what}: the API server is throttling requests (429); will retry`,
-            true,
-            status,
-            reason,
-        );
+        return kubernetesError(`${what}: the API server is throttling requests (429)`, true, status, reason);
     }
     const retryable = RETRYABLE_STATUSES.includes(status) || status >= 500;
     return kubernetesError(
-        `${what}: API server answered ${status}${reason ? ` ${reason}` : ""}${detail ? ` (${detail})` : ""}${retryable ? "; will retry" : ""}`,
+        `${what}: API server answered ${status}${reason ? ` ${reason}` : ""}${detail ? ` (${detail})` : ""}`,
         retryable,
         status,
         reason,
@@ -201,7 +196,7 @@ export function classifyNetworkFailure(err: unknown, what: string, server?: stri
     const where = server ? ` ${server}` : "";
     if (code && RETRYABLE_CODES.includes(code)) {
         return kubernetesError(
-            `${what}: cannot reach the Kubernetes API${where} (${code}); check the cluster endpoint and network access; will retry`,
+            `${what}: cannot reach the Kubernetes API${where} (${code}); check the cluster endpoint and network access`,
             true,
         );
     }
@@ -213,7 +208,7 @@ export function classifyNetworkFailure(err: unknown, what: string, server?: stri
     }
     const cause = (e as { cause?: { message?: string } })?.cause?.message;
     const message = `${e?.message ?? String(err)}${cause ? `: ${cause}` : ""}`.split("\n")[0];
-    return kubernetesError(`${what}: request to the Kubernetes API${where} failed (${message}); will retry`, true);
+    return kubernetesError(`${what}: request to the Kubernetes API${where} failed (${message})`, true);
 }
 
 /** True when an error is one that a later attempt may get past. */
@@ -222,11 +217,28 @@ export function isRetryable(err: unknown): boolean {
 }
 
 /**
+ * What each edge says of a failure worth retrying. Errors carry only `retryable`; the edge that
+ * reports them knows what happens next, and adds it (describeFailure).
+ */
+export const RETRY_WORDS = {
+    /** The scheduler and the token sync: the event stays in its queue, the sync runs again. */
+    lambda: "will retry",
+    sweep: "the next sweep tries again",
+    cli: "worth retrying: run the command again",
+} as const;
+
+/** A failure as an edge says it: the message's first line and, when worth retrying, the edge's words. Pure. */
+export function describeFailure(err: unknown, retryWords: string): string {
+    const message = ((err as Error | undefined)?.message ?? String(err)).split("\n")[0];
+    return isRetryable(err) ? `${message}; ${retryWords}` : message;
+}
+
+/**
  * The error a Lambda throws, with its stack cut to the one-line message: Lambda reports a thrown
  * error's stack (in the log, and to `pulumi up` through an Invocation), and the message already says
  * what failed and what to do.
  */
-export function oneLine<E extends Error>(e: E): E {
-    e.stack = `${e.name}: ${e.message.split("\n")[0]}`;
+export function oneLine<E extends Error>(e: E, retryWords?: string): E {
+    e.stack = `${e.name}: ${retryWords ? describeFailure(e, retryWords) : e.message.split("\n")[0]}`;
     return e;
 }

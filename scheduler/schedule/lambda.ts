@@ -11,7 +11,7 @@
  */
 import type { JobClient } from "../clients/kube";
 import { jsonLine, type Logger, logLine } from "../clients/log";
-import { isRetryable, oneLine } from "../core/errors";
+import { describeFailure, isRetryable, oneLine, RETRY_WORDS } from "../core/errors";
 import {
     type EventOrigin,
     foreignOrigin,
@@ -241,7 +241,7 @@ export function createEventHandler(
             const retryable = isRetryable(e);
             emit({
                 outcome: "failed",
-                reason: (e as Error).message,
+                reason: describeFailure(e, RETRY_WORDS.lambda),
                 jobUuid: d.jobUuid,
                 queue: d.queue,
                 job,
@@ -250,7 +250,7 @@ export function createEventHandler(
             });
             // Thrown either way: a retryable failure is retried; a permanent one still lands in the DLQ
             // with its reason, so no job is lost silently.
-            throw e instanceof Error ? oneLine(e) : e;
+            throw e instanceof Error ? oneLine(e, RETRY_WORDS.lambda) : e;
         }
     };
 }

@@ -3,10 +3,9 @@
  * asked: Buildkite's Stacks API (`GET /stacks/:key/jobs/:uuid`, `POST …/finish`, notifications).
  * Runs in the Lambda; global `fetch` only (clients/stacksApi.ts).
  */
-import { bearerSecretReader, type EksClusterAccess } from "../clients/kube";
+import { agentTokenReader, type EksClusterAccess } from "../clients/kube";
 import type { TokenCache } from "../clients/eksToken";
 import { stacksApi, type StacksApi } from "../clients/stacksApi";
-import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
 import type { SchedulerSettings } from "../core/settings";
 
 /** A job's environment and command, as its agent would get them. */
@@ -25,6 +24,11 @@ export interface StepSource {
     notify(jobUuid: string, detail: string): Promise<void>;
     /** Reserves the job for this stack; false when another stack holds it, or it is no longer scheduled. Throws classified errors. */
     reserve?(jobUuid: string): Promise<boolean>;
+    /**
+     * Reserves many jobs in as few calls as the API allows (the sweep, for what it listed); `reserve`
+     * then answers them without another call for a while. Throws classified errors.
+     */
+    reserveAll?(jobUuids: string[]): Promise<void>;
 }
 
 /**
@@ -33,8 +37,68 @@ export interface StepSource {
  */
 export const RESERVATION_SECONDS = 300;
 
+/** How long a reservation answer is reused: well inside RESERVATION_SECONDS, so a "yes" still holds. */
+export const RESERVATION_ANSWER_MS = 30_000;
+
+/** The most jobs one batch-reserve call takes (Buildkite's Stacks API). */
+const RESERVE_BATCH = 1000;
+
+/**
+ * Reserves jobs for one stack key in batches. Buildkite allows a stack 10 reserve calls a second, so
+ * one call per event would throttle a burst: the reservations asked for in one turn of the event
+ * loop (the scheduler handles an SQS batch's events together, so all of them) go out as one call,
+ * and answers are reused for RESERVATION_ANSWER_MS (the sweep reserves its whole listing first).
+ */
+export function batchedReservations(
+    stacks: Pick<StacksApi, "reserve">,
+    stackKey: string,
+    now: () => number = Date.now,
+): { reserve(jobUuid: string): Promise<boolean>; reserveAll(jobUuids: string[]): Promise<void> } {
+    const answers = new Map<string, { reserved: boolean; at: number }>();
+    let waiting: { uuid: string; resolve: (reserved: boolean) => void; reject: (e: unknown) => void }[] = [];
+    async function ask(uuids: string[]): Promise<Map<string, boolean>> {
+        const out = new Map<string, boolean>();
+        for (let i = 0; i < uuids.length; i += RESERVE_BATCH) {
+            const batch = uuids.slice(i, i + RESERVE_BATCH);
+            const r = await stacks.reserve(stackKey, batch, RESERVATION_SECONDS);
+            const reserved = new Set(r.reserved.map((u) => u.toLowerCase()));
+            const at = now();
+            for (const u of batch) {
+                out.set(u, reserved.has(u));
+                answers.set(u, { reserved: reserved.has(u), at });
+            }
+        }
+        for (const [u, a] of answers) if (now() - a.at >= RESERVATION_ANSWER_MS) answers.delete(u);
+        return out;
+    }
+    function flush() {
+        const batch = waiting;
+        waiting = [];
+        const uuids = [...new Set(batch.map((w) => w.uuid))];
+        ask(uuids).then(
+            (got) => batch.forEach((w) => w.resolve(got.get(w.uuid) === true)),
+            (e: unknown) => batch.forEach((w) => w.reject(e)),
+        );
+    }
+    return {
+        reserve(jobUuid) {
+            const uuid = jobUuid.toLowerCase();
+            const known = answers.get(uuid);
+            if (known && now() - known.at < RESERVATION_ANSWER_MS) return Promise.resolve(known.reserved);
+            return new Promise<boolean>((resolve, reject) => {
+                if (waiting.length === 0) setTimeout(flush, 0);
+                waiting.push({ uuid, resolve, reject });
+            });
+        },
+        async reserveAll(jobUuids) {
+            await ask([...new Set(jobUuids.map((u) => u.toLowerCase()))]);
+        },
+    };
+}
+
 /** A StepSource over the Stacks API for one stack key. */
 export function stacksStepSource(stacks: StacksApi, stackKey: string): StepSource {
+    const reservations = batchedReservations(stacks, stackKey);
     return {
         async read(jobUuid) {
             try {
@@ -48,10 +112,8 @@ export function stacksStepSource(stacks: StacksApi, stackKey: string): StepSourc
         fail: (jobUuid, detail) => stacks.finish(stackKey, jobUuid, detail),
         notify: (jobUuid, detail) =>
             stacks.notify(stackKey, [{ job_uuid: jobUuid, detail, timestamp: new Date().toISOString() }]),
-        async reserve(jobUuid) {
-            const r = await stacks.reserve(stackKey, [jobUuid], RESERVATION_SECONDS);
-            return r.reserved.map((u) => u.toLowerCase()).includes(jobUuid.toLowerCase());
-        },
+        reserve: reservations.reserve,
+        reserveAll: reservations.reserveAll,
     };
 }
 
@@ -66,13 +128,6 @@ export function clusterStepSource(
     tokens: TokenCache,
 ): StepSource | undefined {
     if (!settings.stacks) return undefined;
-    const token = bearerSecretReader(
-        cluster.endpoint,
-        cluster.caData,
-        tokens,
-        settings.namespace,
-        SECRET_NAMES.agentToken,
-        AGENT_TOKEN_KEY,
-    );
+    const token = agentTokenReader(cluster, tokens, settings.namespace);
     return stacksStepSource(stacksApi(token, { endpoint: settings.stacks.endpoint }), settings.stacks.stackKey);
 }

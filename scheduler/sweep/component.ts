@@ -5,13 +5,7 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import {
-    bearerSecretReader,
-    type EksClusterAccess,
-    eksJobClient,
-    eksTokens,
-    invocationDeadline,
-} from "../clients/kube";
+import { agentTokenReader, type EksClusterAccess, eksJobClient, eksTokens, invocationDeadline } from "../clients/kube";
 import {
     type ClusterLambdaArgs,
     createClusterLambda,
@@ -25,7 +19,6 @@ import { stacksApi } from "../clients/stacksApi";
 import { createSweeper, keepQueuesConnected } from "./lambda";
 import { heartbeatOffsets } from "../core/notices";
 import { jsonLine, logLine } from "../clients/log";
-import { AGENT_TOKEN_KEY, SECRET_NAMES } from "../core/names";
 
 /** Arguments of Sweeper. */
 export interface SweeperArgs extends ClusterLambdaArgs {
@@ -118,14 +111,7 @@ function sweepFactory(
     };
     return (cluster) => {
         const tokens = eksTokens(cluster);
-        const agentToken = bearerSecretReader(
-            cluster.endpoint,
-            cluster.caData,
-            tokens,
-            settings.namespace,
-            SECRET_NAMES.agentToken,
-            AGENT_TOKEN_KEY,
-        );
+        const agentToken = agentTokenReader(cluster, tokens, settings.namespace);
         const deadline = invocationDeadline();
         const stacks = stacksApi(agentToken, { endpoint });
         const sweep = createSweeper(

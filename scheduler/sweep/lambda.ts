@@ -8,7 +8,7 @@
  * through the Stacks API and their Job deleted; and workers still waiting for a job that is already
  * done (cancelled before it started): their Job is deleted.
  */
-import { isQuotaFull, oneLine } from "../core/errors";
+import { describeFailure, isQuotaFull, oneLine, RETRY_WORDS } from "../core/errors";
 import { JOB_SCHEDULED } from "../core/event";
 import { createEventHandler, type Decision } from "../schedule/lambda";
 import { stacksStepSource } from "../schedule/stepSource";
@@ -133,7 +133,8 @@ export function createSweeper(
         value,
     });
     // The sweep makes workers as the scheduler does: from the job itself where the queue says so.
-    const handle = createEventHandler(settings, jobs, log, { via: "sweep", steps: stacksStepSource(stacks, stackKey) });
+    const steps = stacksStepSource(stacks, stackKey);
+    const handle = createEventHandler(settings, jobs, log, { via: "sweep", steps });
 
     const workerChecks = createWorkerSweep(settings, stacks, jobs, stackKey, log, { ...stuck, intervalMs });
 
@@ -148,7 +149,10 @@ export function createSweeper(
                 const { jobs: scheduled, paused } = await stacks.scheduledJobs(stackKey, queue);
                 r.listed = scheduled.length;
                 r.paused = paused;
-                if (!paused) {
+                if (!paused && scheduled.length > 0) {
+                    // One reservation call for the whole listing (Buildkite allows 10 a second per
+                    // stack); each job's handler then reads its answer. If it fails, each asks again.
+                    await steps.reserveAll?.(scheduled.map((j) => j.id)).catch(() => undefined);
                     await inParallel(scheduled, 10, async (job) => {
                         try {
                             const d: Decision = await handle(eventFromStacksJob(job));
@@ -165,7 +169,7 @@ export function createSweeper(
                 }
             } catch (e) {
                 r.failed++;
-                r.error = (e as Error).message;
+                r.error = describeFailure(e, RETRY_WORDS.sweep);
             }
             log(
                 jsonLine(
@@ -187,7 +191,7 @@ export function createSweeper(
         try {
             workers = await workerChecks.sweep(deferred);
         } catch (e) {
-            workerError = (e as Error).message;
+            workerError = describeFailure(e, RETRY_WORDS.sweep);
         }
         // What the sweep did to workers, per queue (zero included, so the dashboard's lines are continuous).
         for (const queue of Object.keys(settings.queues)) {

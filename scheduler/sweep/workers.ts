@@ -1,14 +1,14 @@
 /**
  * The sweep's second half, the workers. `check` (each second from the watch, and in each sweep) fails
  * in Buildkite, then deletes, the Scaledkite workers (core/workerIdentity.ts) that will never run
- * (core/stuck.ts); one that failed before its agent could run the job, only while Buildkite still has
- * it scheduled; a failed `finish` keeps the worker for the next check. `sweep` also reports (workerReports.ts)
- * and deletes waiting workers of jobs already done.
+ * (core/stuck.ts), one that failed before its agent ran the job only while Buildkite has it scheduled; a
+ * failed `finish` keeps the worker. `sweep` also reports (workerReports.ts) and deletes workers of done jobs.
  */
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { jsonLine, type Logger } from "../clients/log";
 import type { JobClient } from "../clients/kube";
 import type { StacksApi } from "../clients/stacksApi";
+import { describeFailure, RETRY_WORDS } from "../core/errors";
 import { METRICS, withMetrics } from "../core/metrics";
 import type { DeferredJob } from "../core/notices";
 import { queueSettings, type SchedulerSettings } from "../core/settings";
@@ -85,7 +85,7 @@ export function createWorkerSweep(
         } catch (e) {
             // The worker stays until Buildkite knows why the job failed: deleting it first would
             // only make the next sweep create another. A job that is already done is found by the sweep.
-            const error = (e as Error).message;
+            const error = describeFailure(e, RETRY_WORDS.sweep);
             result.kept.push({ jobUuid: id.uuid, error });
             if (pod) waiting.push({ ...id, pod, reason });
             log(

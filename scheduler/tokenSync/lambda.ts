@@ -11,7 +11,7 @@
  * Pure decisions (which trigger is this, what is the token in the secret) and one sync function
  * over two small interfaces: where the value comes from and where it goes.
  */
-import { classifiedError, type ClassifiedError, oneLine } from "../core/errors";
+import { classifiedError, type ClassifiedError, describeFailure, oneLine, RETRY_WORDS } from "../core/errors";
 import { parseSecretArn, type SecretReader } from "../clients/secretsManager";
 import type { TokenTarget } from "../clients/kube";
 import { jsonLine, logLine } from "../clients/log";
@@ -185,12 +185,12 @@ export function createTokenSync(
                 line({
                     outcome: "failed",
                     trigger: verdict.trigger,
-                    error: message,
+                    error: describeFailure(e, RETRY_WORDS.lambda),
                     retryable,
                     attempts: attempt,
                     ms: Date.now() - started,
                 });
-                throw oneLine(classifiedError("token-sync", "TokenSyncError", message, retryable));
+                throw oneLine(classifiedError("token-sync", "TokenSyncError", message, retryable), RETRY_WORDS.lambda);
             }
         }
     };

@@ -75,7 +75,7 @@ describe("jobsApi deadlines (a real HTTPS server that trickles)", function () {
         assert.ok(err, "the call failed");
         assert.match(
             err!.message,
-            /^creating Job ci\/w: no answer from the Kubernetes API https:\/\/127\.0\.0\.1:\d+ before this invocation's deadline \(\d+ ms were left of the Lambda's timeout\); will retry$/,
+            /^creating Job ci\/w: no answer from the Kubernetes API https:\/\/127\.0\.0\.1:\d+ before this invocation's deadline \(\d+ ms were left of the Lambda's timeout\)$/,
         );
         assert.ok(isRetryable(err), "the event is retried later");
         assert.ok(took >= 1_400 && took < 3_000, `ended after ${took} ms`);

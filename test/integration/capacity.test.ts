@@ -11,6 +11,7 @@ import { LOCAL_NODE } from "../../k8s/local/podRunner";
 import { type StandIn, startStacksApi } from "../../k8s/local/stacksApiStandIn";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { stacksApi } from "../../scheduler/clients/stacksApi";
+import { handleBatch } from "../../scheduler/schedule/batch";
 import { createEventHandler } from "../../scheduler/schedule/lambda";
 import { stacksStepSource } from "../../scheduler/schedule/stepSource";
 import { createSweeper, eventFromStacksJob } from "../../scheduler/sweep/lambda";
@@ -110,31 +111,50 @@ describe("capacity: a burst that waits, and two stacks on one queue (stand-in no
         await labelNode(null);
     });
 
-    it("two stacks on one queue, 200 jobs, every event to both: exactly 200 workers, one per job, through reservations", async function () {
+    it("two stacks on one queue, 200 jobs, every event to both in SQS batches: exactly 200 workers, one per job, one reservation call per batch", async function () {
         this.timeout(300_000);
         const a = await stack("two-a", { stackKey: "scaledkite-a" });
         const b = await stack("two-b", { stackKey: "scaledkite-b" });
         const client = stacksApi(() => stacks.token, { endpoint: stacks.endpoint });
-        const handlerOf = (s: DeployedStack, key: string) =>
-            createEventHandler(s.settings, creatorAs(state), () => {}, { steps: stacksStepSource(client, key) });
-        const [ha, hb] = [handlerOf(a, "scaledkite-a"), handlerOf(b, "scaledkite-b")];
-        const jobs = Array.from({ length: 200 }, () => aStacksJob("dynamic"));
-        const outcomes = { a: 0, b: 0, ignored: 0 };
-        const started = Date.now();
-        for (let i = 0; i < jobs.length; i += 10) {
-            await Promise.all(
-                jobs.slice(i, i + 10).flatMap((j, k) => {
-                    const event = eventFromStacksJob(j);
-                    // Each stack's rule delivers the same event; which reserves first is a race (here
-                    // each goes first for every other job).
-                    const deliveries = [
-                        () => ha(event).then((d) => (d.outcome === "created" ? outcomes.a++ : outcomes.ignored++)),
-                        () => hb(event).then((d) => (d.outcome === "created" ? outcomes.b++ : outcomes.ignored++)),
-                    ];
-                    return (k % 2 ? deliveries : deliveries.reverse()).map((deliver) => deliver());
-                }),
+        const outcomes = { a: 0, b: 0, ignored: 0, other: 0 };
+        const handlerOf = (s: DeployedStack, key: string, name: "a" | "b") =>
+            createEventHandler(
+                s.settings,
+                creatorAs(state),
+                (line) => {
+                    const { outcome } = JSON.parse(line) as { outcome: string };
+                    if (outcome === "created") outcomes[name]++;
+                    else if (outcome === "ignored") outcomes.ignored++;
+                    else outcomes.other++;
+                },
+                { steps: stacksStepSource(client, key) },
             );
+        const [ha, hb] = [handlerOf(a, "scaledkite-a", "a"), handlerOf(b, "scaledkite-b", "b")];
+        const jobs = Array.from({ length: 200 }, () => aStacksJob("dynamic"));
+        const batch = (from: number) =>
+            Array.from({ length: 10 }, (_, k) => ({
+                messageId: `m${from + k}`,
+                body: JSON.stringify(eventFromStacksJob(jobs[(from + k) % jobs.length])),
+                eventSource: "aws:sqs",
+            }));
+        const requestsBefore = stacks.requests.length;
+        const started = Date.now();
+        // Each stack's rule delivers every event, batched by each stack's own queue: here A's batches
+        // start at job 0 and B's at job 5, so half of each batch races the other stack's and half
+        // was offered to one stack first.
+        const failed: string[] = [];
+        for (let i = 0; i < jobs.length; i += 10) {
+            const [ra, rb] = await Promise.all([handleBatch(batch(i), ha), handleBatch(batch(i + 5), hb)]);
+            failed.push(...[...ra.batchItemFailures, ...rb.batchItemFailures].map((f) => f.itemIdentifier));
         }
+        assert.deepStrictEqual(failed, [], "no record left to retry");
+        const reserveCalls = (key: string) =>
+            stacks.requests
+                .slice(requestsBefore)
+                .filter((r) => r === `PUT /v3/stacks/${key}/scheduled-jobs/batch-reserve`).length;
+        const calls = { a: reserveCalls("scaledkite-a"), b: reserveCalls("scaledkite-b") };
+        assert.deepStrictEqual(calls, { a: 20, b: 20 }, "one reservation call per batch of 10 events");
+        assert.deepStrictEqual(stacks.throttled, [], "under the Stacks API's 10 reserve calls a second per stack");
         const ms = Date.now() - started;
         const [inA, inB] = [await jobNames(a.namespace), await jobNames(b.namespace)];
         assert.strictEqual(inA.length + inB.length, 200, JSON.stringify(outcomes));
@@ -144,7 +164,8 @@ describe("capacity: a burst that waits, and two stacks on one queue (stand-in no
             "one worker per job",
         );
         assert.strictEqual(outcomes.ignored, 200, "the other stack made none");
-        assert.ok(outcomes.a > 0 && outcomes.b > 0, `both stacks took some: ${JSON.stringify(outcomes)}`);
+        assert.ok(outcomes.a >= 5 && outcomes.b >= 5, `both stacks took some: ${JSON.stringify(outcomes)}`);
+        assert.strictEqual(outcomes.other, 0);
         // The sweep of the stack that holds none of a job does not make one either: reserved jobs leave its list.
         stacks.scheduled.set("dynamic", jobs);
         const sweepB = createSweeper(b.settings, client, creatorAs(state, SWEEPER_IDENTITY), "scaledkite-b", () => {});
@@ -152,7 +173,7 @@ describe("capacity: a burst that waits, and two stacks on one queue (stand-in no
         assert.strictEqual(r.queues[0].created, 0);
         assert.strictEqual((await jobNames(b.namespace)).length, inB.length);
         console.log(
-            `      two stacks: 200 jobs → ${inA.length} + ${inB.length} workers, ${outcomes.ignored} events ignored as reserved elsewhere, ${(ms / 1000).toFixed(1)} s`,
+            `      two stacks: 200 jobs → ${inA.length} + ${inB.length} workers, ${outcomes.ignored} events ignored as reserved elsewhere, ${calls.a} + ${calls.b} reserve calls, ${(ms / 1000).toFixed(1)} s`,
         );
     });
 });

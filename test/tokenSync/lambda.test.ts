@@ -104,16 +104,16 @@ describe("the agent token sync", () => {
             [400, "AccessDeniedException", false, /access denied.*resource policy/],
             [400, "DecryptionFailure", false, /KMS key refused.*kms:Decrypt in the key policy/],
             [400, "InvalidRequestException", false, /scheduled for deletion/],
-            [400, "com.amazonaws.secretsmanager#ThrottlingException", true, /ThrottlingException; will retry/],
-            [400, "ExpiredTokenException", true, /credentials were refused.*will retry/],
+            [400, "com.amazonaws.secretsmanager#ThrottlingException", true, /answered ThrottlingException$/],
+            [400, "ExpiredTokenException", true, /credentials were refused.*the next attempt takes fresh ones/],
             [
                 400,
                 "UnrecognizedClientException",
                 false,
                 /credentials were refused.*check the token sync function's role/,
             ],
-            [500, "InternalServiceError", true, /will retry/],
-            [503, "", true, /answered 503; will retry/],
+            [500, "InternalServiceError", true, /answered InternalServiceError$/],
+            [503, "", true, /answered 503$/],
             [418, "", false, /answered 418$/],
         ];
         for (const [status, type, retryable, message] of cases) {
@@ -122,6 +122,7 @@ describe("the agent token sync", () => {
                 assert.strictEqual(e.retryable, retryable);
                 assert.match(e.message, message);
                 assert.ok(e.message.startsWith(`reading ${ARN} from Secrets Manager: `));
+                assert.doesNotMatch(e.message, /will retry/, "the edge that retries says so, not the error");
             });
         }
     });
