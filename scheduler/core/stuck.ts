@@ -5,7 +5,11 @@
  *
  * A worker may still start, and is left alone, when:
  * - it is not placed yet (no node fits, a node is being added, the spend cap is full) for less than
- *   the pending timeout (default 15 min: the cluster autoscaler's own limit for a new node);
+ *   the pending timeout (default 15 min: the cluster autoscaler's own limit for a new node,
+ *   `--max-node-provision-time`), counted from its creation or from the last scale-up the
+ *   autoscaler triggered for it, whichever is later (cluster-autoscaler 1.36.1
+ *   `processors/status/eventing_scale_up_processor.go`: a `TriggeredScaleUp` or `NotTriggerScaleUp`
+ *   event on the pod, each sent at most once per 5 min per pod, `utils/kubernetes/factory.go`);
  * - an image pull is in progress, even after an earlier pull failed: the kubelet keeps showing
  *   `ImagePullBackOff` during the next pull (kubelet v1.34.4 `pkg/kubelet/images/image_manager.go`,
  *   pullImage: the pull runs inside the pod's sync, so the status changes only when it ends), so the
@@ -28,6 +32,7 @@
 import type { CoreV1Event, V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 import { AGENT_EXIT_CANNOT_ACQUIRE, AGENT_EXIT_NOT_RUN } from "./agentLauncher";
 import { AGENT_CONTAINER } from "./names";
+import type { PodHistory } from "./podHistory";
 
 export interface StuckOptions {
     /** How long a pod may stay unscheduled (no node fits, no capacity). */
@@ -54,47 +59,6 @@ export const START_FAILURES = [
 ];
 const PULL_FAILURES = ["ErrImagePull", "ImagePullBackOff"];
 const INVALID_IMAGE = ["InvalidImageName", "ErrImageNeverPull"];
-
-/** What the kubelet's events say about one container's attempts to start. */
-export interface ContainerAttempts {
-    pulling: number;
-    pulled: number;
-    failedPulls: number;
-    /** `Error: …` events: failed creations (and pulls, which are counted above). */
-    errors: number;
-}
-
-/** The attempts per `<pod>/<container>`, from the kubelet's events. */
-export type PodHistory = ReadonlyMap<string, ContainerAttempts>;
-
-/**
- * Each container's start attempts from the kubelet's events about pods (the container is in the
- * event's fieldPath, `spec.containers{name}` or `spec.initContainers{name}`; a repeated event counts
- * `count` times). Pure.
- */
-export function podHistory(events: CoreV1Event[]): PodHistory {
-    const out = new Map<string, ContainerAttempts>();
-    for (const e of events) {
-        if (e.involvedObject?.kind !== "Pod" || !e.involvedObject.name) continue;
-        const container = /\{([^}]+)\}$/.exec(e.involvedObject.fieldPath ?? "")?.[1];
-        if (!container) continue;
-        const key = `${e.involvedObject.name}/${container}`;
-        const a = out.get(key) ?? { pulling: 0, pulled: 0, failedPulls: 0, errors: 0 };
-        out.set(key, a);
-        const n = Math.max(1, e.series?.count ?? e.count ?? 1);
-        const message = e.message ?? "";
-        if (e.reason === "Pulling") a.pulling += n;
-        else if (e.reason === "Pulled") a.pulled += n;
-        else if (e.reason === "Failed" && message.startsWith("Failed to pull image")) a.failedPulls += n;
-        else if (
-            e.reason === "Failed" &&
-            message.startsWith("Error:") &&
-            !/^Error: (ErrImagePull|ImagePullBackOff)/.test(message)
-        )
-            a.errors += n;
-    }
-    return out;
-}
 
 /** Why a worker will never run, for the metrics (one CloudWatch dimension value each). */
 export const CAUSES = ["unschedulable", "image", "container", "failed", "crash", "refused", "not-run"] as const;
@@ -147,25 +111,53 @@ export function judgeWorker(pod: V1Pod, now: Date, opts: StuckOptions, history?:
     if (phase === "Running") return FINE;
     const created = pod.metadata?.creationTimestamp ? new Date(pod.metadata.creationTimestamp) : now;
     const scheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled");
-    if (scheduled?.status !== "True") {
-        const age = now.getTime() - created.getTime();
-        const why = scheduled?.message ?? scheduled?.reason ?? "no node fits";
-        if (age < opts.pendingTimeoutMs)
-            return { kind: "waiting", reason: `no node fits its worker yet (${why.split(".")[0]})` };
-        return {
-            kind: "unrunnable",
-            cause: "unschedulable",
-            reason: `the worker pod could not be scheduled for ${minutes(age)} min: ${why}`,
-        };
-    }
+    if (scheduled?.status !== "True") return unscheduled(pod, created, now, opts, history);
     const failing = statuses.find((c) => START_FAILURES.includes(c.state?.waiting?.reason ?? ""));
     if (!failing) return { kind: "waiting", reason: `its worker is starting on node ${pod.spec?.nodeName ?? "?"}` };
     return startFailure(pod, failing, now.getTime() - startedAt(pod, now).getTime(), opts, history);
 }
 
-/** Whether judging the pod needs the kubelet's events: a pull or a creation failing past the grace. */
+/**
+ * A pod no node has taken: it waits the pending timeout from its creation, or from the last scale-up
+ * the cluster autoscaler triggered for it (a node on its way gets the autoscaler's own time to come).
+ */
+function unscheduled(
+    pod: V1Pod,
+    created: Date,
+    now: Date,
+    opts: StuckOptions,
+    history: PodHistory | undefined,
+): WorkerState {
+    const scheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled");
+    const why = scheduled?.message ?? scheduled?.reason ?? "no node fits";
+    const news = history?.scaleUps.get(pod.metadata?.name ?? "");
+    const since = Math.max(created.getTime(), news?.triggeredAt ?? 0);
+    const triggeredLast = news?.triggeredAt !== undefined && news.triggeredAt >= (news.notTriggeredAt ?? 0);
+    const autoscaler = triggeredLast
+        ? `; the cluster autoscaler is adding a node (${news.triggered})`
+        : news?.notTriggered
+          ? `; the cluster autoscaler adds none (${news.notTriggered})`
+          : "";
+    if (now.getTime() - since < opts.pendingTimeoutMs)
+        return { kind: "waiting", reason: `no node fits its worker yet (${why.split(".")[0]}${autoscaler})` };
+    return {
+        kind: "unrunnable",
+        cause: "unschedulable",
+        reason: `the worker pod could not be scheduled for ${minutes(now.getTime() - created.getTime())} min: ${why}${autoscaler}`,
+    };
+}
+
+/**
+ * Whether judging the pod needs the events about it: a pull or a creation failing past the grace, or
+ * a pod unscheduled past the pending timeout (whether the autoscaler has since triggered a scale-up).
+ */
 export function needsHistory(pod: V1Pod, now: Date, opts: StuckOptions): boolean {
     if (pod.status?.phase !== "Pending" || pod.metadata?.deletionTimestamp) return false;
+    const scheduled = pod.status.conditions?.find((c) => c.type === "PodScheduled");
+    if (scheduled?.status !== "True") {
+        const created = pod.metadata?.creationTimestamp ? new Date(pod.metadata.creationTimestamp).getTime() : 0;
+        return now.getTime() - created >= opts.pendingTimeoutMs;
+    }
     const statuses = [...(pod.status.initContainerStatuses ?? []), ...(pod.status.containerStatuses ?? [])];
     const retried = statuses.some((c) =>
         [...PULL_FAILURES, "CreateContainerError"].includes(c.state?.waiting?.reason ?? ""),
@@ -182,7 +174,7 @@ function startFailure(
     history: PodHistory | undefined,
 ): WorkerState {
     const w = c.state!.waiting!;
-    const attempts = history?.get(`${pod.metadata?.name}/${c.name}`);
+    const attempts = history?.attempts.get(`${pod.metadata?.name}/${c.name}`);
     const what = `${w.reason} for container ${c.name} (image "${c.image}")`;
     const unrunnable = (detail: string): WorkerState => ({
         kind: "unrunnable",

@@ -12,16 +12,8 @@ import { describeFailure, RETRY_WORDS } from "../core/errors";
 import { METRICS, withMetrics } from "../core/metrics";
 import type { DeferredJob } from "../core/notices";
 import { queueSettings, type SchedulerSettings } from "../core/settings";
-import {
-    type Cause,
-    judgeWorker,
-    needsHistory,
-    noPodReason,
-    notRunReason,
-    type PodHistory,
-    podHistory,
-    type StuckOptions,
-} from "../core/stuck";
+import { type Cause, judgeWorker, needsHistory, noPodReason, notRunReason, type StuckOptions } from "../core/stuck";
+import { emptyHistory, type PodHistory, podHistory } from "../core/podHistory";
 import { jobIdentity, podIdentity, type WorkerIdentity } from "../core/workerIdentity";
 import { createWorkerReports, type Waiting } from "./workerReports";
 
@@ -129,9 +121,9 @@ export function createWorkerSweep(
         );
     }
 
-    /** The kubelet's events, read only when a worker's start failure has lasted the grace (cached briefly). */
+    /** The events about the pods, read only when a worker's start failure or its wait has lasted its limit (cached briefly). */
     async function podEvents(pods: V1Pod[], now: Date): Promise<PodHistory | undefined> {
-        if (!jobs.listEvents || !pods.some((p) => needsHistory(p, now, stuck))) return new Map();
+        if (!jobs.listEvents || !pods.some((p) => needsHistory(p, now, stuck))) return emptyHistory();
         if (history && Date.now() - history.at < HISTORY_MS) return history.value;
         let value: PodHistory | undefined;
         try {

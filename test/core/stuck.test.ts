@@ -2,7 +2,8 @@
 import * as assert from "assert";
 import type { CoreV1Event, V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 import { AGENT_EXIT_NOT_RUN } from "../../scheduler/core/agentLauncher";
-import { judgeWorker, noPodReason, notRunReason, podHistory, type WorkerState } from "../../scheduler/core/stuck";
+import { podHistory } from "../../scheduler/core/podHistory";
+import { judgeWorker, needsHistory, noPodReason, notRunReason, type WorkerState } from "../../scheduler/core/stuck";
 
 /** A worker pod builder: phase, and the agent container's exit code when it terminated. */
 function pod(name: string, phase: string, agentExit?: number, deleting = false): V1Pod {
@@ -107,6 +108,18 @@ const kubelet = (reason: string, message: string, count = 1, container = "comman
 const pullingEv = (n: number) => kubelet("Pulling", 'Pulling image "registry.example/agent:1"', n);
 const failedPull = (n: number) => kubelet("Failed", 'Failed to pull image "registry.example/agent:1": not found', n);
 const createError = (n: number) => kubelet("Failed", "Error: context deadline exceeded", n);
+/** A cluster autoscaler event about pod w-1, last sent `min` minutes ago (cluster-autoscaler 1.36.1's words). */
+const autoscaler = (reason: "TriggeredScaleUp" | "NotTriggerScaleUp", min: number): CoreV1Event => ({
+    metadata: {},
+    reason,
+    message:
+        reason === "TriggeredScaleUp"
+            ? "pod triggered scale-up: [{eks-ci-pool 2->3 (max: 10)}]"
+            : "pod didn't trigger scale-up: 1 max node group size reached",
+    source: { component: "cluster-autoscaler" },
+    lastTimestamp: ago(min),
+    involvedObject: { kind: "Pod", name: "w-1" },
+});
 
 describe("judgeWorker", () => {
     const table: [string, V1Pod, CoreV1Event[] | undefined, WorkerState["kind"], RegExp?][] = [
@@ -123,6 +136,27 @@ describe("judgeWorker", () => {
             [],
             "waiting",
             /^no node fits its worker yet \(0\/3 nodes are available: insufficient cpu\)$/,
+        ],
+        [
+            "unschedulable for 16 min, but the autoscaler triggered a scale-up 10 min ago: the node gets its 15 min",
+            pendingPod(16),
+            [autoscaler("NotTriggerScaleUp", 14), autoscaler("TriggeredScaleUp", 10)],
+            "waiting",
+            /no node fits its worker yet \(.*; the cluster autoscaler is adding a node \(pod triggered scale-up: \[\{eks-ci-pool 2->3/,
+        ],
+        [
+            "unschedulable for 16 min, the last scale-up 15 min ago and none since (the node never came): failed, in the autoscaler's words",
+            pendingPod(16),
+            [autoscaler("TriggeredScaleUp", 15), autoscaler("NotTriggerScaleUp", 1)],
+            "unrunnable",
+            /could not be scheduled for 16 min: .*; the cluster autoscaler adds none \(pod didn't trigger scale-up: 1 max node group size reached\)$/,
+        ],
+        [
+            "unschedulable for 5 min, the node pool at its cap: it waits, and says the autoscaler adds none",
+            pendingPod(5),
+            [autoscaler("TriggeredScaleUp", 5), autoscaler("NotTriggerScaleUp", 1)],
+            "waiting",
+            /the cluster autoscaler adds none \(pod didn't trigger scale-up: 1 max node group size reached\)\)$/,
         ],
         [
             "placed and still pulling a large image after 30 min: not stuck",
@@ -216,6 +250,12 @@ describe("judgeWorker", () => {
             if (reason) assert.match("reason" in got ? got.reason : "", reason);
         });
     }
+
+    it("reads the autoscaler's events only when a pod has waited out the pending timeout", () => {
+        assert.strictEqual(needsHistory(pendingPod(14), NOW, OPTS), false);
+        assert.strictEqual(needsHistory(pendingPod(15), NOW, OPTS), true);
+        assert.strictEqual(needsHistory(pendingPod(30, 29), NOW, OPTS), false, "placed and starting");
+    });
 
     it("a deleted pod, or one that succeeded, is fine", () => {
         const deleting = pendingPod(60);
