@@ -2,7 +2,8 @@
  * A step's own `podSpecPatch`, applied after the queue's (a strategic merge), within what the queue
  * keeps: the command a patch gives a command container becomes its BUILDKITE_COMMAND; a patch of the
  * agent's, the checkout's, copy-agent's or dind's command, or of the queue's service account, node
- * selector, agent container or token volume, is refused with the field named. Pure.
+ * selector, PriorityClass (from `priorityClasses` or the queue's patch: a step may not jump the
+ * line), agent container or token volume, is refused with the field named. Pure.
  */
 import type { V1Container, V1PodSpec } from "@kubernetes/client-node";
 import { interposedCommand } from "./interposer";
@@ -88,6 +89,8 @@ function lockedFields(before: V1PodSpec, after: V1PodSpec, worker: WorkerSetting
         return "serviceAccountName";
     for (const [k, v] of Object.entries(worker.nodeSelector))
         if (after.nodeSelector?.[k] !== v) return `nodeSelector.${k}`;
+    if (before.priorityClassName && !same(before.priorityClassName, after.priorityClassName))
+        return "priorityClassName";
     const agentBefore = before.containers.find((c) => c.name === AGENT_CONTAINER);
     const agentAfter = after.containers.find((c) => c.name === AGENT_CONTAINER);
     if (!agentAfter || !same(agentBefore, agentAfter)) return `the ${AGENT_CONTAINER} container`;

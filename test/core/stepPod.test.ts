@@ -229,6 +229,14 @@ describe("shapeJob", () => {
             /changes nodeSelector.pool/,
         ],
         [
+            "the PriorityClass the stack maps the job's priority to (a step may not jump the line)",
+            settingsFor({ stepShape: "plugin", priorityClasses: { "0": "ci-builds" }, queues: { dynamic: {} } }),
+            { podSpecPatch: { priorityClassName: "system-cluster-critical" } },
+            {},
+            ["queue=dynamic"],
+            /changes priorityClassName, which queue dynamic sets and a step may not change/,
+        ],
+        [
             "the token volume",
             settings,
             { podSpecPatch: { volumes: [{ name: "agent-token", emptyDir: {} }] } },
@@ -271,6 +279,11 @@ describe("shapeJob", () => {
     ];
     for (const [name, s, plugin, extra, rules, want] of refused)
         it(`refuses ${name}, naming the field`, () => assert.match(refusal(shaped(s, plugin, extra, rules)), want));
+
+    it("a step may set a PriorityClass where the stack maps none (as on agent-stack-k8s)", () => {
+        const pod = jobOf(shaped(settings, { podSpecPatch: { priorityClassName: "ci-urgent" } })).spec!.template.spec!;
+        assert.strictEqual(pod.priorityClassName, "ci-urgent");
+    });
 
     it("a resource class sizes the command containers and adds its node selector", () => {
         const pod = jobOf(shaped(settings, undefined, {}, ["queue=dynamic", "resource_class=test"])).spec!.template
