@@ -1,13 +1,14 @@
 /**
  * More workers than this machine's 2 cores can run (so on the pod runner's stand-in node, as
  * DEVELOPERS.md lists): a burst that waits for capacity is never failed while a node may still come,
- * and two stacks serving one queue start exactly one worker per job, because each reserves the job
- * through the Stacks API (stand-in) before it makes a worker. The real API server, kube-scheduler and
- * Job controller decide everything else.
+ * a full node takes the higher-priority build's worker first (its PriorityClass), and two stacks
+ * serving one queue start exactly one worker per job, because each reserves the job through the
+ * Stacks API (stand-in, with Buildkite's rate limits) before it makes a worker. The real API server,
+ * kube-scheduler and Job controller decide everything else.
  */
 import * as assert from "assert";
 import { type ClusterState } from "../../k8s/local/cluster";
-import { LOCAL_NODE } from "../../k8s/local/podRunner";
+import { ANNOTATION_RUN_SECONDS, LOCAL_NODE } from "../../k8s/local/podRunner";
 import { type StandIn, startStacksApi } from "../../k8s/local/stacksApiStandIn";
 import { SWEEPER_IDENTITY } from "../../k8s/local/awsIdentities";
 import { stacksApi } from "../../scheduler/clients/stacksApi";
@@ -23,7 +24,7 @@ const RUN = Math.random().toString(36).slice(2, 7);
 /** The label the burst's pods need: no node has it until "capacity returns". */
 const BURST_POOL = "local.scaledkite.io/burst-pool";
 
-describe("capacity: a burst that waits, and two stacks on one queue (stand-in node)", function () {
+describe("capacity: a burst that waits, priority on a full node, and two stacks on one queue (stand-in node)", function () {
     let state: ClusterState;
     let stacks: StandIn;
     const namespaces: string[] = [];
@@ -109,6 +110,68 @@ describe("capacity: a burst that waits, and two stacks on one queue (stand-in no
             `      burst: 20 workers pending ${Math.round((Date.now() - started) / 1000)} s (timeout ${pendingTimeoutMs / 1000} s), none failed; all ran once the node fit`,
         );
         await labelNode(null);
+    });
+
+    it("priority on a full cluster: kube-scheduler places the higher-priority build's worker first, and the others wait", async function () {
+        this.timeout(180_000);
+        const scheduling = adminConfig(state).makeApiClient(k8sClient().SchedulingV1Api);
+        const classes = { low: `ci-low-${RUN}`, high: `ci-high-${RUN}` };
+        await scheduling.createPriorityClass({ body: { metadata: { name: classes.low }, value: 100 } });
+        await scheduling.createPriorityClass({ body: { metadata: { name: classes.high }, value: 1000 } });
+        try {
+            // Each worker asks 600 of the node's 1,000 CPUs, so one fits at a time; they keep running.
+            const s = await stack("priority", {
+                nodeSelector: { [BURST_POOL]: "yes" },
+                priorityClasses: { "0": classes.low, "10": classes.high },
+                resources: { command: { requests: { cpu: "600" } } },
+                annotations: { [ANNOTATION_RUN_SECONDS]: "600" },
+            });
+            const handle = createEventHandler(s.settings, creatorAs(state), () => {});
+            const low = [aStacksJob("dynamic", { priority: 0 }), aStacksJob("dynamic", { priority: 0 })];
+            const high = aStacksJob("dynamic", { priority: 20 });
+            // The urgent job comes last.
+            for (const j of [...low, high])
+                assert.strictEqual((await handle(eventFromStacksJob(j))).outcome, "created");
+            const podOf = async (uuid: string) =>
+                (await pods(s.namespace)).find((p) => p.metadata?.labels?.["buildkite.com/job-uuid"] === uuid);
+            assert.strictEqual((await podOf(high.id))?.spec?.priorityClassName, classes.high);
+            assert.strictEqual((await podOf(high.id))?.spec?.priority, 1000, "the API server resolved the class");
+            // Past kube-scheduler's longest back-off (10 s), so every pod waits in its unschedulable queue.
+            await new Promise((r) => setTimeout(r, 12_000));
+            await labelNode("yes");
+            const placed = await eventually(
+                "one worker placed",
+                async () => {
+                    const all = await pods(s.namespace);
+                    const on = all.filter((p) => p.spec?.nodeName);
+                    return on.length ? on : undefined;
+                },
+                60_000,
+            );
+            await new Promise((r) => setTimeout(r, 3_000));
+            const all = await pods(s.namespace);
+            const onNode = all
+                .filter((p) => p.spec?.nodeName)
+                .map((p) => p.metadata!.labels!["buildkite.com/job-uuid"]);
+            assert.deepStrictEqual(onNode, [high.id], "only the high-priority worker was placed");
+            const waiting = all.filter((p) => !p.spec?.nodeName);
+            assert.strictEqual(waiting.length, 2);
+            assert.ok(
+                waiting.every((p) =>
+                    p.status?.conditions?.some(
+                        (c) => c.type === "PodScheduled" && /Insufficient cpu/.test(c.message ?? ""),
+                    ),
+                ),
+                "the others wait for CPU",
+            );
+            console.log(
+                `      priority: 3 workers for 1 slot; kube-scheduler placed the priority-20 job's (${classes.high}) first: ${placed[0].metadata!.name}`,
+            );
+        } finally {
+            await labelNode(null);
+            await scheduling.deletePriorityClass({ name: classes.low }).catch(() => {});
+            await scheduling.deletePriorityClass({ name: classes.high }).catch(() => {});
+        }
     });
 
     it("two stacks on one queue, 200 jobs, every event to both in SQS batches: exactly 200 workers, one per job, one reservation call per batch", async function () {
