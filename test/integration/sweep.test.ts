@@ -474,6 +474,58 @@ describe("the sweep (Stacks API stand-in, real API server)", function () {
             assert.deepStrictEqual(await jobUuids(s.namespace), []);
         });
 
+        it("trusts only its own workers: a Job labelled with another job's uuid, not made for it, fails nothing and stays", async () => {
+            const s = await stack("sweep-forged", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
+            const own = await schedule(s, "dynamic");
+            await podWaiting(s.namespace, own, (p) =>
+                p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"),
+            );
+            // Someone with access to the namespace copies the worker Job under another name, labelled
+            // with a job that is still scheduled in Buildkite (it has no worker of ours).
+            const victim = aStacksJob("dynamic").id;
+            const batch = adminConfig(state).makeApiClient(k8sClient().BatchV1Api);
+            const [real] = (await batch.listNamespacedJob({ namespace: s.namespace })).items;
+            const strip = (labels: Record<string, string> = {}) =>
+                Object.fromEntries(
+                    Object.entries({ ...labels, "buildkite.com/job-uuid": victim }).filter(
+                        ([k]) => !/controller-uid|job-name/.test(k),
+                    ),
+                );
+            await batch.createNamespacedJob({
+                namespace: s.namespace,
+                body: {
+                    metadata: {
+                        name: `forged-${victim.slice(0, 8)}`,
+                        labels: strip(real.metadata!.labels),
+                        annotations: real.metadata!.annotations,
+                    },
+                    spec: {
+                        ...real.spec!,
+                        selector: undefined,
+                        manualSelector: undefined,
+                        template: {
+                            ...real.spec!.template,
+                            metadata: {
+                                ...real.spec!.template.metadata,
+                                labels: strip(real.spec!.template.metadata!.labels),
+                            },
+                        },
+                    },
+                },
+            });
+            await podWaiting(s.namespace, victim, (p) =>
+                p.status?.conditions?.some((c: any) => c.reason === "Unschedulable"),
+            );
+            const { workers } = await sweeper(s, [])();
+            assert.deepStrictEqual(
+                workers.failed.map((f) => f.jobUuid),
+                [own],
+                "only the worker Scaledkite made for its job",
+            );
+            assert.ok(!api.finished.has(victim), "the other job is not failed in Buildkite");
+            assert.deepStrictEqual(await jobUuids(s.namespace), [victim], "the forged Job is left alone");
+        });
+
         it("tells Buildkite why a worker waits: the scheduler's message, once its wait passes a minute", async () => {
             const s = await stack("sweep-notice", { nodeSelector: { [UNSCHEDULABLE_LABEL]: "true" } });
             const job = aStacksJob("dynamic", { scheduled_at: new Date(Date.now() - 65_000).toISOString() });
