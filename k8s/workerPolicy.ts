@@ -13,7 +13,7 @@ import { type WorkerSettings } from "../scheduler/core/settings";
 import { AGENT_HOOKS_PATH } from "../scheduler/core/agentLauncher";
 import { type BoundaryRule, POD_BOUNDARY } from "../scheduler/core/podBoundary";
 import { AGENT_CONTAINER, DIND_CONTAINER, LABELS, MANAGED_BY, SECRET_NAMES } from "../scheduler/core/names";
-import { DIND_ARGS } from "../scheduler/core/dind";
+import { DIND_ARGS, DIND_COMMAND } from "../scheduler/core/dind";
 import {
     AGENT_ARGS,
     AGENT_COMMAND,
@@ -247,8 +247,8 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
         },
         {
             expression:
-                `variables.pod.containers.all(c, !${privileged("c")}) && (!has(variables.pod.initContainers) || variables.pod.initContainers.all(c, !${privileged("c")}` +
-                ` || (c.name == ${q(DIND_CONTAINER)} && c.image in ${list(shape.dindImages)} && !has(c.command) && has(c.args) && c.args == ${list(DIND_ARGS)})))`,
+                `(!has(variables.pod.initContainers) || variables.pod.initContainers.all(c, !${privileged("c")})) && variables.pod.containers.all(c, !${privileged("c")}` +
+                ` || (c.name == ${q(DIND_CONTAINER)} && c.image in ${list(shape.dindImages)} && has(c.command) && c.command == ${list(DIND_COMMAND)} && has(c.args) && c.args == ${list(DIND_ARGS)}))`,
             message: msg("privileged"),
         },
         {
@@ -293,8 +293,8 @@ export function workerJobPolicy(namespace: string, groups: string[], shape: Work
             ? []
             : [
                   {
-                      // Every queue's dind is rootless (or off): a privileged sidecar must not run as root.
-                      expression: `!has(variables.pod.initContainers) || variables.pod.initContainers.all(c, !${privileged("c")} || (has(c.securityContext.runAsNonRoot) && c.securityContext.runAsNonRoot && has(c.securityContext.runAsUser) && c.securityContext.runAsUser != 0))`,
+                      // Every queue's dind is rootless (or off): a privileged container must not run as root.
+                      expression: `variables.pod.containers.all(c, !${privileged("c")} || (has(c.securityContext.runAsNonRoot) && c.securityContext.runAsNonRoot && has(c.securityContext.runAsUser) && c.securityContext.runAsUser != 0))`,
                       message: `${refused} the ${DIND_CONTAINER} sidecar runs rootless on every queue, so it must run as a non-root user (runAsNonRoot, runAsUser other than 0)`,
                   },
               ]),

@@ -43,8 +43,6 @@
  * goes to Buildkite through the agent, and the pod's outcome is the agent container's exit code.
  */
 
-import { DIND_READY_TIMEOUT_SECONDS } from "./dind";
-
 /** The agent container's own directory (an emptyDir only it mounts): its pre-bootstrap hook and the job-started mark. */
 export const LAUNCHER_PATH = "/buildkite/scaledkite";
 /** The agent's hooks path: only the launcher's pre-bootstrap hook is there. */
@@ -57,6 +55,8 @@ export const AGENT_EXITED_MARK = `${JOB_CONTEXT_PATH}/scaledkite-agent-exited`;
 export const AGENT_EXIT_CANNOT_ACQUIRE = 27;
 /** The exit code of a worker whose agent exited 0 without running its job. */
 export const AGENT_EXIT_NOT_RUN = 28;
+/** How long a command container waits for dockerd before its bootstrap runs the step without it. */
+export const DIND_READY_TIMEOUT_SECONDS = 120;
 /** Seconds the command container waits for its bootstrap after the agent has exited. */
 export const COMMAND_AFTER_AGENT_SECONDS = 10;
 
@@ -74,7 +74,7 @@ export function agentGracePeriods(terminationGracePeriodSeconds: number): {
 }
 
 /** A POSIX sh script: `set -u`, then each variable assigned (values without spaces), then the lines. Pure. */
-function shScript(vars: Record<string, string>, lines: string[]): string {
+export function shScript(vars: Record<string, string>, lines: string[]): string {
     return ["set -u", ...Object.entries(vars).map(([name, value]) => `${name}=${value}`), ...lines].join("\n");
 }
 

@@ -7,14 +7,14 @@
  * the `command` container runs its checkout, hooks and command with only the job's own access token,
  * received over a unix socket in a volume the two share. A small launcher in front of the agent
  * cancels the job when the pod is stopped and fails the pod when the agent exits without running the
- * job. Docker-in-docker is a native sidecar (an init container with restartPolicy Always):
- * Kubernetes stops it once the other containers exit, so the pod completes with no hook or kubectl.
- * dockerd listens only on a unix socket in a volume shared with the command container: no TCP port.
- * Only the sidecar is privileged.
+ * job. Docker-in-docker is a container beside them that starts in the same kubelet pass and stops
+ * itself once the agent has exited, so the pod completes with no hook or kubectl (dind.ts). dockerd
+ * listens only on a unix socket in a volume shared with the command container: no TCP port. Only
+ * the dind container is privileged.
  */
 import type { V1Container, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { AGENT_EXIT_CANNOT_ACQUIRE, AGENT_EXIT_NOT_RUN, COMMAND_SCRIPT, JOB_CONTEXT_PATH } from "./agentLauncher";
-import { DOCKER_SOCKET_DIR, dindSidecar } from "./dind";
+import { DOCKER_SOCKET_DIR, dindContainer } from "./dind";
 import { jobUrl, type ScheduledJob } from "./event";
 import {
     AGENT_CONTAINER,
@@ -78,8 +78,7 @@ function podSpec(
         ...(Object.keys(worker.nodeSelector).length ? { nodeSelector: worker.nodeSelector } : {}),
         ...(worker.tolerations.length ? { tolerations: worker.tolerations } : {}),
         ...(worker.affinity ? { affinity: worker.affinity as V1PodSpec["affinity"] } : {}),
-        ...(worker.dind !== "none" ? { initContainers: [dindSidecar(worker, BUILD_PATH)] } : {}),
-        containers,
+        containers: worker.dind !== "none" ? [...containers, dindContainer(worker, BUILD_PATH)] : containers,
         volumes,
     };
     return worker.podSpecPatch

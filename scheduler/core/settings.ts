@@ -40,7 +40,7 @@ export interface WorkerSettings {
     /** The agent image: the stock `buildkite/agent` image works as is. */
     image: string;
     /**
-     * Docker-in-docker as a native sidecar so steps can use `docker`: `privileged` (dockerd as root in
+     * Docker-in-docker beside the agent (core/dind.ts) so steps can use `docker`: `privileged` (dockerd as root in
      * a privileged container), `rootless` (dockerd as uid 1000 inside rootlesskit's user namespace)
      * or `none`.
      */

@@ -222,12 +222,12 @@ export function shapeJob(
     );
     const shapedAgent: V1Container = { ...agent, env: [...agentEnv, ...checkoutEnv(plugin)] };
 
-    const dind = (pod.initContainers ?? []).filter((c) => c.name === DIND_CONTAINER);
+    const dind = pod.containers.filter((c) => c.name === DIND_CONTAINER);
     let spec: V1PodSpec = {
         ...stripContainers(stepPodSpec),
         ...pod,
-        initContainers: [asImageUser(copyAgent), ...(stepPodSpec.initContainers ?? []), ...dind, ...sidecars],
-        containers: [asImageUser(shapedAgent), ...checkout.map(asImageUser), ...stepContainers],
+        initContainers: [asImageUser(copyAgent), ...(stepPodSpec.initContainers ?? []), ...sidecars],
+        containers: [asImageUser(shapedAgent), ...checkout.map(asImageUser), ...stepContainers, ...dind],
         volumes: [...(pod.volumes ?? []), ...(stepPodSpec.volumes ?? [])],
         ...(size ? { nodeSelector: { ...(pod.nodeSelector ?? {}), ...size.nodeSelector } } : {}),
     };

@@ -31,7 +31,7 @@
  */
 import type { CoreV1Event, V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 import { AGENT_EXIT_CANNOT_ACQUIRE, AGENT_EXIT_NOT_RUN } from "./agentLauncher";
-import { AGENT_CONTAINER } from "./names";
+import { AGENT_CONTAINER, DIND_CONTAINER } from "./names";
 import type { PodHistory } from "./podHistory";
 
 export interface StuckOptions {
@@ -99,13 +99,23 @@ export function judgeWorker(pod: V1Pod, now: Date, opts: StuckOptions, history?:
     // A sidecar that keeps exiting (with any code: a sidecar should not exit): between restarts it shows
     // its exit, or CrashLoopBackOff; until it stays up, the containers after it do not start (the
     // kubelet starts them once it has started).
-    const crashing = statuses.find((c) => c.restartCount >= CRASH_RESTARTS_TO_GIVE_UP && !c.state?.running);
+    // dind, a regular container the pod does not restart, that exited before the agent (its wrapper
+    // exits 0 only once the agent has: core/dind.ts) has left the build without docker.
+    const crashing = statuses.find(
+        (c) =>
+            (c.restartCount >= CRASH_RESTARTS_TO_GIVE_UP && !c.state?.running) ||
+            (c.name === DIND_CONTAINER && (c.state?.terminated?.exitCode ?? 0) !== 0),
+    );
     if (crashing) {
         const last = crashing.state?.terminated ?? crashing.lastState?.terminated;
+        const exit = last ? `${last.exitCode}${last.reason ? ` ${last.reason}` : ""}` : "";
         return {
             kind: "beforeAcquire",
             cause: "crash",
-            reason: `container ${crashing.name} of the worker keeps crashing (restarted ${crashing.restartCount} times${last ? `, last exit ${last.exitCode}${last.reason ? ` ${last.reason}` : ""}` : ""}); its log says why`,
+            reason:
+                crashing.restartCount >= CRASH_RESTARTS_TO_GIVE_UP
+                    ? `container ${crashing.name} of the worker keeps crashing (restarted ${crashing.restartCount} times${exit ? `, last exit ${exit}` : ""}); its log says why`
+                    : `container ${crashing.name} of the worker exited ${exit} before the agent did, so the build has no docker; its log says why`,
         };
     }
     if (phase === "Running") return FINE;

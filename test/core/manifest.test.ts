@@ -6,12 +6,12 @@ import {
     COMMAND_SCRIPT,
     LAUNCHER_SCRIPT,
 } from "../../scheduler/core/agentLauncher";
-import { AGENT_EXIT_CANNOT_ACQUIRE } from "../../scheduler/core/agentLauncher";
+import { AGENT_EXIT_CANNOT_ACQUIRE, AGENT_EXITED_MARK } from "../../scheduler/core/agentLauncher";
 import { buildJobManifest } from "../../scheduler/core/manifest";
 import { matchQueue } from "../../scheduler/core/queue";
 import { type SchedulerSettings } from "../../scheduler/core/settings";
 import { anEvent, sampleEvent, settingsFor } from "../helpers/builders";
-import { DOCKER_HOST } from "../../scheduler/core/dind";
+import { DIND_SCRIPT, DOCKER_HOST } from "../../scheduler/core/dind";
 import { MAX_ANNOTATION_LENGTH, jobName, labelValue } from "../../scheduler/core/names";
 
 function manifestFor(settings: SchedulerSettings, event = sampleEvent()) {
@@ -103,7 +103,7 @@ describe("buildJobManifest", () => {
         assert.strictEqual(pod.initContainers, undefined, "no dind by default");
         const withDind = manifestFor(settingsFor({ dind: "rootless" })).spec!.template.spec!;
         assert.strictEqual(
-            withDind.initContainers!.some((c) => JSON.stringify(c).includes("agent-token")),
+            withDind.containers.some((c) => c.name === "dind" && JSON.stringify(c).includes("agent-token")),
             false,
             "nor does the dind sidecar mount it",
         );
@@ -126,11 +126,19 @@ describe("buildJobManifest", () => {
     // dind is off by default (README, Security model); a queue that turns it on:
     const dindPod = manifestFor(settingsFor({ dind: "privileged" })).spec!.template.spec!;
 
-    it("runs docker-in-docker as a privileged native sidecar, and only it", () => {
-        const [agent, command] = dindPod.containers;
-        const dind = dindPod.initContainers![0];
-        assert.strictEqual(dind.restartPolicy, "Always");
+    it("runs docker-in-docker as a privileged container beside the agent, and only it, started in the same kubelet pass", () => {
+        const [agent, command, dind] = dindPod.containers;
+        assert.deepStrictEqual(
+            dindPod.containers.map((c) => c.name),
+            ["agent", "command", "dind"],
+        );
+        assert.strictEqual(dindPod.initContainers, undefined, "no init container holds the agent back a kubelet pass");
+        assert.strictEqual(dind.restartPolicy, undefined);
         assert.strictEqual(dind.securityContext!.privileged, true);
+        assert.deepStrictEqual(dind.command, ["/bin/sh", "-c", DIND_SCRIPT, "scaledkite-dind"]);
+        assert.ok(DIND_SCRIPT.includes(AGENT_EXITED_MARK), "it stops once the agent has exited");
+        assert.strictEqual(mountsOf(dind).workspace, "/workspace", "where the agent marks its exit");
+        assert.ok(dind.volumeMounts!.find((m) => m.name === "workspace")!.readOnly, "which it only reads");
         assert.strictEqual(dind.lifecycle, undefined, "nothing holds the agent back while dockerd boots");
         assert.ok(
             COMMAND_SCRIPT.includes('until [ -S "$sock" ] && { ! command -v docker >/dev/null 2>&1 || docker version'),
@@ -158,7 +166,7 @@ describe("buildJobManifest", () => {
     });
 
     it("passes dind arguments that start with dockerd, so the entrypoint adds no TCP listener", () => {
-        const dind = dindPod.initContainers![0];
+        const dind = dindPod.containers[2];
         assert.deepStrictEqual(dind.args, ["dockerd", `--host=${DOCKER_HOST}`]);
         assert.ok(!JSON.stringify(dindPod).includes("tcp://"), "no TCP listener anywhere in the pod");
         assert.strictEqual(dind.ports, undefined);
@@ -198,7 +206,7 @@ describe("buildJobManifest", () => {
             config: { dind: "rootless" },
             check: (m) => {
                 const p = m.spec!.template.spec!;
-                const dind = p.initContainers![0];
+                const dind = p.containers[2];
                 assert.strictEqual(dind.image, "docker:28.5.2-dind-rootless");
                 assert.deepStrictEqual(dind.securityContext, {
                     privileged: true,
@@ -226,6 +234,10 @@ describe("buildJobManifest", () => {
             check: (m) => {
                 const p = m.spec!.template.spec!;
                 assert.strictEqual(p.initContainers, undefined);
+                assert.deepStrictEqual(
+                    p.containers.map((c) => c.name),
+                    ["agent", "command"],
+                );
                 assert.strictEqual(env(p.containers[1]).DOCKER_HOST, undefined);
                 assert.ok(!JSON.stringify(m).includes('"privileged":true'));
             },

@@ -159,11 +159,12 @@ describe("shapeJob", () => {
             assert.strictEqual(interposedCommand(interposer, command, args, "make test"), want));
     it("quotes as sh reads it", () => assert.strictEqual(shellJoin(["a$b", "it's", "", "x;y"]), "a\\$b it\\'s  x\\;y"));
 
-    it("sidecars run as native sidecars after the queue's dind, with the shared volume", () => {
+    it("sidecars run as native sidecars, with the shared volume; the queue's dind stays beside the agent", () => {
         const withDind = settingsFor({ stepShape: "plugin", dind: "rootless" });
         const pod = jobOf(shaped(withDind, { sidecars: [{ image: "nginx:latest" }] })).spec!.template.spec!;
-        assert.deepStrictEqual(names(pod.initContainers), ["copy-agent", "dind", "sidecar-0"]);
-        const sidecar = pod.initContainers![2];
+        assert.deepStrictEqual(names(pod.initContainers), ["copy-agent", "sidecar-0"]);
+        assert.deepStrictEqual(names(pod.containers), ["agent", "checkout", "container-0", "dind"]);
+        const sidecar = pod.initContainers![1];
         assert.strictEqual(sidecar.restartPolicy, "Always");
         assert.ok(sidecar.volumeMounts!.some((m) => m.mountPath === "/workspace"));
     });

@@ -257,6 +257,32 @@ describe("judgeWorker", () => {
         assert.strictEqual(needsHistory(pendingPod(30, 29), NOW, OPTS), false, "placed and starting");
     });
 
+    it("dind, a container the pod does not restart, exiting before the agent: failed before the job (if Buildkite says so); exiting 0 after it: fine", () => {
+        const running = (dindExit: number): V1Pod => ({
+            metadata: { name: "w-1", creationTimestamp: ago(1) },
+            status: {
+                phase: "Running",
+                containerStatuses: [
+                    { name: "agent", image: "a", imageID: "", ready: true, restartCount: 0, state: { running: {} } },
+                    {
+                        name: "dind",
+                        image: "docker:dind",
+                        imageID: "",
+                        ready: false,
+                        restartCount: 0,
+                        state: { terminated: { exitCode: dindExit, reason: dindExit ? "Error" : "Completed" } },
+                    },
+                ],
+            },
+        });
+        assert.deepStrictEqual(judgeWorker(running(127), NOW, OPTS), {
+            kind: "beforeAcquire",
+            cause: "crash",
+            reason: "container dind of the worker exited 127 Error before the agent did, so the build has no docker; its log says why",
+        });
+        assert.strictEqual(judgeWorker(running(0), NOW, OPTS).kind, "fine");
+    });
+
     it("a deleted pod, or one that succeeded, is fine", () => {
         const deleting = pendingPod(60);
         deleting.metadata!.deletionTimestamp = ago(1);

@@ -104,6 +104,7 @@ describe("scheduler RBAC on a real API server", function () {
             return job;
         }
         const pod = (job: any) => job.spec.template.spec;
+        const dindOf = (job: any) => pod(job).containers.find((c: any) => c.name === "dind");
         before(async () => {
             // The API server compiles a new policy within a moment; until then it admits everything.
             await eventually(
@@ -145,7 +146,7 @@ describe("scheduler RBAC on a real API server", function () {
             [
                 "a privileged init container that is not dind",
                 (j) => {
-                    pod(j).initContainers.push({
+                    (pod(j).initContainers ??= []).push({
                         name: "setup",
                         image: pod(j).containers[0].image,
                         securityContext: { privileged: true },
@@ -199,7 +200,7 @@ describe("scheduler RBAC on a real API server", function () {
             [
                 "an agent container that runs the dind image",
                 (j) => {
-                    pod(j).containers[0].image = pod(j).initContainers[0].image;
+                    pod(j).containers[0].image = dindOf(j).image;
                 },
                 /the agent container is Scaledkite's/,
             ],
@@ -297,15 +298,31 @@ describe("scheduler RBAC on a real API server", function () {
             [
                 "a privileged container merely named dind, running the agent image",
                 (j) => {
-                    pod(j).initContainers[0].image = pod(j).containers[0].image;
-                    pod(j).initContainers[0].command = ["sh", "-c", "sleep 1d"];
+                    dindOf(j).image = pod(j).containers[0].image;
+                    dindOf(j).command = ["sh", "-c", "sleep 1d"];
                 },
                 /only the dind sidecar, with the stack's dind image and dockerd's arguments, may be privileged/,
             ],
             [
-                "the dind sidecar with another command",
+                "the dind sidecar with other arguments",
                 (j) => {
-                    pod(j).initContainers[0].args = ["sh", "-c", "nsenter -t 1 -m"];
+                    dindOf(j).args = ["sh", "-c", "nsenter -t 1 -m"];
+                },
+                /only the dind sidecar, with the stack's dind image and dockerd's arguments, may be privileged/,
+            ],
+            [
+                "the dind sidecar with another wrapper",
+                (j) => {
+                    dindOf(j).command = ["/bin/sh", "-c", 'nsenter -t 1 -m -- "$@"', "x"];
+                },
+                /only the dind sidecar, with the stack's dind image and dockerd's arguments, may be privileged/,
+            ],
+            [
+                "a privileged dind as an init container (a native sidecar), as Scaledkite once made it",
+                (j) => {
+                    const dind = dindOf(j);
+                    pod(j).containers = pod(j).containers.filter((c: any) => c !== dind);
+                    pod(j).initContainers = [{ ...dind, restartPolicy: "Always" }];
                 },
                 /only the dind sidecar, with the stack's dind image and dockerd's arguments, may be privileged/,
             ],
@@ -442,7 +459,10 @@ describe("scheduler RBAC on a real API server", function () {
                 const d = decide(rootless.settings, anEvent().uuid(newUuid()).build());
                 if (d.outcome !== "schedule") throw new Error(d.reason);
                 const j = JSON.parse(JSON.stringify(d.manifest));
-                if (asRoot) j.spec.template.spec.initContainers[0].securityContext = { privileged: true };
+                if (asRoot)
+                    j.spec.template.spec.containers.find((c: any) => c.name === "dind").securityContext = {
+                        privileged: true,
+                    };
                 return j;
             };
             await eventually(

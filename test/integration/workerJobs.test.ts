@@ -233,10 +233,10 @@ async function runToCompletion(
         event.detail.job.uuid,
     );
     if (dind)
-        assert.strictEqual(
-            stored.spec!.template.spec!.initContainers![0].restartPolicy,
-            "Always",
-            "the server kept the native sidecar",
+        assert.deepStrictEqual(
+            stored.spec!.template.spec!.containers.map((c) => c.name),
+            ["agent", "command", "dind"],
+            "dind starts beside the agent, in the same kubelet pass",
         );
 
     const pods = await eventually("the Job controller to create the pod", async () => {
