@@ -132,10 +132,19 @@ describe("capacity: a burst that waits, priority on a full node, and two stacks 
             // The urgent job comes last.
             for (const j of [...low, high])
                 assert.strictEqual((await handle(eventFromStacksJob(j))).outcome, "created");
-            const podOf = async (uuid: string) =>
-                (await pods(s.namespace)).find((p) => p.metadata?.labels?.["buildkite.com/job-uuid"] === uuid);
-            assert.strictEqual((await podOf(high.id))?.spec?.priorityClassName, classes.high);
-            assert.strictEqual((await podOf(high.id))?.spec?.priority, 1000, "the API server resolved the class");
+            // The Job controller makes the pods a moment after the Jobs.
+            const highPod = await eventually(
+                "the three pods",
+                async () => {
+                    const all = await pods(s.namespace);
+                    return all.length === 3
+                        ? all.find((p) => p.metadata?.labels?.["buildkite.com/job-uuid"] === high.id)
+                        : undefined;
+                },
+                60_000,
+            );
+            assert.strictEqual(highPod.spec?.priorityClassName, classes.high);
+            assert.strictEqual(highPod.spec?.priority, 1000, "the API server resolved the class");
             // Past kube-scheduler's longest back-off (10 s), so every pod waits in its unschedulable queue.
             await new Promise((r) => setTimeout(r, 12_000));
             await labelNode("yes");
@@ -148,22 +157,28 @@ describe("capacity: a burst that waits, priority on a full node, and two stacks 
                 },
                 60_000,
             );
-            await new Promise((r) => setTimeout(r, 3_000));
-            const all = await pods(s.namespace);
-            const onNode = all
-                .filter((p) => p.spec?.nodeName)
-                .map((p) => p.metadata!.labels!["buildkite.com/job-uuid"]);
-            assert.deepStrictEqual(onNode, [high.id], "only the high-priority worker was placed");
-            const waiting = all.filter((p) => !p.spec?.nodeName);
-            assert.strictEqual(waiting.length, 2);
-            assert.ok(
-                waiting.every((p) =>
-                    p.status?.conditions?.some(
-                        (c) => c.type === "PodScheduled" && /Insufficient cpu/.test(c.message ?? ""),
-                    ),
-                ),
-                "the others wait for CPU",
+            assert.deepStrictEqual(
+                placed.map((p) => p.metadata!.labels!["buildkite.com/job-uuid"]),
+                [high.id],
+                "the high-priority worker was placed first",
             );
+            // kube-scheduler tries the other two again and finds no CPU left for them.
+            await eventually(
+                "the other two to wait for CPU",
+                async () => {
+                    const rest = (await pods(s.namespace)).filter(
+                        (p) => p.metadata?.labels?.["buildkite.com/job-uuid"] !== high.id,
+                    );
+                    const cpu = (p: (typeof rest)[number]) =>
+                        !p.spec?.nodeName &&
+                        p.status?.conditions?.some(
+                            (c) => c.type === "PodScheduled" && /Insufficient cpu/.test(c.message ?? ""),
+                        );
+                    return rest.length === 2 && rest.every(cpu) ? true : undefined;
+                },
+                60_000,
+            );
+            assert.strictEqual((await pods(s.namespace)).filter((p) => p.spec?.nodeName).length, 1, "only one fits");
             console.log(
                 `      priority: 3 workers for 1 slot; kube-scheduler placed the priority-20 job's (${classes.high}) first: ${placed[0].metadata!.name}`,
             );
